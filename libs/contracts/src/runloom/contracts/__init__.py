@@ -1,0 +1,1 @@
+"""Runloom wire contracts: the single Python source of every event, command, job and subject."""

@@ -1,0 +1,126 @@
+"""Commands and jobs: messages on work-queue streams, consumed by durable pull consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from runloom.contracts.events import Usage
+
+
+class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Sent by the gateway once `run.created` is stored; owned by one orchestrator replica."""
+
+    command_id: str
+    run_id: str
+    tenant_id: str
+    causation_id: str | None = None
+
+
+class ResumeRun(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Wakes a paused run (a clarification answered or timed out)."""
+
+    command_id: str
+    run_id: str
+    tenant_id: str
+    reason: str
+    causation_id: str | None = None
+
+
+class DeliverableJob(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Render one deliverable kind of a run's stored content model."""
+
+    job_id: str
+    """sha256 of (run_id, kind, content_hash): the same request is the same job."""
+    run_id: str
+    tenant_id: str
+    kind: str
+    """report | website | slides"""
+    content_hash: str
+    formats: list[str] = []
+    causation_id: str | None = None
+
+
+class ReserveRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    """Idempotency key: the same id reserves once."""
+    tenant_id: str
+    run_id: str
+    estimated_usd: float
+    kind: str
+    """provider | tool"""
+    provider: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    ttl_s: float = 300.0
+
+
+class ReserveReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    granted: bool
+    scope: str | None = None
+    """When refused: which budget (run | tenant)."""
+    reason: str | None = None
+    run_spent_usd: float = 0.0
+    run_budget_usd: float | None = None
+    tenant_spent_usd: float = 0.0
+    tenant_budget_usd: float | None = None
+    warnings: list[str] = []
+    """Budgets (run | tenant) that crossed 80% with this reservation."""
+
+
+class CommitRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    tenant_id: str
+    run_id: str
+    usage: Usage
+    provider: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    usage_id: str | None = None
+
+
+class CommitReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    ok: bool
+    cost_usd: float = 0.0
+    error: str | None = None
+
+
+class ReleaseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    tenant_id: str
+    run_id: str
+
+
+class ReleaseReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    reservation_id: str
+    ok: bool
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A message a consumer could not process, with the reason; stored on `dlq.>`."""
+
+    stream: str
+    subject: str
+    consumer: str
+    reason: str
+    payload: str
+    """The original bytes, decoded as UTF-8 with replacement."""
+    headers: dict[str, Any] = {}
+    time: str
+
+
+COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
+    "StartRun": StartRun,
+    "ResumeRun": ResumeRun,
+    "DeliverableJob": DeliverableJob,
+    "ReserveRequest": ReserveRequest,
+    "ReserveReply": ReserveReply,
+    "CommitRequest": CommitRequest,
+    "CommitReply": CommitReply,
+    "ReleaseRequest": ReleaseRequest,
+    "ReleaseReply": ReleaseReply,
+    "DeadLetter": DeadLetter,
+}

@@ -1,0 +1,59 @@
+"""Typed configuration from the environment. Every variable is listed in the README."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings; `Settings.from_env()` reads `RUNLOOM_*` variables."""
+
+    home: Path = field(default_factory=lambda: Path(_env("RUNLOOM_HOME", ".runloom")).resolve())
+    nats_url: str = field(default_factory=lambda: _env("RUNLOOM_NATS_URL", ""))
+    database_url: str = field(default_factory=lambda: _env("RUNLOOM_DATABASE_URL", ""))
+    nats_port: int = field(default_factory=lambda: int(_env("RUNLOOM_NATS_PORT", "14222")))
+    postgres_port: int = field(default_factory=lambda: int(_env("RUNLOOM_POSTGRES_PORT", "15432")))
+    gateway_host: str = field(default_factory=lambda: _env("RUNLOOM_GATEWAY_HOST", "127.0.0.1"))
+    gateway_port: int = field(default_factory=lambda: int(_env("RUNLOOM_GATEWAY_PORT", "8080")))
+    nats_sync_interval: str = field(
+        default_factory=lambda: _env("RUNLOOM_NATS_SYNC_INTERVAL", "always")
+    )
+    stream_replicas: int = field(default_factory=lambda: int(_env("RUNLOOM_STREAM_REPLICAS", "1")))
+    events_max_age_s: float = field(
+        default_factory=lambda: float(_env("RUNLOOM_EVENTS_MAX_AGE_S", str(7 * 24 * 3600)))
+    )
+    duplicate_window_s: float = field(
+        default_factory=lambda: float(_env("RUNLOOM_DUPLICATE_WINDOW_S", "120"))
+    )
+    log_level: str = field(default_factory=lambda: _env("RUNLOOM_LOG_LEVEL", "INFO"))
+    log_format: str = field(default_factory=lambda: _env("RUNLOOM_LOG_FORMAT", "json"))
+    provider: str = field(default_factory=lambda: _env("RUNLOOM_PROVIDER", "offline"))
+    openai_base_url: str = field(
+        default_factory=lambda: _env("RUNLOOM_OPENAI_BASE_URL", "https://api.openai.com/v1")
+    )
+    openai_api_key: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_API_KEY", ""))
+    openai_model: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_MODEL", "gpt-4o-mini"))
+    otel_exporter: str = field(default_factory=lambda: _env("RUNLOOM_OTEL_EXPORTER", "none"))
+    replica_id: str = field(default_factory=lambda: _env("RUNLOOM_REPLICA_ID", ""))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls()
+
+    @property
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.postgres_port}/runloom"
+
+    def describe(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}

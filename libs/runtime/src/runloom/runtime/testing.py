@@ -1,0 +1,183 @@
+"""Pytest plugin: real nats-server and PostgreSQL for the whole test session.
+
+Loaded for every test by `-p runloom.runtime.testing` (root pyproject). Fixtures:
+
+- `servers`: the session's `NatsServer` and `PostgresServer` (each `.kill()` / `.start()` /
+  `.restart()` on the same data folder, for fault tests).
+- `settings`: `Settings` pointing at them.
+- `nc`, `js`: a connected NATS client and its JetStream context, streams provisioned.
+- `pool`: an asyncpg pool on the migrated database.
+- `tmp_home`: a fresh `RUNLOOM_HOME` folder for a test.
+
+With `RUNLOOM_TEST_DOCKER=1` and a reachable Docker engine, testcontainers provides the
+servers instead (same fixtures; kill/restart then act on the containers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runloom.runtime.config import Settings
+from runloom.runtime.embedded import NatsServer, PostgresServer, free_port
+
+
+@dataclass
+class Servers:
+    nats: Any
+    postgres: Any
+    root: Path
+
+    @property
+    def nats_url(self) -> str:
+        return str(self.nats.url)
+
+    @property
+    def database_url(self) -> str:
+        return str(self.postgres.url)
+
+
+def _docker_requested() -> bool:
+    if os.environ.get("RUNLOOM_TEST_DOCKER") != "1":
+        return False
+    try:
+        import docker  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+class _ContainerServer:
+    """A testcontainers container behind the same kill/start/restart/url interface."""
+
+    def __init__(self, container: Any, url_fn: Any) -> None:
+        self.container = container
+        self._url_fn = url_fn
+
+    @property
+    def url(self) -> str:
+        return str(self._url_fn(self.container))
+
+    def kill(self) -> None:
+        self.container.get_wrapped_container().kill()
+
+    def start(self) -> None:
+        self.container.get_wrapped_container().start()
+
+    def restart(self) -> None:
+        self.container.get_wrapped_container().restart()
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Docker engine
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+    nats = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
+    nats.start()
+    pg = PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="runloom")
+    pg.start()
+    return Servers(
+        nats=_ContainerServer(
+            nats, lambda c: f"nats://{c.get_container_host_ip()}:{c.get_exposed_port(4222)}"
+        ),
+        postgres=_ContainerServer(
+            pg, lambda c: c.get_connection_url(driver=None).replace("postgresql+None", "postgresql")
+        ),
+        root=root,
+    )
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    root = Path(tempfile.mkdtemp(prefix="runloom-test-", dir=os.environ.get("RUNLOOM_TEST_TMP")))
+    if _docker_requested():  # pragma: no cover
+        s = _start_containers(root)
+    else:
+        nats = NatsServer(root / "nats", free_port())
+        nats.start()
+        pg = PostgresServer(root / "postgres", free_port())
+        pg.start()
+        s = Servers(nats=nats, postgres=pg, root=root)
+    try:
+        yield s
+    finally:
+        for server in (s.nats, s.postgres):
+            with contextlib.suppress(Exception):
+                server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers) -> Settings:
+    return replace(
+        Settings.from_env(),
+        nats_url=servers.nats_url,
+        database_url=servers.database_url,
+        home=servers.root / "home",
+    )
+
+
+@pytest.fixture(scope="session")
+async def _provisioned(settings: Settings) -> None:
+    from runloom.runtime import bus, db  # noqa: PLC0415
+
+    await db.ensure_database(settings.effective_database_url)
+    pool = await db.create_pool(settings.effective_database_url)
+    try:
+        await db.migrate(pool)
+    finally:
+        await pool.close()
+    nc = await bus.connect(settings.effective_nats_url, "runloom-tests-provision")
+    try:
+        await bus.provision(nc.jetstream(), settings)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def nc(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
+    from runloom.runtime import bus  # noqa: PLC0415
+
+    client = await bus.connect(settings.effective_nats_url, "runloom-tests")
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+@pytest.fixture
+async def js(nc: Any) -> Any:
+    return nc.jetstream()
+
+
+@pytest.fixture
+async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
+    from runloom.runtime import db  # noqa: PLC0415
+
+    p = await db.create_pool(settings.effective_database_url, max_size=20)
+    try:
+        yield p
+    finally:
+        with contextlib.suppress(Exception):
+            await p.close()
+
+
+@pytest.fixture
+def tmp_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
