@@ -1,0 +1,71 @@
+"""The gateway: the only public entry point (HTTP API, SSE, the web console).
+
+Each feature lives in its own module under `routes/` exposing `router` and, optionally,
+`async def startup(state)` / `async def shutdown(state)` hooks run in the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+from fastapi import FastAPI
+
+from runloom.gateway import problems
+from runloom.gateway.routes import console, deliverables, documents, events, health, runs, usage
+from runloom.gateway.state import GatewayState
+from runloom.runtime import bus, db
+from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog
+from runloom.runtime.telemetry import replica_suffix
+
+log = logging.getLogger("runloom.gateway")
+
+FEATURES: list[ModuleType] = [health, runs, events, documents, deliverables, usage, console]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await bus.connect(settings.effective_nats_url, f"gateway-{replica_suffix()}")
+        js = nc.jetstream()
+        await bus.provision(js, settings)
+        await db.ensure_database(settings.effective_database_url)
+        pool = await db.create_pool(settings.effective_database_url, max_size=20)
+        await db.migrate(pool)
+        state = GatewayState(
+            settings=settings, nc=nc, js=js, pool=pool,
+            log=EventLog(js, f"gateway/{replica_suffix()}"),
+        )
+        app.state.runloom = state
+        for feature in FEATURES:
+            hook = getattr(feature, "startup", None)
+            if hook is not None:
+                await hook(state)
+        try:
+            yield
+        finally:
+            for feature in reversed(FEATURES):
+                hook = getattr(feature, "shutdown", None)
+                if hook is not None:
+                    with contextlib.suppress(Exception):
+                        await hook(state)
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            with contextlib.suppress(Exception):
+                await pool.close()
+
+    app = FastAPI(
+        title="Runloom",
+        version="0.1.0",
+        summary="Runs that plan, research, cite and deliver; every step streamed.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    for feature in FEATURES:
+        app.include_router(feature.router)
+    return app

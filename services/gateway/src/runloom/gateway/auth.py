@@ -1,0 +1,84 @@
+"""Tenants and API keys. Keys are stored as sha256 hashes; requests carry `Bearer <key>`."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+from fastapi import Depends, Request
+
+from runloom.gateway.problems import Problem
+from runloom.gateway.state import GatewayState, get_state
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    """The authenticated tenant. Every query is scoped to it."""
+    run_scope: str | None = None
+    """Set when authenticated by a run-scoped stream token: only that run is visible."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "rlk_" + secrets.token_urlsafe(32)
+
+
+async def create_tenant(pool: asyncpg.Pool, tenant_id: str, name: str) -> str:
+    """Create a tenant (if missing) with a fresh API key; returns the key."""
+    key = new_api_key()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO tenants(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            tenant_id, name,
+        )
+        await conn.execute(
+            "INSERT INTO api_keys(key_hash, tenant_id, label) VALUES ($1, $2, $3)",
+            hash_key(key), tenant_id, "created",
+        )
+    return key
+
+
+def _unauthorized(detail: str) -> Problem:
+    p = Problem(401, "Unauthorized", detail)
+    p.headers["WWW-Authenticate"] = "Bearer"
+    return p
+
+
+async def principal(request: Request, state: GatewayState = Depends(get_state)) -> Principal:
+    """Authenticate the request: `Authorization: Bearer <api key>`.
+
+    Stream routes also accept `?token=` (see routes/events.py), resolved by the hook stored
+    in `state.extras["stream_token_resolver"]`.
+    """
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise _unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
+        row = await state.pool.fetchrow(
+            "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
+            hash_key(key.strip()),
+        )
+        if row is None:
+            raise _unauthorized(
+                "This API key is not valid. Locally, the key is in .runloom/api-key "
+                "(printed by 'runloom up')."
+            )
+        return Principal(tenant_id=row["tenant_id"])
+    token = request.query_params.get("token")
+    resolver = state.extras.get("stream_token_resolver")
+    if token and resolver is not None:
+        resolved: Principal | None = await resolver(state, token, request)
+        if resolved is not None:
+            return resolved
+        raise _unauthorized("This stream token is invalid or expired; request a new one.")
+    raise _unauthorized(
+        "Missing API key: send 'Authorization: Bearer <key>'. Locally, the key is in "
+        ".runloom/api-key (printed by 'runloom up')."
+    )

@@ -1,0 +1,21 @@
+"""`python -m runloom.orchestrator`: run one replica of the orchestrator service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from runloom.orchestrator.service import run
+from runloom.runtime.config import Settings
+from runloom.runtime.logging import setup_logging
+from runloom.runtime.telemetry import setup_tracing
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    setup_logging("orchestrator", settings.log_level, settings.log_format)
+    setup_tracing("orchestrator", settings.otel_exporter)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The `runloom` command.
+
+Subcommands live in their own modules, each exposing `add_parser(subparsers)` that registers
+its parser with `func=<callable(args) -> int>`:
+- `up` (cli/up.py): start the whole platform on embedded defaults;
+- `ask`, `runs`, `watch`, `docs`, `usage` (cli/client.py): talk to the gateway over HTTP/SSE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runloom.cli import client, up
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runloom",
+        description="Runloom: runs that plan, research, cite and deliver.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    up.add_parser(sub)
+    client.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
