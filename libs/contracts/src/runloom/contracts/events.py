@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-
 from runloom.contracts.content import ContentModel
 
 SCHEMA_VERSION = 1

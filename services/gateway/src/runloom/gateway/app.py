@@ -12,9 +12,17 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 from fastapi import FastAPI
-
 from runloom.gateway import problems
-from runloom.gateway.routes import console, deliverables, documents, events, health, runs, usage
+from runloom.gateway.routes import (
+    clarifications,
+    console,
+    deliverables,
+    documents,
+    events,
+    health,
+    runs,
+    usage,
+)
 from runloom.gateway.state import GatewayState
 from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
@@ -23,7 +31,16 @@ from runloom.runtime.telemetry import replica_suffix
 
 log = logging.getLogger("runloom.gateway")
 
-FEATURES: list[ModuleType] = [health, runs, events, documents, deliverables, usage, console]
+FEATURES: list[ModuleType] = [
+    health,
+    runs,
+    events,
+    clarifications,
+    documents,
+    deliverables,
+    usage,
+    console,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = await db.create_pool(settings.effective_database_url, max_size=20)
         await db.migrate(pool)
         state = GatewayState(
-            settings=settings, nc=nc, js=js, pool=pool,
+            settings=settings,
+            nc=nc,
+            js=js,
+            pool=pool,
             log=EventLog(js, f"gateway/{replica_suffix()}"),
         )
         app.state.runloom = state

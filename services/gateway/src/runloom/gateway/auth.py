@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import asyncpg
 from fastapi import Depends, Request
-
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
 
@@ -35,11 +34,14 @@ async def create_tenant(pool: asyncpg.Pool, tenant_id: str, name: str) -> str:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO tenants(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            tenant_id, name,
+            tenant_id,
+            name,
         )
         await conn.execute(
             "INSERT INTO api_keys(key_hash, tenant_id, label) VALUES ($1, $2, $3)",
-            hash_key(key), tenant_id, "created",
+            hash_key(key),
+            tenant_id,
+            "created",
         )
     return key
 

@@ -25,12 +25,18 @@ class Problem(Exception):
         self.headers: dict[str, str] = {}
 
     def response(self, instance: str | None = None) -> JSONResponse:
-        body = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        body = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
         if instance:
             body["instance"] = instance
         body.update(self.extra)
-        return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON,
-                            headers=self.headers or None)
+        return JSONResponse(
+            body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers or None
+        )
 
 
 def not_found(what: str, ident: str) -> Problem:
@@ -45,12 +51,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e["msg"]}
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "message": e["msg"],
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
         return Problem(
-            422, "Invalid request", f"The request body or parameters are invalid: {detail}",
+            422,
+            "Invalid request",
+            f"The request body or parameters are invalid: {detail}",
             errors=errors,
         ).response(request.url.path)
 
@@ -66,11 +77,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        import logging  # noqa: PLC0415
+        import logging
 
         logging.getLogger("runloom.gateway").exception("unhandled error on %s", request.url.path)
         return Problem(
-            500, "Internal Server Error",
+            500,
+            "Internal Server Error",
             "The gateway hit an unexpected error; nothing was lost. Retry the request; if it "
             "keeps failing, the gateway log has the details.",
         ).response(request.url.path)

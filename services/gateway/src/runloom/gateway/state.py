@@ -9,7 +9,6 @@ import asyncpg
 from fastapi import Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 

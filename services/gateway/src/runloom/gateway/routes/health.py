@@ -6,7 +6,6 @@ import asyncio
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-
 from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(tags=["health"])

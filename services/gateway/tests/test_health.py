@@ -1,0 +1,13 @@
+import httpx
+
+
+async def test_gateway_answers_health_and_problem_json(platform):
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"nats": "ok", "postgres": "ok"}
+        missing = await client.get("/v1/nothing-here")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+        assert "/v1/nothing-here" in missing.json()["detail"]
