@@ -1,0 +1,151 @@
+"""The fold: a run's state from its events, whole or in chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from runloom.contracts.events import (
+    ArtifactRef,
+    CancelRequested,
+    ClarificationAnswered,
+    ClarificationRequested,
+    DeliverableFailed,
+    DeliverableReady,
+    DeliverableRequested,
+    Event,
+    MessageDelta,
+    PlanProposed,
+    PlanStep,
+    RateLimited,
+    RunCompleted,
+    RunCreated,
+    RunStarted,
+    SourceFound,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    Usage,
+    UsageRecorded,
+    data_of,
+    type_of,
+)
+from runloom.runtime.runstate import RunState, fold, snapshot
+
+
+def events(*payloads: Any) -> list[Event]:
+    return [
+        Event(
+            id=f"e{i}",
+            run_id="run_1",
+            tenant_id="t1",
+            seq=i,
+            type=type_of(p),
+            time="2026-01-01T00:00:00.000Z",
+            producer="test",
+            data=data_of(p),
+        )
+        for i, p in enumerate(payloads, start=1)
+    ]
+
+
+ART = ArtifactRef(
+    artifact_id="a1", format="md", media_type="text/markdown", file_name="r.md", size=3, sha256="x"
+)
+
+STORY = events(
+    RunCreated(question="What is NATS?", title="NATS", budget_usd=1.0, options={"x": 1}),
+    CancelRequested(reason="oops"),
+    RunStarted(worker="w1"),
+    PlanProposed(
+        steps=[PlanStep(step_id="s1", title="Search"), PlanStep(step_id="s2", title="Write")]
+    ),
+    StepStarted(step_id="s1"),
+    RateLimited(provider="openai", retry_at="2026-01-01T00:00:05Z", retry_after_s=5),
+    SourceFound(source_id="src1", title="Doc", passage="p", step_id="s1"),
+    SourceFound(source_id="src2", title="Doc2", passage="p", step_id="s1"),
+    SourceFound(source_id="src2", title="Doc2", passage="p", step_id="s1"),
+    StepCompleted(step_id="s1"),
+    UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.25, usage=Usage(input_tokens=10)),
+    UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.25, usage=Usage(input_tokens=10)),
+    UsageRecorded(usage_id="u2", kind="tool", cost_usd=0.5, usage=Usage(tool_calls=1)),
+    ClarificationRequested(question="Which NATS?"),
+    ClarificationAnswered(answer="the bus"),
+    MessageDelta(stream="report", text="b", index=1),
+    MessageDelta(stream="report", text="a", index=0),
+    MessageDelta(stream="report", text="a", index=0),
+    MessageDelta(stream="report", text="c", index=2),
+    MessageDelta(stream="notes", text="zzz", index=3),
+    StepFailed(step_id="s2", error="no results", reason="no_results"),
+    DeliverableRequested(kind="report", job_id="j1", content_hash="h"),
+    DeliverableFailed(
+        kind="report", job_id="j1", error="boom", attempt=1, max_attempts=3, will_retry=True
+    ),
+    DeliverableReady(kind="report", job_id="j1", artifacts=[ART], attempt=2),
+    RunCompleted(partial=True, missing=["s2: no results"]),
+    StepStarted(step_id="after-the-end"),
+)
+
+
+def test_story_folds_to_what_a_user_sees() -> None:
+    s = fold(STORY)
+    assert (s.run_id, s.tenant_id, s.status) == ("run_1", "t1", "completed")
+    assert (s.question, s.title, s.budget_usd, s.options) == (
+        "What is NATS?",
+        "NATS",
+        1.0,
+        {"x": 1},
+    )
+    assert [(x.step_id, x.status, x.source_count) for x in s.steps] == [
+        ("s1", "done", 2),
+        ("s2", "failed", 0),
+    ]
+    assert s.steps[1].error == "no results"
+    assert sorted(s.sources) == ["src1", "src2"]
+    assert s.report_text == "abc"
+    assert s.spent_usd == 0.75
+    assert s.usage.input_tokens == 10 and s.usage.tool_calls == 1
+    assert s.clarification is None and s.rate_limited is None
+    assert s.cancel_requested and s.partial and s.missing == ["s2: no results"]
+    d = s.deliverables["report"]
+    assert (d.status, d.attempt, d.max_attempts, d.will_retry) == ("ready", 2, 3, False)
+    assert d.artifacts == [ART]
+    assert s.terminal is not None and s.terminal.type == "run.completed"
+    assert s.last_seq == len(STORY) - 1 and s.event_count == len(STORY) - 1
+    assert s.started_count == 1
+    assert snapshot(s)["status"] == "completed"
+
+
+def test_intermediate_states() -> None:
+    assert fold(STORY[:1]).status == "created"
+    assert fold(STORY[:6]).rate_limited is not None
+    assert fold(STORY[:9]).rate_limited is not None  # a source is not progress of the step
+    assert fold(STORY[:10]).rate_limited is None
+    waiting = fold(STORY[:14])
+    assert waiting.status == "waiting_clarification"
+    assert waiting.clarification is not None and waiting.clarification.question == "Which NATS?"
+    assert fold(STORY[:15]).status == "running"
+    failed = fold(STORY[:23]).deliverables["report"]
+    assert (failed.status, failed.will_retry, failed.error) == ("failed", True, "boom")
+
+
+def test_fold_does_not_touch_its_input() -> None:
+    s = fold(STORY[:5])
+    before = snapshot(s)
+    fold(STORY[5:], s)
+    assert snapshot(s) == before
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(STORY)), max_size=6), st.booleans())
+def test_chunks_and_overlaps_give_the_same_state(cuts: list[int], overlap: bool) -> None:
+    whole = snapshot(fold(STORY))
+    state: RunState | None = None
+    prev = 0
+    for cut in sorted(cuts) + [len(STORY)]:
+        start = max(0, prev - 2) if overlap else prev
+        state = fold(STORY[start:cut], state)
+        prev = max(prev, cut)
+    assert state is not None
+    assert snapshot(state) == whole
