@@ -85,6 +85,8 @@ class CommitReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     ok: bool
     cost_usd: float = 0.0
     error: str | None = None
+    price_version: str | None = None
+    """Version of the price table the cost was computed with."""
 
 
 class ReleaseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
