@@ -1,13 +1,100 @@
-"""The billing service (one replica)."""
+"""The billing service (one replica): request/reply responders, the ledger consumer, the sweeper."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from nats.js import JetStreamContext
+from runloom.billing.accounts import Accounts, RunBudgetLookup
+from runloom.billing.ledger import CONSUMER, LedgerConsumer
+from runloom.billing.prices import load_prices
+from runloom.billing.responders import Responders
+from runloom.billing.sweeper import sweep
+from runloom.contracts import subjects
+from runloom.runtime import bus
 from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
 
+log = logging.getLogger(__name__)
 
-async def main(ctx: ServiceContext) -> None:
-    await ctx.stop.wait()
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillingOptions:
+    """Billing's own settings, from `RUNLOOM_BILLING_*` (prices: RUNLOOM_PRICES_FILE)."""
+
+    sweep_every_s: float = field(default_factory=lambda: _env_float("RUNLOOM_BILLING_SWEEP_S", 5.0))
+    """How often held reservations past their expiry are expired."""
+    concurrency: int = field(
+        default_factory=lambda: int(_env_float("RUNLOOM_BILLING_CONCURRENCY", 64))
+    )
+    """Requests handled at once by one replica."""
+
+
+def run_budget_from_events(js: JetStreamContext) -> RunBudgetLookup:
+    """A lookup of a run's (tenant, budget) in its run.created event, for runs not in `runs`."""
+    events = EventLog(js, "billing")
+
+    async def lookup(run_id: str) -> tuple[str | None, Decimal | None] | None:
+        async for stored in events.read(run_id):
+            ev = stored.event
+            if ev.type != "run.created":
+                return None
+            budget = ev.data.get("budget_usd")
+            return ev.tenant_id, None if budget is None else Decimal(repr(float(budget)))
+        return None
+
+    return lookup
+
+
+async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> None:
+    options = options or BillingOptions()
+    prices = load_prices()
+    log.info("price table version %s", prices.version)
+    accounts = Accounts(
+        pool=ctx.pool,
+        prices=prices,
+        run_budget_fallback=run_budget_from_events(ctx.js),
+    )
+    responders = Responders(ctx.nc, ctx.js, accounts, concurrency=options.concurrency)
+    await responders.start()
+    ledger = LedgerConsumer(ctx.pool, prices.version)
+    tasks = [
+        asyncio.create_task(
+            bus.run_pull_consumer(
+                ctx.js,
+                stream=subjects.RUN_EVENTS_STREAM,
+                durable=CONSUMER,
+                filter_subject=subjects.RUN_EVENTS_SUBJECTS,
+                handler=ledger.handle,
+                stop=ctx.stop,
+                concurrency=16,
+                batch=64,
+            ),
+            name="ledger",
+        ),
+        asyncio.create_task(sweep(accounts, ctx.stop, options.sweep_every_s), name="sweeper"),
+    ]
+    log.info("billing ready: responders in queue group 'billing', ledger consumer, sweeper")
+    try:
+        await ctx.stop.wait()
+    finally:
+        await responders.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run(settings: Settings) -> None:

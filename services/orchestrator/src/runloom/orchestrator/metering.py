@@ -10,16 +10,54 @@ Owned by the billing issue. The orchestrator calls only this interface:
 
 `reserve` raises BudgetExceeded when a budget would be exceeded (the orchestrator then ends the
 run with `run.budget_stopped`); while billing does not answer it waits (fail closed), making
-the wait visible on the run. `commit` appends `usage.recorded` to the run.
+the wait visible on the run (`billing.waiting`, then `billing.resumed`). `commit` sends the
+real usage to billing, which prices it, and appends `usage.recorded` with that cost.
+
+Every request is idempotent by reservation id on billing's side, so a request whose answer was
+lost (timeout, billing killed) is simply sent again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
-from runloom.contracts.events import Usage, UsageRecorded
-from runloom.runtime.eventlog import EventLog
+from runloom.billing.prices import PriceTable, default_prices
+from runloom.contracts import subjects
+from runloom.contracts.commands import (
+    CommitReply,
+    CommitRequest,
+    ReleaseReply,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+)
+from runloom.contracts.events import (
+    BillingResumed,
+    BillingWaiting,
+    BudgetWarning,
+    Usage,
+    UsageRecorded,
+)
+from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
+from runloom.runtime.telemetry import inject_headers
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "Runloom-Error"
+UNAVAILABLE = "unavailable"
+
+R = TypeVar("R", bound=msgspec.Struct)
+_encoder = msgspec.json.Encoder()
 
 
 class BudgetExceeded(Exception):
@@ -28,6 +66,10 @@ class BudgetExceeded(Exception):
         self.scope = scope
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
+
+
+class MeteringError(Exception):
+    """Billing refused a request as invalid (a bug on the caller's side, not an outage)."""
 
 
 @dataclass(frozen=True)
@@ -42,18 +84,64 @@ class Reservation:
     tool: str | None = None
 
 
+@dataclass
+class _Outage:
+    """Billing stopped answering a run's requests (one per run at a time)."""
+
+    key: str
+    """The reservation id whose request first found billing away: names the events."""
+    since: str
+    started: float
+    waiting: asyncio.Task[Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterOptions:
+    request_timeout_s: float = 2.0
+    """How long one request waits for billing's answer."""
+    backoff_initial_s: float = 0.1
+    """First pause after billing did not answer; doubled each time."""
+    backoff_max_s: float = 2.0
+    """Longest pause between attempts (bounds how late a recovery is noticed)."""
+    ttl_s: float = 300.0
+    """A reservation not settled within this time expires (its caller is presumed gone)."""
+    release_give_up_s: float = 10.0
+    """A release that cannot reach billing for this long is left to expiry."""
+
+
+@dataclass
 class Meter:
-    def __init__(self, nc: NATS, log: EventLog) -> None:
-        self.nc = nc
-        self.log = log
+    nc: NATS
+    log: EventLog
+    prices: PriceTable | None = None
+    """Prices for estimates (default: billing's table, RUNLOOM_PRICES_FILE if set)."""
+    options: MeterOptions = field(default_factory=MeterOptions)
+    _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
+    _outages: dict[str, _Outage] = field(default_factory=dict, repr=False)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prices is None:
+            self.prices = default_prices()
+
+    # -- estimates ------------------------------------------------------------------------------
 
     def estimate_provider(
         self, provider: str, model: str, input_tokens: int, max_output_tokens: int
     ) -> float:
-        return 0.0
+        """Upper bound of a provider call's cost: the prompt plus the longest allowed answer."""
+        assert self.prices is not None
+        return float(
+            self.prices.provider_cost(
+                provider, model, max(input_tokens, 0), max(max_output_tokens, 0)
+            )
+        )
 
     def estimate_tool(self, tool: str) -> float:
-        return 0.0
+        assert self.prices is not None
+        return float(self.prices.tool_cost(tool))
+
+    # -- reserve / commit / release ---------------------------------------------------------------
 
     async def reserve(
         self,
@@ -67,7 +155,53 @@ class Meter:
         model: str | None = None,
         tool: str | None = None,
         causation_id: str | None = None,
+        ttl_s: float | None = None,
     ) -> Reservation:
+        """Hold `estimated_usd` against the run's and the tenant's budget.
+
+        Raises:
+            BudgetExceeded: a budget would be exceeded; nothing may be spent.
+        Waits (visibly, on the run) while billing does not answer; cancellable at any time.
+        """
+        if not math.isfinite(estimated_usd) or estimated_usd < 0:
+            raise ValueError(f"estimated_usd must be a finite number >= 0, got {estimated_usd!r}")
+        request = ReserveRequest(
+            reservation_id=reservation_id,
+            tenant_id=tenant_id,
+            run_id=run_id,
+            estimated_usd=estimated_usd,
+            kind=kind,
+            provider=provider,
+            model=model,
+            tool=tool,
+            ttl_s=ttl_s or self.options.ttl_s,
+        )
+        try:
+            reply = await self._call(
+                subjects.BILLING_RESERVE,
+                request,
+                ReserveReply,
+                run_id=run_id,
+                tenant_id=tenant_id,
+                key=reservation_id,
+                causation_id=causation_id,
+            )
+        except asyncio.CancelledError:
+            # The request may have landed: free its hold now rather than at expiry.
+            self._spawn(self._release_quietly(reservation_id, run_id, tenant_id))
+            raise
+        assert reply is not None
+        for scope in reply.warnings:
+            await self._warn(reply, scope, run_id, tenant_id, causation_id)
+        if not reply.granted:
+            if reply.scope not in ("run", "tenant"):
+                raise MeteringError(f"billing refused the reservation: {reply.reason}")
+            spent, budget = (
+                (reply.run_spent_usd, reply.run_budget_usd)
+                if reply.scope == "run"
+                else (reply.tenant_spent_usd, reply.tenant_budget_usd)
+            )
+            raise BudgetExceeded(reply.scope, spent, budget or 0.0)
         return Reservation(
             reservation_id, run_id, tenant_id, kind, estimated_usd, provider, model, tool
         )
@@ -81,25 +215,222 @@ class Meter:
         step_id: str | None = None,
         causation_id: str | None = None,
     ) -> float:
-        await self.log.append(
-            reservation.run_id,
-            reservation.tenant_id,
-            UsageRecorded(
-                usage_id=usage_id,
-                kind=reservation.kind,
+        """Record the actual usage: billing prices it; `usage.recorded` carries the cost."""
+        reply = await self._call(
+            subjects.BILLING_COMMIT,
+            CommitRequest(
+                reservation_id=reservation.reservation_id,
+                tenant_id=reservation.tenant_id,
+                run_id=reservation.run_id,
+                usage=usage,
                 provider=reservation.provider,
                 model=reservation.model,
                 tool=reservation.tool,
-                usage=usage,
-                cost_usd=0.0,
-                reservation_id=reservation.reservation_id,
-                step_id=step_id,
+                usage_id=usage_id,
             ),
-            event_id=f"usage-{usage_id}",
+            CommitReply,
+            run_id=reservation.run_id,
+            tenant_id=reservation.tenant_id,
+            key=reservation.reservation_id,
             causation_id=causation_id,
-            check_existing=True,
         )
-        return 0.0
+        assert reply is not None
+        if not reply.ok:
+            raise MeteringError(f"billing refused the commit: {reply.error}")
+        try:
+            await self.log.append(
+                reservation.run_id,
+                reservation.tenant_id,
+                UsageRecorded(
+                    usage_id=usage_id,
+                    kind=reservation.kind,
+                    provider=reservation.provider,
+                    model=reservation.model,
+                    tool=reservation.tool,
+                    usage=usage,
+                    cost_usd=reply.cost_usd,
+                    reservation_id=reservation.reservation_id,
+                    step_id=step_id,
+                ),
+                event_id=f"usage-{usage_id}",
+                causation_id=causation_id,
+                check_existing=True,
+            )
+        except RunClosed:
+            log.warning(
+                "run %s ended before usage %s was recorded on it (committed in billing)",
+                reservation.run_id,
+                usage_id,
+            )
+        return reply.cost_usd
 
     async def release(self, reservation: Reservation) -> None:
-        return None
+        """Free the hold of a reservation that was not spent (e.g. the call failed)."""
+        await self._release_quietly(
+            reservation.reservation_id, reservation.run_id, reservation.tenant_id
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _release_quietly(self, reservation_id: str, run_id: str, tenant_id: str) -> None:
+        reply = await self._call(
+            subjects.BILLING_RELEASE,
+            ReleaseRequest(reservation_id=reservation_id, tenant_id=tenant_id, run_id=run_id),
+            ReleaseReply,
+            run_id=run_id,
+            tenant_id=tenant_id,
+            key=reservation_id,
+            give_up_after_s=self.options.release_give_up_s,
+        )
+        if reply is None:
+            log.warning("release of %s did not reach billing; it will expire", reservation_id)
+
+    async def _call(
+        self,
+        subject: str,
+        request: msgspec.Struct,
+        reply_type: type[R],
+        *,
+        run_id: str,
+        tenant_id: str,
+        key: str,
+        causation_id: str | None = None,
+        give_up_after_s: float | None = None,
+    ) -> R | None:
+        """Request/reply until billing answers. Fail closed: no answer, no spending.
+
+        With `give_up_after_s`, returns None after that long without an answer (and without
+        making the wait visible); otherwise waits as long as it takes, visibly on the run.
+        """
+        payload = _encoder.encode(request)
+        delay = self.options.backoff_initial_s
+        started = time.monotonic()
+        while True:
+            problem: str
+            try:
+                msg = await self.nc.request(
+                    subject,
+                    payload,
+                    timeout=self.options.request_timeout_s,
+                    headers=inject_headers(),
+                )
+                error = (msg.headers or {}).get(ERROR_HEADER)
+                if error is None:
+                    reply = msgspec.json.decode(msg.data, type=reply_type)
+                    if give_up_after_s is None:
+                        await self._resumed(run_id, tenant_id, causation_id)
+                    return reply
+                if error != UNAVAILABLE:
+                    raise MeteringError(f"billing rejected {subject}: {error}")
+                problem = "billing cannot reach its database"
+            except nats.errors.NoRespondersError:
+                problem = "no billing replica is running"
+            except (nats.errors.Error, TimeoutError) as exc:
+                problem = f"billing did not answer ({type(exc).__name__})"
+            if give_up_after_s is not None:
+                if time.monotonic() - started >= give_up_after_s:
+                    return None
+            else:
+                await self._waiting(run_id, tenant_id, key, problem, causation_id)
+            log.info("%s for run %s: %s; retrying in %.2fs", subject, run_id, problem, delay)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.options.backoff_max_s)
+
+    async def _waiting(
+        self, run_id: str, tenant_id: str, key: str, problem: str, causation_id: str | None
+    ) -> None:
+        """Make the wait visible on the run, once per outage (whatever the number of callers)."""
+        if run_id in self._outages:
+            return
+        since = now_rfc3339()
+        outage = _Outage(key=key, since=since, started=time.monotonic())
+        self._outages[run_id] = outage
+        outage.waiting = self._spawn(
+            self._append_quietly(
+                run_id,
+                tenant_id,
+                BillingWaiting(
+                    message=f"Spending is paused: {problem}. The run continues as soon as "
+                    "billing answers again; nothing is spent meanwhile.",
+                    since=since,
+                ),
+                event_id=f"billing-waiting-{key}",
+                causation_id=causation_id,
+            )
+        )
+
+    async def _resumed(self, run_id: str, tenant_id: str, causation_id: str | None) -> None:
+        outage = self._outages.pop(run_id, None)
+        if outage is None:
+            return
+        if outage.waiting is not None:  # billing.resumed must follow billing.waiting
+            with contextlib.suppress(Exception):
+                await asyncio.shield(outage.waiting)
+        await self._append_quietly(
+            run_id,
+            tenant_id,
+            BillingResumed(waited_s=round(time.monotonic() - outage.started, 3)),
+            event_id=f"billing-resumed-{outage.key}",
+            causation_id=causation_id,
+        )
+
+    async def _warn(
+        self,
+        reply: ReserveReply,
+        scope: str,
+        run_id: str,
+        tenant_id: str,
+        causation_id: str | None,
+    ) -> None:
+        """`budget.warning` once per run and scope (a deterministic id guards restarts)."""
+        if (run_id, scope) in self._warned:
+            return
+        self._warned.add((run_id, scope))
+        spent, budget = (
+            (reply.run_spent_usd, reply.run_budget_usd)
+            if scope == "run"
+            else (reply.tenant_spent_usd, reply.tenant_budget_usd)
+        )
+        if not budget:
+            return
+        await self._append_quietly(
+            run_id,
+            tenant_id,
+            BudgetWarning(
+                scope=scope,
+                spent_usd=spent,
+                budget_usd=budget,
+                fraction=round(spent / budget, 4),
+            ),
+            event_id=f"budget-warning-{run_id}-{scope}",
+            causation_id=causation_id,
+        )
+
+    async def _append_quietly(
+        self,
+        run_id: str,
+        tenant_id: str,
+        payload: msgspec.Struct,
+        *,
+        event_id: str,
+        causation_id: str | None,
+    ) -> None:
+        try:
+            await self.log.append(
+                run_id,
+                tenant_id,
+                payload,
+                event_id=event_id,
+                causation_id=causation_id,
+                check_existing=True,
+            )
+        except RunClosed:
+            pass  # the run ended meanwhile: nothing may follow its terminal event
+        except Exception:
+            log.exception("could not append %s to run %s", event_id, run_id)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task

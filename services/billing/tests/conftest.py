@@ -1,0 +1,104 @@
+"""Fixtures: a fresh tenant and run in the real Postgres, and a real billing process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runloom.billing.accounts import Accounts
+from runloom.billing.prices import load_prices
+from runloom.contracts import subjects
+from runloom.contracts.commands import ReleaseRequest
+from runloom.contracts.ids import new_id
+from runloom.runtime.config import Settings
+from runloom.runtime.supervisor import ServiceProcess
+
+
+@pytest.fixture
+async def tenant(pool: Any) -> str:
+    tenant_id = f"t-{uuid.uuid4().hex[:12]}"
+    await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tenant_id)
+    return tenant_id
+
+
+MakeRun = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def make_run(pool: Any) -> MakeRun:
+    """Insert a run (as the gateway does at POST /v1/runs) with its budget."""
+
+    async def make(tenant_id: str, budget_usd: float | None = None) -> str:
+        run_id = new_id("run")
+        await pool.execute(
+            "INSERT INTO runs(id, tenant_id, question, budget_usd) VALUES ($1, $2, 'q', $3)",
+            run_id,
+            tenant_id,
+            budget_usd,
+        )
+        return run_id
+
+    return make
+
+
+@pytest.fixture
+def accounts(pool: Any) -> Accounts:
+    return Accounts(pool=pool, prices=load_prices())
+
+
+class Billing:
+    """A real `python -m runloom.billing` process."""
+
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None) -> None:
+        self.proc = ServiceProcess(
+            "billing",
+            {
+                "RUNLOOM_NATS_URL": settings.effective_nats_url,
+                "RUNLOOM_DATABASE_URL": settings.effective_database_url,
+                "RUNLOOM_HOME": str(root),
+                "RUNLOOM_LOG_FORMAT": "json",
+                **(env or {}),
+            },
+            root / "logs",
+        )
+
+    async def start(self, nc: Any, timeout: float = 30.0) -> None:
+        self.proc.start()
+        await self.wait_ready(nc, timeout)
+
+    async def wait_ready(self, nc: Any, timeout: float = 30.0) -> None:
+        """Poll with a harmless request until a billing replica answers."""
+        probe = ReleaseRequest(reservation_id="probe", tenant_id="probe", run_id="probe")
+        import msgspec
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.running:
+                raise RuntimeError(f"billing exited:\n{self.proc.log_tail()}")
+            try:
+                await nc.request(subjects.BILLING_RELEASE, msgspec.json.encode(probe), timeout=0.5)
+                return
+            except Exception:
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"billing not ready within {timeout}s\n{self.proc.log_tail()}")
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=5)
+
+
+@pytest.fixture
+async def billing(settings: Settings, nc: Any, tmp_path: Path) -> AsyncIterator[Billing]:
+    b = Billing(settings, tmp_path / "billing", {"RUNLOOM_BILLING_SWEEP_S": "0.5"})
+    await b.start(nc)
+    try:
+        yield b
+    finally:
+        b.stop()
