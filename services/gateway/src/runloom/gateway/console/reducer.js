@@ -1,0 +1,567 @@
+// @ts-check
+/**
+ * The console's one source of state: a pure fold over a run's events (DESIGN.md rule 4).
+ *
+ * `reduce(state, event)` never changes `state`; it returns a new state that shares every
+ * slice the event did not touch (so a view can compare slices by reference). The same
+ * function serves history pages and the live stream, so a reload, a reconnect or a
+ * redelivery shows exactly the same thing:
+ *   - an event at or below `last_seq` is a redelivery and is ignored;
+ *   - an event beyond `last_seq + 1` is not applied: the state records the gap, and the
+ *     stream layer re-fetches the missing events (`?format=json&after=`) and feeds them;
+ *   - nothing after the terminal event counts.
+ * The transitions mirror `runloom.runtime.runstate.fold` (the Python fold the CLI uses).
+ */
+
+/** @typedef {import("./types.js").RunEvent} RunEvent */
+/** @typedef {import("./types.js").SourceFound} SourceFound */
+/** @typedef {import("./types.js").RateLimited} RateLimited */
+/** @typedef {import("./types.js").ClarificationRequested} ClarificationRequested */
+/** @typedef {import("./types.js").BudgetWarning} BudgetWarning */
+/** @typedef {import("./types.js").ArtifactRef} ArtifactRef */
+/** @typedef {import("./types.js").ContentModel} ContentModel */
+
+/**
+ * @typedef {"created"|"running"|"waiting_clarification"|"completed"|"failed"|"cancelled"|"budget_stopped"} RunStatus
+ * @typedef {"pending"|"running"|"done"|"failed"|"skipped"} StepStatus
+ * @typedef {"requested"|"running"|"ready"|"failed"} DeliverableStatus
+ *
+ * @typedef {object} StepState
+ * @property {string} step_id
+ * @property {string} title
+ * @property {string} kind
+ * @property {number | null} parallel_group
+ * @property {StepStatus} status
+ * @property {string | null} error
+ * @property {number} source_count
+ * @property {string | null} agent      sub-agent running the step (step.started)
+ * @property {string | null} progress   latest step.progress message
+ * @property {number | null} fraction   latest step.progress fraction (0..1)
+ *
+ * @typedef {object} CitingClaim
+ * @property {string} claim_id
+ * @property {string} text
+ * @property {string} section
+ * @property {string} passage           the passage of the source the claim cites
+ *
+ * @typedef {object} SourceState
+ * @property {string} source_id
+ * @property {string} title
+ * @property {string} passage
+ * @property {string | null} url
+ * @property {string | null} step_id
+ * @property {CitingClaim[]} cited_by
+ *
+ * @typedef {object} DeliverableState
+ * @property {string} kind
+ * @property {string} job_id
+ * @property {DeliverableStatus} status
+ * @property {number} attempt
+ * @property {number | null} max_attempts
+ * @property {boolean} will_retry
+ * @property {string | null} retry_at
+ * @property {string | null} message
+ * @property {number | null} fraction
+ * @property {ArtifactRef[]} artifacts
+ * @property {string | null} error
+ *
+ * @typedef {object} TimelineRow
+ * @property {number} seq
+ * @property {string} id
+ * @property {string} type
+ * @property {string} time
+ * @property {string} producer
+ * @property {number} spent_usd        cost so far, after this event
+ * @property {Record<string, any>} data
+ *
+ * @typedef {object} Terminal
+ * @property {string} type
+ * @property {number} seq
+ * @property {string} time
+ * @property {Record<string, any>} data
+ *
+ * @typedef {object} Gap
+ * @property {number} after_seq        the last applied seq
+ * @property {number} got_seq          the seq that arrived instead of after_seq + 1
+ *
+ * @typedef {object} RunState
+ * @property {string | null} run_id
+ * @property {RunStatus} status
+ * @property {string | null} question
+ * @property {string | null} title
+ * @property {string | null} skill
+ * @property {number | null} budget_usd
+ * @property {Record<string, any>} options
+ * @property {string | null} created_at
+ * @property {StepState[]} steps
+ * @property {Record<string, SourceState>} sources
+ * @property {string[]} source_order
+ * @property {Record<number, string>} report_parts
+ * @property {string} report_text
+ * @property {ContentModel | null} content
+ * @property {string | null} content_hash
+ * @property {Record<string, DeliverableState>} deliverables
+ * @property {number} spent_usd
+ * @property {{input_tokens: number, output_tokens: number, tool_calls: number}} usage
+ * @property {string[]} usage_ids
+ * @property {ClarificationRequested | null} clarification
+ * @property {number | null} clarification_seq   seq of the pending clarification.requested
+ * @property {string[]} answers
+ * @property {RateLimited | null} rate_limited
+ * @property {BudgetWarning | null} budget_warning
+ * @property {boolean} billing_waiting
+ * @property {boolean} cancel_requested
+ * @property {boolean} partial
+ * @property {string[]} missing
+ * @property {Terminal | null} terminal
+ * @property {number} last_seq
+ * @property {number} event_count
+ * @property {number} started_count
+ * @property {TimelineRow[]} timeline
+ * @property {Gap | null} gap
+ */
+
+export const TERMINAL_TYPES = Object.freeze([
+  "run.completed",
+  "run.failed",
+  "run.cancelled",
+  "run.budget_stopped",
+]);
+
+/** @type {Record<string, RunStatus>} */
+const TERMINAL_STATUS = {
+  "run.completed": "completed",
+  "run.failed": "failed",
+  "run.cancelled": "cancelled",
+  "run.budget_stopped": "budget_stopped",
+};
+
+/** @returns {RunState} */
+export function initialState() {
+  return {
+    run_id: null,
+    status: "created",
+    question: null,
+    title: null,
+    skill: null,
+    budget_usd: null,
+    options: {},
+    created_at: null,
+    steps: [],
+    sources: {},
+    source_order: [],
+    report_parts: {},
+    report_text: "",
+    content: null,
+    content_hash: null,
+    deliverables: {},
+    spent_usd: 0,
+    usage: { input_tokens: 0, output_tokens: 0, tool_calls: 0 },
+    usage_ids: [],
+    clarification: null,
+    clarification_seq: null,
+    answers: [],
+    rate_limited: null,
+    budget_warning: null,
+    billing_waiting: false,
+    cancel_requested: false,
+    partial: false,
+    missing: [],
+    terminal: null,
+    last_seq: 0,
+    event_count: 0,
+    started_count: 0,
+    timeline: [],
+    gap: null,
+  };
+}
+
+/**
+ * The state after one event. Pure: `state` is never changed.
+ * @param {RunState} state
+ * @param {RunEvent} event
+ * @returns {RunState}
+ */
+export function reduce(state, event) {
+  if (event.seq <= state.last_seq || state.terminal !== null) return state;
+  if (event.seq > state.last_seq + 1) {
+    if (state.gap && state.gap.got_seq <= event.seq) return state;
+    return { ...state, gap: { after_seq: state.last_seq, got_seq: event.seq } };
+  }
+  /** @type {RunState} */
+  const s = { ...state, gap: null, last_seq: event.seq, event_count: state.event_count + 1 };
+  if (s.run_id === null) s.run_id = event.run_id;
+  apply(s, event);
+  if (TERMINAL_STATUS[event.type] !== undefined) {
+    s.status = TERMINAL_STATUS[event.type];
+    s.terminal = { type: event.type, seq: event.seq, time: event.time, data: event.data };
+    s.clarification = null;
+    s.clarification_seq = null;
+    s.rate_limited = null;
+    s.billing_waiting = false;
+    s.steps = s.steps.map((st) =>
+      event.type !== "run.completed" && (st.status === "pending" || st.status === "running")
+        ? { ...st, status: /** @type {StepStatus} */ ("skipped"), error: stopReason(event.type) }
+        : st,
+    );
+  }
+  s.timeline = [
+    ...state.timeline,
+    {
+      seq: event.seq,
+      id: event.id,
+      type: event.type,
+      time: event.time,
+      producer: event.producer,
+      spent_usd: s.spent_usd,
+      data: /** @type {Record<string, any>} */ (event.data),
+    },
+  ];
+  return s;
+}
+
+/**
+ * Fold many events (a history page or a live chunk).
+ * @param {RunState} state
+ * @param {Iterable<RunEvent>} events
+ * @returns {RunState}
+ */
+export function reduceAll(state, events) {
+  let s = state;
+  for (const ev of events) s = reduce(s, ev);
+  return s;
+}
+
+/** @param {string} type */
+function stopReason(type) {
+  if (type === "run.cancelled") return "not run: the run was cancelled";
+  if (type === "run.budget_stopped") return "not run: the budget was used up";
+  return "not run: the run failed";
+}
+
+/** @param {RunState} s */
+function running(s) {
+  if (s.status === "created" || s.status === "waiting_clarification") s.status = "running";
+}
+
+/**
+ * Replace (or append) one step, copy-on-write.
+ * @param {RunState} s
+ * @param {string} stepId
+ * @param {string | null | undefined} title
+ * @param {(step: StepState) => Partial<StepState>} change
+ */
+function updateStep(s, stepId, title, change) {
+  const i = s.steps.findIndex((st) => st.step_id === stepId);
+  const base =
+    i >= 0
+      ? s.steps[i]
+      : {
+          step_id: stepId,
+          title: title || stepId,
+          kind: "research",
+          parallel_group: null,
+          status: /** @type {StepStatus} */ ("pending"),
+          error: null,
+          source_count: 0,
+          agent: null,
+          progress: null,
+          fraction: null,
+        };
+  const next = { ...base, ...change(base) };
+  s.steps = i >= 0 ? s.steps.map((st, j) => (j === i ? next : st)) : [...s.steps, next];
+}
+
+/**
+ * @param {RunState} s
+ * @param {Record<string, any>} d
+ */
+function deliverable(s, d) {
+  const prev = s.deliverables[d.kind];
+  if (prev && prev.job_id === d.job_id) return prev;
+  return /** @type {DeliverableState} */ ({
+    kind: d.kind,
+    job_id: d.job_id,
+    status: "requested",
+    attempt: 0,
+    max_attempts: null,
+    will_retry: false,
+    retry_at: null,
+    message: null,
+    fraction: null,
+    artifacts: [],
+    error: null,
+  });
+}
+
+/**
+ * @param {RunState} s
+ * @param {DeliverableState} dv
+ */
+function putDeliverable(s, dv) {
+  s.deliverables = { ...s.deliverables, [dv.kind]: dv };
+}
+
+/**
+ * Sources with the claims that cite them, from the stored content model.
+ * @param {RunState} s
+ * @param {ContentModel} content
+ */
+function citeSources(s, content) {
+  /** @type {Record<string, CitingClaim[]>} */
+  const citing = {};
+  for (const section of content.sections || []) {
+    for (const claim of section.claims || []) {
+      for (const c of claim.citations || []) {
+        (citing[c.source_id] ||= []).push({
+          claim_id: claim.claim_id,
+          text: claim.text,
+          section: section.title,
+          passage: c.passage,
+        });
+      }
+    }
+  }
+  const sources = { ...s.sources };
+  const order = [...s.source_order];
+  for (const src of content.sources || []) {
+    const prev = sources[src.source_id];
+    if (!prev) order.push(src.source_id);
+    sources[src.source_id] = {
+      source_id: src.source_id,
+      title: prev ? prev.title : src.title,
+      passage: prev ? prev.passage : src.text,
+      url: (prev && prev.url) || src.url || null,
+      step_id: prev ? prev.step_id : null,
+      cited_by: citing[src.source_id] || [],
+    };
+  }
+  for (const id of Object.keys(citing)) {
+    if (sources[id] && !(content.sources || []).some((x) => x.source_id === id)) {
+      sources[id] = { ...sources[id], cited_by: citing[id] };
+    }
+  }
+  s.sources = sources;
+  s.source_order = order;
+}
+
+/**
+ * @param {RunState} s
+ * @param {RunEvent} ev
+ */
+function apply(s, ev) {
+  /** @type {Record<string, any>} */
+  const d = ev.data || {};
+  switch (ev.type) {
+    case "run.created":
+      s.question = d.question ?? null;
+      s.skill = d.skill ?? "research_report";
+      s.budget_usd = d.budget_usd ?? null;
+      s.options = { ...(d.options || {}) };
+      s.title = d.title || s.title;
+      s.created_at = ev.time;
+      break;
+    case "run.started":
+      s.started_count += 1;
+      if (s.clarification === null) running(s);
+      break;
+    case "plan.proposed":
+    case "plan.revised": {
+      const old = new Map(s.steps.map((st) => [st.step_id, st]));
+      /** @type {StepState[]} */
+      const steps = (d.steps || []).map((/** @type {Record<string, any>} */ p) => {
+        const prev = old.get(p.step_id);
+        return {
+          step_id: p.step_id,
+          title: p.title || p.step_id,
+          kind: p.kind || "research",
+          parallel_group: p.parallel_group ?? null,
+          status: prev ? prev.status : "pending",
+          error: prev ? prev.error : null,
+          source_count: prev ? prev.source_count : 0,
+          agent: prev ? prev.agent : null,
+          progress: prev ? prev.progress : null,
+          fraction: prev ? prev.fraction : null,
+        };
+      });
+      // A revision never forgets a step that already ran: it stays, after the new plan.
+      const kept = new Set(steps.map((st) => st.step_id));
+      for (const st of s.steps) if (!kept.has(st.step_id) && st.status !== "pending") steps.push(st);
+      s.steps = steps;
+      if (s.clarification === null) running(s);
+      break;
+    }
+    case "step.started":
+      updateStep(s, d.step_id, d.title, () => ({
+        status: "running",
+        error: null,
+        agent: d.agent ?? null,
+      }));
+      s.rate_limited = null;
+      if (s.clarification === null) running(s);
+      break;
+    case "step.progress":
+      updateStep(s, d.step_id, null, (st) => ({
+        status: st.status === "pending" ? "running" : st.status,
+        progress: d.message ?? null,
+        fraction: d.fraction ?? null,
+      }));
+      s.rate_limited = null;
+      break;
+    case "step.completed":
+      updateStep(s, d.step_id, null, (st) => ({
+        status: "done",
+        error: null,
+        fraction: 1,
+        source_count: d.source_count ?? st.source_count,
+      }));
+      s.rate_limited = null;
+      break;
+    case "step.failed":
+      updateStep(s, d.step_id, null, () => ({
+        status: d.reason === "skipped" ? "skipped" : "failed",
+        error: d.error ?? null,
+      }));
+      s.rate_limited = null;
+      break;
+    case "message.delta": {
+      s.rate_limited = null;
+      if (d.stream !== "report") break;
+      const index = Number(d.index);
+      if (Object.prototype.hasOwnProperty.call(s.report_parts, index)) break;
+      s.report_parts = { ...s.report_parts, [index]: d.text || "" };
+      s.report_text = Object.keys(s.report_parts)
+        .map(Number)
+        .sort((a, b) => a - b)
+        .map((i) => s.report_parts[i])
+        .join("");
+      break;
+    }
+    case "source.found": {
+      const isNew = !(d.source_id in s.sources);
+      const prev = s.sources[d.source_id];
+      s.sources = {
+        ...s.sources,
+        [d.source_id]: {
+          source_id: d.source_id,
+          title: d.title,
+          passage: d.passage,
+          url: d.url ?? null,
+          step_id: d.step_id ?? null,
+          cited_by: prev ? prev.cited_by : [],
+        },
+      };
+      if (isNew) {
+        s.source_order = [...s.source_order, d.source_id];
+        const st = d.step_id ? s.steps.find((x) => x.step_id === d.step_id) : undefined;
+        if (st && st.status !== "done") {
+          updateStep(s, st.step_id, null, (x) => ({ source_count: x.source_count + 1 }));
+        }
+      }
+      break;
+    }
+    case "usage.recorded": {
+      if (d.usage_id != null) {
+        if (s.usage_ids.includes(d.usage_id)) break;
+        s.usage_ids = [...s.usage_ids, d.usage_id];
+      }
+      s.spent_usd = Math.round((s.spent_usd + Number(d.cost_usd || 0)) * 1e10) / 1e10;
+      const u = d.usage || {};
+      s.usage = {
+        input_tokens: s.usage.input_tokens + Number(u.input_tokens || 0),
+        output_tokens: s.usage.output_tokens + Number(u.output_tokens || 0),
+        tool_calls: s.usage.tool_calls + Number(u.tool_calls || 0),
+      };
+      break;
+    }
+    case "budget.warning":
+      s.budget_warning = /** @type {BudgetWarning} */ (d);
+      break;
+    case "rate_limited":
+      s.rate_limited = /** @type {RateLimited} */ (d);
+      break;
+    case "clarification.requested":
+      s.clarification = /** @type {ClarificationRequested} */ (d);
+      s.clarification_seq = ev.seq;
+      s.status = "waiting_clarification";
+      break;
+    case "clarification.answered":
+      s.clarification = null;
+      s.clarification_seq = null;
+      s.answers = [...s.answers, d.answer];
+      if (s.status === "waiting_clarification") s.status = s.started_count ? "running" : "created";
+      break;
+    case "cancel.requested":
+      s.cancel_requested = true;
+      break;
+    case "content.stored":
+      s.content_hash = d.content_hash ?? null;
+      s.content = d.content ?? null;
+      if (d.content) {
+        citeSources(s, d.content);
+        if (!s.title && d.content.title) s.title = d.content.title;
+      }
+      break;
+    case "deliverable.requested":
+      putDeliverable(s, deliverable(s, d));
+      break;
+    case "deliverable.progress": {
+      const dv = deliverable(s, d);
+      if (dv.status !== "ready") {
+        putDeliverable(s, {
+          ...dv,
+          status: "running",
+          attempt: Math.max(dv.attempt, Number(d.attempt || 1)),
+          will_retry: false,
+          retry_at: null,
+          error: null,
+          message: d.message ?? null,
+          fraction: d.fraction ?? null,
+        });
+      }
+      break;
+    }
+    case "deliverable.ready": {
+      const dv = deliverable(s, d);
+      putDeliverable(s, {
+        ...dv,
+        status: "ready",
+        attempt: Math.max(dv.attempt, Number(d.attempt || 1)),
+        artifacts: d.artifacts || [],
+        will_retry: false,
+        retry_at: null,
+        error: null,
+        fraction: 1,
+      });
+      break;
+    }
+    case "deliverable.failed": {
+      const dv = deliverable(s, d);
+      if (dv.status === "ready") break;
+      putDeliverable(s, {
+        ...dv,
+        status: "failed",
+        attempt: Math.max(dv.attempt, Number(d.attempt)),
+        max_attempts: d.max_attempts ?? null,
+        will_retry: Boolean(d.will_retry),
+        retry_at: d.retry_at ?? null,
+        error: d.error ?? null,
+      });
+      break;
+    }
+    case "billing.waiting":
+      s.billing_waiting = true;
+      break;
+    case "billing.resumed":
+      s.billing_waiting = false;
+      break;
+    case "run.completed":
+      s.partial = Boolean(d.partial);
+      s.missing = [...(d.missing || [])];
+      break;
+    default:
+      // tool.called, tool.result, step-less events and types newer than this console:
+      // they appear in the timeline and change nothing else.
+      break;
+  }
+}
