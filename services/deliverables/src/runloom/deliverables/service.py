@@ -1,13 +1,53 @@
-"""The deliverables service (one replica)."""
+"""The deliverables service (one replica): renders the deliverable jobs of runs.
+
+Consumes `job.deliverable.>` from the JOBS work-queue stream with the durable pull consumer
+`deliverables`, shared by every replica; each job is handled by `jobs.JobRunner`.
+"""
 
 from __future__ import annotations
 
+import logging
+
+from runloom.contracts import subjects
+from runloom.deliverables.jobs import JobRunner
+from runloom.deliverables.options import Options
+from runloom.deliverables.store import ArtifactStore
+from runloom.runtime import bus
 from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
+
+log = logging.getLogger("runloom.deliverables")
+
+DURABLE = "deliverables"
+FILTER = subjects.deliverable_job(">")
 
 
 async def main(ctx: ServiceContext) -> None:
-    await ctx.stop.wait()
+    options = Options.from_env()
+    runner = JobRunner(
+        pool=ctx.pool,
+        events=EventLog(ctx.js, ctx.producer),
+        store=await ArtifactStore.open(ctx.js),
+        options=options,
+    )
+    log.info(
+        "consuming %s (max %d attempts, concurrency %d)",
+        FILTER,
+        options.max_attempts,
+        options.concurrency,
+    )
+    await bus.run_pull_consumer(
+        ctx.js,
+        stream=subjects.JOBS_STREAM,
+        durable=DURABLE,
+        filter_subject=FILTER,
+        handler=runner.handle,
+        stop=ctx.stop,
+        ack_wait=options.ack_wait_s,
+        concurrency=options.concurrency,
+        batch=options.concurrency,
+    )
 
 
 async def run(settings: Settings) -> None:
