@@ -34,6 +34,7 @@ export function setApiKey(key) {
  * @returns {Promise<any>}
  */
 export async function api(method, path, opts = {}) {
+  /** @type {Record<string, string>} */
   const headers = { Accept: "application/json", ...(opts.headers || {}) };
   const key = opts.key ?? apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
@@ -62,7 +63,11 @@ export async function api(method, path, opts = {}) {
   return data;
 }
 
-/** A list out of a paged answer, whatever its envelope is called. */
+/**
+ * A list out of a paged answer, whatever its envelope is called.
+ * @param {any} page
+ * @returns {any[]}
+ */
 export function items(page) {
   if (Array.isArray(page)) return page;
   for (const k of ["runs", "items", "data", "results", "deliverables", "events"]) {

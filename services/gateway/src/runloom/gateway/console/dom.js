@@ -2,10 +2,14 @@
 /** A tiny DOM helper: `h("div", {class: "x"}, "text", child)`; no framework, no build. */
 
 /**
- * @typedef {Node | string | number | null | undefined | false} Child
+ * @typedef {Node | string | number | null | undefined | false} Leaf
+ * @typedef {Leaf | Array<Leaf | Array<Leaf | Array<Leaf | Leaf[]>>>} Child
+ */
+
+/**
  * @param {string} tag
  * @param {Record<string, any> | null} [attrs]
- * @param {...(Child | Child[])} children
+ * @param {...Child} children
  * @returns {HTMLElement}
  */
 export function h(tag, attrs, ...children) {
@@ -23,7 +27,7 @@ export function h(tag, attrs, ...children) {
 
 /**
  * @param {Node} el
- * @param {(Child | Child[])[]} children
+ * @param {Child[]} children
  */
 function append(el, children) {
   for (const c of children) {
@@ -36,7 +40,7 @@ function append(el, children) {
 /**
  * Replace an element's children.
  * @param {Element} el
- * @param {...(Child | Child[])} children
+ * @param {...Child} children
  */
 export function mount(el, ...children) {
   el.replaceChildren();

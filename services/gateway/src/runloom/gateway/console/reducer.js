@@ -194,7 +194,7 @@ export function reduce(state, event) {
   apply(s, event);
   if (TERMINAL_STATUS[event.type] !== undefined) {
     s.status = TERMINAL_STATUS[event.type];
-    s.terminal = { type: event.type, seq: event.seq, time: event.time, data: event.data };
+    s.terminal = { type: event.type, seq: event.seq, time: event.time, data: /** @type {Record<string, any>} */ (event.data) };
     s.clarification = null;
     s.clarification_seq = null;
     s.rate_limited = null;
@@ -214,7 +214,7 @@ export function reduce(state, event) {
       time: event.time,
       producer: event.producer,
       spent_usd: s.spent_usd,
-      data: /** @type {Record<string, any>} */ (event.data),
+      data: /** @type {Record<string, any>} */ (event.data || {}),
     },
   ];
   return s;
@@ -274,7 +274,7 @@ function updateStep(s, stepId, title, change) {
 
 /**
  * @param {RunState} s
- * @param {Record<string, any>} d
+ * @param {{kind: string, job_id: string}} d
  */
 function deliverable(s, d) {
   const prev = s.deliverables[d.kind];
@@ -346,21 +346,23 @@ function citeSources(s, content) {
 }
 
 /**
+ * One event's transition, on a fresh shallow copy `s`. Each case narrows `ev` by its `type`,
+ * so `ev.data` has the generated payload type: a contract change that breaks this fails `tsc`.
  * @param {RunState} s
  * @param {RunEvent} ev
  */
 function apply(s, ev) {
-  /** @type {Record<string, any>} */
-  const d = ev.data || {};
   switch (ev.type) {
-    case "run.created":
-      s.question = d.question ?? null;
+    case "run.created": {
+      const d = ev.data;
+      s.question = d.question;
       s.skill = d.skill ?? "research_report";
       s.budget_usd = d.budget_usd ?? null;
       s.options = { ...(d.options || {}) };
       s.title = d.title || s.title;
       s.created_at = ev.time;
       break;
+    }
     case "run.started":
       s.started_count += 1;
       if (s.clarification === null) running(s);
@@ -369,7 +371,7 @@ function apply(s, ev) {
     case "plan.revised": {
       const old = new Map(s.steps.map((st) => [st.step_id, st]));
       /** @type {StepState[]} */
-      const steps = (d.steps || []).map((/** @type {Record<string, any>} */ p) => {
+      const steps = ev.data.steps.map((p) => {
         const prev = old.get(p.step_id);
         return {
           step_id: p.step_id,
@@ -391,24 +393,25 @@ function apply(s, ev) {
       if (s.clarification === null) running(s);
       break;
     }
-    case "step.started":
-      updateStep(s, d.step_id, d.title, () => ({
-        status: "running",
-        error: null,
-        agent: d.agent ?? null,
-      }));
+    case "step.started": {
+      const d = ev.data;
+      updateStep(s, d.step_id, d.title, () => ({ status: "running", error: null, agent: d.agent ?? null }));
       s.rate_limited = null;
       if (s.clarification === null) running(s);
       break;
-    case "step.progress":
+    }
+    case "step.progress": {
+      const d = ev.data;
       updateStep(s, d.step_id, null, (st) => ({
         status: st.status === "pending" ? "running" : st.status,
-        progress: d.message ?? null,
+        progress: d.message,
         fraction: d.fraction ?? null,
       }));
       s.rate_limited = null;
       break;
-    case "step.completed":
+    }
+    case "step.completed": {
+      const d = ev.data;
       updateStep(s, d.step_id, null, (st) => ({
         status: "done",
         error: null,
@@ -417,14 +420,18 @@ function apply(s, ev) {
       }));
       s.rate_limited = null;
       break;
-    case "step.failed":
+    }
+    case "step.failed": {
+      const d = ev.data;
       updateStep(s, d.step_id, null, () => ({
         status: d.reason === "skipped" ? "skipped" : "failed",
-        error: d.error ?? null,
+        error: d.error,
       }));
       s.rate_limited = null;
       break;
+    }
     case "message.delta": {
+      const d = ev.data;
       s.rate_limited = null;
       if (d.stream !== "report") break;
       const index = Number(d.index);
@@ -438,7 +445,7 @@ function apply(s, ev) {
       break;
     }
     case "source.found": {
-      const isNew = !(d.source_id in s.sources);
+      const d = ev.data;
       const prev = s.sources[d.source_id];
       s.sources = {
         ...s.sources,
@@ -451,7 +458,7 @@ function apply(s, ev) {
           cited_by: prev ? prev.cited_by : [],
         },
       };
-      if (isNew) {
+      if (!prev) {
         s.source_order = [...s.source_order, d.source_id];
         const st = d.step_id ? s.steps.find((x) => x.step_id === d.step_id) : undefined;
         if (st && st.status !== "done") {
@@ -461,6 +468,7 @@ function apply(s, ev) {
       break;
     }
     case "usage.recorded": {
+      const d = ev.data;
       if (d.usage_id != null) {
         if (s.usage_ids.includes(d.usage_id)) break;
         s.usage_ids = [...s.usage_ids, d.usage_id];
@@ -475,37 +483,38 @@ function apply(s, ev) {
       break;
     }
     case "budget.warning":
-      s.budget_warning = /** @type {BudgetWarning} */ (d);
+      s.budget_warning = ev.data;
       break;
     case "rate_limited":
-      s.rate_limited = /** @type {RateLimited} */ (d);
+      s.rate_limited = ev.data;
       break;
     case "clarification.requested":
-      s.clarification = /** @type {ClarificationRequested} */ (d);
+      s.clarification = ev.data;
       s.clarification_seq = ev.seq;
       s.status = "waiting_clarification";
       break;
     case "clarification.answered":
       s.clarification = null;
       s.clarification_seq = null;
-      s.answers = [...s.answers, d.answer];
+      s.answers = [...s.answers, ev.data.answer];
       if (s.status === "waiting_clarification") s.status = s.started_count ? "running" : "created";
       break;
     case "cancel.requested":
       s.cancel_requested = true;
       break;
-    case "content.stored":
-      s.content_hash = d.content_hash ?? null;
-      s.content = d.content ?? null;
-      if (d.content) {
-        citeSources(s, d.content);
-        if (!s.title && d.content.title) s.title = d.content.title;
-      }
+    case "content.stored": {
+      const d = ev.data;
+      s.content_hash = d.content_hash;
+      s.content = d.content;
+      citeSources(s, d.content);
+      if (!s.title && d.content.title) s.title = d.content.title;
       break;
+    }
     case "deliverable.requested":
-      putDeliverable(s, deliverable(s, d));
+      putDeliverable(s, deliverable(s, ev.data));
       break;
     case "deliverable.progress": {
+      const d = ev.data;
       const dv = deliverable(s, d);
       if (dv.status !== "ready") {
         putDeliverable(s, {
@@ -515,19 +524,20 @@ function apply(s, ev) {
           will_retry: false,
           retry_at: null,
           error: null,
-          message: d.message ?? null,
+          message: d.message,
           fraction: d.fraction ?? null,
         });
       }
       break;
     }
     case "deliverable.ready": {
+      const d = ev.data;
       const dv = deliverable(s, d);
       putDeliverable(s, {
         ...dv,
         status: "ready",
         attempt: Math.max(dv.attempt, Number(d.attempt || 1)),
-        artifacts: d.artifacts || [],
+        artifacts: d.artifacts,
         will_retry: false,
         retry_at: null,
         error: null,
@@ -536,16 +546,17 @@ function apply(s, ev) {
       break;
     }
     case "deliverable.failed": {
+      const d = ev.data;
       const dv = deliverable(s, d);
       if (dv.status === "ready") break;
       putDeliverable(s, {
         ...dv,
         status: "failed",
         attempt: Math.max(dv.attempt, Number(d.attempt)),
-        max_attempts: d.max_attempts ?? null,
+        max_attempts: d.max_attempts,
         will_retry: Boolean(d.will_retry),
         retry_at: d.retry_at ?? null,
-        error: d.error ?? null,
+        error: d.error,
       });
       break;
     }
@@ -556,12 +567,12 @@ function apply(s, ev) {
       s.billing_waiting = false;
       break;
     case "run.completed":
-      s.partial = Boolean(d.partial);
-      s.missing = [...(d.missing || [])];
+      s.partial = Boolean(ev.data?.partial);
+      s.missing = [...(ev.data?.missing || [])];
       break;
     default:
-      // tool.called, tool.result, step-less events and types newer than this console:
-      // they appear in the timeline and change nothing else.
+      // tool.called, tool.result, source.failed, the other terminal events and types newer
+      // than this console: they appear in the timeline and change nothing else.
       break;
   }
 }

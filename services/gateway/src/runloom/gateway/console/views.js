@@ -214,6 +214,7 @@ function secondsUntil(/** @type {string} */ iso) {
 }
 
 /** Update every countdown on the page (called each second). */
+/** @param {ParentNode} [root] */
 export function tickCountdowns(root = document) {
   for (const el of root.querySelectorAll("[data-countdown-to]")) {
     const s = secondsUntil(/** @type {HTMLElement} */ (el).dataset.countdownTo || "");
@@ -487,7 +488,7 @@ export class RunView {
           h("strong", null, "Rate limited. "),
           `${r.provider} asked us to slow down; the run retries automatically in `,
           h("span", { "data-countdown-to": r.retry_at }, `${Math.ceil(r.retry_after_s)} s`),
-          r.attempt > 1 ? ` (attempt ${r.attempt})` : "",
+          (r.attempt ?? 1) > 1 ? ` (attempt ${r.attempt})` : "",
           ".",
         ),
       );
