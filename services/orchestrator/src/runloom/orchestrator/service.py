@@ -1,13 +1,197 @@
-"""The orchestrator service (one replica)."""
+"""The orchestrator service (one replica): owns runs from the shared command queue.
+
+Flow of a command (`cmd.run.start` / `cmd.run.resume`): decode, take the run's ownership
+lock (a Postgres advisory lock: another replica working on it now -> nak with delay), keep
+the message alive while working, drive the run from its events, ack. A SIGKILLed owner stops
+extending the message and its lock dies with its connection, so within `ack_wait` another
+replica gets the run and carries on from the log.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+from nats.aio.msg import Msg
+from runloom.contracts import subjects
+from runloom.contracts.commands import ResumeRun, StartRun
+from runloom.contracts.events import RunFailed
+from runloom.orchestrator.config import OrchestratorOptions
+from runloom.orchestrator.metering import Meter
+from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
+from runloom.orchestrator.run import RunDriver, Services
+from runloom.runtime import bus
 from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.runstate import fold
 from runloom.runtime.service import ServiceContext, serve
+
+log = logging.getLogger("runloom.orchestrator")
+
+DURABLE = "orchestrator"
+FILTER = "cmd.run.>"
+
+_start = msgspec.json.Decoder(StartRun)
+_resume = msgspec.json.Decoder(ResumeRun)
+
+
+def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
+    if settings.provider == "offline":
+        return OfflineProvider(token_delay_s=options.offline_token_delay_s)
+    if settings.provider == "openai":
+        return OpenAIProvider(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+        )
+    raise ValueError(
+        f"RUNLOOM_PROVIDER={settings.provider!r} is not a provider; use 'offline' or 'openai'"
+    )
+
+
+@contextlib.asynccontextmanager
+async def ownership(pool: asyncpg.Pool, run_id: str) -> AsyncIterator[bool]:
+    """Hold the run's advisory lock for the block; yields False if another session holds it."""
+    async with pool.acquire() as conn:
+        got = await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 7))", f"run:{run_id}"
+        )
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                with contextlib.suppress(Exception):
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended($1, 7))", f"run:{run_id}"
+                    )
+
+
+class Orchestrator:
+    def __init__(self, ctx: ServiceContext, options: OrchestratorOptions) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.log = EventLog(ctx.js, ctx.producer)
+        self.svc = Services(
+            nc=ctx.nc,
+            js=ctx.js,
+            pool=ctx.pool,
+            log=self.log,
+            meter=Meter(ctx.nc, self.log),
+            provider=make_provider(ctx.settings, options),
+            options=options,
+            worker=ctx.producer,
+        )
+
+    async def handle(self, msg: Msg) -> None:
+        if msg.subject == subjects.START_RUN:
+            cmd: StartRun | ResumeRun = _start.decode(msg.data)
+        elif msg.subject == subjects.RESUME_RUN:
+            cmd = _resume.decode(msg.data)
+        else:
+            raise bus.PoisonMessage(f"the orchestrator has no handler for {msg.subject}")
+        stop = asyncio.Event()
+        alive = asyncio.create_task(bus.keep_alive(msg, self.options.ack_wait_s / 3, stop))
+        try:
+            async with ownership(self.lock_pool, cmd.run_id) as owned:
+                if not owned:
+                    log.info("run %s is owned by another worker; retry later", cmd.run_id)
+                    await msg.nak(delay=2.0)
+                    return
+                driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
+                try:
+                    outcome = await driver.drive()
+                except RunClosed as exc:
+                    outcome = f"closed by {exc.terminal.type}"
+                if outcome == "missing":
+                    raise bus.PoisonMessage(
+                        f"run {cmd.run_id} has no run.created event; nothing to start"
+                    )
+                log.info("run %s: %s", cmd.run_id, outcome)
+            await msg.ack()
+        finally:
+            stop.set()
+            alive.cancel()
+
+    async def sweep_clarifications(self) -> None:
+        """Fail paused runs whose clarification deadline passed (any replica; SKIP LOCKED)."""
+        while not self.ctx.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ctx.stop.wait(), self.options.sweep_interval_s)
+            if self.ctx.stop.is_set():
+                return
+            try:
+                await self._sweep_once()
+            except Exception:
+                log.exception("clarification sweep failed; retrying")
+
+    async def _sweep_once(self) -> None:
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT run_id, tenant_id, paused_at, deadline FROM paused_runs"
+                " WHERE deadline < now() ORDER BY deadline LIMIT 20 FOR UPDATE SKIP LOCKED"
+            )
+            for row in rows:
+                run_id = row["run_id"]
+                state = fold(await self.log.events(run_id))
+                if state.terminal is None and state.clarification is not None:
+                    waited = (datetime.now(UTC) - row["paused_at"]).total_seconds()
+                    with contextlib.suppress(RunClosed):
+                        await self.log.append(
+                            run_id,
+                            row["tenant_id"],
+                            RunFailed(
+                                error="Nobody answered the clarification question within "
+                                f"{_duration(waited)}, so the run ended without researching. "
+                                "Start a new run with a more specific question.",
+                                reason="clarification_timeout",
+                            ),
+                            event_id=f"{run_id}:clarification-timeout",
+                            causation_id=None,
+                            check_existing=True,
+                        )
+                    self.log.forget(run_id)
+                await conn.execute("DELETE FROM paused_runs WHERE run_id=$1", run_id)
+
+    async def run(self) -> None:
+        self.lock_pool = await asyncpg.create_pool(
+            self.ctx.settings.effective_database_url,
+            min_size=1,
+            max_size=self.options.concurrency + 2,
+        )
+        sweeper = asyncio.create_task(self.sweep_clarifications())
+        try:
+            await bus.run_pull_consumer(
+                self.ctx.js,
+                stream=subjects.COMMANDS_STREAM,
+                durable=DURABLE,
+                filter_subject=FILTER,
+                handler=self.handle,
+                stop=self.ctx.stop,
+                ack_wait=self.options.ack_wait_s,
+                concurrency=self.options.concurrency,
+            )
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await sweeper
+            await self.lock_pool.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} seconds"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
 
 
 async def main(ctx: ServiceContext) -> None:
-    await ctx.stop.wait()
+    await Orchestrator(ctx, OrchestratorOptions()).run()
 
 
 async def run(settings: Settings) -> None:

@@ -1,0 +1,83 @@
+"""The research_report skill's planner: is the question researchable, and which sub-questions.
+
+Deterministic: the same question (and answer) always yields the same plan, so a replica that
+takes a run over rebuilds exactly the plan its predecessor proposed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from runloom.orchestrator import text as textlib
+
+MAX_SUB_QUESTIONS = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubQuestion:
+    index: int
+    title: str
+    question: str
+    query: str
+    """A websearch_to_tsquery query (terms joined with `or`: rank by how many match)."""
+
+    @property
+    def research_step(self) -> str:
+        return f"research-{self.index}"
+
+    @property
+    def write_step(self) -> str:
+        return f"write-{self.index}"
+
+
+def key_terms(text: str) -> list[str]:
+    return [w for w in textlib.content_words(text) if w not in textlib.VAGUE_WORDS]
+
+
+def too_vague(question: str) -> str | None:
+    """Why a question is too vague to research without asking (None when it is fine)."""
+    terms = key_terms(question)
+    if len(terms) < 2:
+        named = f" ({', '.join(terms)})" if terms else ""
+        return (
+            f"The question names fewer than two specific things to research{named}. "
+            "Which topic, feature or problem should the report cover?"
+        )
+    return None
+
+
+def _query(terms: list[str]) -> str:
+    return " or ".join(terms)
+
+
+def _parts(text: str) -> list[str]:
+    pieces = re.split(r",|;|\band\b|\bversus\b|\bvs\.?\b|\?", text)
+    return [p.strip(" .!?") for p in pieces if len(key_terms(p)) >= 1]
+
+
+def plan(question: str, answer: str | None = None) -> list[SubQuestion]:
+    """Sub-questions for a question (and the clarification answer, if there was one)."""
+    full = f"{question} {answer}" if answer else question
+    terms = key_terms(full)[:8]
+    parts = _parts(question) + (_parts(answer) if answer else [])
+    subs: list[tuple[str, str, str]] = []
+    subs.append(("Overview", f"What does the corpus say about: {full.strip()}", _query(terms)))
+    if len(parts) >= 2:
+        for part in parts[: MAX_SUB_QUESTIONS - 1]:
+            pt = key_terms(part)[:6]
+            name = " ".join(pt)
+            subs.append((name[:1].upper() + name[1:], f"What about {name}?", _query(pt)))
+    else:
+        for term in terms[: MAX_SUB_QUESTIONS - 1]:
+            others = [t for t in terms if t != term][:2]
+            query = f"{term} " + _query(others) if others else term
+            subs.append((term.capitalize(), f"What does the corpus say about {term}?", query))
+    seen: set[str] = set()
+    out: list[SubQuestion] = []
+    for title, sub_q, query in subs:
+        if query in seen or not query:
+            continue
+        seen.add(query)
+        out.append(SubQuestion(index=len(out) + 1, title=title, question=sub_q, query=query))
+    return out[:MAX_SUB_QUESTIONS]

@@ -1,0 +1,97 @@
+"""Runs end to end through an in-process replica on the real NATS and Postgres."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from runloom.contracts.content import ContentModel, content_hash
+from runloom.contracts.events import TERMINAL_TYPES, ContentStored
+from runloom.runtime.runstate import fold
+
+QUESTION = "How do Python decorators and context managers work?"
+
+
+def content_of(events) -> ContentModel:
+    stored = [e for e in events if e.type == "content.stored"]
+    assert len(stored) == 1
+    return msgspec.convert(stored[0].data, ContentStored).content
+
+
+async def test_question_over_default_corpus_completes_with_verified_citations(
+    orchestrator, driver
+) -> None:
+    run_id = await driver.run(QUESTION, deliverables=[])
+    events = await driver.finished(run_id)
+    types = [e.type for e in events]
+    assert types[-1] == "run.completed", types
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(t in TERMINAL_TYPES for t in types) == 1
+    plan = next(e for e in events if e.type == "plan.proposed")
+    research = [s for s in plan.data["steps"] if s.get("kind", "research") == "research"]
+    assert len(research) >= 2 and {s["parallel_group"] for s in research} == {1}
+    assert types.count("tool.called") == types.count("tool.result") == len(research)
+    sources = {e.data["source_id"]: e.data for e in events if e.type == "source.found"}
+    assert len(sources) == types.count("source.found") > 0  # never twice
+    deltas = [e for e in events if e.type == "message.delta"]
+    assert len(deltas) >= 3 and [d.data["index"] for d in deltas] == list(range(len(deltas)))
+    content = content_of(events)
+    claims = [c for s in content.sections for c in s.claims]
+    assert claims and all(c.citations for c in claims)
+    for claim in claims:
+        for cite in claim.citations:
+            assert cite.passage in sources[cite.source_id]["passage"]
+    state = fold(events)
+    assert state.content_hash == content_hash(content)
+    assert "## Sources" in state.report_text and "[1]" in state.report_text
+    assert all(e.causation_id for e in events if e.producer.startswith("orchestrator"))
+
+
+async def test_vague_question_pauses_then_continues_after_the_answer(orchestrator, driver) -> None:
+    run_id = await driver.run("Can you help me with something?", deliverables=[])
+    events = await driver.wait_for(run_id, {"clarification.requested"})
+    ask = events[-1]
+    assert ask.data["timeout_s"] > 0 and ask.data["deadline"]
+    await driver.answer(run_id, "generators and the yield expression")
+    events = await driver.finished(run_id)
+    assert events[-1].type == "run.completed"
+    types = [e.type for e in events]
+    assert types.index("clarification.answered") < types.index("plan.proposed")
+
+
+@pytest.mark.orch_options(clarification_timeout_s=0.5)
+async def test_unanswered_clarification_times_out_clearly(orchestrator, driver) -> None:
+    run_id = await driver.run("help please", deliverables=[])
+    events = await driver.finished(run_id, timeout=15)
+    assert events[-1].type == "run.failed"
+    assert events[-1].data["reason"] == "clarification_timeout"
+    assert "answered" in events[-1].data["error"]
+
+
+async def test_same_start_delivered_twice_is_one_run(orchestrator, driver) -> None:
+    run_id = await driver.create(QUESTION, deliverables=[])
+    await driver.start(run_id, msg_id="a")
+    await driver.start(run_id, msg_id="b")  # a second delivery, not a dedup-window duplicate
+    events = await driver.finished(run_id)
+    types = [e.type for e in events]
+    assert types.count("run.started") == 1 and types.count("plan.proposed") == 1
+    assert len({e.id for e in events}) == len(events)
+    assert sum(t in TERMINAL_TYPES for t in types) == 1
+
+
+async def test_cancel_before_start(orchestrator, driver) -> None:
+    run_id = await driver.create(QUESTION, deliverables=[])
+    await driver.cancel(run_id)
+    await driver.start(run_id)
+    events = await driver.finished(run_id)
+    assert [e.type for e in events] == ["run.created", "cancel.requested", "run.cancelled"]
+
+
+async def test_sub_question_with_no_results_completes_partial(orchestrator, driver) -> None:
+    run_id = await driver.run(
+        "Explain generators, exceptions and zyxqwv frobnication", deliverables=[]
+    )
+    events = await driver.finished(run_id)
+    done = events[-1]
+    assert done.type == "run.completed" and done.data["partial"] is True
+    assert any("zyxqwv" in m for m in done.data["missing"])
+    assert any(e.type == "step.failed" and e.data["reason"] == "no_results" for e in events)
