@@ -19,13 +19,15 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import nats.errors
 from nats.js import JetStreamContext
+from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import (
@@ -43,6 +45,10 @@ from runloom.runtime.telemetry import current_traceparent, inject_headers
 log = logging.getLogger(__name__)
 
 WRONG_LAST_SEQUENCE = 10071
+DIRECT_READ_LIMIT = 32
+"""Reads longer than this go on with a filtered consumer instead of one direct get each."""
+TAIL_CACHE = 10_000
+"""How many runs' tails a writer remembers (least recently used are forgotten)."""
 
 
 class AppendConflict(Exception):
@@ -55,6 +61,22 @@ class RunClosed(Exception):
     def __init__(self, run_id: str, terminal: Event) -> None:
         super().__init__(f"run {run_id} already ended with {terminal.type} (seq {terminal.seq})")
         self.terminal = terminal
+
+
+class Archive(Protocol):
+    """What the log asks the long-term archive (Postgres `run_events`) when it has one."""
+
+    async def last(self, run_id: str) -> Event | None:
+        """The run's last archived event, if any."""
+        ...
+
+    async def find(self, run_id: str, event_id: str) -> Event | None:
+        """An archived event of the run, by id."""
+        ...
+
+    async def max_stream_seq(self, run_id: str) -> int:
+        """The highest stream position archived for the run (0 if none)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,58 +108,113 @@ class EventLog:
         *,
         max_retries: int = 64,
         publish_timeout: float = 5.0,
+        archive: Archive | None = None,
     ) -> None:
+        """`archive` answers for runs whose messages the hot window (max_age) already dropped."""
         self.js = js
         self.producer = producer
         self.max_retries = max_retries
         self.publish_timeout = publish_timeout
-        self._tails: dict[str, _Tail] = {}
+        self.archive = archive
+        self._tails: OrderedDict[str, _Tail] = OrderedDict()
 
     # -- reading ----------------------------------------------------------------------------
 
     async def tail(self, run_id: str) -> _Tail:
-        """The run's last stored message, read from the server."""
+        """The run's last stored message, read from the server (or from the archive)."""
         try:
-            msg = await self.js.get_last_msg(
-                subjects.RUN_EVENTS_STREAM, subjects.run_events(run_id)
+            msg = await self.js.get_msg(
+                subjects.RUN_EVENTS_STREAM, subject=subjects.run_events(run_id), direct=True
             )
         except NotFoundError:
-            return _Tail(0, 0)
+            # An empty subject is a new run, or one whose messages outlived the hot window:
+            # then the archive knows its last seq, and numbering goes on from there.
+            last = await self.archive.last(run_id) if self.archive is not None else None
+            if last is None:
+                return _Tail(0, 0)
+            return _Tail(0, last.seq, last if last.type in TERMINAL_TYPES else None)
         ev = decode_event(msg.data)  # type: ignore[arg-type]
         return _Tail(msg.seq or 0, ev.seq, ev if ev.type in TERMINAL_TYPES else None)
+
+    async def first(self, run_id: str, after_stream_seq: int = 0) -> StoredEvent | None:
+        """The run's first stored message after a stream position (one direct get, O(1))."""
+        try:
+            msg = await self.js.get_msg(
+                subjects.RUN_EVENTS_STREAM,
+                seq=after_stream_seq + 1,
+                subject=subjects.run_events(run_id),
+                next=True,
+                direct=True,
+            )
+        except NotFoundError:
+            return None
+        raw = bytes(msg.data or b"")
+        return StoredEvent(msg.seq or 0, raw, decode_event(raw))
 
     async def read(
         self, run_id: str, *, after_stream_seq: int = 0, after_seq: int = 0
     ) -> AsyncIterator[StoredEvent]:
-        """Every stored event of a run after a stream position (or run seq), in order, then stop."""
-        subject = subjects.run_events(run_id)
-        try:
-            last = await self.js.get_last_msg(subjects.RUN_EVENTS_STREAM, subject)
-        except NotFoundError:
-            return
-        last_seq = last.seq or 0
-        if after_stream_seq >= last_seq:
-            return
-        start = after_stream_seq + 1
-        stream_seq = start - 1
-        while stream_seq < last_seq:
-            try:
-                msg = await self.js.get_msg(
-                    subjects.RUN_EVENTS_STREAM, seq=stream_seq + 1, subject=subject, next=True
-                )
-            except NotFoundError:
+        """Every stored event of a run after a stream position (or run seq), in order, then stop.
+
+        Positions in O(1) (a direct get of the subject's next message); a short read goes on
+        with direct gets, a long one with a filtered ordered consumer (one pass over the
+        stream, no round trip per message).
+        """
+        position = after_stream_seq
+        for _ in range(DIRECT_READ_LIMIT):
+            se = await self.first(run_id, position)
+            if se is None:
                 return
-            stream_seq = msg.seq or 0
-            raw = bytes(msg.data or b"")
-            ev = decode_event(raw)
-            if ev.seq > after_seq:
-                yield StoredEvent(stream_seq, raw, ev)
+            position = se.stream_seq
+            if se.event.seq > after_seq:
+                yield se
+        async for se in self._consume(run_id, position):
+            if se.event.seq > after_seq:
+                yield se
+
+    async def _consume(self, run_id: str, after_stream_seq: int) -> AsyncIterator[StoredEvent]:
+        # An empty range would leave the consumer waiting: look before subscribing.
+        if await self.first(run_id, after_stream_seq) is None:
+            return
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after_stream_seq + 1,
+            inactive_threshold=30.0,
+        )
+        sub = await self.js.subscribe(
+            subjects.run_events(run_id),
+            stream=subjects.RUN_EVENTS_STREAM,
+            ordered_consumer=True,
+            config=config,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=self.publish_timeout)
+                raw = bytes(msg.data)
+                meta = msg.metadata
+                yield StoredEvent(meta.sequence.stream, raw, decode_event(raw))
+                if meta.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def events(self, run_id: str) -> list[Event]:
         return [se.event async for se in self.read(run_id)]
 
     async def find(self, run_id: str, event_id: str, after_stream_seq: int = 0) -> Event | None:
-        """Look for an event id among the run's stored events after a stream position."""
+        """Look for an event id among the run's stored events after a stream position.
+
+        With an archive, archived events are looked up by id and only the unarchived tail is
+        scanned; without one, every hot message of the run after `after_stream_seq` is.
+        """
+        if self.archive is not None and after_stream_seq == 0:
+            found = await self.archive.find(run_id, event_id)
+            if found is not None:
+                return found
+            after_stream_seq = await self.archive.max_stream_seq(run_id)
         async for se in self.read(run_id, after_stream_seq=after_stream_seq):
             if se.event.id == event_id:
                 return se.event
@@ -162,7 +239,13 @@ class EventLog:
 
         Pass a deterministic `event_id` for an event that a crashed writer may append again
         (with `check_existing=True` the run is searched for it first); a random one is made
-        otherwise. Raises RunClosed if the run already has its terminal event.
+        otherwise. Raises RunClosed if the run already has its terminal event, and
+        AppendConflict when `max_retries` attempts in a row lost their race.
+
+        At most once: an attempt that expected the subject's last message at position P can
+        only be stored as the subject's next message after P. So after an uncertain outcome
+        (timeout, lost connection, conflict, duplicate ack) the message right after each P
+        tried tells for sure whether that attempt landed: one direct get per position.
         """
         if payload is not None:
             type = type_of(payload)
@@ -172,21 +255,21 @@ class EventLog:
         event_id = event_id or ulid()
         subject = subjects.run_events(run_id)
         trace = trace or current_traceparent()
-        tail = self._tails.get(run_id)
         if check_existing:
             found = await self.find(run_id, event_id)
             if found is not None:
                 return found
-        uncertain_since: int | None = None
+        tail = self._tails.get(run_id)
+        uncertain: set[int] = set()
+        """Expected positions of attempts that may have landed."""
         for attempt in range(self.max_retries):
+            if uncertain:
+                found = await self._landed(run_id, event_id, uncertain)
+                if found is not None:
+                    self._remember(run_id, None)
+                    return found
             if tail is None:
                 tail = await self.tail(run_id)
-            if uncertain_since is not None:
-                found = await self.find(run_id, event_id, after_stream_seq=uncertain_since)
-                if found is not None:
-                    self._tails.pop(run_id, None)
-                    return found
-                uncertain_since = None
             if tail.terminal is not None:
                 raise RunClosed(run_id, tail.terminal)
             event = Event(
@@ -214,31 +297,47 @@ class EventLog:
                 )
             except APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
-                    # Lost the race (or our earlier attempt did land): re-read and look.
-                    uncertain_since = tail.stream_seq
+                    # Lost the race, or an earlier attempt of ours did land: re-read and look.
+                    uncertain.add(tail.stream_seq)
                     tail = None
                     await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
                     continue
                 raise
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, TimeoutError):
-                uncertain_since = tail.stream_seq
+                uncertain.add(tail.stream_seq)
                 tail = None
                 await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
                 continue
             if ack.duplicate:
-                self._tails.pop(run_id, None)
-                found = await self.find(
-                    run_id, event_id, after_stream_seq=max(0, tail.stream_seq - 1)
-                )
-                if found is not None:
-                    return found
+                # Dropped by dedup: an earlier attempt landed (within the window).
+                uncertain.add(tail.stream_seq)
                 tail = None
                 continue
-            self._tails[run_id] = _Tail(
-                ack.seq, event.seq, event if type in TERMINAL_TYPES else None
+            self._remember(
+                run_id, _Tail(ack.seq, event.seq, event if type in TERMINAL_TYPES else None)
             )
             return event
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
+
+    async def _landed(self, run_id: str, event_id: str, positions: set[int]) -> Event | None:
+        """Did an attempt that expected one of `positions` land? Drops settled positions."""
+        for position in sorted(positions):
+            nxt = await self.first(run_id, position)
+            if nxt is None:
+                continue  # nothing after it yet: that attempt may still land, or never will
+            if nxt.event.id == event_id:
+                return nxt.event
+            positions.discard(position)  # another event holds that place: it never landed
+        return None
+
+    def _remember(self, run_id: str, tail: _Tail | None) -> None:
+        if tail is None:
+            self._tails.pop(run_id, None)
+            return
+        self._tails[run_id] = tail
+        self._tails.move_to_end(run_id)
+        while len(self._tails) > TAIL_CACHE:
+            self._tails.popitem(last=False)
 
     def forget(self, run_id: str) -> None:
         """Drop the cached tail of a run (e.g. when the run ended)."""

@@ -1,3 +1,123 @@
-from fastapi import APIRouter
+"""A run's events: SSE (history then live, resumable) and JSON pages of the same history.
 
-router = APIRouter()
+`GET /v1/runs/{id}/events`: `event:` the type, `data:` the stored event bytes, `id:` an
+opaque durable cursor. Resumes from `Last-Event-ID` (header, wins) or `?last_event_id=`;
+without a cursor the whole history, then live; closes after the terminal event.
+`?format=json&after=<cursor>&limit=<n>` pages the same history.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+from runloom.gateway import _cursor
+from runloom.gateway._sse import SSEResponse, frames
+from runloom.gateway.auth import Principal, principal
+from runloom.gateway.problems import Problem
+from runloom.gateway.routes.runs import load_run, streaming
+from runloom.gateway.state import GatewayState, get_state
+
+router = APIRouter(prefix="/v1/runs", tags=["events"])
+
+
+def _bad_cursor(detail: str) -> Problem:
+    return Problem(400, "Bad cursor", detail)
+
+
+async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple[int, int]:
+    """(after_seq, after_stream_seq) from a client's cursor; 400 with the reason if unusable."""
+    if not text:
+        return 0, 0
+    try:
+        cursor = _cursor.decode(text)
+    except _cursor.CursorError as exc:
+        raise _bad_cursor(str(exc)) from None
+    if cursor.run_id != run_id:
+        raise _bad_cursor(
+            "This cursor belongs to another run. Resume each run with the cursor of its own "
+            "stream, or send no cursor for the whole history."
+        )
+    s = streaming(state)
+    after_seq, after_stream_seq = await s.history.position(cursor)
+    tail = await state.log.tail(run_id)
+    if after_seq > tail.run_seq:
+        raise _bad_cursor(
+            f"This cursor is from the future: it points at event {after_seq} but the run has "
+            f"{tail.run_seq} so far. Send the id of an event you received."
+        )
+    return after_seq, after_stream_seq
+
+
+@router.get("/{run_id}/events", response_model=None)
+async def run_events(
+    run_id: str,
+    request: Request,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+    last_event_id_header: str | None = Header(default=None, alias="Last-Event-ID"),
+    last_event_id: str | None = Query(default=None, max_length=300),
+    format: Literal["sse", "json"] = "sse",
+    after: str | None = Query(default=None, max_length=300),
+    limit: int = Query(default=500, ge=1, le=5000),
+) -> Any:
+    """Stream the run's events (SSE), or page them (`format=json`)."""
+    await load_run(state, who, run_id)
+    s = streaming(state)
+    if format == "json":
+        after_seq, after_stream_seq = await _position(
+            state, run_id, after or last_event_id_header or last_event_id
+        )
+        return await _page(state, run_id, after_seq, after_stream_seq, after, limit)
+    after_seq, after_stream_seq = await _position(
+        state, run_id, last_event_id_header or last_event_id
+    )
+    if s.hub.draining:
+        raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
+    client = await s.hub.attach(run_id)
+    body = frames(
+        s.hub, s.history, client, run_id, after_seq, after_stream_seq, s.options.heartbeat_s
+    )
+    return _Raw(SSEResponse(s.hub, client, body))
+
+
+async def _page(
+    state: GatewayState,
+    run_id: str,
+    after_seq: int,
+    after_stream_seq: int,
+    after: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    s = streaming(state)
+    items: list[dict[str, Any]] = []
+    next_cursor = after
+    done = False
+    replay = s.history.replay(run_id, after_seq, after_stream_seq)
+    try:
+        async for frame in replay:
+            items.append(frame.json_item())
+            next_cursor = frame.cursor
+            if frame.terminal:
+                done = True
+                break
+            if len(items) >= limit:
+                break
+    finally:
+        await replay.aclose()  # type: ignore[attr-defined]
+    if not items and after_seq:
+        tail = await state.log.tail(run_id)
+        done = tail.terminal is not None and tail.run_seq <= after_seq
+    return {"events": items, "next_cursor": next_cursor, "done": done}
+
+
+class _Raw(Response):
+    """Hands the request over to a bare ASGI app (the SSE stream)."""
+
+    def __init__(self, app: SSEResponse) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)

@@ -1,3 +1,438 @@
-from fastapi import APIRouter
+"""Runs: create (idempotent), list, read, cancel, and stream tokens.
 
-router = APIRouter()
+`POST /v1/runs` answers once `run.created` is durably stored (and the read-model row is in),
+then sends the start command. The startup hook wires the streaming machinery every events
+route uses (archive consumer, fan-out hub, history, stream tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from runloom.contracts import subjects
+from runloom.contracts.commands import StartRun
+from runloom.contracts.events import CancelRequested, RunCreated
+from runloom.contracts.ids import new_id
+from runloom.gateway._fanout import Hub
+from runloom.gateway._history import Epoch, History
+from runloom.gateway._options import StreamingOptions
+from runloom.gateway._tokens import StreamTokens, install_redaction
+from runloom.gateway.auth import Principal, principal
+from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.state import GatewayState, get_state
+from runloom.runtime import bus
+from runloom.runtime.archive import PgArchive, run_archiver, title_of
+from runloom.runtime.eventlog import RunClosed
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+DELIVERABLE_KINDS = ("report", "website", "slides")
+
+
+# -- the streaming machinery, shared with routes/events.py ---------------------------------------
+
+
+@dataclass
+class Streaming:
+    options: StreamingOptions
+    archive: PgArchive
+    epoch: Epoch
+    history: History
+    hub: Hub
+    tokens: StreamTokens
+    stop: asyncio.Event
+    archiver: asyncio.Task[None] | None = None
+
+
+def streaming(state: GatewayState) -> Streaming:
+    return state.extras["streaming"]  # type: ignore[no-any-return]
+
+
+async def startup(state: GatewayState) -> None:
+    options = StreamingOptions.from_env()
+    archive = PgArchive(state.pool)
+    state.log.archive = archive
+    epoch = Epoch(state.js)
+    await epoch.refresh()
+    history = History(state.log, archive, epoch)
+    hub = Hub(
+        state.log,
+        history,
+        epoch,
+        queue_size=options.queue_size,
+        watch_interval=options.watch_interval_s,
+    )
+    tokens = await StreamTokens.load(state.pool, options.token_ttl_s)
+    s = Streaming(options, archive, epoch, history, hub, tokens, asyncio.Event())
+    if options.archive:
+        s.archiver = asyncio.create_task(run_archiver(state.js, state.pool, s.stop))
+    state.extras["streaming"] = s
+
+    async def resolve(state: GatewayState, token: str, request: Request) -> Principal | None:
+        grant = tokens.resolve(token, request)
+        return None if grant is None else Principal(grant.tenant_id, run_scope=grant.run_id)
+
+    state.extras["stream_token_resolver"] = resolve
+    install_redaction()
+    _drain_on_sigterm(hub)
+
+
+def _drain_on_sigterm(hub: Hub) -> None:
+    """On SIGTERM, end SSE streams at once (clients resume elsewhere with their cursor),
+    before uvicorn waits for open connections; then let uvicorn's own handler run."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ValueError):  # not the main thread (in-process test servers)
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(hub.drain)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, handler)
+
+
+async def shutdown(state: GatewayState) -> None:
+    s: Streaming | None = state.extras.get("streaming")
+    if s is None:
+        return
+    await s.hub.close()
+    s.stop.set()
+    if s.archiver is not None:
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(s.archiver, timeout=5)
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class RunIn(BaseModel):
+    """What a client may send to start a run (the tenant comes from the API key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(max_length=20_000, description="What the run should answer.")
+    skill: str | None = Field(
+        default=None, max_length=100, pattern=r"^[a-z][a-z0-9_]*$", description="Plan template."
+    )
+    budget_usd: float | None = Field(default=None, ge=0, description="Spending cap for the run.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("question")
+    @classmethod
+    def _question(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("question must not be empty: say what the run should find out")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        kinds = value.get("deliverables")
+        if kinds is not None:
+            if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+                raise ValueError("options.deliverables must be a list of report|website|slides")
+            unknown = sorted(set(kinds) - set(DELIVERABLE_KINDS))
+            if unknown:
+                raise ValueError(
+                    f"options.deliverables has unknown kind(s) {unknown}; "
+                    f"choose among {list(DELIVERABLE_KINDS)}"
+                )
+            value = {**value, "deliverables": list(dict.fromkeys(kinds))}
+        return value
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+RUN_COLUMNS = (
+    "id, tenant_id, question, title, skill, status, budget_usd, options, last_seq, event_count,"
+    " source_count, step_count, spent_usd, partial, missing, error, cancel_requested,"
+    " terminal_type, started_count, created_at, started_at, ended_at, updated_at"
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def run_view(row: asyncpg.Record) -> dict[str, Any]:
+    """A run as the API shows it."""
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "question": row["question"],
+        "title": row["title"],
+        "skill": row["skill"],
+        "budget_usd": None if row["budget_usd"] is None else float(row["budget_usd"]),
+        "spent_usd": float(row["spent_usd"]),
+        "options": row["options"],
+        "created_at": _iso(row["created_at"]),
+        "started_at": _iso(row["started_at"]),
+        "ended_at": _iso(row["ended_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "last_seq": row["last_seq"],
+        "event_count": row["event_count"],
+        "step_count": row["step_count"],
+        "source_count": row["source_count"],
+        "partial": row["partial"],
+        "missing": row["missing"],
+        "error": row["error"],
+        "cancel_requested": row["cancel_requested"],
+        "ended_by": row["terminal_type"],
+        "links": {
+            "self": f"/v1/runs/{row['id']}",
+            "events": f"/v1/runs/{row['id']}/events",
+            "stream_token": f"/v1/runs/{row['id']}/stream-token",
+        },
+    }
+
+
+async def load_run(state: GatewayState, who: Principal, run_id: str) -> asyncpg.Record:
+    """The run's row if this principal may see it; 404 otherwise (never 403)."""
+    if who.run_scope is not None and who.run_scope != run_id:
+        raise not_found("run", run_id)
+    row = await state.pool.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE id=$1 AND tenant_id=$2", run_id, who.tenant_id
+    )
+    if row is None:
+        raise not_found("run", run_id)
+    return row
+
+
+def _api_only(who: Principal) -> None:
+    if who.run_scope is not None:
+        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201)
+async def create_run(
+    body: RunIn,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+    idempotency_key: str | None = Header(default=None, max_length=200),
+) -> JSONResponse:
+    """Start a run. With `Idempotency-Key`, the same key and body return the same run."""
+    _api_only(who)
+    request = body.model_dump(mode="json")
+    request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    run_id = new_id("run")
+    replay = False
+    if idempotency_key is not None:
+        key = idempotency_key.strip()
+        if not key:
+            raise Problem(422, "Invalid request", "Idempotency-Key must not be blank.")
+        inserted = await state.pool.fetchval(
+            "INSERT INTO idempotency_keys(tenant_id, key, request_hash, run_id)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING run_id",
+            who.tenant_id,
+            key,
+            request_hash,
+            run_id,
+        )
+        if inserted is None:
+            prior = await state.pool.fetchrow(
+                "SELECT request_hash, run_id FROM idempotency_keys WHERE tenant_id=$1 AND key=$2",
+                who.tenant_id,
+                key,
+            )
+            if prior["request_hash"] != request_hash:
+                raise Problem(
+                    422,
+                    "Idempotency-Key reused",
+                    f"Idempotency-Key {key!r} was already used with a different request body "
+                    f"(run {prior['run_id']}). Use a new key for a different request.",
+                    run_id=prior["run_id"],
+                )
+            run_id, replay = prior["run_id"], True
+    # A replay finishes whatever the first request may not have (it may have crashed).
+    if not (replay and await state.log.first(run_id) is not None):
+        created = RunCreated(
+            question=body.question,
+            skill=body.skill or "research_report",
+            budget_usd=body.budget_usd,
+            options=body.options,
+            title=title_of({"question": body.question}),
+            idempotency_key=idempotency_key,
+        )
+        # One id per run: concurrent replays of the same key append it once.
+        await state.log.append(run_id, who.tenant_id, created, event_id=_created_id(run_id))
+    await state.pool.execute(
+        "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
+        " idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        run_id,
+        who.tenant_id,
+        body.question,
+        title_of({"question": body.question}),
+        body.skill or "research_report",
+        body.budget_usd,
+        body.options,
+        idempotency_key,
+    )
+    await bus.publish(
+        state.js,
+        subjects.START_RUN,
+        StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
+        msg_id=f"start-{run_id}",
+    )
+    row = await load_run(state, who, run_id)
+    return JSONResponse(
+        run_view(row),
+        status_code=200 if replay else 201,
+        headers={"Location": f"/v1/runs/{run_id}"},
+    )
+
+
+def _created_id(run_id: str) -> str:
+    """A ULID for the run's run.created: the run's own time, bits derived from its id."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    stamp = run_id.rsplit("_", 1)[-1][:10]
+    try:
+        ms = 0
+        for ch in stamp:
+            ms = ms * 32 + alphabet.index(ch)
+    except ValueError:
+        ms = 0
+    rnd = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:10], "big")
+    value = (ms << 80) | rnd
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def _page_cursor(row: asyncpg.Record) -> str:
+    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_page_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        created, _, run_id = raw.partition("|")
+        return datetime.fromisoformat(created), run_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Problem(
+            400, "Bad cursor", "This page cursor is malformed; pass back `next_cursor` as given."
+        ) from None
+
+
+@router.get("")
+async def list_runs(
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=200),
+    status: Literal[
+        "created",
+        "running",
+        "waiting_clarification",
+        "completed",
+        "failed",
+        "cancelled",
+        "budget_stopped",
+    ]
+    | None = None,
+) -> dict[str, Any]:
+    """The tenant's runs, newest first, a page at a time."""
+    _api_only(who)
+    created, after_id = _parse_page_cursor(cursor) if cursor else (None, None)
+    rows = await state.pool.fetch(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id=$1"
+        " AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))"
+        " AND ($4::text IS NULL OR status=$4)"
+        " ORDER BY created_at DESC, id DESC LIMIT $5",
+        who.tenant_id,
+        created,
+        after_id,
+        status,
+        limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [run_view(r) for r in rows],
+        "next_cursor": _page_cursor(rows[-1]) if more else None,
+    }
+
+
+@router.get("/{run_id}")
+async def get_run(
+    run_id: str, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
+) -> dict[str, Any]:
+    _api_only(who)
+    return run_view(await load_run(state, who, run_id))
+
+
+def _ended_problem(run_id: str, how: str, seq: int) -> Problem:
+    words = {
+        "run.completed": "completed",
+        "run.failed": "failed",
+        "run.cancelled": "was already cancelled",
+        "run.budget_stopped": "was stopped by its budget",
+    }
+    return Problem(
+        409,
+        "Run already ended",
+        f"Run {run_id} has already ended: it {words.get(how, how)} (event {how}, seq {seq}). "
+        "There is nothing left to cancel.",
+        ended_by=how,
+    )
+
+
+@router.post("/{run_id}/cancel", status_code=202)
+async def cancel_run(
+    run_id: str,
+    body: CancelIn | None = None,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+) -> JSONResponse:
+    """Ask the run to stop (accepted even before it started); it answers with run.cancelled."""
+    _api_only(who)
+    await load_run(state, who, run_id)
+    try:
+        ev = await state.log.append(
+            run_id,
+            who.tenant_id,
+            CancelRequested(reason=body.reason if body else None, requested_by="api"),
+        )
+    except RunClosed as closed:
+        raise _ended_problem(run_id, closed.terminal.type, closed.terminal.seq) from None
+    return JSONResponse(
+        {"run_id": run_id, "status": "cancel_requested", "event_id": ev.id, "seq": ev.seq},
+        status_code=202,
+    )
+
+
+@router.post("/{run_id}/stream-token", status_code=201)
+async def stream_token(
+    run_id: str, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
+) -> dict[str, Any]:
+    """A short-lived token for `GET /v1/runs/{id}/events?token=...` (EventSource)."""
+    _api_only(who)
+    await load_run(state, who, run_id)
+    token, expires_at = streaming(state).tokens.issue(who.tenant_id, run_id)
+    return {
+        "token": token,
+        "expires_at": _iso(datetime.fromtimestamp(expires_at, tz=UTC)),
+        "events_url": f"/v1/runs/{run_id}/events?token={token}",
+    }

@@ -1,0 +1,293 @@
+"""The event archive: every run event copied into Postgres, and the `runs` read model.
+
+`run_archiver` is an idempotent consumer on a durable pull consumer shared by all gateway
+replicas. For each event it (1) inserts the stored bytes into `run_events` keyed by
+(run_id, seq) (a second copy is a no-op) and (2) advances the run's read model over the
+contiguous archived events after the row's `last_seq`, under the row's lock. Redelivery,
+out-of-order delivery and concurrent handlers all end in the same row.
+
+`PgArchive` answers the event log's questions about runs whose messages the hot window
+already dropped, and serves history to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from runloom.contracts import subjects
+from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
+from runloom.runtime import bus
+from runloom.runtime.bus import PoisonMessage
+from runloom.runtime.runstate import TERMINAL_STATUS
+
+log = logging.getLogger(__name__)
+
+DURABLE = "run-archive"
+PROJECT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ArchivedEvent:
+    seq: int
+    stream_seq: int | None
+    raw: bytes
+
+
+class PgArchive:
+    """Read side of `run_events` (implements `eventlog.Archive`)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def last(self, run_id: str) -> Event | None:
+        raw = await self.pool.fetchval(
+            "SELECT raw FROM run_events WHERE run_id=$1 ORDER BY seq DESC LIMIT 1", run_id
+        )
+        return None if raw is None else decode_event(bytes(raw))
+
+    async def find(self, run_id: str, event_id: str) -> Event | None:
+        raw = await self.pool.fetchval(
+            "SELECT raw FROM run_events WHERE id=$1 AND run_id=$2", event_id, run_id
+        )
+        return None if raw is None else decode_event(bytes(raw))
+
+    async def max_stream_seq(self, run_id: str) -> int:
+        value = await self.pool.fetchval(
+            "SELECT max(stream_seq) FROM run_events WHERE run_id=$1", run_id
+        )
+        return int(value or 0)
+
+    async def read(
+        self, run_id: str, *, after_seq: int = 0, before_seq: int | None = None, limit: int = 1000
+    ) -> list[ArchivedEvent]:
+        """Archived events with after_seq < seq < before_seq, in order (at most `limit`)."""
+        rows = await self.pool.fetch(
+            "SELECT seq, stream_seq, raw FROM run_events WHERE run_id=$1 AND seq > $2"
+            " AND ($3::int IS NULL OR seq < $3) ORDER BY seq LIMIT $4",
+            run_id,
+            after_seq,
+            before_seq,
+            limit,
+        )
+        return [ArchivedEvent(r["seq"], r["stream_seq"], bytes(r["raw"])) for r in rows]
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+async def archive_event(pool: asyncpg.Pool, raw: bytes, stream_seq: int | None) -> Event:
+    """Store one event and advance its run's read model; idempotent."""
+    try:
+        ev = decode_event(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PoisonMessage(f"not a run event: {exc}") from exc
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO run_events(run_id, seq, id, tenant_id, type, stream_seq, raw, time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            ev.run_id,
+            ev.seq,
+            ev.id,
+            ev.tenant_id,
+            ev.type,
+            stream_seq,
+            raw,
+            _time(ev.time),
+        )
+        await project(conn, ev.run_id)
+    return ev
+
+
+async def project(conn: asyncpg.Connection, run_id: str) -> None:
+    """Advance the run's read model over the contiguous archived events after its last_seq."""
+    row = await conn.fetchrow("SELECT * FROM runs WHERE id=$1 FOR UPDATE", run_id)
+    if row is None:
+        row = await _create_row(conn, run_id)
+        if row is None:
+            return
+    rows = await conn.fetch(
+        "SELECT seq, raw FROM run_events WHERE run_id=$1 AND seq > $2 ORDER BY seq LIMIT $3",
+        run_id,
+        row["last_seq"],
+        PROJECT_BATCH,
+    )
+    m = dict(row)
+    recount: set[str] = set()
+    for r in rows:
+        if r["seq"] != m["last_seq"] + 1 or m["terminal_type"] is not None:
+            break  # a gap (its event is not archived yet) or past the end: wait for it
+        _apply(m, decode_event(bytes(r["raw"])), recount)
+    if m["last_seq"] == row["last_seq"]:
+        return
+    if "sources" in recount:
+        m["source_count"] = await conn.fetchval(
+            "SELECT count(DISTINCT convert_from(raw, 'UTF8')::jsonb #>> '{data,source_id}')"
+            " FROM run_events WHERE run_id=$1 AND type='source.found' AND seq <= $2",
+            run_id,
+            m["last_seq"],
+        )
+    if "spent" in recount:
+        m["spent_usd"] = await conn.fetchval(
+            "SELECT coalesce(sum(cost), 0) FROM (SELECT DISTINCT ON (uid) uid, cost FROM ("
+            " SELECT coalesce(d #>> '{data,usage_id}', id) AS uid,"
+            " coalesce((d #>> '{data,cost_usd}')::numeric, 0) AS cost, seq FROM ("
+            "  SELECT id, seq, convert_from(raw, 'UTF8')::jsonb AS d FROM run_events"
+            "  WHERE run_id=$1 AND type='usage.recorded' AND seq <= $2) e) u"
+            " ORDER BY uid, seq) x",
+            run_id,
+            m["last_seq"],
+        )
+    await conn.execute(
+        "UPDATE runs SET status=$2, title=$3, last_seq=$4, event_count=$5, source_count=$6,"
+        " step_count=$7, spent_usd=$8, partial=$9, error=$10, started_at=$11, ended_at=$12,"
+        " cancel_requested=$13, missing=$14, terminal_type=$15, started_count=$16,"
+        " updated_at=now() WHERE id=$1",
+        run_id,
+        m["status"],
+        m["title"],
+        m["last_seq"],
+        m["event_count"],
+        m["source_count"],
+        m["step_count"],
+        m["spent_usd"],
+        m["partial"],
+        m["error"],
+        m["started_at"],
+        m["ended_at"],
+        m["cancel_requested"],
+        m["missing"],
+        m["terminal_type"],
+        m["started_count"],
+    )
+
+
+async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record | None:
+    """The row of a run that was not created through the gateway (its run.created archived)."""
+    raw = await conn.fetchval("SELECT raw FROM run_events WHERE run_id=$1 AND seq=1", run_id)
+    if raw is None:
+        return None
+    ev = decode_event(bytes(raw))
+    if ev.type != "run.created":
+        return None
+    d = ev.data
+    try:
+        async with conn.transaction():  # a savepoint: an unknown tenant must not abort the rest
+            await conn.execute(
+                "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
+                " created_at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                " ON CONFLICT (id) DO NOTHING",
+                run_id,
+                ev.tenant_id,
+                d.get("question") or "",
+                title_of(d),
+                d.get("skill") or "research_report",
+                d.get("budget_usd"),
+                d.get("options") or {},
+                _time(ev.time),
+                d.get("idempotency_key"),
+            )
+    except asyncpg.ForeignKeyViolationError:
+        log.warning("run %s names unknown tenant %s: archived, not projected", run_id, ev.tenant_id)
+        return None
+    return await conn.fetchrow("SELECT * FROM runs WHERE id=$1 FOR UPDATE", run_id)
+
+
+def title_of(data: dict[str, Any]) -> str:
+    """A run's title: the one given, else the question's first line, shortened."""
+    title = data.get("title")
+    if title:
+        return str(title)
+    question = " ".join(str(data.get("question") or "").split())
+    return question if len(question) <= 80 else question[:79].rstrip() + "…"
+
+
+def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
+    m["last_seq"] = ev.seq
+    m["event_count"] += 1
+    d, t = ev.data, ev.type
+    if t == "run.created":
+        m["title"] = m["title"] or title_of(d)
+    elif t == "run.started":
+        m["started_count"] += 1
+        m["started_at"] = m["started_at"] or _time(ev.time)
+        if m["status"] == "created":
+            m["status"] = "running"
+    elif t in ("plan.proposed", "plan.revised"):
+        m["step_count"] = len(d.get("steps") or [])
+        if m["status"] == "created":
+            m["status"] = "running"
+    elif t == "step.started":
+        if m["status"] == "created":
+            m["status"] = "running"
+    elif t == "source.found":
+        recount.add("sources")
+    elif t == "usage.recorded":
+        recount.add("spent")
+    elif t == "clarification.requested":
+        m["status"] = "waiting_clarification"
+    elif t == "clarification.answered":
+        if m["status"] == "waiting_clarification":
+            m["status"] = "running" if m["started_count"] else "created"
+    elif t == "cancel.requested":
+        m["cancel_requested"] = True
+    if t in TERMINAL_TYPES:
+        m["status"] = TERMINAL_STATUS[t]
+        m["terminal_type"] = t
+        m["ended_at"] = _time(ev.time)
+        if t == "run.completed":
+            m["partial"] = bool(d.get("partial"))
+            m["missing"] = list(d.get("missing") or [])
+        elif t == "run.failed":
+            m["error"] = d.get("error")
+        elif t == "run.cancelled":
+            m["error"] = d.get("reason")
+        elif t == "run.budget_stopped":
+            m["error"] = (
+                f"{d.get('scope', 'run')} budget of ${d.get('budget_usd')} reached "
+                f"(spent ${d.get('spent_usd')})"
+            )
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# -- the consumer ----------------------------------------------------------------------------
+
+
+async def run_archiver(
+    js: JetStreamContext, pool: asyncpg.Pool, stop: asyncio.Event, *, concurrency: int = 8
+) -> None:
+    """Archive every run event, on the durable consumer shared by all gateway replicas."""
+
+    async def handle(msg: Msg) -> None:
+        await archive_event(pool, bytes(msg.data), msg.metadata.sequence.stream)
+        await msg.ack()
+
+    while not stop.is_set():
+        try:
+            await bus.run_pull_consumer(
+                js,
+                stream=subjects.RUN_EVENTS_STREAM,
+                durable=DURABLE,
+                filter_subject=subjects.RUN_EVENTS_SUBJECTS,
+                handler=handle,
+                stop=stop,
+                concurrency=concurrency,
+                batch=64,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # server away: the consumer comes back with it
+            log.warning("archive consumer stopped (%s); restarting", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)

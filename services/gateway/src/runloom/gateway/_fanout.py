@@ -1,0 +1,272 @@
+"""In-process fan-out: one JetStream subscription per run per gateway, shared by its clients.
+
+A `RunFeed` holds one ordered push consumer on the run's subject, starting right after the
+run's tail as read when the feed opened. Each stored event is decoded once, checked against
+the feed's high-water mark (drop seq <= hwm; a jump means the subscription lost messages,
+e.g. a slow-consumer drop or a consumer that silently died with the server), repaired by
+re-reading the log, and handed to every client as one shared SSE frame. A watchdog compares
+the feed with the log's tail when the subscription has been quiet, so a dead subscription is
+noticed and replaced.
+
+Each `Client` has a bounded queue. Offering never blocks (the subscription callback must
+stay fast: nats-py runs one subscription's callbacks one after another); a client whose
+queue overflows while live is stalled and is cut off, which never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from runloom.contracts import subjects
+from runloom.contracts.events import decode_event
+from runloom.gateway._history import Epoch, Frame, History
+from runloom.runtime.eventlog import EventLog
+
+log = logging.getLogger(__name__)
+
+
+class Client:
+    """One SSE connection's view of a feed: a bounded queue of frames."""
+
+    def __init__(self, feed: RunFeed, maxsize: int) -> None:
+        self.feed = feed
+        self.maxsize = maxsize
+        self.frames: collections.deque[Frame] = collections.deque()
+        self.wake = asyncio.Event()
+        self.replaying = True
+        """While replaying history an overflow is ours, not the client's: it re-reads later."""
+        self.overflowed = False
+        self.cut = False
+        self.closing = False
+        self.task: asyncio.Task[object] | None = None
+
+    def offer(self, frame: Frame) -> None:
+        if self.cut:
+            return
+        if len(self.frames) >= self.maxsize:
+            self.overflowed = True
+            if not self.replaying:
+                self.cut_off()
+            return
+        self.frames.append(frame)
+        self.wake.set()
+
+    def cut_off(self) -> None:
+        """A stalled client: drop it (it resumes with its cursor when it reads again)."""
+        self.cut = True
+        self.frames.clear()
+        self.feed.hub.stalled_cut += 1
+        self.wake.set()
+        if self.task is not None:
+            self.task.cancel()
+
+    def close(self) -> None:
+        """Finish after what is queued (graceful drain)."""
+        self.closing = True
+        self.wake.set()
+
+    async def next(self, timeout: float) -> Frame | None:
+        """The next queued frame, or None after `timeout` (or when closing with nothing left)."""
+        if not self.frames:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+        if self.frames:
+            return self.frames.popleft()
+        return None
+
+
+class RunFeed:
+    def __init__(self, hub: Hub, run_id: str) -> None:
+        self.hub = hub
+        self.run_id = run_id
+        self.clients: set[Client] = set()
+        self.hwm = 0
+        """Run seq of the last event handed to clients."""
+        self.hwm_stream = 0
+        self.ended = False
+        self.sub: object | None = None
+        self.lock = asyncio.Lock()
+        self.last_activity = time.monotonic()
+        self.watchdog: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        self.idle_since: float | None = None
+
+    async def open(self) -> None:
+        tail = await self.hub.log.tail(self.run_id)
+        self.hwm, self.hwm_stream = tail.run_seq, tail.stream_seq
+        self.ended = tail.terminal is not None
+        if not self.ended:
+            await self._subscribe()
+            self.watchdog = asyncio.create_task(self._watch())
+        self.ready.set()
+
+    async def _subscribe(self) -> None:
+        config = js_api.ConsumerConfig(
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.hwm_stream + 1,
+            inactive_threshold=60.0,
+        )
+        self.sub = await self.hub.js.subscribe(
+            subjects.run_events(self.run_id),
+            stream=subjects.RUN_EVENTS_STREAM,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=self.hub.idle_heartbeat,
+            config=config,
+            pending_msgs_limit=self.hub.pending_msgs_limit,
+        )
+
+    async def _unsubscribe(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()  # type: ignore[attr-defined]
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.last_activity = time.monotonic()
+        async with self.lock:
+            stream_seq = msg.metadata.sequence.stream
+            if stream_seq <= self.hwm_stream or self.ended:
+                return
+            raw = bytes(msg.data)
+            ev = decode_event(raw)
+            if ev.seq <= self.hwm:
+                return
+            if ev.seq > self.hwm + 1:
+                self.hub.gaps_repaired += 1
+                await self._repair_locked()
+                if ev.seq <= self.hwm:
+                    return
+            epoch = await self.hub.epoch.current()
+            self._dispatch(self.hub.history.frame(epoch, ev, raw, stream_seq))
+
+    async def _repair_locked(self) -> None:
+        """Hand out what the log holds after the high-water mark (the subscription missed it)."""
+        epoch = await self.hub.epoch.current()
+        async for se in self.hub.log.read(self.run_id, after_stream_seq=self.hwm_stream):
+            if se.event.seq <= self.hwm:
+                continue
+            if se.event.seq != self.hwm + 1:
+                log.error("run %s: log skips from %d to %d", self.run_id, self.hwm, se.event.seq)
+                break
+            self._dispatch(self.hub.history.frame(epoch, se.event, se.raw, se.stream_seq))
+            if self.ended:
+                break
+
+    def _dispatch(self, frame: Frame) -> None:
+        self.hwm, self.hwm_stream = frame.seq, frame.stream_seq
+        self.hub.delivered += 1
+        for client in list(self.clients):
+            client.offer(frame)
+        if frame.terminal:
+            self.ended = True
+            asyncio.get_running_loop().create_task(self._unsubscribe())
+
+    async def _watch(self) -> None:
+        """Replace a subscription that went quiet while the log moved on."""
+        interval = self.hub.watch_interval
+        while not self.ended:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_activity < interval:
+                continue
+            try:
+                tail = await self.hub.log.tail(self.run_id)
+            except Exception as exc:  # server away: try again next round
+                log.debug("watchdog on %s: %s", self.run_id, exc)
+                continue
+            if tail.run_seq <= self.hwm:
+                self.last_activity = time.monotonic()
+                continue
+            log.warning("run %s: subscription missed events; repairing from the log", self.run_id)
+            self.hub.gaps_repaired += 1
+            async with self.lock:
+                await self._repair_locked()
+                if not self.ended:
+                    await self._unsubscribe()
+                    with contextlib.suppress(Exception):
+                        await self._subscribe()
+            self.last_activity = time.monotonic()
+
+    async def close(self) -> None:
+        self.ended = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+        await self._unsubscribe()
+
+
+class Hub:
+    """Every run feed of this gateway process."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        history: History,
+        epoch: Epoch,
+        *,
+        queue_size: int = 1024,
+        watch_interval: float = 1.0,
+        idle_heartbeat: float = 2.0,
+        pending_msgs_limit: int = 65536,
+    ) -> None:
+        self.log = log
+        self.js = log.js
+        self.history = history
+        self.epoch = epoch
+        self.queue_size = queue_size
+        self.watch_interval = watch_interval
+        self.idle_heartbeat = idle_heartbeat
+        self.pending_msgs_limit = pending_msgs_limit
+        self.feeds: dict[str, RunFeed] = {}
+        self.draining = False
+        self.delivered = 0
+        self.gaps_repaired = 0
+        self.stalled_cut = 0
+
+    @property
+    def client_count(self) -> int:
+        return sum(len(f.clients) for f in self.feeds.values())
+
+    async def attach(self, run_id: str) -> Client:
+        """Join the run's feed (opening it first if needed); the client queues from now on."""
+        feed = self.feeds.get(run_id)
+        if feed is None or (feed.ended and feed.ready.is_set() and not feed.clients):
+            feed = RunFeed(self, run_id)
+            self.feeds[run_id] = feed
+            try:
+                await feed.open()
+            except BaseException:
+                self.feeds.pop(run_id, None)
+                feed.ready.set()
+                raise
+        else:
+            await feed.ready.wait()
+        client = Client(feed, self.queue_size)
+        feed.clients.add(client)
+        return client
+
+    async def detach(self, client: Client) -> None:
+        feed = client.feed
+        feed.clients.discard(client)
+        if not feed.clients and self.feeds.get(feed.run_id) is feed:
+            del self.feeds[feed.run_id]
+            await feed.close()
+
+    def drain(self) -> None:
+        """Shutting down: every client finishes what it has queued and closes."""
+        self.draining = True
+        for feed in list(self.feeds.values()):
+            for client in list(feed.clients):
+                client.close()
+
+    async def close(self) -> None:
+        self.drain()
+        for feed in list(self.feeds.values()):
+            await feed.close()
+        self.feeds.clear()

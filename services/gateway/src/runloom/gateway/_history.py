@@ -1,0 +1,155 @@
+"""A run's history from any cursor: the hot window (JetStream), else the archive, else a reset.
+
+`History.replay` yields frames in seq order with no gap: the stored events after a position,
+read from the stream when it still holds them (positioned in O(1) by stream sequence,
+filtered to the run's subject), from Postgres for what the hot window no longer holds, and
+when neither can fill a gap, one `reset` frame carrying a state snapshot (fold) first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from runloom.contracts import subjects
+from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
+from runloom.gateway import _cursor
+from runloom.runtime.archive import PgArchive
+from runloom.runtime.eventlog import EventLog
+from runloom.runtime.runstate import fold, snapshot
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One SSE event: its type, its stored bytes, its cursor."""
+
+    seq: int
+    stream_seq: int
+    type: str
+    raw: bytes
+    cursor: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def sse(self) -> bytes:
+        return b"event: %s\nid: %s\ndata: %s\n\n" % (
+            self.type.encode(),
+            self.cursor.encode(),
+            self.raw,
+        )
+
+    def json_item(self) -> dict[str, object]:
+        return {"cursor": self.cursor, "event": json.loads(self.raw)}
+
+
+class Epoch:
+    """The RUN_EVENTS stream's identity: its creation time, refreshed when it may have changed."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.value = ""
+
+    async def refresh(self) -> str:
+        info = await self.js.stream_info(subjects.RUN_EVENTS_STREAM)
+        created = info.created
+        ms = int(created.timestamp() * 1000) if created is not None else 0
+        self.value = _cursor.epoch_of(ms)
+        return self.value
+
+    async def current(self) -> str:
+        return self.value or await self.refresh()
+
+
+class History:
+    def __init__(self, log: EventLog, archive: PgArchive, epoch: Epoch) -> None:
+        self.log = log
+        self.archive = archive
+        self.epoch = epoch
+
+    def frame(self, epoch: str, event: Event, raw: bytes, stream_seq: int) -> Frame:
+        cursor = _cursor.encode(epoch, event.run_id, event.seq, stream_seq)
+        return Frame(event.seq, stream_seq, event.type, raw, cursor)
+
+    async def position(self, cursor: _cursor.Cursor | None) -> tuple[int, int]:
+        """(after_seq, after_stream_seq) to resume from; the stream position only if trusted."""
+        if cursor is None:
+            return 0, 0
+        epoch = await self.epoch.current()
+        if cursor.epoch != epoch:
+            epoch = await self.epoch.refresh()
+        return cursor.seq, cursor.stream_seq if cursor.epoch == epoch else 0
+
+    async def replay(
+        self, run_id: str, after_seq: int, after_stream_seq: int
+    ) -> AsyncIterator[Frame]:
+        """Every stored event after the position, in order, once, then stop."""
+        epoch = await self.epoch.current()
+        next_seq = after_seq + 1
+        hot = await self.log.first(run_id, after_stream_seq)
+        if hot is not None and hot.event.seq <= after_seq:
+            # The stream position was not trusted (another epoch): find the seq by scanning.
+            hot = None
+            async for se in self.log.read(run_id, after_stream_seq=after_stream_seq):
+                if se.event.seq >= next_seq:
+                    hot = se
+                    break
+        hot_from = hot.event.seq if hot is not None else None
+        if hot_from is None or hot_from > next_seq:
+            # The hot window does not reach back that far: the archive serves the older part.
+            async for frame in self._archived(epoch, run_id, next_seq, hot_from):
+                next_seq = frame.seq + 1
+                yield frame
+            if hot_from is not None and hot_from > next_seq:
+                yield await self._reset(epoch, run_id, next_seq, hot_from)
+                next_seq = hot_from
+        if hot is None:
+            return
+        yield self.frame(epoch, hot.event, hot.raw, hot.stream_seq)
+        next_seq = hot.event.seq + 1
+        async for se in self.log.read(run_id, after_stream_seq=hot.stream_seq):
+            if se.event.seq < next_seq:
+                continue
+            if se.event.seq > next_seq:  # never forward a gap
+                raise RuntimeError(
+                    f"run {run_id}: stream skips from {next_seq - 1} to {se.event.seq}"
+                )
+            yield self.frame(epoch, se.event, se.raw, se.stream_seq)
+            next_seq += 1
+
+    async def _archived(
+        self, epoch: str, run_id: str, next_seq: int, before: int | None
+    ) -> AsyncIterator[Frame]:
+        while True:
+            page = await self.archive.read(
+                run_id, after_seq=next_seq - 1, before_seq=before, limit=1000
+            )
+            if not page:
+                return
+            for row in page:
+                if row.seq != next_seq:
+                    return  # a hole in the archive: the caller resets
+                ev = decode_event(row.raw)
+                yield self.frame(epoch, ev, row.raw, row.stream_seq or 0)
+                next_seq += 1
+
+    async def _reset(self, epoch: str, run_id: str, missing_from: int, hot_from: int) -> Frame:
+        """Neither the stream nor the archive holds seq missing_from..hot_from-1."""
+        events = [decode_event(r.raw) for r in await self.archive.read(run_id, limit=100_000)]
+        state = fold(e for e in events if e.seq < hot_from)
+        body = {
+            "type": "reset",
+            "run_id": run_id,
+            "seq": hot_from - 1,
+            "reason": (
+                f"events {missing_from}..{hot_from - 1} of this run are no longer available; "
+                "replace your state with this snapshot and carry on"
+            ),
+            "snapshot": snapshot(state),
+        }
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        cursor = _cursor.encode(epoch, run_id, hot_from - 1, 0)
+        return Frame(hot_from - 1, 0, "reset", raw, cursor)

@@ -1,0 +1,40 @@
+"""Streaming options of the gateway, from `RUNLOOM_SSE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamingOptions:
+    heartbeat_s: float = 15.0
+    """Seconds between heartbeat comments on an idle SSE stream (RUNLOOM_SSE_HEARTBEAT_S)."""
+    queue_size: int = 1024
+    """Frames queued per client before a live client counts as stalled (RUNLOOM_SSE_QUEUE)."""
+    watch_interval_s: float = 1.0
+    """How long a run's subscription may stay quiet before it is checked against the log."""
+    token_ttl_s: float = 300.0
+    """Lifetime of a stream token (RUNLOOM_STREAM_TOKEN_TTL_S)."""
+    archive: bool = True
+    """Run the archive consumer in this process (RUNLOOM_ARCHIVE=0 turns it off)."""
+
+    @classmethod
+    def from_env(cls) -> StreamingOptions:
+        return cls(
+            heartbeat_s=_float("RUNLOOM_SSE_HEARTBEAT_S", 15.0),
+            queue_size=int(_float("RUNLOOM_SSE_QUEUE", 1024)),
+            watch_interval_s=_float("RUNLOOM_SSE_WATCH_S", 1.0),
+            token_ttl_s=_float("RUNLOOM_STREAM_TOKEN_TTL_S", 300.0),
+            archive=os.environ.get("RUNLOOM_ARCHIVE", "1") != "0",
+        )

@@ -1,0 +1,112 @@
+"""Server-sent events for one client: history from its cursor, then live, then close.
+
+Handover without gap or duplicate: the client joins the run's feed first (frames queue up),
+replays the stored history, then takes queued frames, dropping seq <= what it already sent.
+Any jump in seq (frames dropped while it replayed) sends it back to the log for the missing
+part; nothing is ever forwarded with a gap. The stream ends after the terminal event.
+
+`SSEResponse` is a bare ASGI response so the hub can cancel a stalled client's send (a
+client that stopped reading blocks in `send` once its TCP window is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from runloom.gateway._fanout import Client, Hub
+from runloom.gateway._history import History
+
+log = logging.getLogger(__name__)
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def frames(
+    hub: Hub,
+    history: History,
+    client: Client,
+    run_id: str,
+    after_seq: int,
+    after_stream_seq: int,
+    heartbeat_s: float,
+) -> AsyncIterator[bytes]:
+    """The bytes of one SSE stream."""
+    yield b"retry: 1000\n\n"
+    sent, sent_stream = after_seq, after_stream_seq
+    while True:
+        # Replay what the log holds after what was sent (the first time: after the cursor).
+        client.replaying = True
+        client.overflowed = False
+        async for frame in history.replay(run_id, sent, sent_stream):
+            yield frame.sse()
+            sent, sent_stream = frame.seq, frame.stream_seq
+            if frame.terminal:
+                return
+        client.replaying = False
+        if client.overflowed:
+            continue  # frames were dropped while replaying: read them from the log
+        # Live: queued frames, dropping what the replay already sent.
+        while True:
+            frame = await client.next(heartbeat_s)
+            if frame is None:
+                if client.closing or client.cut:
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            if frame.seq <= sent:
+                continue
+            if frame.seq != sent + 1:
+                break  # a jump: go back to the log for the missing part
+            yield frame.sse()
+            sent, sent_stream = frame.seq, frame.stream_seq
+            if frame.terminal:
+                return
+            if client.closing and not client.frames:
+                return
+
+
+class SSEResponse:
+    """Streams `body` as text/event-stream; ends on disconnect, cut-off or drain."""
+
+    def __init__(self, hub: Hub, client: Client, body: AsyncIterator[bytes]) -> None:
+        self.hub = hub
+        self.client = client
+        self.body = body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def disconnected() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        body_task = asyncio.create_task(pump())
+        self.client.task = body_task
+        watch = asyncio.create_task(disconnected())
+        try:
+            await asyncio.wait({body_task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (body_task, watch):
+                task.cancel()
+            for task in (body_task, watch):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await self.body.aclose()  # type: ignore[attr-defined]
+            await self.hub.detach(self.client)
+        if body_task.done() and not body_task.cancelled() and body_task.exception() is not None:
+            log.warning("SSE stream failed: %s", body_task.exception())

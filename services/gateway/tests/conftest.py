@@ -1,0 +1,105 @@
+"""Shared helpers: an SSE reader and an event writer driving runs as concurrent writers do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+
+@dataclass
+class SSE:
+    """One parsed server-sent event."""
+
+    event: str
+    id: str | None
+    data: str
+
+    @property
+    def json(self) -> Any:
+        return msgspec.json.decode(self.data)
+
+    @property
+    def seq(self) -> int:
+        return int(self.json["seq"])
+
+
+@dataclass
+class Reader:
+    """Reads an SSE stream into `events`; `last_id` is what a browser would resume with."""
+
+    events: list[SSE] = field(default_factory=list)
+    comments: int = 0
+    last_id: str | None = None
+    status: int | None = None
+    ended: bool = False
+    """The server closed the stream."""
+
+    async def read(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        stop: Callable[[SSE], bool] | None = None,
+        params: dict[str, str] | None = None,
+        resume: bool = True,
+    ) -> None:
+        """Read until the server closes the stream (or `stop(event)` says so)."""
+        hdrs = dict(headers or {})
+        if resume and self.last_id:
+            hdrs["Last-Event-ID"] = self.last_id
+        async with client.stream("GET", url, headers=hdrs, params=params) as resp:
+            self.status = resp.status_code
+            if resp.status_code != 200:
+                await resp.aread()
+                return
+            fields: dict[str, str] = {}
+            async for line in resp.aiter_lines():
+                if line == "":
+                    if "data" in fields:
+                        ev = SSE(fields.get("event", "message"), fields.get("id"), fields["data"])
+                        self.events.append(ev)
+                        if ev.id:
+                            self.last_id = ev.id
+                        if stop is not None and stop(ev):
+                            return
+                    fields = {}
+                    continue
+                if line.startswith(":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                fields[name] = fields[name] + "\n" + value if name in fields else value
+        self.ended = True
+
+    def seqs(self) -> list[int]:
+        return [e.seq for e in self.events if e.event != "reset"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    """Poll `check` until it holds, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def reader() -> type[Reader]:
+    return Reader
+
+
+@pytest.fixture
+def poll() -> Callable[..., Awaitable[None]]:
+    return eventually
