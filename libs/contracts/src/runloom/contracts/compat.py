@@ -56,7 +56,20 @@ def _shape(prop: Schema) -> str:
 
 
 def _display(prop: Schema) -> str:
-    return codegen._ts_type(prop)
+    """A field's type in JSON Schema words, e.g. `integer | null`, `array of PlanStep`."""
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    for key in ("anyOf", "oneOf"):
+        if key in prop:
+            return " | ".join(_display(p) for p in prop[key])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"array of {_display(prop.get('items', {}))}"
+    if kind == "object" and isinstance(prop.get("additionalProperties"), dict):
+        return f"object of {_display(prop['additionalProperties'])}"
+    return " | ".join(kind) if isinstance(kind, list) else str(kind)
 
 
 def components_of(files: dict[str, Schema]) -> dict[str, Schema]:

@@ -1,0 +1,126 @@
+"""`runloom.contracts.compat`: optional additions pass; removals, renames, type changes fail."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from runloom.contracts import compat
+
+BEFORE: dict[str, Any] = {
+    "schemas/payloads/StepFailed.json": {
+        "$ref": "#/$defs/StepFailed",
+        "$defs": {
+            "StepFailed": {
+                "title": "StepFailed",
+                "type": "object",
+                "properties": {
+                    "step_id": {"type": "string"},
+                    "error": {"type": "string", "description": "What went wrong."},
+                    "reason": {"type": "string", "default": "error"},
+                    "retryable": {"type": "boolean", "default": False},
+                    "attempt": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+                },
+                "required": ["step_id", "error"],
+            }
+        },
+    },
+    "schemas/payloads/RunCancelled.json": {
+        "$ref": "#/$defs/RunCancelled",
+        "$defs": {
+            "RunCancelled": {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "default": ""}},
+                "required": [],
+            }
+        },
+    },
+}
+
+
+def edit(fn: Any) -> dict[str, Any]:
+    after = copy.deepcopy(BEFORE)
+    fn(after["schemas/payloads/StepFailed.json"]["$defs"]["StepFailed"], after)
+    return after
+
+
+def messages(after: dict[str, Any]) -> list[str]:
+    return [str(p) for p in compat.compare(BEFORE, after)]
+
+
+def test_unchanged_and_documentation_changes_pass() -> None:
+    assert messages(copy.deepcopy(BEFORE)) == []
+    assert messages(edit(lambda s, _: s["properties"]["error"].update(description="Why."))) == []
+
+
+def test_adding_an_optional_field_passes() -> None:
+    def add(s: dict[str, Any], _: Any) -> None:
+        s["properties"]["hint"] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+
+    assert messages(edit(add)) == []
+
+
+def test_removing_a_field_fails_naming_type_and_field() -> None:
+    assert messages(edit(lambda s, _: s["properties"].pop("retryable"))) == [
+        "StepFailed.retryable: field was removed or renamed (keep it; add a new optional field)"
+    ]
+
+
+def test_renaming_a_field_fails() -> None:
+    def rename(s: dict[str, Any], _: Any) -> None:
+        s["properties"]["message"] = s["properties"].pop("error")
+        s["required"] = ["step_id", "message"]
+
+    assert messages(edit(rename)) == [
+        "StepFailed.error: field was removed or renamed (keep it; add a new optional field)",
+        "StepFailed.message: new required field (give it a default to keep old writers valid)",
+    ]
+
+
+def test_changing_a_type_fails() -> None:
+    def retype(s: dict[str, Any], _: Any) -> None:
+        s["properties"]["attempt"] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+        s["properties"]["attempt"]["default"] = None
+
+    assert messages(edit(retype)) == [
+        "StepFailed.attempt: type changed from integer | null to string | null"
+    ]
+
+
+def test_required_and_default_changes_fail() -> None:
+    def tighten(s: dict[str, Any], _: Any) -> None:
+        s["required"].append("reason")
+        s["properties"]["retryable"]["default"] = True
+
+    assert messages(edit(tighten)) == [
+        "StepFailed.reason: became required",
+        "StepFailed.retryable: default changed from false to true (an omitted value would change "
+        "meaning)",
+    ]
+
+
+def test_removing_a_type_fails() -> None:
+    after = copy.deepcopy(BEFORE)
+    del after["schemas/payloads/RunCancelled.json"]
+    assert messages(after) == ["RunCancelled: type was removed"]
+
+
+def test_current_contracts_are_compatible_with_the_checked_in_schemas() -> None:
+    assert compat.compare(compat.baseline_from_disk(), compat.current()) == []
+
+
+def test_current_contracts_are_compatible_with_head() -> None:
+    try:
+        baseline = compat.baseline_from_git("HEAD")
+    except compat.BaselineError as exc:
+        pytest.skip(f"not a git checkout: {exc}")
+    assert baseline, "HEAD has no checked-in schemas"
+    problems = compat.compare(baseline, compat.current())
+    assert problems == [], "breaking changes against HEAD:\n" + "\n".join(map(str, problems))
+
+
+def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert compat.main(["--against", "disk"]) == 0
+    assert "compatible with disk" in capsys.readouterr().out
+    assert compat.main(["--against", "no-such-revision-xyz"]) == 2
