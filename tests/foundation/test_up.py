@@ -1,0 +1,210 @@
+"""`runloom up` as a user runs it: a real subprocess on its own data folder and free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+from runloom.gateway.auth import hash_key
+from runloom.runtime.embedded import free_port, port_open
+
+SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
+
+
+@dataclass
+class Ports:
+    nats: int
+    postgres: int
+    gateway: int
+
+
+class UpProcess:
+    """One `runloom up` child process, its output captured in a file."""
+
+    def __init__(self, home: Path, ports: Ports, index: int) -> None:
+        self.home = home
+        self.ports = ports
+        self.out = home.parent / f"up-{index}.out"
+        self.env = {
+            **os.environ,
+            "RUNLOOM_HOME": str(home),
+            "RUNLOOM_NATS_PORT": str(ports.nats),
+            "RUNLOOM_POSTGRES_PORT": str(ports.postgres),
+            "RUNLOOM_GATEWAY_PORT": str(ports.gateway),
+        }
+        for external in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL"):
+            self.env.pop(external, None)
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runloom.cli.main", "up"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def readyz(self) -> int:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1.0).status_code
+        except httpx.HTTPError:
+            return 0
+
+    def wait_ready(self, timeout: float = 50.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"runloom up exited:\n{self.output()}"
+            if "Runloom is up." in self.output() and self.readyz() == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"runloom up not ready in {timeout}s:\n{self.output()}")
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            raise AssertionError(f"runloom up did not stop on SIGINT:\n{self.output()}") from None
+
+    def kill_all(self) -> None:
+        """Last resort for a failed test: leave no process behind."""
+        if self.proc.poll() is not None:
+            return
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            child.kill()
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("up") / "home"
+
+
+@pytest.fixture(scope="module")
+def ports() -> Ports:
+    return Ports(nats=free_port(), postgres=free_port(), gateway=free_port())
+
+
+@pytest.fixture
+def start_up(home: Path, ports: Ports) -> Iterator[type[UpProcess]]:
+    started: list[UpProcess] = []
+
+    class Started(UpProcess):
+        def __init__(self) -> None:  # type: ignore[override]
+            super().__init__(home, ports, len(started) + int(time.time() * 1000))
+            started.append(self)
+
+    yield Started  # type: ignore[misc]
+    for up in started:
+        up.kill_all()
+
+
+def _key_owner(database_url: str, key: str) -> str | None:
+    async def query() -> str | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            owner: str | None = await conn.fetchval(
+                "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
+                hash_key(key),
+            )
+            return owner
+        finally:
+            await conn.close()
+
+    return asyncio.run(query())
+
+
+def test_up_starts_everything_stops_cleanly_and_keeps_data(
+    start_up: type[UpProcess], home: Path, ports: Ports
+) -> None:
+    up = start_up()
+    up.wait_ready()
+
+    out = up.output()
+    database_url = f"postgresql://postgres@127.0.0.1:{ports.postgres}/runloom"
+    assert f"Gateway   {up.url}" in out
+    assert f"nats://127.0.0.1:{ports.nats} (embedded, sync_interval always)" in out
+    assert database_url in out
+    key = (home / "api-key").read_text().strip()
+    assert key.startswith("rlk_")
+    assert f"API key   {key}" in out
+    assert _key_owner(database_url, key) == "dev"
+    for service in SERVICES:
+        assert str(home / "logs" / f"{service}.log") in out
+        assert (home / "logs" / f"{service}.log").exists()
+
+    children = psutil.Process(up.proc.pid).children(recursive=True)
+    cmdlines = [" ".join(c.cmdline()) for c in children]
+    assert any("nats-server" in c for c in cmdlines), cmdlines
+    assert any("postgres" in c for c in cmdlines), cmdlines
+    for service in ("gateway", "orchestrator", "deliverables", "billing"):
+        assert any(f"runloom.{service}" in c for c in cmdlines), (service, cmdlines)
+
+    assert up.interrupt() == 0
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive if p.is_running()]
+    for port in (ports.nats, ports.postgres, ports.gateway):
+        assert not port_open(port), f"port {port} still open after runloom up stopped"
+    assert not (home / "up.pid").exists()
+
+    again = start_up()
+    again.wait_ready()
+    assert (home / "api-key").read_text().strip() == key
+    assert f"API key   {key}" in again.output()
+    assert "created the local tenant" not in again.output()
+    assert again.interrupt() == 0
+
+
+def test_readyz_fails_when_nats_dies_and_recovers(start_up: type[UpProcess], home: Path) -> None:
+    up = start_up()
+    up.wait_ready()
+    nats_pid = int((home / "run" / "nats-server.pid").read_text())
+    assert "nats-server" in " ".join(psutil.Process(nats_pid).cmdline())
+
+    os.kill(nats_pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while up.readyz() == 200:
+        assert time.monotonic() - killed < 5, "/readyz still 200 five seconds after nats died"
+        time.sleep(0.05)
+    while up.readyz() != 200:
+        assert time.monotonic() - killed < 30, f"/readyz did not recover:\n{up.output()}"
+        time.sleep(0.1)
+
+    assert "nats-server exited (code -9); restarting" in up.output()
+    new_pid = int((home / "run" / "nats-server.pid").read_text())
+    assert new_pid != nats_pid
+    assert up.interrupt() == 0
+
+
+def test_port_in_use_is_named_with_the_variable_to_change(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = Ports(nats=taken.getsockname()[1], postgres=free_port(), gateway=free_port())
+        up = UpProcess(tmp_path / "home", ports, 0)
+        code = up.proc.wait(30)
+    assert code == 1
+    out = up.output()
+    assert f"port {ports.nats} (NATS) is already in use" in out
+    assert "RUNLOOM_NATS_PORT" in out
