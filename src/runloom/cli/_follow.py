@@ -1,0 +1,124 @@
+"""Follow a run's events to its end: SSE from a cursor, resumed after any drop, never repeating.
+
+State comes only from the shared fold (`runloom.runtime.runstate.fold`). The cursor moves past
+an event only once it is folded, redeliveries (`seq <= last_seq`) are skipped, and a gap (a
+`seq` beyond `last_seq + 1`) is filled from the JSON history before going on, so the view
+shows every event once, in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+import msgspec
+from runloom.contracts.events import Event, decode_event
+from runloom.runtime.runstate import RunState, fold
+
+from runloom.cli._gateway import OPENED, Gateway
+
+
+class View(Protocol):
+    def show(self, before: RunState, after: RunState, event: Event) -> None: ...
+    def connection_lost(self, attempt: int, reason: str) -> None: ...
+    def reconnected(self, after_seq: int) -> None: ...
+    def notice(self, text: str) -> None: ...
+
+
+class Follower:
+    def __init__(
+        self,
+        gateway: Gateway,
+        run_id: str,
+        view: View,
+        on_event: Callable[[RunState, Event], None] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.run_id = run_id
+        self.view = view
+        self.on_event = on_event
+        """Called after each new event is shown (e.g. to prompt for a clarification)."""
+        self.state = RunState()
+        self.cursor: str | None = None
+        self.drops = 0
+
+    def run(self) -> RunState:
+        """Follow until the terminal event; reconnects with backoff (Ctrl-C propagates)."""
+        attempt = 0
+        while self.state.terminal is None:
+            try:
+                self._stream_once()
+                if self.state.terminal is not None:
+                    break
+                reason = "the stream ended before the run did"
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                reason = type(exc).__name__
+            attempt += 1
+            self.drops += 1
+            self.view.connection_lost(attempt, reason)
+            time.sleep(min(0.25 * 2 ** (attempt - 1), 5.0))
+            # The gateway may be down: wait for it without spamming, each try is one request.
+            try:
+                self._catch_up()
+            except (httpx.TransportError, httpx.StreamError):
+                continue
+            except Exception as exc:  # a CliError for "unreachable" while it restarts
+                if getattr(exc, "code", None) == 3:
+                    continue
+                raise
+            else:
+                attempt = 0
+        return self.state
+
+    def _stream_once(self) -> None:
+        resumed = self.drops > 0
+        for msg in self.gateway.stream(self.run_id, self.cursor):
+            if msg.event == OPENED:
+                if resumed:
+                    self.view.reconnected(self.state.last_seq)
+                    resumed = False
+                continue
+            if msg.event == "reset":
+                # The gateway could not replay from our cursor: rebuild from the whole history.
+                self.view.notice("the gateway reset the stream; rebuilding from the history")
+                self.state, self.cursor = RunState(), None
+                self._catch_up()
+                return
+            try:
+                event = decode_event(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.view.notice(f"skipped a malformed stream message: {exc}")
+                continue
+            self._apply(event, msg.id)
+            if self.state.terminal is not None:
+                return
+
+    def _apply(self, event: Event, cursor: str | None) -> None:
+        if event.seq <= self.state.last_seq:
+            return  # a redelivery after a reconnect
+        if event.seq > self.state.last_seq + 1:
+            self._catch_up()
+            if event.seq != self.state.last_seq + 1:
+                return
+        before = self.state
+        self.state = fold([event], before)
+        if cursor:
+            self.cursor = cursor
+        self._shown(before, event)
+
+    def _catch_up(self) -> None:
+        """Fold the stored history after the cursor (fills a gap, or catches up after a drop)."""
+        for cursor, event in self.gateway.history(self.run_id, self.cursor):
+            if event.seq == self.state.last_seq + 1:
+                before = self.state
+                self.state = fold([event], before)
+                self._shown(before, event)
+            if cursor:
+                self.cursor = cursor
+
+    def _shown(self, before: RunState, event: Event) -> None:
+        self.view.show(before, self.state, event)
+        if self.on_event is not None:
+            self.on_event(self.state, event)
