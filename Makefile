@@ -1,0 +1,73 @@
+# Runloom: the verbs a newcomer needs. `make run` starts everything, `make test` checks everything.
+# A fresh machine needs only Python 3.11+ and make: `setup` installs uv (into .cache/uv) if missing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+UV_HOME := .cache/uv
+UV := $(shell command -v uv 2>/dev/null || echo $(UV_HOME)/bin/uv)
+CONTRACTS_BASE ?= HEAD
+PYTEST_ARGS ?=
+export UV_LINK_MODE ?= copy
+
+.PHONY: help setup run test lint fmt contracts contracts-check bench browser-deps clean clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(UV_HOME)/bin/uv:
+	@echo "uv not found: installing it into $(UV_HOME) (a private virtualenv)"
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+setup: $(if $(filter $(UV_HOME)/bin/uv,$(UV)),$(UV_HOME)/bin/uv) ## install uv if missing, then the locked environment (.venv)
+	$(UV) sync --frozen
+
+run: setup ## start the whole platform (nats-server, PostgreSQL, every service) on embedded defaults
+	$(UV) run --frozen runloom up
+
+test: setup browser-deps lint contracts-check ## lint, contracts check and every test
+	@rc=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): that is a failure, not a pass" >&2; fi; \
+	exit $$rc
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+fmt: setup ## format and auto-fix
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+contracts: setup ## regenerate libs/contracts/generated (JSON Schema, TypeScript, AsyncAPI)
+	$(UV) run --frozen python -m runloom.contracts.codegen
+
+contracts-check: setup ## fail on drift of the generated contracts or on a breaking change (CONTRACTS_BASE=HEAD)
+	$(UV) run --frozen python -m runloom.contracts.codegen --check
+	$(UV) run --frozen python -m runloom.contracts.compat --against $(CONTRACTS_BASE)
+
+bench: setup ## run the benchmarks (bench/)
+	@if [ -d bench ]; then $(UV) run --frozen python -m bench; else echo "no bench/ folder yet: nothing to run"; fi
+
+browser-deps: ## install Debian's chromium for the browser tests when missing (root + apt only)
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "chromium: /usr/bin/chromium"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "chromium missing: installing it with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium missing and cannot be installed here (needs root and apt-get):" \
+		     "install it (e.g. sudo apt-get install chromium) for the browser tests" >&2; \
+	fi
+
+clean: ## remove caches, build output and the virtualenv (keeps .runloom data)
+	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-data: ## delete the local data folder .runloom (events, database, API key)
+	rm -rf .runloom
