@@ -1,0 +1,26 @@
+"""e2e fixtures (shared: keep short, append yours). The platform itself comes from
+runloom.runtime.testing (`platform`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+async def corpus(platform: Any) -> str:
+    """The platform tenant holds the default corpus (the Python docs topics); its tenant id."""
+    from runloom.gateway.auth import hash_key
+    from runloom.orchestrator.corpus import seed_default_corpus
+    from runloom.runtime import db
+
+    pool = await db.create_pool(platform.settings.effective_database_url, max_size=2)
+    try:
+        tenant = await pool.fetchval(
+            "SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(platform.api_key)
+        )
+        await seed_default_corpus(pool, tenant)
+    finally:
+        await pool.close()
+    return str(tenant)
