@@ -8,6 +8,7 @@ naming where they are, rather than silently dropped from the page.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,9 @@ from runloom.deliverables.render._model import (
 )
 
 FONT = "DejaVu"
+
+# fpdf2 subsets the embedded font with fontTools, which logs every table at INFO.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 ACCENT = (36, 86, 199)
 MUTED = (91, 101, 119)
 INK = (29, 36, 51)

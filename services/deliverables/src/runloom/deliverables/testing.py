@@ -1,0 +1,99 @@
+"""Test helpers: put a run with a stored content model on the bus and request deliverables of it,
+exactly as the orchestrator does (run.created, content.stored, deliverable.requested, then a
+DeliverableJob on the JOBS stream with msg id = job id)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from runloom.contracts import subjects
+from runloom.contracts.commands import DeliverableJob
+from runloom.contracts.content import ContentModel, content_hash
+from runloom.contracts.events import (
+    ContentStored,
+    DeliverableRequested,
+    Event,
+    RunCreated,
+)
+from runloom.contracts.ids import new_id
+from runloom.gateway.auth import hash_key
+from runloom.runtime import bus
+from runloom.runtime.eventlog import EventLog
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class TestRun:
+    __test__ = False
+    run_id: str
+    tenant_id: str
+    content: ContentModel
+    hash: str
+    log: EventLog
+    js: Any
+
+    def job(self, kind: str, formats: list[str] | None = None) -> DeliverableJob:
+        job_id = hashlib.sha256(f"{self.run_id}:{kind}:{self.hash}".encode()).hexdigest()
+        return DeliverableJob(
+            job_id=job_id,
+            run_id=self.run_id,
+            tenant_id=self.tenant_id,
+            kind=kind,
+            content_hash=self.hash,
+            formats=formats or [],
+        )
+
+    async def request(self, kind: str, *, msg_id: str | None = None) -> DeliverableJob:
+        job = self.job(kind)
+        await self.log.append(
+            self.run_id,
+            self.tenant_id,
+            DeliverableRequested(kind=kind, job_id=job.job_id, content_hash=self.hash),
+            event_id=f"{job.job_id}:requested",
+            check_existing=True,
+        )
+        await bus.publish(self.js, subjects.deliverable_job(kind), job, msg_id=msg_id or job.job_id)
+        return job
+
+    async def events(self, type: str | None = None) -> list[Event]:
+        evs = await self.log.events(self.run_id)
+        return [e for e in evs if type is None or e.type == type]
+
+
+async def tenant_of(pool: Any, api_key: str) -> str:
+    return str(
+        await pool.fetchval("SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(api_key))
+    )
+
+
+async def new_run(js: Any, tenant_id: str, content: ContentModel) -> TestRun:
+    """A run with `run.created` and `content.stored` appended, as the orchestrator writes them."""
+    import msgspec
+
+    run_id = new_id("run")
+    content = msgspec.structs.replace(content, run_id=run_id)
+    log = EventLog(js, "tests/deliverables")
+    await log.append(run_id, tenant_id, RunCreated(question=content.question))
+    h = content_hash(content)
+    await log.append(run_id, tenant_id, ContentStored(content_hash=h, content=content))
+    return TestRun(run_id, tenant_id, content, h, log, js)
