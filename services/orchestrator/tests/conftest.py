@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -52,19 +53,40 @@ async def billing(settings, nc, js, pool) -> AsyncIterator[None]:
         await asyncio.wait_for(task, 10)
 
 
-@pytest.fixture
-async def orchestrator(
-    settings, nc, js, pool, orch_options, billing
+@contextlib.asynccontextmanager
+async def running_orchestrator(
+    settings, nc, js, pool, options: OrchestratorOptions
 ) -> AsyncIterator[Orchestrator]:
+    """One replica in this process until the block ends."""
     stop = asyncio.Event()
     ctx = ServiceContext(name="orchestrator", settings=settings, nc=nc, js=js, pool=pool, stop=stop)
-    orch = Orchestrator(ctx, orch_options)
+    orch = Orchestrator(ctx, options)
     task = asyncio.create_task(orch.run())
     try:
         yield orch
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def orchestrator(
+    settings, nc, js, pool, orch_options, billing
+) -> AsyncIterator[Orchestrator]:
+    async with running_orchestrator(settings, nc, js, pool, orch_options) as orch:
+        yield orch
+
+
+@pytest.fixture
+def start_orchestrator(settings, nc, js, pool, orch_options, billing):
+    """`async with start_orchestrator(provider="openai", ...)`: a replica with other settings."""
+
+    def start(**overrides: Any):
+        return running_orchestrator(
+            dataclasses.replace(settings, **overrides), nc, js, pool, orch_options
+        )
+
+    return start
 
 
 @pytest.fixture

@@ -26,6 +26,10 @@ class CorpusError(ValueError):
     """Bad input for the corpus, with a message a person can act on."""
 
 
+class DocumentTooLarge(CorpusError):
+    """The document's text is over MAX_DOCUMENT_CHARS."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Document:
     id: str
@@ -99,7 +103,7 @@ async def add_document(
     if not body.strip():
         raise CorpusError(f"The document {title!r} has no text to index.")
     if len(body) > MAX_DOCUMENT_CHARS:
-        raise CorpusError(
+        raise DocumentTooLarge(
             f"The document {title!r} has {len(body):,} characters of text; the limit is "
             f"{MAX_DOCUMENT_CHARS:,}. Split it into smaller documents."
         )
@@ -198,18 +202,19 @@ async def search(pool: asyncpg.Pool, tenant_id: str, query: str, *, limit: int =
     ]
 
 
-async def term_hits(pool: asyncpg.Pool, tenant_id: str, terms: list[str]) -> dict[str, bool]:
-    """Whether each term matches at least one chunk of the tenant's corpus."""
-    out: dict[str, bool] = {}
-    for term in terms:
-        row = await pool.fetchval(
-            "SELECT 1 FROM chunks WHERE tenant_id=$1"
-            " AND tsv @@ websearch_to_tsquery('english', $2) LIMIT 1",
-            tenant_id,
-            term,
-        )
-        out[term] = row is not None
-    return out
+async def term_frequencies(
+    pool: asyncpg.Pool, tenant_id: str, terms: list[str]
+) -> tuple[dict[str, int], int]:
+    """How many of the tenant's chunks match each term, and how many chunks there are."""
+    rows = await pool.fetch(
+        "SELECT t, (SELECT count(*) FROM chunks WHERE tenant_id=$1"
+        "   AND tsv @@ plainto_tsquery('english', t)) AS n"
+        " FROM unnest($2::text[]) AS t",
+        tenant_id,
+        terms,
+    )
+    total = await pool.fetchval("SELECT count(*) FROM chunks WHERE tenant_id=$1", tenant_id)
+    return {r["t"]: int(r["n"]) for r in rows}, int(total)
 
 
 def default_corpus() -> list[tuple[str, str, str]]:

@@ -31,8 +31,11 @@ class SubQuestion:
         return f"write-{self.index}"
 
 
-def key_terms(text: str) -> list[str]:
-    return [w for w in textlib.content_words(text) if w not in textlib.VAGUE_WORDS]
+def key_terms(text: str, common: frozenset[str] = frozenset()) -> list[str]:
+    """The question's searchable terms; `common` ones (in most passages) only if nothing else."""
+    terms = [w for w in textlib.content_words(text) if w not in textlib.VAGUE_WORDS]
+    specific = [w for w in terms if w not in common]
+    return specific or terms
 
 
 def too_vague(question: str) -> str | None:
@@ -51,21 +54,27 @@ def _query(terms: list[str]) -> str:
     return " or ".join(terms)
 
 
-def _parts(text: str) -> list[str]:
+def _parts(text: str, common: frozenset[str]) -> list[str]:
     pieces = re.split(r",|;|\band\b|\bversus\b|\bvs\.?\b|\?", text)
-    return [p.strip(" .!?") for p in pieces if len(key_terms(p)) >= 1]
+    return [p.strip(" .!?") for p in pieces if key_terms(p, common)]
 
 
-def plan(question: str, answer: str | None = None) -> list[SubQuestion]:
-    """Sub-questions for a question (and the clarification answer, if there was one)."""
+def plan(
+    question: str, answer: str | None = None, common: frozenset[str] = frozenset()
+) -> list[SubQuestion]:
+    """Sub-questions for a question (and the clarification answer, if there was one).
+
+    `common` terms match most of the corpus (e.g. 'python' in Python's documentation): they
+    are left out of queries where more specific terms exist.
+    """
     full = f"{question} {answer}" if answer else question
-    terms = key_terms(full)[:8]
-    parts = _parts(question) + (_parts(answer) if answer else [])
+    terms = key_terms(full, common)[:8]
+    parts = _parts(question, common) + (_parts(answer, common) if answer else [])
     subs: list[tuple[str, str, str]] = []
     subs.append(("Overview", f"What does the corpus say about: {full.strip()}", _query(terms)))
     if len(parts) >= 2:
         for part in parts[: MAX_SUB_QUESTIONS - 1]:
-            pt = key_terms(part)[:6]
+            pt = key_terms(part, common)[:6]
             name = " ".join(pt)
             subs.append((name[:1].upper() + name[1:], f"What about {name}?", _query(pt)))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -204,10 +205,16 @@ class RunDriver:
             f"started:{st.started_count + 1}",
         )
         answer = self._answer()
-        if not st.steps:
-            if answer is None:
-                reason = planner.too_vague(st.question or "")
-                if reason is None and not await self._any_hit(st.question or ""):
+        subs = await self._saved_plan()
+        if subs is None:
+            question = st.question or ""
+            full = f"{question} {answer}" if answer else question
+            freqs, total = await corpus.term_frequencies(
+                self.svc.pool, self.tenant_id, planner.key_terms(full)
+            )
+            if not st.steps and answer is None:
+                reason = planner.too_vague(question)
+                if reason is None and not any(freqs.values()):
                     reason = (
                         "Nothing in your documents matches any term of the question. Which "
                         "topic should the report cover, in other words?"
@@ -215,9 +222,14 @@ class RunDriver:
                 if reason is not None:
                     await self._pause(reason, started)
                     return "paused"
+            common = frozenset(t for t, n in freqs.items() if total and n > 0.2 * total)
+            await self._save(
+                "plan", [dataclasses.asdict(s) for s in planner.plan(question, answer, common)]
+            )
+            subs = await self._saved_plan()
+            assert subs is not None
         with contextlib.suppress(Exception):
             await self.svc.pool.execute("DELETE FROM paused_runs WHERE run_id=$1", self.run_id)
-        subs = planner.plan(st.question or "", answer)
         plan_ev = await self.emit(
             PlanProposed(
                 steps=[
@@ -304,10 +316,10 @@ class RunDriver:
         ]
         return answers[-1] if answers else None
 
-    async def _any_hit(self, question: str) -> bool:
-        terms = planner.key_terms(question)
-        found = await corpus.term_hits(self.svc.pool, self.tenant_id, terms)
-        return any(found.values())
+    async def _saved_plan(self) -> list[planner.SubQuestion] | None:
+        """The plan as first made (a takeover must not re-plan against a changed corpus)."""
+        saved = await self._checkpoint("plan")
+        return None if saved is None else [planner.SubQuestion(**s) for s in saved]
 
     async def _pause(self, reason: str, cause: Event) -> None:
         timeout = self.svc.options.clarification_timeout_s
@@ -496,6 +508,8 @@ class RunDriver:
         missing: list[str],
     ) -> None:
         numbers, sources = self._numbered()
+        display: dict[str, int] = {}
+        """Reference numbers as the reader sees them: in order of first citation."""
         report = _Reporter(self, self.svc.options.delta_interval_s)
         await report.add(citations.render_heading(self._title()), None)
         used: set[str] = set()
@@ -542,7 +556,9 @@ class RunDriver:
                 await self._save(f"section:{step_id}", msgspec.to_builtins(section))
             used.update(c.text for c in section.claims)
             if section.claims:
-                for part in citations.render_section_parts(s.title, section.claims, numbers):
+                for sid in [c.source_id for cl in section.claims for c in cl.citations]:
+                    display.setdefault(sid, len(display) + 1)
+                for part in citations.render_section_parts(s.title, section.claims, display):
                     await report.add(part, section.section_id)
                 out.append(section)
             else:
@@ -556,9 +572,9 @@ class RunDriver:
                 f"{step_id}:completed",
                 cause=started,
             )
-        cited = [sources[sid] for sid in sources if any(sid in _cited(sec) for sec in out)]
+        cited = [sources[sid] for sid in sorted(display, key=display.__getitem__)]
         if cited:
-            await report.add("\n" + citations.render_sources(cited, numbers), None)
+            await report.add("\n" + citations.render_sources(cited, display), None)
         await report.flush()
 
     async def _compose(
@@ -673,13 +689,17 @@ class RunDriver:
         plan_ev: Event,
     ) -> ContentModel:
         _, sources = self._numbered()
-        cited = {sid for sec in sections for sid in _cited(sec)}
+        cited: dict[str, None] = {}
+        for sec in sections:
+            for claim in sec.claims:
+                for c in claim.citations:
+                    cited.setdefault(c.source_id, None)
         return ContentModel(
             run_id=self.run_id,
             title=self._title(),
             question=self.state.question or "",
             sections=sections,
-            sources=[src for sid, src in sources.items() if sid in cited],
+            sources=[sources[sid] for sid in cited],
             summary=" ".join(sec.claims[0].text for sec in sections if sec.claims)[:1000] or None,
             partial=bool(missing),
             missing=list(missing),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -83,3 +84,106 @@ class Driver:
 
     async def finished(self, run_id: str, timeout: float = 30.0) -> list[Event]:
         return await self.wait_for(run_id, set(TERMINAL_TYPES), timeout)
+
+
+# -- a local server speaking the OpenAI chat completions wire protocol ---------------------------
+
+
+class FakeOpenAI:
+    """OpenAI-compatible `POST /v1/chat/completions` with SSE streaming, on a local port.
+
+    `script` lists how the next requests are answered: "ok" (streamed chunks, a usage chunk,
+    `data: [DONE]`), "429" (Retry-After: `retry_after`), "cut" (some chunks, then the
+    connection drops with no [DONE]). When the script runs out, requests are answered "ok".
+    The reply quotes the first prose sentence of the first passage in the prompt, citing it.
+    """
+
+    def __init__(self, script: list[str] | None = None, retry_after: float = 1.0) -> None:
+        self.script = list(script or [])
+        self.retry_after = retry_after
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._server: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reply_for(self, body: dict[str, Any]) -> str:
+        import re
+
+        from runloom.orchestrator import text as textlib
+
+        user = next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
+        passages = re.split(r"\n\n\[(\d+)\] ", user)
+        for i in range(1, len(passages) - 1, 2):
+            number, text = passages[i], passages[i + 1].split("\n", 1)[-1]
+            for sentence in textlib.sentences(text):
+                if textlib.is_prose_sentence(sentence):
+                    return f'- {sentence} [{number}: "{sentence}"]\n'
+        return ""
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.routing import Route
+
+        async def completions(request: Request) -> Any:
+            body = await request.json()
+            self.requests.append(body)
+            mode = self.script.pop(0) if self.script else "ok"
+            if mode == "429":
+                return JSONResponse(
+                    {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
+                    status_code=429,
+                    headers={"Retry-After": str(self.retry_after)},
+                )
+            reply = self.reply_for(body)
+            pieces = [reply[i : i + 7] for i in range(0, len(reply), 7)]
+
+            async def stream() -> Any:
+                for n, piece in enumerate(pieces):
+                    if mode == "cut" and n == len(pieces) // 2:
+                        raise ConnectionResetError("stream cut by the test server")
+                    chunk = {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion.chunk",
+                        "model": body.get("model"),
+                        "choices": [{"index": 0, "delta": {"content": piece}}],
+                    }
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                    await asyncio.sleep(0.005)
+                usage = {"prompt_tokens": 321, "completion_tokens": len(pieces), "total_tokens": 0}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                final = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "choices": []}
+                yield f"data: {json.dumps({**final, 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+
+        return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+    async def __aenter__(self) -> FakeOpenAI:
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="error")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the fake OpenAI server did not start")
+            await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)

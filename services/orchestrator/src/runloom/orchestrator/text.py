@@ -72,7 +72,7 @@ def sentences(text: str) -> list[str]:
     for block in re.split(r"\n\s*\n", text):
         if _looks_like_code(block):
             continue
-        flat = normalize_space(block)
+        flat = normalize_space(" ".join(_without_headings(block.splitlines())))
         if not flat:
             continue
         start = 0
@@ -86,6 +86,22 @@ def sentences(text: str) -> list[str]:
         tail = flat[start:].strip()
         if tail:
             out.append(tail)
+    return out
+
+
+_CODEISH = re.compile(r"[=@{}<>]|\w\(|::|\*\*\*|\.\.\.")
+_RULE = re.compile(r"\s*[*=\-~^#]{3,}\s*")
+
+
+def _without_headings(lines: list[str]) -> list[str]:
+    """Drop reStructuredText-style headings (a title line over a rule of * = - ~ ^ #)."""
+    out: list[str] = []
+    for line in lines:
+        if _RULE.fullmatch(line):
+            if out:
+                out.pop()
+            continue
+        out.append(line)
     return out
 
 
@@ -106,7 +122,9 @@ def is_prose_sentence(sentence: str) -> bool:
         return False
     if not sentence[:1].isupper() and sentence[:1] not in "\"'(":
         return False
-    if sentence[-1:] not in ".!?":
+    if sentence[-1:] not in ".!?" or _CODEISH.search(sentence):
+        return False
+    if sentence.startswith(("See also", "Note:", "Changed in", "Added in")):
         return False
     alpha = sum(1 for w in words if w.strip("\"'(),.:;").isalpha())
     return alpha / len(words) >= 0.6
