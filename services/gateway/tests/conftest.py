@@ -50,8 +50,22 @@ class Reader:
         stop: Callable[[SSE], bool] | None = None,
         params: dict[str, str] | None = None,
         resume: bool = True,
+        timeout: float = 30.0,
     ) -> None:
         """Read until the server closes the stream (or `stop(event)` says so)."""
+        async with asyncio.timeout(timeout):
+            await self._read(client, url, headers, stop=stop, params=params, resume=resume)
+
+    async def _read(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str] | None,
+        *,
+        stop: Callable[[SSE], bool] | None,
+        params: dict[str, str] | None,
+        resume: bool,
+    ) -> None:
         hdrs = dict(headers or {})
         if resume and self.last_id:
             hdrs["Last-Event-ID"] = self.last_id

@@ -53,11 +53,15 @@ async def frames(
         client.replaying = False
         if client.overflowed:
             continue  # frames were dropped while replaying: read them from the log
+        if client.feed.ended and sent >= client.feed.hwm:
+            return  # the run had ended before; the client has everything
         # Live: queued frames, dropping what the replay already sent.
         while True:
             frame = await client.next(heartbeat_s)
             if frame is None:
                 if client.closing or client.cut:
+                    return
+                if client.feed.ended and sent >= client.feed.hwm:
                     return
                 yield b": keep-alive\n\n"
                 continue
