@@ -51,6 +51,12 @@ def usd(value: float) -> Decimal:
     return Decimal(repr(float(value))).quantize(QUANTUM)
 
 
+def _budget(value: Decimal | None) -> Decimal | None:
+    """A stored budget to the ledger's precision (a float written to numeric keeps its binary
+    expansion: 3.7e-05 arrives as 0.0000369999...)."""
+    return None if value is None else value.quantize(QUANTUM)
+
+
 def _f(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
@@ -104,7 +110,8 @@ class Accounts:
                 tenant_budget = await conn.fetchval(
                     "SELECT amount_usd FROM billing_budgets WHERE tenant_id=$1", req.tenant_id
                 )
-                run_budget: Decimal | None = run["budget_usd"]
+                run_budget = _budget(run["budget_usd"])
+                tenant_budget = _budget(tenant_budget)
                 run_after = run["held_usd"] + run["spent_usd"] + estimate
                 tenant_after = tenant["held_usd"] + tenant["spent_usd"] + estimate
                 scope: str | None = None

@@ -84,6 +84,9 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
                 stop=ctx.stop,
                 concurrency=16,
                 batch=64,
+                # One insert per message: a replica killed mid-batch gets its messages
+                # redelivered to a live one within seconds, not the default 30.
+                ack_wait=5.0,
             ),
             name="ledger",
         ),
