@@ -187,3 +187,71 @@ class FakeOpenAI:
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.wait_for(self._task, 10)
+
+
+# -- the HTTP API, as a client uses it -----------------------------------------------------------
+
+
+TERMINAL = frozenset(TERMINAL_TYPES)
+
+
+async def sse_events(
+    client: Any, url: str, run_id: str, headers: dict[str, str], timeout: float = 60.0
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Read a run's SSE stream until its terminal event: (events, arrival times)."""
+    events: list[dict[str, Any]] = []
+    arrivals: list[float] = []
+    data: list[str] = []
+    async with asyncio.timeout(timeout):
+        async with client.stream(
+            "GET", f"{url}/v1/runs/{run_id}/events", headers=headers, timeout=timeout
+        ) as resp:
+            assert resp.status_code == 200, await resp.aread()
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+                elif line == "" and data:
+                    payload = json.loads("\n".join(data))
+                    data = []
+                    if "type" not in payload or "seq" not in payload:
+                        continue  # not a run event (e.g. a reset snapshot)
+                    events.append(payload)
+                    arrivals.append(time.monotonic())
+                    if payload["type"] in TERMINAL:
+                        return events, arrivals
+    raise AssertionError("the stream ended before the run's terminal event")
+
+
+async def json_events(client: Any, url: str, run_id: str, headers: dict[str, str]) -> list[dict]:
+    """Every stored event of a run, paged through `?format=json`."""
+    out: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        params = {"format": "json", **({"after": after} if after else {})}
+        resp = await client.get(f"{url}/v1/runs/{run_id}/events", params=params, headers=headers)
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        out += [item["event"] for item in page["events"]]
+        if page["done"] or not page["events"]:
+            return out
+        after = page["next_cursor"]
+
+
+async def wait_for_event(
+    client: Any,
+    url: str,
+    run_id: str,
+    headers: dict[str, str],
+    types: set[str],
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Poll the JSON history until an event of one of `types` is stored."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await json_events(client, url, run_id, headers)
+        if any(e["type"] in types for e in events):
+            return events
+        if time.monotonic() > deadline:
+            seen = [e["type"] for e in events]
+            raise AssertionError(f"no {sorted(types)} in {timeout} s: {seen}")
+        await asyncio.sleep(0.05)
