@@ -143,7 +143,7 @@ def test_chunks_and_overlaps_give_the_same_state(cuts: list[int], overlap: bool)
     whole = snapshot(fold(STORY))
     state: RunState | None = None
     prev = 0
-    for cut in sorted(cuts) + [len(STORY)]:
+    for cut in [*sorted(cuts), len(STORY)]:
         start = max(0, prev - 2) if overlap else prev
         state = fold(STORY[start:cut], state)
         prev = max(prev, cut)

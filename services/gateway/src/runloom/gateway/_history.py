@@ -99,10 +99,17 @@ class History:
                     break
         hot_from = hot.event.seq if hot is not None else None
         if hot_from is None or hot_from > next_seq:
-            # The hot window does not reach back that far: the archive serves the older part.
-            async for frame in self._archived(epoch, run_id, next_seq, hot_from):
-                next_seq = frame.seq + 1
-                yield frame
+            # The hot window does not reach back that far: the archive serves the older part;
+            # a hole neither holds becomes one explicit reset, never a silent gap.
+            while True:
+                async for frame in self._archived(epoch, run_id, next_seq, hot_from):
+                    next_seq = frame.seq + 1
+                    yield frame
+                resume_at = await self._next_archived(run_id, next_seq - 1, hot_from)
+                if resume_at is None:
+                    break
+                yield await self._reset(epoch, run_id, next_seq, resume_at)
+                next_seq = resume_at
             if hot_from is not None and hot_from > next_seq:
                 yield await self._reset(epoch, run_id, next_seq, hot_from)
                 next_seq = hot_from
@@ -135,6 +142,11 @@ class History:
                 ev = decode_event(row.raw)
                 yield self.frame(epoch, ev, row.raw, row.stream_seq or 0)
                 next_seq += 1
+
+    async def _next_archived(self, run_id: str, after: int, before: int | None) -> int | None:
+        """The first archived seq beyond a hole starting at `after` (None if none)."""
+        page = await self.archive.read(run_id, after_seq=after, before_seq=before, limit=1)
+        return page[0].seq if page else None
 
     async def _reset(self, epoch: str, run_id: str, missing_from: int, hot_from: int) -> Frame:
         """Neither the stream nor the archive holds seq missing_from..hot_from-1."""

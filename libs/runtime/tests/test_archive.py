@@ -1,0 +1,85 @@
+"""The archive: idempotent copy into run_events and the runs read model, in any order."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from runloom.contracts.events import (
+    ClarificationRequested,
+    PlanProposed,
+    PlanStep,
+    RunCompleted,
+    RunCreated,
+    RunStarted,
+    SourceFound,
+    Usage,
+    UsageRecorded,
+)
+from runloom.contracts.ids import new_id
+from runloom.runtime.archive import PgArchive, archive_event
+from runloom.runtime.eventlog import EventLog
+
+
+async def tenant(pool) -> str:
+    tid = f"t-{uuid.uuid4().hex[:8]}"
+    await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tid)
+    return tid
+
+
+async def test_archive_is_idempotent_and_order_free(js, pool):
+    tid = await tenant(pool)
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+    for payload in [
+        RunCreated(question="How do ordered consumers work?"),
+        RunStarted(worker="w1"),
+        PlanProposed(steps=[PlanStep(step_id="a", title="A"), PlanStep(step_id="b", title="B")]),
+        SourceFound(source_id="s1", title="t", passage="p"),
+        SourceFound(source_id="s1", title="t", passage="p"),
+        SourceFound(source_id="s2", title="t", passage="p"),
+        UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.5, usage=Usage()),
+        UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.5, usage=Usage()),
+        UsageRecorded(usage_id="u2", kind="tool", cost_usd=0.25, usage=Usage()),
+        ClarificationRequested(question="Which?"),
+    ]:
+        await log.append(run_id, tid, payload)
+    stored = [se async for se in log.read(run_id)]
+    shuffled = stored + stored[3:7]  # redeliveries
+    random.Random(7).shuffle(shuffled)
+    for i, se in enumerate(shuffled):
+        await archive_event(pool, se.raw, se.stream_seq)
+        if i == 2:
+            row = await pool.fetchrow("SELECT last_seq FROM runs WHERE id=$1", run_id)
+            assert row is None or row["last_seq"] <= 3  # never past a gap
+    row = await pool.fetchrow("SELECT * FROM runs WHERE id=$1", run_id)
+    assert row["status"] == "waiting_clarification"
+    assert row["last_seq"] == row["event_count"] == 10
+    assert (row["source_count"], row["step_count"]) == (2, 2)
+    assert float(row["spent_usd"]) == 0.75
+    assert row["title"] == "How do ordered consumers work?"
+    assert row["started_at"] is not None and row["ended_at"] is None
+    raws = await pool.fetch("SELECT raw FROM run_events WHERE run_id=$1 ORDER BY seq", run_id)
+    assert [bytes(r["raw"]) for r in raws] == [se.raw for se in stored]  # the exact bytes
+
+    done = await log.append(run_id, tid, RunCompleted(partial=True, missing=["b: no source"]))
+    async for se in log.read(run_id, after_seq=done.seq - 1):
+        await archive_event(pool, se.raw, se.stream_seq)
+    row = await pool.fetchrow("SELECT * FROM runs WHERE id=$1", run_id)
+    assert (row["status"], row["partial"], row["missing"]) == ("completed", True, ["b: no source"])
+    assert row["ended_at"] is not None
+
+    archive = PgArchive(pool)
+    assert (await archive.last(run_id)).type == "run.completed"
+    assert (await archive.find(run_id, stored[4].event.id)).seq == 5
+    assert await archive.max_stream_seq(run_id) >= stored[-1].stream_seq
+
+
+async def test_an_event_for_an_unknown_tenant_is_archived_not_projected(js, pool):
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+    ev = await log.append(run_id, "no-such-tenant", RunCreated(question="q"))
+    se = await log.first(run_id)
+    await archive_event(pool, se.raw, se.stream_seq)
+    assert await pool.fetchval("SELECT count(*) FROM run_events WHERE id=$1", ev.id) == 1
+    assert await pool.fetchval("SELECT count(*) FROM runs WHERE id=$1", run_id) == 0
