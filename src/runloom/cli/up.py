@@ -233,7 +233,11 @@ async def _seed_corpus(pool: Any) -> None:
     result = seed(pool, DEV_TENANT)
     if inspect.isawaitable(result):
         result = await result
-    say(f"default corpus ready for '{DEV_TENANT}'" + (f" ({result})" if result else ""))
+    if isinstance(result, int):
+        detail = f"{result} documents added" if result else "already loaded"
+        say(f"default corpus for '{DEV_TENANT}': {detail}")
+    else:
+        say(f"default corpus for '{DEV_TENANT}' is ready")
 
 
 # -- the command ---------------------------------------------------------------------------------
