@@ -3,76 +3,16 @@
 from __future__ import annotations
 
 import io
-import re
 import zipfile
-from html.parser import HTMLParser
 from posixpath import normpath
 
 import msgspec
 import pytest
-from docx import Document as open_docx
 from pptx import Presentation
-from pypdf import PdfReader
 from runloom.contracts.content import Citation, Claim, ContentModel, Section, Source
 from runloom.deliverables.render import KINDS, Document, RenderError, render
 from runloom.deliverables.sample import sample_content
-
-
-class _Html(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.text: list[str] = []
-        self.tags: list[str] = []
-        self.hrefs: list[str] = []
-        self.ids: set[str] = set()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        a = dict(attrs)
-        if a.get("href"):
-            self.hrefs.append(a["href"] or "")
-        if a.get("id"):
-            self.ids.add(a["id"] or "")
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
-def parse_html(data: bytes) -> _Html:
-    p = _Html()
-    p.feed(data.decode("utf-8"))
-    return p
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
-
-
-def text_of(kind: str, fmt: str, data: bytes) -> str:
-    """The visible text of an artifact, read back with a real parser of its format."""
-    if fmt == "md":
-        return re.sub(r"\\(.)", r"\1", data.decode("utf-8"))
-    if fmt == "html":
-        return "".join(parse_html(data).text)
-    if fmt == "pdf":
-        return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
-    if fmt == "docx":
-        return "\n".join(p.text for p in open_docx(io.BytesIO(data)).paragraphs)
-    if fmt == "zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            pages = [n for n in zf.namelist() if n.endswith(".html")]
-            return "\n".join("".join(parse_html(zf.read(n)).text) for n in pages)
-    if fmt == "pptx":
-        out = []
-        for slide in Presentation(io.BytesIO(data)).slides:
-            for shape in slide.shapes:
-                if shape.has_text_frame:
-                    out.append(shape.text_frame.text)
-            if slide.has_notes_slide:
-                out.append(slide.notes_slide.notes_text_frame.text)
-        return "\n".join(out)
-    raise AssertionError(f"no parser for {fmt}")
-
+from runloom.deliverables.testing import parse_html, squash, text_of
 
 ALL = [(kind, f.name) for kind, formats in KINDS.items() for f in formats]
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import re
 import time
+import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any, TypeVar
 
 from runloom.contracts import subjects
@@ -97,3 +101,68 @@ async def new_run(js: Any, tenant_id: str, content: ContentModel) -> TestRun:
     h = content_hash(content)
     await log.append(run_id, tenant_id, ContentStored(content_hash=h, content=content))
     return TestRun(run_id, tenant_id, content, h, log, js)
+
+
+# -- reading artifacts back with real parsers of their formats ---------------------------
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.tags: list[str] = []
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        if a.get("href"):
+            self.hrefs.append(a["href"] or "")
+        if a.get("id"):
+            self.ids.add(a["id"] or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(data: bytes) -> _Html:
+    p = _Html()
+    p.feed(data.decode("utf-8"))
+    return p
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def text_of(kind: str, fmt: str, data: bytes) -> str:
+    """The visible text of an artifact, read back with a real parser of its format."""
+    if fmt == "md":
+        return re.sub(r"\\(.)", r"\1", data.decode("utf-8"))
+    if fmt == "html":
+        return "".join(parse_html(data).text)
+    if fmt == "pdf":
+        from pypdf import PdfReader  # a dev dependency: imported only by tests
+
+        return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+    if fmt == "docx":
+        from docx import Document as open_docx
+
+        return "\n".join(p.text for p in open_docx(io.BytesIO(data)).paragraphs)
+    if fmt == "zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            pages = [n for n in zf.namelist() if n.endswith(".html")]
+            return "\n".join("".join(parse_html(zf.read(n)).text) for n in pages)
+    if fmt == "pptx":
+        from pptx import Presentation
+
+        out = []
+        for slide in Presentation(io.BytesIO(data)).slides:
+            for shape in slide.shapes:
+                if shape.has_text_frame:
+                    out.append(shape.text_frame.text)
+            if slide.has_notes_slide:
+                out.append(slide.notes_slide.notes_text_frame.text)
+        return "\n".join(out)
+    raise AssertionError(f"no parser for {fmt}")
