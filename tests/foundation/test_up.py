@@ -208,3 +208,21 @@ def test_port_in_use_is_named_with_the_variable_to_change(tmp_path: Path) -> Non
     out = up.output()
     assert f"port {ports.nats} (NATS) is already in use" in out
     assert "RUNLOOM_NATS_PORT" in out
+
+
+def test_a_killed_up_leaves_nothing_that_blocks_the_next_start(
+    start_up: type[UpProcess], home: Path
+) -> None:
+    first = start_up()
+    first.wait_ready()
+    orphans = psutil.Process(first.proc.pid).children(recursive=True)
+    first.proc.kill()
+    first.proc.wait()
+    assert any(p.is_running() for p in orphans), "children outlive a SIGKILLed runloom up"
+
+    second = start_up()
+    second.wait_ready()
+    _gone, alive = psutil.wait_procs(orphans, timeout=5)
+    assert not alive, [p.pid for p in alive]
+    assert "left over from an earlier run" in second.output()
+    assert second.interrupt() == 0

@@ -284,6 +284,10 @@ class Up:
         except (UpError, ServerError, TimeoutError) as exc:
             say(f"error: {exc}")
             return 1
+        except Exception as exc:
+            log.debug("runloom up failed", exc_info=True)
+            say(f"error: {type(exc).__name__}: {exc}")
+            return 1
         finally:
             self.shutdown()
 
@@ -294,6 +298,8 @@ class Up:
         self.lock = _claim_home(self.home)
         embedded_nats = not s.nats_url
         embedded_pg = not s.database_url
+        for service in SERVICES:
+            _reap_stale(self.run_dir / f"{service}-1.pid", f"runloom.{service}")
         if embedded_nats:
             _reap_stale(self.run_dir / "nats-server.pid", "nats-server")
             _check_port(s.nats_port, "NATS", "RUNLOOM_NATS_PORT")
