@@ -13,6 +13,9 @@ import msgspec
 import pytest
 
 
+TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
+
+
 @dataclass
 class SSE:
     """One parsed server-sent event."""
@@ -40,6 +43,7 @@ class Reader:
     status: int | None = None
     ended: bool = False
     """The server closed the stream."""
+    reconnects: int = 0
 
     async def read(
         self,
@@ -93,6 +97,32 @@ class Reader:
                 value = value[1:] if value.startswith(" ") else value
                 fields[name] = fields[name] + "\n" + value if name in fields else value
         self.ended = True
+
+    async def follow(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Read to the terminal event, reconnecting with the last cursor after any failure."""
+        self.reconnects = 0
+        async with asyncio.timeout(timeout):
+            while not (
+                self.events
+                and self.events[-1].event.startswith("run.")
+                and (self.events[-1].event in TERMINAL)
+            ):
+                try:
+                    await self._read(client, url, headers, stop=None, params=params, resume=True)
+                except (httpx.TransportError, httpx.HTTPStatusError):
+                    pass
+                if self.events and self.events[-1].event in TERMINAL:
+                    return
+                self.reconnects += 1
+                await asyncio.sleep(0.1)  # a browser's EventSource waits `retry` ms too
 
     def seqs(self) -> list[int]:
         return [e.seq for e in self.events if e.event != "reset"]
