@@ -1,0 +1,129 @@
+"""The corpus over HTTP: upload (multipart and JSON), list, delete, per tenant; bad input."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import pytest
+from runloom.orchestrator.testing import sse_events
+
+pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")
+
+HTML = b"""<html><head><title>Otter field notes</title><style>p{color:red}</style></head>
+<body><h1>Otters</h1><p>Sea otters crack shellfish open with stones they keep in a skin pouch.
+River otters hunt fish at night in clear streams.</p><script>var x = 1;</script></body></html>"""
+
+
+def _pdf(text: str) -> bytes:
+    """A one-page PDF holding `text` (pypdf's writer; the reader extracts it back)."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    page[NameObject("/Resources")] = DictionaryObject(
+        {NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})}
+    )
+    stream = DecodedStreamObject()
+    stream.set_data(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode())
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+async def test_upload_list_search_and_delete(platform) -> None:
+    h = platform.headers()
+    url = f"{platform.url}/v1/documents"
+    async with httpx.AsyncClient(timeout=30) as client:
+        files = [
+            ("file", ("otters.html", HTML, "text/html")),
+            (
+                "file",
+                (
+                    "beavers.md",
+                    b"# Beaver notes\n\nBeavers build dams of branches "
+                    b"and mud across slow streams.\n",
+                    "text/markdown",
+                ),
+            ),
+            (
+                "file",
+                (
+                    "herons.pdf",
+                    _pdf("Grey herons stand still in shallow water for fish."),
+                    "application/pdf",
+                ),
+            ),
+        ]
+        resp = await client.post(url, files=files, headers=h)
+        assert resp.status_code == 201, resp.text
+        docs = resp.json()["documents"]
+        assert [d["title"] for d in docs] == ["Otter field notes", "Beaver notes", "herons"]
+        resp = await client.post(
+            url, json={"title": "Kingfishers", "text": "Kingfishers dive for fish."}, headers=h
+        )
+        assert resp.status_code == 201 and resp.json()["chunk_count"] == 1
+        listed = (await client.get(url, headers=h)).json()
+        assert listed["total"] == 4
+        # Another tenant sees none of it and cannot delete it.
+        other = await client.get(url, headers={"Authorization": "Bearer rlk_nope"})
+        assert other.status_code == 401
+        # A run researches the uploaded documents (and cites them).
+        run = await client.post(
+            f"{platform.url}/v1/runs",
+            json={
+                "question": "How do otters and herons catch fish?",
+                "options": {"deliverables": []},
+            },
+            headers=h,
+        )
+        events, _ = await sse_events(client, platform.url, run.json()["id"], h)
+        titles = {e["data"]["title"] for e in events if e["type"] == "source.found"}
+        assert "Otter field notes" in titles
+        assert events[-1]["type"] == "run.completed"
+        found = next(
+            e
+            for e in events
+            if e["type"] == "source.found" and e["data"]["title"] == "Otter field notes"
+        )
+        assert (
+            "var x" not in found["data"]["passage"] and "color:red" not in found["data"]["passage"]
+        )
+        gone = await client.delete(f"{url}/{docs[0]['id']}", headers=h)
+        assert gone.status_code == 204
+        again = await client.delete(f"{url}/{docs[0]['id']}", headers=h)
+        assert again.status_code == 404
+        assert again.headers["content-type"].startswith("application/problem+json")
+        assert (await client.get(url, headers=h)).json()["total"] == 3
+
+
+BAD = [
+    ({"files": [("file", ("a.exe", b"MZ", "application/octet-stream"))]}, 415, ".pdf"),
+    ({"files": [("file", ("a.txt", b"  \n ", "text/plain"))]}, 422, "no text"),
+    ({"files": [("file", ("a.txt", b"\xff\xfe\x00bad", "text/plain"))]}, 422, "UTF-8"),
+    ({"files": [("file", ("a.pdf", b"not a pdf", "application/pdf"))]}, 422, "PDF"),
+    ({"json": {"title": "t", "text": ""}}, 422, "text"),
+    ({"json": {"title": "t", "text": "x", "owner": "me"}}, 422, "owner"),
+    ({"json": {"title": "Big", "text": "word " * 400_001}}, 413, "limit"),
+    ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "multipart"),
+]
+
+
+async def test_bad_uploads_get_a_clear_problem(platform) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        for kwargs, status, words in BAD:
+            kw = dict(kwargs)
+            headers = {**platform.headers(), **kw.pop("headers", {})}
+            resp = await client.post(f"{platform.url}/v1/documents", headers=headers, **kw)
+            assert resp.status_code == status, (kwargs, resp.text)
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            assert words in resp.json()["detail"], resp.json()
