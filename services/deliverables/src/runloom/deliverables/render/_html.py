@@ -27,7 +27,11 @@ ol.sources li { margin: .8rem 0; } ol.sources li:target { background: var(--pane
 blockquote { margin: .35rem 0 0; padding: .2rem .8rem; border-left: 3px solid var(--panel);
   color: var(--muted); font-size: .92em; }
 a { color: var(--accent); }
-nav.site { display:flex; gap:1rem; flex-wrap:wrap; padding-top:1rem; font-size:.95rem; }
+header.site { padding-top: 1rem; font-weight: 600; }
+header.site a { color: var(--fg); text-decoration: none; }
+nav.site { display:flex; gap:.4rem 1rem; flex-wrap:wrap; padding-top:.6rem; padding-bottom:.6rem;
+  font-size:.95rem; border-bottom:1px solid var(--panel); }
+nav.site a[aria-current] { color: var(--fg); font-weight: 600; text-decoration: none; }
 footer.site { color: var(--muted); font-size: .85rem; margin: 3rem auto 2rem; }
 """
 

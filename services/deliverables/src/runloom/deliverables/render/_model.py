@@ -138,7 +138,10 @@ def slug(text: str, fallback: str = "report", limit: int = 60) -> str:
     """An ASCII file-name slug."""
     ascii_ = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     s = re.sub(r"[^A-Za-z0-9]+", "-", ascii_).strip("-").lower()
-    return s[:limit].rstrip("-") or fallback
+    if len(s) > limit:
+        cut = s[:limit]
+        s = cut[: cut.rfind("-")] if "-" in cut[limit // 2 :] else cut
+    return s.strip("-") or fallback
 
 
 def safe_url(url: str | None) -> str | None:

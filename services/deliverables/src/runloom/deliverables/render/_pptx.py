@@ -8,6 +8,7 @@ import io
 from pptx import Presentation
 from pptx.dml.color import RGBColor
 from pptx.enum.text import MSO_AUTO_SIZE, PP_ALIGN
+from pptx.oxml.ns import qn
 from pptx.util import Emu, Inches, Pt
 from runloom.deliverables.render._model import Document
 from runloom.deliverables.render._ooxml import normalize_zip
@@ -66,6 +67,7 @@ def _content_slide(prs, s: Slide) -> None:  # type: ignore[no-untyped-def]
         for number, source_title, url in s.sources:
             p = tf.paragraphs[0] if first else tf.add_paragraph()
             first = False
+            _no_bullet(p)  # the [n] is the marker
             r = p.add_run()
             r.text = f"[{number}] "
             r.font.bold, r.font.size, r.font.color.rgb = True, Pt(15), ACCENT
@@ -76,6 +78,7 @@ def _content_slide(prs, s: Slide) -> None:  # type: ignore[no-untyped-def]
                 r = p.add_run()
                 r.text = f"  {url}"
                 r.font.size, r.font.color.rgb = Pt(11), MUTED
+            p.space_after = Pt(6)
     for b in s.bullets:
         p = tf.paragraphs[0] if first else tf.add_paragraph()
         first = False
@@ -93,6 +96,13 @@ def _content_slide(prs, s: Slide) -> None:  # type: ignore[no-untyped-def]
             r.font.size, r.font.italic = Pt(int(size.pt * 0.7)), True
         p.space_after = Pt(8)
     _notes(slide, s)
+
+
+def _no_bullet(paragraph) -> None:  # type: ignore[no-untyped-def]
+    ppr = paragraph._p.get_or_add_pPr()
+    ppr.set("marL", "0")
+    ppr.set("indent", "0")
+    ppr.insert(0, ppr.makeelement(qn("a:buNone"), {}))
 
 
 def _notes(slide, s: Slide) -> None:  # type: ignore[no-untyped-def]

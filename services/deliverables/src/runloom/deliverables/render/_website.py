@@ -28,14 +28,18 @@ def section_file(doc: Document, index: int) -> str:
 
 
 def _nav(doc: Document, current: str) -> str:
-    links = [("index.html", "Overview")]
-    links += [(section_file(doc, i), s.title) for i, s in enumerate(doc.sections)]
+    home = (
+        ""
+        if current == "index.html"
+        else (f'<header class="site"><a href="index.html">{e(doc.title)}</a></header>')
+    )
+    links = [(section_file(doc, i), s.title) for i, s in enumerate(doc.sections)]
     links.append(("sources.html", "Sources"))
     items = []
     for href, label in links:
         cur = ' aria-current="page"' if href == current else ""
         items.append(f'<a href="{e(href)}"{cur}>{e(label)}</a>')
-    return '<nav class="site" aria-label="Site">' + "".join(items) + "</nav>"
+    return home + '<nav class="site" aria-label="Sections">' + "".join(items) + "</nav>"
 
 
 def _pager(doc: Document, index: int) -> str:
