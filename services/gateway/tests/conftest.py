@@ -12,7 +12,6 @@ import httpx
 import msgspec
 import pytest
 
-
 TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
 
 
