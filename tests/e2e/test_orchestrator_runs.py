@@ -54,6 +54,11 @@ async def test_question_over_default_corpus_ends_in_a_cited_report(platform, cor
         assert claim["citations"], claim
         for cite in claim["citations"]:
             assert cite["passage"] in sources[cite["source_id"]]["passage"]
+    # Every orchestrator event names its cause and carries the request's trace.
+    trace_id = events[0]["trace"].split("-")[1]
+    ours = [e for e in events if e["producer"].startswith("orchestrator")]
+    assert ours and all(e.get("causation_id") for e in ours)
+    assert {e["trace"].split("-")[1] for e in ours} == {trace_id}
     ready = [e for e in events if e["type"] == "deliverable.ready"]
     assert [e["data"]["kind"] for e in ready] == ["report"]
     assert events[-1]["data"].get("partial", False) is False, events[-1]["data"]

@@ -96,3 +96,12 @@ async def driver(js, pool, seeded_tenant) -> Driver:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "orch_options(**kw): OrchestratorOptions overrides")
+
+
+@pytest.fixture
+async def orchestrator_without_billing(
+    settings, nc, js, pool, orch_options
+) -> AsyncIterator[Orchestrator]:
+    """A replica with no billing service answering (metering waits, fail closed)."""
+    async with running_orchestrator(settings, nc, js, pool, orch_options) as orch:
+        yield orch

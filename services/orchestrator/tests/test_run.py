@@ -95,3 +95,32 @@ async def test_sub_question_with_no_results_completes_partial(orchestrator, driv
     assert done.type == "run.completed" and done.data["partial"] is True
     assert any("zyxqwv" in m for m in done.data["missing"])
     assert any(e.type == "step.failed" and e.data["reason"] == "no_results" for e in events)
+
+
+async def test_budget_stop_keeps_what_was_written(orchestrator, driver) -> None:
+    run_id = await driver.run(QUESTION, budget_usd=0.006, deliverables=[])
+    events = await driver.finished(run_id)
+    stop = events[-1]
+    assert stop.type == "run.budget_stopped", [e.type for e in events]
+    assert stop.data["scope"] == "run" and stop.data["budget_usd"] == 0.006
+    assert stop.data["spent_usd"] <= 0.006
+    content = content_of(events)
+    assert content.sections and stop.data["kept"][0].startswith("content model")
+    spent = fold(events).spent_usd
+    assert 0 < spent <= 0.006
+    # No provider call started after the refusal: every reservation was committed or released.
+    assert (
+        len([e for e in events if e.type == "step.started"])
+        == len([e for e in events if e.type in ("step.completed", "step.failed")]) + 1
+    )
+
+
+async def test_cancel_works_while_billing_does_not_answer(
+    orchestrator_without_billing, driver
+) -> None:
+    run_id = await driver.run(QUESTION, deliverables=[])
+    await driver.wait_for(run_id, {"billing.waiting"}, timeout=15)
+    asked = await driver.cancel(run_id)
+    events = await driver.finished(run_id, timeout=5)
+    assert events[-1].type == "run.cancelled"
+    assert events[-1].causation_id == asked.id

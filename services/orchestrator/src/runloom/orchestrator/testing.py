@@ -28,10 +28,12 @@ class Driver:
         self.tenant_id = tenant_id
         self.log = EventLog(js, "gateway/test")
 
-    async def create(self, question: str, **options: Any) -> str:
+    async def create(self, question: str, budget_usd: float | None = None, **options: Any) -> str:
         run_id = new_id("run")
         await self.log.append(
-            run_id, self.tenant_id, RunCreated(question=question, options=options)
+            run_id,
+            self.tenant_id,
+            RunCreated(question=question, options=options, budget_usd=budget_usd),
         )
         return run_id
 
@@ -43,8 +45,8 @@ class Driver:
             msg_id=msg_id or f"start-{run_id}",
         )
 
-    async def run(self, question: str, **options: Any) -> str:
-        run_id = await self.create(question, **options)
+    async def run(self, question: str, budget_usd: float | None = None, **options: Any) -> str:
+        run_id = await self.create(question, budget_usd, **options)
         await self.start(run_id)
         return run_id
 
