@@ -12,7 +12,7 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run test lint fmt contracts contracts-check bench browser-deps clean clean-data
+.PHONY: help setup run test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,9 +29,11 @@ setup: $(if $(filter $(UV_HOME)/bin/uv,$(UV)),$(UV_HOME)/bin/uv) ## install uv i
 run: setup ## start the whole platform (nats-server, PostgreSQL, every service) on embedded defaults
 	$(UV) run --frozen runloom up
 
-test: setup browser-deps lint contracts-check ## lint, contracts check and every test
+test: setup browser-deps lint contracts-check pytest ## lint, contracts check and every test
+
+pytest: setup ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
 	@rc=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): that is a failure, not a pass" >&2; fi; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5): that is a failure, not a pass" >&2; fi; \
 	exit $$rc
 
 lint: setup ## ruff (lint + format check) and mypy
