@@ -8,9 +8,10 @@ shows every event once, in order.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import msgspec
@@ -61,6 +62,7 @@ class Follower:
             time.sleep(min(0.25 * 2 ** (attempt - 1), 5.0))
             # The gateway may be down: wait for it without spamming, each try is one request.
             try:
+                before = self.state.last_seq
                 self._catch_up()
             except (httpx.TransportError, httpx.StreamError):
                 continue
@@ -68,24 +70,17 @@ class Follower:
                 if getattr(exc, "code", None) == 3:
                     continue
                 raise
-            else:
-                attempt = 0
+            attempt = 0
+            self.view.reconnected(before)
         return self.state
 
     def _stream_once(self) -> None:
-        resumed = self.drops > 0
         for msg in self.gateway.stream(self.run_id, self.cursor):
             if msg.event == OPENED:
-                if resumed:
-                    self.view.reconnected(self.state.last_seq)
-                    resumed = False
                 continue
             if msg.event == "reset":
-                # The gateway could not replay from our cursor: rebuild from the whole history.
-                self.view.notice("the gateway reset the stream; rebuilding from the history")
-                self.state, self.cursor = RunState(), None
-                self._catch_up()
-                return
+                self._reset(json.loads(msg.data), msg.id)
+                continue
             try:
                 event = decode_event(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -110,13 +105,25 @@ class Follower:
 
     def _catch_up(self) -> None:
         """Fold the stored history after the cursor (fills a gap, or catches up after a drop)."""
-        for cursor, event in self.gateway.history(self.run_id, self.cursor):
+        for cursor, item in self.gateway.history(self.run_id, self.cursor):
+            if item.get("type") == "reset":
+                self._reset(item, cursor)
+                continue
+            event = msgspec.convert(item, Event)
             if event.seq == self.state.last_seq + 1:
                 before = self.state
                 self.state = fold([event], before)
-                self._shown(before, event)
-            if cursor:
                 self.cursor = cursor
+                self._shown(before, event)
+            elif event.seq <= self.state.last_seq:
+                self.cursor = cursor
+
+    def _reset(self, body: dict[str, Any], cursor: str | None) -> None:
+        """Part of the history is gone for good: carry on from the gateway's snapshot."""
+        self.view.notice(f"the gateway reset the stream: {body.get('reason', '')}")
+        self.state = msgspec.convert(body.get("snapshot", {}), RunState)
+        if cursor:
+            self.cursor = cursor
 
     def _shown(self, before: RunState, event: Event) -> None:
         self.view.show(before, self.state, event)

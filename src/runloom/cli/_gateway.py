@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from runloom.contracts.events import Event, decode_event
 
 
 class CliError(Exception):
@@ -155,20 +154,22 @@ class Gateway:
         tmp.replace(dest)
         return dest.stat().st_size
 
-    def history(self, run_id: str, after: str | None) -> Iterator[tuple[str | None, Event]]:
-        """Stored events after a cursor, page by page, each with the cursor after its page."""
+    def history(self, run_id: str, after: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Stored events after a cursor, page by page: (cursor, event JSON) in seq order.
+
+        A `reset` item (part of the history is gone) comes as its JSON body with type "reset".
+        """
         cursor = after
         while True:
             params: dict[str, Any] = {"format": "json", "limit": 500}
             if cursor:
                 params["after"] = cursor
             page = self.request("GET", f"/v1/runs/{run_id}/events", params=params)
-            events = [decode_event(_json_bytes(e)) for e in page.get("events", [])]
-            next_cursor = page.get("next_cursor") or cursor
-            for i, ev in enumerate(events):
-                yield (next_cursor if i == len(events) - 1 else None), ev
-            cursor = next_cursor
-            if page.get("done") or not events or not page.get("next_cursor"):
+            items = page.get("events", [])
+            for item in items:
+                cursor = item["cursor"]
+                yield cursor, item["event"]
+            if page.get("done") or len(items) < params["limit"]:
                 return
 
     def stream(self, run_id: str, cursor: str | None) -> Iterator[SseMessage]:
@@ -189,9 +190,3 @@ class Gateway:
                 raise self.failure(response)
             yield SseMessage(OPENED, "", None)
             yield from parse_sse(response.iter_lines())
-
-
-def _json_bytes(value: Any) -> bytes:
-    import json
-
-    return json.dumps(value).encode()

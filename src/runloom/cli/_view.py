@@ -51,23 +51,26 @@ class TerminalView:
         self.err = err or sys.stderr
         self.color = self.out.isatty()
         self.in_report = False
+        self.report_ends_line = True
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _style(self, text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
+    def _leave_report(self) -> None:
+        """End the report's partial line before another line interrupts it."""
+        if self.in_report and not self.report_ends_line:
+            self.out.write("\n")
+        self.in_report = False
+
     def line(self, text: str = "") -> None:
-        if self.in_report:
-            self.out.write("\n\n")
-            self.in_report = False
+        self._leave_report()
         self.out.write(text + "\n")
         self.out.flush()
 
     def notice(self, text: str) -> None:
-        if self.in_report:
-            self.out.write("\n")
-            self.in_report = False
+        self._leave_report()
         self.out.flush()
         self.err.write(self._style(f"· {text}", "2") + "\n")
         self.err.flush()
@@ -127,8 +130,8 @@ class TerminalView:
         text = f"  {icon} {s.status:<8} {s.title}{lane}"
         if s.status == "done":
             n = s.source_count
-            text += f" — {n} source{'s' if n != 1 else ''} · {money(st.spent_usd)} spent"
-            return self._style(text, "32")
+            found = f"{n} source{'s' if n != 1 else ''} · " if s.kind == "research" else ""
+            return self._style(f"{text} — {found}{money(st.spent_usd)} spent", "32")
         if s.status in ("failed", "skipped"):
             return self._style(f"{text}: {s.error or 'no reason given'}", "33")
         return text
@@ -151,6 +154,7 @@ class TerminalView:
         self.out.write(new)
         self.out.flush()
         self.in_report = True
+        self.report_ends_line = new.endswith("\n")
 
     def _signals(self, before: RunState, after: RunState) -> None:
         if after.rate_limited is not None and after.rate_limited != before.rate_limited:

@@ -281,11 +281,11 @@ def cmd_docs_add(args: argparse.Namespace, gw: Gateway) -> int:
     for f in files:
         media = mimetypes.guess_type(f.name)[0] or "text/plain"
         with f.open("rb") as fh:
-            doc = gw.request("POST", "/v1/documents", files={"file": (f.name, fh, media)})
-        doc = doc or {}
-        chunks = doc.get("chunks", doc.get("chunk_count"))
-        extra = f", {chunks} chunks" if chunks is not None else ""
-        print(f"added {f} as {doc.get('id', '?')} “{doc.get('title', f.stem)}”{extra}")
+            answer = gw.request("POST", "/v1/documents", files={"file": (f.name, fh, media)})
+        for doc in _items(answer) or [answer or {}]:
+            chunks = doc.get("chunk_count")
+            extra = f", {chunks} chunks" if chunks is not None else ""
+            print(f"added {f} as {doc.get('id', '?')} “{doc.get('title', f.stem)}”{extra}")
     print(f"{len(files)} document{'s' if len(files) != 1 else ''} added")
     return 0
 

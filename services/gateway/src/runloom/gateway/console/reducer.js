@@ -177,6 +177,69 @@ export function initialState() {
 }
 
 /**
+ * A state from the gateway's reset snapshot (the Python fold's state, sent when part of the
+ * history is gone from both the stream and the archive). The timeline restarts after it.
+ * @param {Record<string, any>} snap
+ * @param {string} reason
+ * @returns {RunState}
+ */
+export function fromSnapshot(snap, reason) {
+  const s = initialState();
+  const terminal = snap.terminal || null;
+  /** @type {Record<string, SourceState>} */
+  const sources = {};
+  for (const [id, src] of Object.entries(snap.sources || {})) {
+    const x = /** @type {Record<string, any>} */ (src);
+    sources[id] = { source_id: id, title: x.title, passage: x.passage, url: x.url ?? null, step_id: x.step_id ?? null, cited_by: [] };
+  }
+  return {
+    ...s,
+    run_id: snap.run_id ?? null,
+    status: snap.status || "created",
+    question: snap.question ?? null,
+    title: snap.title ?? null,
+    skill: snap.skill ?? null,
+    budget_usd: snap.budget_usd ?? null,
+    options: snap.options || {},
+    steps: (snap.steps || []).map((/** @type {Record<string, any>} */ st) => ({
+      step_id: st.step_id,
+      title: st.title,
+      kind: st.kind || "research",
+      parallel_group: st.parallel_group ?? null,
+      status: st.status || "pending",
+      error: st.error ?? null,
+      source_count: st.source_count || 0,
+      agent: null,
+      progress: null,
+      fraction: null,
+    })),
+    sources,
+    source_order: Object.keys(sources),
+    report_parts: snap.report_text ? { 0: snap.report_text } : {},
+    report_text: snap.report_text || "",
+    content_hash: snap.content_hash ?? null,
+    deliverables: Object.fromEntries(
+      Object.entries(snap.deliverables || {}).map(([k, d]) => [k, { retry_at: null, message: null, fraction: null, max_attempts: null, error: null, artifacts: [], ...d }]),
+    ),
+    spent_usd: snap.spent_usd || 0,
+    usage: { input_tokens: 0, output_tokens: 0, tool_calls: 0, ...(snap.usage || {}) },
+    clarification: snap.clarification ?? null,
+    rate_limited: snap.rate_limited ?? null,
+    billing_waiting: Boolean(snap.billing_waiting),
+    cancel_requested: Boolean(snap.cancel_requested),
+    partial: Boolean(snap.partial),
+    missing: snap.missing || [],
+    terminal: terminal ? { type: terminal.type, seq: terminal.seq, time: terminal.time, data: terminal.data || {} } : null,
+    last_seq: snap.last_seq || 0,
+    event_count: snap.event_count || 0,
+    started_count: snap.started_count || 0,
+    timeline: [
+      { seq: snap.last_seq || 0, id: "reset", type: "reset", time: new Date().toISOString(), producer: "gateway", spent_usd: snap.spent_usd || 0, data: { reason } },
+    ],
+  };
+}
+
+/**
  * The state after one event. Pure: `state` is never changed.
  * @param {RunState} state
  * @param {RunEvent} event

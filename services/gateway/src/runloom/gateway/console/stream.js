@@ -13,7 +13,7 @@
  */
 
 import { ApiError, api } from "./api.js";
-import { initialState, reduce } from "./reducer.js";
+import { fromSnapshot, initialState, reduce } from "./reducer.js";
 
 /** @typedef {import("./reducer.js").RunState} RunState */
 /** @typedef {import("./types.js").RunEvent} RunEvent */
@@ -149,17 +149,25 @@ export class RunStream {
       const q = new URLSearchParams({ format: "json", limit: String(PAGE) });
       if (this.cursor) q.set("after", this.cursor);
       const page = await api("GET", `${this.base}?${q}`);
-      const events = /** @type {RunEvent[]} */ (page.events || []);
-      let cursor = this.cursor;
-      for (const ev of events) this.apply(ev);
-      // A page's cursor is only taken if the whole page was applied (no gap inside it).
-      if (!this.state.gap && page.next_cursor) cursor = page.next_cursor;
-      if (this.state.gap) {
-        throw new Error(`history page skipped from seq ${this.state.gap.after_seq}`);
+      /** @type {{cursor: string, event: any}[]} */
+      const items = page.events || [];
+      for (const item of items) {
+        if (item.event && item.event.type === "reset") this.reset(item.event);
+        else this.apply(item.event);
+        if (this.state.gap) throw new Error(`history skipped after seq ${this.state.gap.after_seq}`);
+        this.cursor = item.cursor;
       }
-      this.cursor = cursor;
-      if (page.done || events.length < PAGE || !page.next_cursor) return;
+      if (page.done || items.length < PAGE) return;
     }
+  }
+
+  /**
+   * The gateway could not replay part of the history: take its snapshot and carry on.
+   * @param {any} body
+   */
+  reset(body) {
+    this.state = fromSnapshot(body.snapshot || {}, body.reason || "");
+    this.onState(this.state);
   }
 
   /**
@@ -200,14 +208,14 @@ export class RunStream {
       }
     };
     for (const type of [...EVENT_TYPES, "message"]) es.addEventListener(type, onEvent);
-    es.addEventListener("reset", () => {
-      // The server could not replay from our cursor: rebuild the whole page from history.
-      es.close();
-      this.es = null;
-      this.state = initialState();
-      this.cursor = null;
-      this.onState(this.state);
-      this.connect();
+    es.addEventListener("reset", (/** @type {MessageEvent} */ msg) => {
+      if (this.es !== es) return;
+      try {
+        this.reset(JSON.parse(msg.data));
+        if (msg.lastEventId) this.cursor = msg.lastEventId;
+      } catch {
+        /* a malformed reset: the next event shows the gap and triggers a re-fetch */
+      }
     });
     es.onopen = () => {
       if (this.es === es && !resumed) this.status("live", "Live");

@@ -190,6 +190,8 @@ export function describe(/** @type {TimelineRow} */ r) {
       return "Cancelled";
     case "run.budget_stopped":
       return `Budget stop: spent ${money(d.spent_usd)} of ${money(d.budget_usd)}`;
+    case "reset":
+      return `Part of the history is gone; continuing from a snapshot (${d.reason})`;
     default:
       return r.type;
   }
