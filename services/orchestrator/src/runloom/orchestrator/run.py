@@ -280,6 +280,7 @@ class RunDriver:
         kinds = self._kinds()
         await self._request_deliverables(kinds, stored)
         missing += await self._await_deliverables(kinds)
+        await self.catch_up()  # usage recorded on the way: what the run spent
         if budget is not None:
             exc = budget.exc
             kept = [f"content model ({len(sections)} sections)"] + [
@@ -561,12 +562,12 @@ class RunDriver:
                 for part in citations.render_section_parts(s.title, section.claims, display):
                     await report.add(part, section.section_id)
                 out.append(section)
-            else:
-                missing.append(f"Section '{s.title}': the passages found supported no claim")
             await self.emit(
                 StepCompleted(
                     step_id=step_id,
-                    summary=f"{len(section.claims)} cited claims",
+                    summary=f"{len(section.claims)} cited claims"
+                    if section.claims
+                    else "nothing new beyond the earlier sections",
                     source_count=len({c.source_id for cl in section.claims for c in cl.citations}),
                 ),
                 f"{step_id}:completed",
