@@ -22,6 +22,9 @@ from runloom.gateway._history import History
 
 log = logging.getLogger(__name__)
 
+BATCH = 64
+"""Frames joined into one write when several are ready (replay, or a burst)."""
+
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -42,21 +45,33 @@ async def frames(
     yield b"retry: 1000\n\n"
     sent, sent_stream = after_seq, after_stream_seq
     while True:
-        # Replay what the log holds after what was sent (the first time: after the cursor).
+        # Replay what the log holds after what was sent (the first time: after the cursor),
+        # several frames to a write.
         client.replaying = True
         client.overflowed = False
+        batch: list[bytes] = []
+        ended = False
         async for frame in history.replay(run_id, sent, sent_stream):
-            yield frame.sse()
+            batch.append(frame.sse())
             sent, sent_stream = frame.seq, frame.stream_seq
             if frame.terminal:
-                return
+                ended = True
+                break
+            if len(batch) >= BATCH:
+                yield b"".join(batch)
+                batch = []
+        if batch:
+            yield b"".join(batch)
+        if ended:
+            return
         client.replaying = False
         if client.overflowed:
             continue  # frames were dropped while replaying: read them from the log
         if client.feed.ended and sent >= client.feed.hwm:
             return  # the run had ended before; the client has everything
-        # Live: queued frames, dropping what the replay already sent.
-        while True:
+        # Live: queued frames (all that are ready, in one write), dropping what was sent.
+        gap = False
+        while not gap:
             frame = await client.next(heartbeat_s)
             if frame is None:
                 if client.closing or client.cut:
@@ -65,15 +80,23 @@ async def frames(
                     return
                 yield b": keep-alive\n\n"
                 continue
-            if frame.seq <= sent:
-                continue
-            if frame.seq != sent + 1:
-                break  # a jump: go back to the log for the missing part
-            yield frame.sse()
-            sent, sent_stream = frame.seq, frame.stream_seq
-            if frame.terminal:
-                return
-            if client.closing and not client.frames:
+            batch = []
+            while frame is not None:
+                if frame.seq > sent:
+                    if frame.seq != sent + 1:
+                        gap = True  # a jump: go back to the log for the missing part
+                        break
+                    batch.append(frame.sse())
+                    sent, sent_stream = frame.seq, frame.stream_seq
+                    if frame.terminal:
+                        ended = True
+                        break
+                if len(batch) >= BATCH or not client.frames:
+                    break
+                frame = client.frames.popleft()
+            if batch:
+                yield b"".join(batch)
+            if ended or (client.closing and not client.frames):
                 return
 
 

@@ -1,0 +1,55 @@
+"""`python -m bench [--rounds N] [--scale F]`: the six streaming figures, beside raw nats-py.
+
+Each round starts a private nats-server, PostgreSQL and gateway process, measures every
+figure, and stops them; with several rounds the medians are printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from bench._env import platform
+from bench._scenarios import Figure, median_figures, run_all
+
+
+def table(figures: list[Figure], title: str) -> str:
+    lines = [
+        title,
+        f"{'figure':<48} {'runloom':>12} {'raw nats-py':>12} {'ratio':>7}  unit",
+        "-" * 96,
+    ]
+    for f in figures:
+        lines.append(
+            f"{f.name:<48} {f.runloom:>12.1f} {f.raw:>12.1f} {f.ratio:>7.2f}  {f.unit}"
+            + ("" if f.higher_is_better else " (lower is better)")
+        )
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
+    parser.add_argument("--scale", type=float, default=1.0, help="scale client/event counts")
+    parser.add_argument("--json", action="store_true", help="also print JSON lines")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rounds: list[list[Figure]] = []
+    for i in range(args.rounds):
+        async with platform() as env:
+            figures = await run_all(env, args.scale)
+        rounds.append(figures)
+        print(table(figures, f"\nround {i + 1} of {args.rounds}"), flush=True)
+        if args.json:
+            for f in figures:
+                print(json.dumps({"round": i + 1, **f.__dict__}))
+    if len(rounds) > 1:
+        print(table(median_figures(rounds), f"\nmedians of {len(rounds)} rounds"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
