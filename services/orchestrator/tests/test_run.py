@@ -124,3 +124,14 @@ async def test_cancel_works_while_billing_does_not_answer(
     events = await driver.finished(run_id, timeout=5)
     assert events[-1].type == "run.cancelled"
     assert events[-1].causation_id == asked.id
+
+
+async def test_cancel_while_paused_for_clarification(orchestrator, driver) -> None:
+    run_id = await driver.run("Any help?", deliverables=[])
+    await driver.wait_for(run_id, {"clarification.requested"})
+    asked = await driver.cancel(run_id)
+    events = await driver.finished(run_id, timeout=2.0)
+    assert events[-1].type == "run.cancelled" and events[-1].causation_id == asked.id
+    assert (
+        await driver.pool.fetchval("SELECT count(*) FROM paused_runs WHERE run_id=$1", run_id) == 0
+    )

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun, StartRun
-from runloom.contracts.events import RunFailed
+from runloom.contracts.events import TERMINAL_TYPES, RunCancelled, RunFailed, decode_event
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.metering import Meter
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -118,7 +120,12 @@ class Orchestrator:
             alive.cancel()
 
     async def sweep_clarifications(self) -> None:
-        """Fail paused runs whose clarification deadline passed (any replica; SKIP LOCKED)."""
+        """Watch paused runs from any replica (rows locked FOR UPDATE SKIP LOCKED).
+
+        A paused run has no owner, so this is what answers its cancellation, ends it when
+        its clarification deadline passes, and resumes it if an answer is stored but its
+        resume command never went out (the gateway died in between).
+        """
         while not self.ctx.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ctx.stop.wait(), self.options.sweep_interval_s)
@@ -127,35 +134,86 @@ class Orchestrator:
             try:
                 await self._sweep_once()
             except Exception:
-                log.exception("clarification sweep failed; retrying")
+                log.exception("paused-run sweep failed; retrying")
 
     async def _sweep_once(self) -> None:
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                "SELECT run_id, tenant_id, paused_at, deadline FROM paused_runs"
-                " WHERE deadline < now() ORDER BY deadline LIMIT 20 FOR UPDATE SKIP LOCKED"
+                "SELECT run_id, tenant_id, paused_at, deadline, deadline < now() AS expired"
+                " FROM paused_runs ORDER BY deadline LIMIT 200 FOR UPDATE SKIP LOCKED"
             )
             for row in rows:
-                run_id = row["run_id"]
+                if await self._sweep_run(row):
+                    await conn.execute("DELETE FROM paused_runs WHERE run_id=$1", row["run_id"])
+
+    async def _sweep_run(self, row: asyncpg.Record) -> bool:
+        """Act on one paused run; True when it no longer needs watching."""
+        run_id, tenant_id = row["run_id"], row["tenant_id"]
+        subject = subjects.run_events(run_id)
+        try:
+            msg = await self.ctx.js.get_last_msg(subjects.RUN_EVENTS_STREAM, subject)
+        except NotFoundError:
+            return True
+        last = decode_event(msg.data)  # type: ignore[arg-type]
+        if last.type in TERMINAL_TYPES:
+            return True
+        try:
+            if last.type == "cancel.requested":
+                await self.log.append(
+                    run_id,
+                    tenant_id,
+                    RunCancelled(reason="cancelled on request while waiting for an answer"),
+                    event_id=f"{run_id}:cancelled",
+                    causation_id=last.id,
+                    check_existing=True,
+                )
+                return True
+            if last.type == "clarification.answered":
+                if time.time() - _epoch(last.time) > 5.0:
+                    await bus.publish(
+                        self.ctx.js,
+                        subjects.RESUME_RUN,
+                        ResumeRun(
+                            command_id=f"resume-{last.id}",
+                            run_id=run_id,
+                            tenant_id=tenant_id,
+                            reason="clarification_answered",
+                            causation_id=last.id,
+                        ),
+                        msg_id=f"resume-{last.id}",
+                    )
+                return False
+            if row["expired"]:
                 state = fold(await self.log.events(run_id))
-                if state.terminal is None and state.clarification is not None:
-                    waited = (datetime.now(UTC) - row["paused_at"]).total_seconds()
-                    with contextlib.suppress(RunClosed):
-                        await self.log.append(
-                            run_id,
-                            row["tenant_id"],
-                            RunFailed(
-                                error="Nobody answered the clarification question within "
-                                f"{_duration(waited)}, so the run ended without researching. "
-                                "Start a new run with a more specific question.",
-                                reason="clarification_timeout",
-                            ),
-                            event_id=f"{run_id}:clarification-timeout",
-                            causation_id=None,
-                            check_existing=True,
-                        )
-                    self.log.forget(run_id)
-                await conn.execute("DELETE FROM paused_runs WHERE run_id=$1", run_id)
+                if state.clarification is None:
+                    return False  # answered or resumed meanwhile: its owner takes it from here
+                waited = (datetime.now(UTC) - row["paused_at"]).total_seconds()
+                await self.log.append(
+                    run_id,
+                    tenant_id,
+                    RunFailed(
+                        error="Nobody answered the clarification question within "
+                        f"{_duration(waited)}, so the run ended without researching. "
+                        "Start a new run with a more specific question.",
+                        reason="clarification_timeout",
+                    ),
+                    event_id=f"{run_id}:clarification-timeout",
+                    causation_id=next(
+                        (
+                            e.id
+                            for e in reversed(await self.log.events(run_id))
+                            if e.type == "clarification.requested"
+                        ),
+                        None,
+                    ),
+                    check_existing=True,
+                )
+                return True
+        except RunClosed:
+            return True
+        finally:
+            self.log.forget(run_id)
+        return False
 
     async def run(self) -> None:
         self.lock_pool = await asyncpg.create_pool(
@@ -180,6 +238,10 @@ class Orchestrator:
             with contextlib.suppress(BaseException):
                 await sweeper
             await self.lock_pool.close()
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def _duration(seconds: float) -> str:
