@@ -112,6 +112,13 @@ async def test_same_job_twice_to_two_replicas_yields_one_artifact_per_format(
     assert sorted(r["format"] for r in rows) == ["docx", "html", "md", "pdf"]
     job_row = await pool.fetchrow("SELECT * FROM deliverable_jobs WHERE job_id=$1", job.job_id)
     assert job_row["status"] == "ready" and job_row["attempts"] == 1
+    # The work itself was done once: across both replicas, each format was rendered once.
+    logs = "".join(
+        proc.log_tail(10**7) for name, proc in platform.procs.items() if "deliverables" in name
+    )
+    for fmt in ("md", "html", "pdf", "docx"):
+        assert logs.count(f"rendered report {fmt}:") == 1, fmt
+    assert logs.count("already ready; acking the copy") == 1
     rendered = [
         e
         for e in await run.events("deliverable.progress")

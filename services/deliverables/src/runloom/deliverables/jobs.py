@@ -148,7 +148,20 @@ class JobRunner:
                 extra={"run_id": job.run_id},
             )
             return _Outcome(ack=True)
-        attempt = max(delivered, row["attempts"] + 1)
+        # Attempts are counted here, not from the message's delivery count: a copy that
+        # waited in a replica's queue past its ack deadline was redelivered without ever
+        # being tried, while an attempt cut short by a crash was started and counts.
+        attempt = row["attempts"] + 1
+        if row["attempts"] >= self.options.max_attempts:
+            # Every attempt started and none finished: the replicas died under it.
+            return await self._failed(
+                conn,
+                job,
+                row["attempts"],
+                f"none of the {row['attempts']} attempt(s) finished: the replica rendering "
+                "it was killed or crashed each time",
+                final=True,
+            )
         await conn.execute(
             "UPDATE deliverable_jobs SET status='running', attempts=$2, retry_at=NULL,"
             " updated_at=now() WHERE job_id=$1",
@@ -156,9 +169,10 @@ class JobRunner:
             attempt,
         )
         log.info(
-            "rendering %s (attempt %d)",
+            "rendering %s (attempt %d, delivery %d)",
             job.kind,
             attempt,
+            delivered,
             extra={"run_id": job.run_id, "job_id": job.job_id},
         )
         try:

@@ -164,5 +164,7 @@ def text_of(kind: str, fmt: str, data: bytes) -> str:
                     out.append(shape.text_frame.text)
             if slide.has_notes_slide:
                 out.append(slide.notes_slide.notes_text_frame.text)
-        return "\n".join(out)
+        # python-pptx stores characters XML cannot hold as OOXML `_xHHHH_` escapes, which
+        # PowerPoint decodes on display; so does this reader.
+        return re.sub(r"_x([0-9A-Fa-f]{4})_", lambda m: chr(int(m.group(1), 16)), "\n".join(out))
     raise AssertionError(f"no parser for {fmt}")

@@ -122,6 +122,12 @@ def xml_incompatible(ch: str) -> bool:
     return _XML_BAD.match(ch) is not None
 
 
+def xml_metadata(text: str) -> str:
+    """Text for a package's metadata fields (title, subject), where XML forbids control
+    characters; the document body keeps every character or is refused (`require_xml_text`)."""
+    return _XML_BAD.sub("", text)
+
+
 def require_xml_text(doc: Document, format: str) -> None:
     hit = first_offending(doc, xml_incompatible)
     if hit is not None:

@@ -10,7 +10,7 @@ from pptx.dml.color import RGBColor
 from pptx.enum.text import MSO_AUTO_SIZE, PP_ALIGN
 from pptx.oxml.ns import qn
 from pptx.util import Emu, Inches, Pt
-from runloom.deliverables.render._model import Document
+from runloom.deliverables.render._model import Document, xml_metadata
 from runloom.deliverables.render._ooxml import normalize_zip
 from runloom.deliverables.render._pdf import fixed_time
 from runloom.deliverables.render._slides import Slide, plan
@@ -115,7 +115,8 @@ def render_pptx(doc: Document) -> bytes:
     prs = Presentation()
     prs.slide_width, prs.slide_height = Emu(WIDTH), Emu(HEIGHT)
     props = prs.core_properties
-    props.title, props.subject, props.author = c.title, c.question, "Runloom"
+    props.title, props.subject = xml_metadata(c.title), xml_metadata(c.question)
+    props.author = "Runloom"
     when = fixed_time(c.generated_at).replace(tzinfo=None)
     props.created = props.modified = when
     props.last_modified_by = "Runloom"
