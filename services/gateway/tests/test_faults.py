@@ -90,3 +90,33 @@ async def test_gateway_killed_mid_stream_and_replaced(platform, js, reader):
         for r in readers:
             assert r.seqs() == list(range(1, 33)), r.seqs()
             assert r.reconnects >= 1  # it really was cut and came back
+
+
+async def test_sigterm_drains_streams_at_once_and_clients_resume(platform, js, reader):
+    async with httpx.AsyncClient(
+        base_url=platform.url, headers=platform.headers(), timeout=10
+    ) as c:
+        run_id = (await c.post("/v1/runs", json={"question": "drain"})).json()["id"]
+        log = EventLog(js, "w")
+        tenant = (await log.events(run_id))[0].tenant_id
+        r = reader()
+        task = asyncio.create_task(r.read(c, f"/v1/runs/{run_id}/events"))
+        await log.append(run_id, tenant, StepStarted(step_id="a"))
+        await asyncio.wait_for(_until(lambda: len(r.events) >= 2), 10)
+        gateway = platform["gateway-1"]
+        started = asyncio.get_running_loop().time()
+        await asyncio.to_thread(gateway.stop, 10)
+        stopped_in = asyncio.get_running_loop().time() - started
+        await asyncio.wait_for(task, 5)
+        assert r.ended  # the server finished the stream cleanly, not a reset connection
+        assert stopped_in < 4  # it did not sit out uvicorn's graceful timeout (5 s)
+        await log.append(run_id, tenant, RunCompleted())
+        gateway.start()
+        await asyncio.to_thread(platform.wait_ready, gateway)
+        await r.follow(c, f"/v1/runs/{run_id}/events")
+        assert r.seqs() == [1, 2, 3]
+
+
+async def _until(check) -> None:
+    while not check():
+        await asyncio.sleep(0.02)

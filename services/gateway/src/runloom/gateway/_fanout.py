@@ -170,20 +170,27 @@ class RunFeed:
             asyncio.get_running_loop().create_task(self._unsubscribe())
 
     async def _watch(self) -> None:
-        """Replace a subscription that went quiet while the log moved on."""
-        interval = self.hub.watch_interval
+        """Replace a subscription that went quiet while the log moved on.
+
+        A quiet run is checked every `watch_interval`, backing off to 4x that while nothing
+        changes (one direct get per idle run per check).
+        """
+        base = interval = self.hub.watch_interval
         while not self.ended:
             await asyncio.sleep(interval)
             if time.monotonic() - self.last_activity < interval:
+                interval = base
                 continue
             try:
                 tail = await self.hub.log.tail(self.run_id)
             except Exception as exc:  # server away: try again next round
                 log.debug("watchdog on %s: %s", self.run_id, exc)
+                interval = base
                 continue
             if tail.run_seq <= self.hwm:
-                self.last_activity = time.monotonic()
+                interval = min(interval * 2, base * 4)
                 continue
+            interval = base
             log.warning("run %s: subscription missed events; repairing from the log", self.run_id)
             self.hub.gaps_repaired += 1
             async with self.lock:
