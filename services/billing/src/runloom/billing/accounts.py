@@ -1,21 +1,26 @@
 """Budgets in Postgres: reserve, commit, release and expire, each idempotent by reservation id.
 
 A reservation holds its estimated cost against the run's account and the tenant's period. The
-check and the hold happen in one transaction that locks the run account row and then the tenant
-period row (`SELECT ... FOR UPDATE`, always in that order, so concurrent transactions never
-deadlock): concurrent reservations never take either budget past its limit. Commit replaces
-the hold with the actual cost; release and expiry drop the hold.
+check and the hold happen in one transaction that locks the run account rows and then the
+tenant period rows and then the reservation rows (`SELECT ... FOR UPDATE`, each kind in key
+order, the same order in every transaction, so they never deadlock): concurrent reservations
+never take either budget past its limit, from any number of billing replicas.
+
+Operations are applied in batches (`apply`): a batch takes its locks once, decides every
+operation in order against the locked counters, writes the new counters back and commits once.
+Every request of a busy tenant locks the same tenant row, so throughput is bounded by
+commits per second; batching turns one commit (one WAL flush) per request into one per batch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -61,6 +66,85 @@ def _f(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class Expire:
+    """Expire a held reservation whose caller is gone (if it is past its expiry)."""
+
+    reservation_id: str
+
+
+Request = ReserveRequest | CommitRequest | ReleaseRequest | Expire
+Reply = ReserveReply | CommitReply | ReleaseReply
+
+
+@dataclass
+class _Counters:
+    held: Decimal
+    spent: Decimal
+    dirty: bool = False
+
+
+@dataclass
+class _Res:
+    """A reservation row as the batch sees it (and will write it)."""
+
+    id: str
+    tenant_id: str
+    run_id: str
+    period: date
+    kind: str
+    status: str
+    estimated: Decimal
+    reply: dict[str, Any]
+    provider: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    cost: Decimal | None = None
+    price_version: str | None = None
+    usage: dict[str, Any] | None = None
+    usage_id: str | None = None
+    ttl: float = 0.0
+    due: bool = False
+    new: bool = False
+    dirty: bool = False
+
+
+@dataclass
+class _Batch:
+    runs: dict[str, Any] = field(default_factory=dict)
+    """run_id -> {tenant_id, budget, counters}"""
+    tenants: dict[tuple[str, date], _Counters] = field(default_factory=dict)
+    budgets: dict[str, Decimal | None] = field(default_factory=dict)
+    res: dict[str, _Res] = field(default_factory=dict)
+
+
+def _res_from_row(r: Any) -> _Res:
+    return _Res(
+        id=r["id"],
+        tenant_id=r["tenant_id"],
+        run_id=r["run_id"],
+        period=r["period_start"],
+        kind=r["kind"],
+        status=r["status"],
+        estimated=r["estimated_usd"],
+        reply=r["reply"],
+        provider=r["provider"],
+        model=r["model"],
+        tool=r["tool"],
+        cost=r["cost_usd"],
+        price_version=r["price_version"],
+        usage_id=r["usage_id"],
+        due=r["due"],
+    )
+
+
+_SELECT_RES = (
+    "SELECT id, tenant_id, run_id, period_start, kind, status, estimated_usd, reply, provider,"
+    " model, tool, cost_usd, price_version, usage_id, expires_at < now() AS due"
+    " FROM billing_reservations WHERE id = ANY($1::text[])"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Accounts:
     """The budget ledger of reservations, backed by Postgres."""
@@ -72,141 +156,116 @@ class Accounts:
     run_budget_fallback: RunBudgetLookup | None = None
     """Where a run's budget comes from when the `runs` row is not there (yet)."""
 
-    # -- reserve ------------------------------------------------------------------------------
+    # -- one at a time ----------------------------------------------------------------------------
 
     async def reserve(self, req: ReserveRequest) -> ReserveReply:
         """Hold `estimated_usd` against the run's and the tenant's budget, or refuse."""
-        if not math.isfinite(req.estimated_usd) or req.estimated_usd < 0:
-            return self._refusal(req, "request", "estimated_usd must be a finite number >= 0")
-        if not req.reservation_id or not req.run_id or not req.tenant_id:
-            return self._refusal(req, "request", "reservation_id, run_id and tenant_id are needed")
-        estimate = usd(req.estimated_usd)
-        ttl = min(max(req.ttl_s, MIN_TTL_S), MAX_TTL_S)
-        period = period_start()
+        return (await self.apply([req]))[0]  # type: ignore[return-value]
+
+    async def commit(self, req: CommitRequest) -> CommitReply:
+        """Replace the hold with the actual cost of `req.usage` (priced here)."""
+        return (await self.apply([req]))[0]  # type: ignore[return-value]
+
+    async def release(self, req: ReleaseRequest) -> ReleaseReply:
+        """Drop the hold of a reservation that was not spent (no-op once settled)."""
+        return (await self.apply([req]))[0]  # type: ignore[return-value]
+
+    async def expire_due(self, limit: int = 500) -> int:
+        """Expire held reservations past their `expires_at` (their caller is gone)."""
+        rows = await self.pool.fetch(
+            "SELECT id FROM billing_reservations WHERE status='held' AND expires_at < now()"
+            " ORDER BY expires_at LIMIT $1",
+            limit,
+        )
+        if not rows:
+            return 0
+        await self.apply([Expire(r["id"]) for r in rows])
+        expired = await self.pool.fetchval(
+            "SELECT count(*) FROM billing_reservations WHERE id = ANY($1::text[])"
+            " AND status='expired'",
+            [r["id"] for r in rows],
+        )
+        if expired:
+            log.info("expired %d reservations; their holds were dropped", expired)
+        return int(expired)
+
+    # -- a batch ------------------------------------------------------------------------------
+
+    async def apply(self, requests: Sequence[Request]) -> list[Reply | None]:
+        """Apply requests in order, in one transaction; one reply per request (None: Expire)."""
+        replies: list[Reply | None] = [None] * len(requests)
+        work: list[int] = []
+        for i, req in enumerate(requests):
+            invalid = self._invalid(req)
+            if invalid is not None:
+                replies[i] = invalid
+            else:
+                work.append(i)
+        if not work:
+            return replies
+        ids = sorted({requests[i].reservation_id for i in work})
+        now_period = period_start()
         async with self.pool.acquire() as conn:
-            stored = await self._stored_reply(conn, req.reservation_id)
-            if stored is not None:
-                return stored
-            await self._ensure_run_account(conn, req.run_id, req.tenant_id)
-            await self._ensure_tenant_period(conn, req.tenant_id, period)
+            known = {r["id"]: r for r in await conn.fetch(_SELECT_RES, ids)}
+            # Which rows each request needs locked: (run, tenant, period).
+            runs: dict[str, str] = {}
+            tenants: set[tuple[str, date]] = set()
+            for i in work:
+                req = requests[i]
+                row = known.get(req.reservation_id)
+                if row is not None:
+                    runs.setdefault(row["run_id"], row["tenant_id"])
+                    tenants.add((row["tenant_id"], row["period_start"]))
+                elif isinstance(req, ReserveRequest | CommitRequest):
+                    runs.setdefault(req.run_id, req.tenant_id)
+                    tenants.add((req.tenant_id, now_period))
+            await self._ensure_rows(conn, runs, tenants)
             async with conn.transaction():
-                run = await conn.fetchrow(
-                    "SELECT tenant_id, budget_usd, held_usd, spent_usd FROM billing_run_accounts"
-                    " WHERE run_id=$1 FOR UPDATE",
-                    req.run_id,
-                )
-                tenant = await conn.fetchrow(
-                    "SELECT held_usd, spent_usd FROM billing_tenant_periods"
-                    " WHERE tenant_id=$1 AND period_start=$2 FOR UPDATE",
-                    req.tenant_id,
-                    period,
-                )
-                # A concurrent retry of the same request may have won the locks first.
-                stored = await self._stored_reply(conn, req.reservation_id)
-                if stored is not None:
-                    return stored
-                if run["tenant_id"] != req.tenant_id:
-                    return self._refusal(req, "run", "the run belongs to another tenant")
-                tenant_budget = await conn.fetchval(
-                    "SELECT amount_usd FROM billing_budgets WHERE tenant_id=$1", req.tenant_id
-                )
-                run_budget = _budget(run["budget_usd"])
-                tenant_budget = _budget(tenant_budget)
-                run_after = run["held_usd"] + run["spent_usd"] + estimate
-                tenant_after = tenant["held_usd"] + tenant["spent_usd"] + estimate
-                scope: str | None = None
-                if run_budget is not None and run_after > run_budget:
-                    scope = "run"
-                elif tenant_budget is not None and tenant_after > tenant_budget:
-                    scope = "tenant"
-                granted = scope is None
-                warnings = []
-                if granted:
-                    if run_budget is not None and run_after >= WARN_FRACTION * run_budget:
-                        warnings.append("run")
-                    if tenant_budget is not None and tenant_after >= WARN_FRACTION * tenant_budget:
-                        warnings.append("tenant")
-                run_shown = run_after if granted else run_after - estimate
-                tenant_shown = tenant_after if granted else tenant_after - estimate
-                reason = None
-                if scope is not None:
-                    limit, used = (
-                        (run_budget, run_shown) if scope == "run" else (tenant_budget, tenant_shown)
-                    )
-                    reason = (
-                        f"the {scope} budget of ${limit:.4f} would be exceeded: ${used:.6f}"
-                        f" already spent or held, ${estimate:.6f} more requested"
-                    )
-                reply = ReserveReply(
-                    reservation_id=req.reservation_id,
-                    granted=granted,
-                    scope=scope,
-                    reason=reason,
-                    run_spent_usd=float(run_shown),
-                    run_budget_usd=_f(run_budget),
-                    tenant_spent_usd=float(tenant_shown),
-                    tenant_budget_usd=_f(tenant_budget),
-                    warnings=warnings,
-                )
-                if granted:
-                    await conn.execute(
-                        "UPDATE billing_run_accounts SET held_usd = held_usd + $2 WHERE run_id=$1",
-                        req.run_id,
-                        estimate,
-                    )
-                    await conn.execute(
-                        "UPDATE billing_tenant_periods SET held_usd = held_usd + $3"
-                        " WHERE tenant_id=$1 AND period_start=$2",
-                        req.tenant_id,
-                        period,
-                        estimate,
-                    )
-                await conn.execute(
-                    "INSERT INTO billing_reservations(id, tenant_id, run_id, period_start, kind,"
-                    " provider, model, tool, estimated_usd, status, reply, expires_at)"
-                    " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
-                    " now() + make_interval(secs => $12))",
-                    req.reservation_id,
-                    req.tenant_id,
-                    req.run_id,
-                    period,
-                    req.kind,
-                    req.provider,
-                    req.model,
-                    req.tool,
-                    estimate,
-                    "held" if granted else "refused",
-                    msgspec.to_builtins(reply),
-                    ttl,
-                )
-                return reply
+                batch = await self._lock(conn, sorted(runs), sorted(tenants), ids)
+                for i in work:
+                    replies[i] = self._decide(batch, requests[i], now_period)
+                await self._write(conn, batch)
+        return replies
 
-    def _refusal(self, req: ReserveRequest, scope: str, reason: str) -> ReserveReply:
-        return ReserveReply(
-            reservation_id=req.reservation_id, granted=False, scope=scope, reason=reason
-        )
+    def _invalid(self, req: Request) -> Reply | None:
+        if not req.reservation_id:
+            return _refusal_or_error(req, "reservation_id is required")
+        if isinstance(req, ReserveRequest):
+            if not req.run_id or not req.tenant_id:
+                return _refusal_or_error(req, "run_id and tenant_id are required")
+            if not math.isfinite(req.estimated_usd) or req.estimated_usd < 0:
+                return _refusal_or_error(req, "estimated_usd must be a finite number >= 0")
+        return None
 
-    async def _stored_reply(
-        self, conn: asyncpg.Connection, reservation_id: str
-    ) -> ReserveReply | None:
-        raw = await conn.fetchval(
-            "SELECT reply FROM billing_reservations WHERE id=$1", reservation_id
-        )
-        return None if raw is None else msgspec.convert(raw, ReserveReply)
-
-    async def _ensure_run_account(
-        self, conn: asyncpg.Connection, run_id: str, tenant_id: str
+    async def _ensure_rows(
+        self, conn: asyncpg.Connection, runs: dict[str, str], tenants: set[tuple[str, date]]
     ) -> None:
-        if await conn.fetchval("SELECT 1 FROM billing_run_accounts WHERE run_id=$1", run_id):
-            return
-        owner, budget = await self._run_budget(conn, run_id)
-        await conn.execute(
-            "INSERT INTO billing_run_accounts(run_id, tenant_id, budget_usd) VALUES ($1,$2,$3)"
-            " ON CONFLICT (run_id) DO NOTHING",
-            run_id,
-            owner or tenant_id,
-            budget,
-        )
+        """Create missing run accounts (budget from `runs` or run.created) and tenant periods."""
+        have = {
+            r["run_id"]
+            for r in await conn.fetch(
+                "SELECT run_id FROM billing_run_accounts WHERE run_id = ANY($1::text[])",
+                list(runs),
+            )
+        }
+        for run_id in sorted(set(runs) - have):
+            owner, budget = await self._run_budget(conn, run_id)
+            await conn.execute(
+                "INSERT INTO billing_run_accounts(run_id, tenant_id, budget_usd) VALUES ($1,$2,$3)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                run_id,
+                owner or runs[run_id],
+                budget,
+            )
+        if tenants:
+            t_ids, periods = zip(*sorted(tenants), strict=True)
+            await conn.execute(
+                "INSERT INTO billing_tenant_periods(tenant_id, period_start)"
+                " SELECT * FROM unnest($1::text[], $2::date[])"
+                " ON CONFLICT (tenant_id, period_start) DO NOTHING",
+                list(t_ids),
+                list(periods),
+            )
 
     async def _run_budget(
         self, conn: asyncpg.Connection, run_id: str
@@ -221,197 +280,301 @@ class Accounts:
         log.warning("run %s has no runs row and no run.created event: no run budget", run_id)
         return None, None
 
-    async def _ensure_tenant_period(
-        self, conn: asyncpg.Connection, tenant_id: str, period: date
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO billing_tenant_periods(tenant_id, period_start) VALUES ($1,$2)"
-            " ON CONFLICT (tenant_id, period_start) DO NOTHING",
-            tenant_id,
-            period,
-        )
-
-    # -- commit / release / expire ------------------------------------------------------------
-
-    async def commit(self, req: CommitRequest) -> CommitReply:
-        """Replace the hold with the actual cost of `req.usage` (priced here)."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM billing_reservations WHERE id=$1", req.reservation_id
-            )
-            if row is not None and row["status"] == "committed":
-                return self._commit_reply(row)
-            if row is not None and row["tenant_id"] != req.tenant_id:
-                return CommitReply(
-                    reservation_id=req.reservation_id,
-                    ok=False,
-                    error="the reservation belongs to another tenant",
-                )
-            if row is None:
-                # Spent without a (surviving) reservation: the money is gone, so record it.
-                period = period_start()
-                await self._ensure_run_account(conn, req.run_id, req.tenant_id)
-                await self._ensure_tenant_period(conn, req.tenant_id, period)
-                kind = "tool" if req.tool and not req.model else "provider"
-            else:
-                period = row["period_start"]
-                kind = row["kind"]
-            cost = self.prices.cost(
-                kind, req.usage, provider=req.provider, model=req.model, tool=req.tool
-            )
-            async with conn.transaction():
-                await self._lock(conn, req.run_id, req.tenant_id, period)
-                row = await conn.fetchrow(
-                    "SELECT * FROM billing_reservations WHERE id=$1 FOR UPDATE", req.reservation_id
-                )
-                if row is not None and row["status"] == "committed":
-                    return self._commit_reply(row)
-                if row is not None and row["status"] == "refused":
-                    return CommitReply(
-                        reservation_id=req.reservation_id,
-                        ok=False,
-                        error="the reservation was refused; nothing may be spent under it",
-                    )
-                held = row["estimated_usd"] if row is not None and row["status"] == "held" else 0
-                await conn.execute(
-                    "UPDATE billing_run_accounts SET held_usd = held_usd - $2,"
-                    " spent_usd = spent_usd + $3 WHERE run_id=$1",
-                    req.run_id,
-                    held,
-                    cost,
-                )
-                await conn.execute(
-                    "UPDATE billing_tenant_periods SET held_usd = held_usd - $3,"
-                    " spent_usd = spent_usd + $4 WHERE tenant_id=$1 AND period_start=$2",
-                    req.tenant_id,
-                    period,
-                    held,
-                    cost,
-                )
-                usage = msgspec.to_builtins(req.usage)
-                if row is None:
-                    row = await conn.fetchrow(
-                        "INSERT INTO billing_reservations(id, tenant_id, run_id, period_start,"
-                        " kind, provider, model, tool, estimated_usd, status, reply, cost_usd,"
-                        " price_version, usage, usage_id, expires_at, settled_at)"
-                        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,0,'committed',$9,$10,$11,$12,$13,"
-                        " now(), now()) RETURNING *",
-                        req.reservation_id,
-                        req.tenant_id,
-                        req.run_id,
-                        period,
-                        kind,
-                        req.provider,
-                        req.model,
-                        req.tool,
-                        msgspec.to_builtins(
-                            ReserveReply(reservation_id=req.reservation_id, granted=True)
-                        ),
-                        cost,
-                        self.prices.version,
-                        usage,
-                        req.usage_id,
-                    )
-                else:
-                    row = await conn.fetchrow(
-                        "UPDATE billing_reservations SET status='committed', cost_usd=$2,"
-                        " price_version=$3, usage=$4, usage_id=$5, settled_at=now(),"
-                        " provider=coalesce($6, provider), model=coalesce($7, model),"
-                        " tool=coalesce($8, tool) WHERE id=$1 RETURNING *",
-                        req.reservation_id,
-                        cost,
-                        self.prices.version,
-                        usage,
-                        req.usage_id,
-                        req.provider,
-                        req.model,
-                        req.tool,
-                    )
-                return self._commit_reply(row)
-
-    @staticmethod
-    def _commit_reply(row: Any) -> CommitReply:
-        return CommitReply(
-            reservation_id=row["id"],
-            ok=True,
-            cost_usd=float(row["cost_usd"]),
-            price_version=row["price_version"],
-        )
-
-    async def release(self, req: ReleaseRequest) -> ReleaseReply:
-        """Drop the hold of a reservation that was not spent (no-op once settled)."""
-        found = await self._settle(req.reservation_id, "released", tenant_id=req.tenant_id)
-        return ReleaseReply(reservation_id=req.reservation_id, ok=found)
-
-    async def expire_due(self, limit: int = 200) -> int:
-        """Expire held reservations past their `expires_at` (their caller is gone)."""
-        ids = await self.pool.fetch(
-            "SELECT id FROM billing_reservations WHERE status='held' AND expires_at < now()"
-            " ORDER BY expires_at LIMIT $1",
-            limit,
-        )
-        n = 0
-        for r in ids:
-            if await self._settle(r["id"], "expired", only_if_due=True):
-                n += 1
-        return n
-
-    async def _settle(
+    async def _lock(
         self,
+        conn: asyncpg.Connection,
+        runs: list[str],
+        tenants: list[tuple[str, date]],
+        ids: list[str],
+    ) -> _Batch:
+        """Lock run accounts, then tenant periods, then reservations; each in key order."""
+        batch = _Batch()
+        for r in await conn.fetch(
+            "SELECT run_id, tenant_id, budget_usd, held_usd, spent_usd FROM billing_run_accounts"
+            " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE",
+            runs,
+        ):
+            batch.runs[r["run_id"]] = (
+                r["tenant_id"],
+                _budget(r["budget_usd"]),
+                _Counters(r["held_usd"], r["spent_usd"]),
+            )
+        if tenants:
+            t_ids, periods = zip(*tenants, strict=True)
+            for r in await conn.fetch(
+                "SELECT p.tenant_id, p.period_start, p.held_usd, p.spent_usd"
+                " FROM billing_tenant_periods p"
+                " JOIN unnest($1::text[], $2::date[]) AS k(tenant_id, period_start)"
+                "   ON p.tenant_id = k.tenant_id AND p.period_start = k.period_start"
+                " ORDER BY p.tenant_id, p.period_start FOR UPDATE OF p",
+                list(t_ids),
+                list(periods),
+            ):
+                batch.tenants[(r["tenant_id"], r["period_start"])] = _Counters(
+                    r["held_usd"], r["spent_usd"]
+                )
+            for r in await conn.fetch(
+                "SELECT tenant_id, amount_usd FROM billing_budgets"
+                " WHERE tenant_id = ANY($1::text[])",
+                sorted(set(t_ids)),
+            ):
+                batch.budgets[r["tenant_id"]] = _budget(r["amount_usd"])
+        for r in await conn.fetch(_SELECT_RES + " ORDER BY id FOR UPDATE", ids):
+            batch.res[r["id"]] = _res_from_row(r)
+        return batch
+
+    # -- deciding, against the locked state ----------------------------------------------------
+
+    def _decide(self, b: _Batch, req: Request, now_period: date) -> Reply | None:
+        if isinstance(req, ReserveRequest):
+            return self._reserve(b, req, now_period)
+        if isinstance(req, CommitRequest):
+            return self._commit(b, req, now_period)
+        if isinstance(req, ReleaseRequest):
+            found = self._settle(b, req.reservation_id, "released", tenant_id=req.tenant_id)
+            return ReleaseReply(reservation_id=req.reservation_id, ok=found)
+        self._settle(b, req.reservation_id, "expired", only_if_due=True)
+        return None
+
+    def _reserve(self, b: _Batch, req: ReserveRequest, period: date) -> ReserveReply:
+        stored = b.res.get(req.reservation_id)
+        if stored is not None:  # a retry: the same answer
+            return msgspec.convert(stored.reply, ReserveReply)
+        owner, run_budget, run = b.runs[req.run_id]
+        if owner != req.tenant_id:
+            return _refusal(req, "run", "the run belongs to another tenant")
+        tenant = b.tenants[(req.tenant_id, period)]
+        tenant_budget = b.budgets.get(req.tenant_id)
+        estimate = usd(req.estimated_usd)
+        run_after = run.held + run.spent + estimate
+        tenant_after = tenant.held + tenant.spent + estimate
+        scope: str | None = None
+        if run_budget is not None and run_after > run_budget:
+            scope = "run"
+        elif tenant_budget is not None and tenant_after > tenant_budget:
+            scope = "tenant"
+        granted = scope is None
+        warnings = []
+        if granted:
+            if run_budget is not None and run_after >= WARN_FRACTION * run_budget:
+                warnings.append("run")
+            if tenant_budget is not None and tenant_after >= WARN_FRACTION * tenant_budget:
+                warnings.append("tenant")
+            run.held += estimate
+            tenant.held += estimate
+            run.dirty = tenant.dirty = True
+        run_shown = run_after if granted else run_after - estimate
+        tenant_shown = tenant_after if granted else tenant_after - estimate
+        reason = None
+        if scope is not None:
+            limit, used = (
+                (run_budget, run_shown) if scope == "run" else (tenant_budget, tenant_shown)
+            )
+            reason = (
+                f"the {scope} budget of ${limit:.4f} would be exceeded: ${used:.6f}"
+                f" already spent or held, ${estimate:.6f} more requested"
+            )
+        reply = ReserveReply(
+            reservation_id=req.reservation_id,
+            granted=granted,
+            scope=scope,
+            reason=reason,
+            run_spent_usd=float(run_shown),
+            run_budget_usd=_f(run_budget),
+            tenant_spent_usd=float(tenant_shown),
+            tenant_budget_usd=_f(tenant_budget),
+            warnings=warnings,
+        )
+        b.res[req.reservation_id] = _Res(
+            id=req.reservation_id,
+            tenant_id=req.tenant_id,
+            run_id=req.run_id,
+            period=period,
+            kind=req.kind,
+            status="held" if granted else "refused",
+            estimated=estimate,
+            reply=msgspec.to_builtins(reply),
+            provider=req.provider,
+            model=req.model,
+            tool=req.tool,
+            ttl=min(max(req.ttl_s, MIN_TTL_S), MAX_TTL_S),
+            new=True,
+        )
+        return reply
+
+    def _commit(self, b: _Batch, req: CommitRequest, now_period: date) -> CommitReply:
+        res = b.res.get(req.reservation_id)
+        if res is not None and res.status == "committed":  # a retry: the same answer
+            return _commit_reply(res)
+        if res is not None and res.tenant_id != req.tenant_id:
+            return _commit_error(req, "the reservation belongs to another tenant")
+        if res is not None and res.status == "refused":
+            return _commit_error(req, "the reservation was refused; nothing may be spent under it")
+        if res is None:
+            # Spent without a (surviving) reservation: the money is gone, so record it.
+            owner, _, _ = b.runs[req.run_id]
+            if owner != req.tenant_id:
+                return _commit_error(req, "the run belongs to another tenant")
+            res = _Res(
+                id=req.reservation_id,
+                tenant_id=req.tenant_id,
+                run_id=req.run_id,
+                period=now_period,
+                kind="tool" if req.tool and not req.model else "provider",
+                status="committed",
+                estimated=Decimal(0),
+                reply=msgspec.to_builtins(
+                    ReserveReply(reservation_id=req.reservation_id, granted=True)
+                ),
+                new=True,
+            )
+            b.res[res.id] = res
+            held = Decimal(0)
+        else:
+            held = res.estimated if res.status == "held" else Decimal(0)
+        cost = self.prices.cost(
+            res.kind, req.usage, provider=req.provider, model=req.model, tool=req.tool
+        )
+        _, _, run = b.runs[res.run_id]
+        tenant = b.tenants[(res.tenant_id, res.period)]
+        run.held -= held
+        tenant.held -= held
+        run.spent += cost
+        tenant.spent += cost
+        run.dirty = tenant.dirty = True
+        res.status = "committed"
+        res.cost = cost
+        res.price_version = self.prices.version
+        res.usage = msgspec.to_builtins(req.usage)
+        res.usage_id = req.usage_id
+        res.provider = req.provider or res.provider
+        res.model = req.model or res.model
+        res.tool = req.tool or res.tool
+        res.dirty = True
+        return _commit_reply(res)
+
+    def _settle(
+        self,
+        b: _Batch,
         reservation_id: str,
-        status: str,
+        status: Literal["released", "expired"],
         *,
         tenant_id: str | None = None,
         only_if_due: bool = False,
     ) -> bool:
         """Move a held reservation to `status`, dropping its hold. False if unknown."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT tenant_id, run_id, period_start, status FROM billing_reservations"
-                " WHERE id=$1",
-                reservation_id,
-            )
-            if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
-                return False
-            if row["status"] != "held":
-                return True
-            async with conn.transaction():
-                await self._lock(conn, row["run_id"], row["tenant_id"], row["period_start"])
-                res = await conn.fetchrow(
-                    "SELECT estimated_usd, status, expires_at < now() AS due"
-                    " FROM billing_reservations WHERE id=$1 FOR UPDATE",
-                    reservation_id,
-                )
-                if res["status"] != "held" or (only_if_due and not res["due"]):
-                    return True
-                await conn.execute(
-                    "UPDATE billing_run_accounts SET held_usd = held_usd - $2 WHERE run_id=$1",
-                    row["run_id"],
-                    res["estimated_usd"],
-                )
-                await conn.execute(
-                    "UPDATE billing_tenant_periods SET held_usd = held_usd - $3"
-                    " WHERE tenant_id=$1 AND period_start=$2",
-                    row["tenant_id"],
-                    row["period_start"],
-                    res["estimated_usd"],
-                )
-                await conn.execute(
-                    "UPDATE billing_reservations SET status=$2, settled_at=now() WHERE id=$1",
-                    reservation_id,
-                    status,
-                )
-                if status == "expired":
-                    log.info("reservation %s expired; its hold was dropped", reservation_id)
-                return True
+        res = b.res.get(reservation_id)
+        if res is None or (tenant_id is not None and res.tenant_id != tenant_id):
+            return False
+        if res.status != "held" or (only_if_due and not res.due):
+            return True
+        _, _, run = b.runs[res.run_id]
+        tenant = b.tenants[(res.tenant_id, res.period)]
+        run.held -= res.estimated
+        tenant.held -= res.estimated
+        run.dirty = tenant.dirty = True
+        res.status = status
+        res.dirty = True
+        return True
 
-    @staticmethod
-    async def _lock(conn: asyncpg.Connection, run_id: str, tenant_id: str, period: date) -> None:
-        """Lock the run account, then the tenant period (the one order every writer uses)."""
-        await conn.execute("SELECT 1 FROM billing_run_accounts WHERE run_id=$1 FOR UPDATE", run_id)
-        await conn.execute(
-            "SELECT 1 FROM billing_tenant_periods WHERE tenant_id=$1 AND period_start=$2"
-            " FOR UPDATE",
-            tenant_id,
-            period,
-        )
+    # -- writing the batch back ------------------------------------------------------------------
+
+    async def _write(self, conn: asyncpg.Connection, b: _Batch) -> None:
+        runs = [(k, c.held, c.spent) for k, (_, _, c) in b.runs.items() if c.dirty]
+        if runs:
+            await conn.execute(
+                "UPDATE billing_run_accounts AS a SET held_usd = v.held, spent_usd = v.spent"
+                " FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS v(run_id, held, spent)"
+                " WHERE a.run_id = v.run_id",
+                *map(list, zip(*runs, strict=True)),
+            )
+        tenants = [(t, p, c.held, c.spent) for (t, p), c in b.tenants.items() if c.dirty]
+        if tenants:
+            await conn.execute(
+                "UPDATE billing_tenant_periods AS a SET held_usd = v.held, spent_usd = v.spent"
+                " FROM unnest($1::text[], $2::date[], $3::numeric[], $4::numeric[])"
+                "   AS v(tenant_id, period_start, held, spent)"
+                " WHERE a.tenant_id = v.tenant_id AND a.period_start = v.period_start",
+                *map(list, zip(*tenants, strict=True)),
+            )
+        new = [r for r in b.res.values() if r.new]
+        if new:
+            await conn.executemany(
+                "INSERT INTO billing_reservations(id, tenant_id, run_id, period_start, kind,"
+                " provider, model, tool, estimated_usd, status, reply, cost_usd, price_version,"
+                " usage, usage_id, expires_at, settled_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,"
+                " now() + make_interval(secs => $16),"
+                " CASE WHEN $10 IN ('held', 'refused') THEN NULL ELSE now() END)",
+                [
+                    (
+                        r.id,
+                        r.tenant_id,
+                        r.run_id,
+                        r.period,
+                        r.kind,
+                        r.provider,
+                        r.model,
+                        r.tool,
+                        r.estimated,
+                        r.status,
+                        r.reply,
+                        r.cost,
+                        r.price_version,
+                        r.usage,
+                        r.usage_id,
+                        r.ttl,
+                    )
+                    for r in new
+                ],
+            )
+        changed = [r for r in b.res.values() if r.dirty and not r.new]
+        if changed:
+            await conn.executemany(
+                "UPDATE billing_reservations SET status=$2, cost_usd=$3, price_version=$4,"
+                " usage=$5, usage_id=$6, provider=$7, model=$8, tool=$9, settled_at=now()"
+                " WHERE id=$1",
+                [
+                    (
+                        r.id,
+                        r.status,
+                        r.cost,
+                        r.price_version,
+                        r.usage,
+                        r.usage_id,
+                        r.provider,
+                        r.model,
+                        r.tool,
+                    )
+                    for r in changed
+                ],
+            )
+
+
+def _refusal(req: ReserveRequest, scope: str, reason: str) -> ReserveReply:
+    return ReserveReply(
+        reservation_id=req.reservation_id, granted=False, scope=scope, reason=reason
+    )
+
+
+def _commit_reply(res: _Res) -> CommitReply:
+    return CommitReply(
+        reservation_id=res.id,
+        ok=True,
+        cost_usd=float(res.cost or 0),
+        price_version=res.price_version,
+    )
+
+
+def _commit_error(req: CommitRequest, error: str) -> CommitReply:
+    return CommitReply(reservation_id=req.reservation_id, ok=False, error=error)
+
+
+def _refusal_or_error(req: Request, reason: str) -> Reply | None:
+    if isinstance(req, ReserveRequest):
+        return _refusal(req, "request", reason)
+    if isinstance(req, CommitRequest):
+        return _commit_error(req, reason)
+    if isinstance(req, ReleaseRequest):
+        return ReleaseReply(reservation_id=req.reservation_id, ok=False)
+    return None

@@ -6,6 +6,10 @@ own task (bounded by a semaphore). A malformed request is answered at once with 
 `Runloom-Error` header and dead-lettered with the reason; a request that fails on our side
 (Postgres away) is answered with `Runloom-Error: unavailable` so the caller backs off and
 retries, which is safe: every handler is idempotent by reservation id.
+
+Requests are applied in batches (see accounts.py): while one batch is being committed, the
+requests that arrive meanwhile gather into the next, so an idle replica adds no delay and a busy
+one commits many requests at once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from runloom.billing.accounts import Accounts
+from runloom.billing.accounts import Accounts, Reply, Request
 from runloom.contracts import subjects
 from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveRequest
 from runloom.runtime import bus
@@ -43,7 +47,63 @@ _encoder = msgspec.json.Encoder()
 class _Route:
     subject: str
     decoder: msgspec.json.Decoder[Any]
-    handle: Callable[[Any], Awaitable[msgspec.Struct]]
+    handle: Callable[[Any], Awaitable[msgspec.Struct | None]]
+
+
+class Batcher:
+    """Feeds requests to `Accounts.apply` in batches, one batch at a time."""
+
+    def __init__(self, accounts: Accounts, max_batch: int = 256) -> None:
+        self.accounts = accounts
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Request, asyncio.Future[Reply | None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.requests = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="billing-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, request: Request) -> Reply | None:
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self.batches += 1
+            self.requests += len(batch)
+            try:
+                replies = await self.accounts.apply([r for r, _ in batch])
+            except asyncio.CancelledError:
+                for _, fut in batch:
+                    fut.cancel()
+                raise
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0][1].set_exception(exc)
+                    continue
+                # One bad request must not fail its neighbours: apply them one by one.
+                for request, fut in batch:
+                    try:
+                        fut.set_result((await self.accounts.apply([request]))[0])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as one_exc:
+                        fut.set_exception(one_exc)
+                continue
+            for (_, fut), reply in zip(batch, replies, strict=True):
+                if not fut.done():
+                    fut.set_result(reply)
 
 
 @dataclass
@@ -55,29 +115,24 @@ class Responders:
     accounts: Accounts
     concurrency: int = 64
     """Requests handled at once by this replica."""
+    batcher: Batcher | None = None
     _subs: list[Subscription] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _sem: asyncio.Semaphore | None = None
 
     def routes(self) -> list[_Route]:
+        assert self.batcher is not None
+        submit = self.batcher.submit
         return [
-            _Route(
-                subjects.BILLING_RESERVE,
-                msgspec.json.Decoder(ReserveRequest),
-                self.accounts.reserve,
-            ),
-            _Route(
-                subjects.BILLING_COMMIT, msgspec.json.Decoder(CommitRequest), self.accounts.commit
-            ),
-            _Route(
-                subjects.BILLING_RELEASE,
-                msgspec.json.Decoder(ReleaseRequest),
-                self.accounts.release,
-            ),
+            _Route(subjects.BILLING_RESERVE, msgspec.json.Decoder(ReserveRequest), submit),
+            _Route(subjects.BILLING_COMMIT, msgspec.json.Decoder(CommitRequest), submit),
+            _Route(subjects.BILLING_RELEASE, msgspec.json.Decoder(ReleaseRequest), submit),
         ]
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
+        self.batcher = Batcher(self.accounts)
+        self.batcher.start()
         for route in self.routes():
             self._subs.append(
                 await self.nc.subscribe(route.subject, queue=QUEUE, cb=self._callback(route))
@@ -91,6 +146,8 @@ class Responders:
         self._subs.clear()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.batcher is not None:
+            await self.batcher.stop()
 
     def _callback(self, route: _Route) -> Callable[[Msg], Awaitable[None]]:
         async def cb(msg: Msg) -> None:
