@@ -40,6 +40,7 @@ from runloom.deliverables.render import Document, Format, file_name, formats_of
 from runloom.deliverables.store import ArtifactStore
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.telemetry import tracer
 
 log = logging.getLogger("runloom.deliverables")
 
@@ -271,7 +272,11 @@ class JobRunner:
                 await asyncio.sleep(self.options.render_delay_s)
             t0 = time.perf_counter()
             try:
-                data = await asyncio.to_thread(fmt.render, doc)
+                with tracer("runloom.deliverables").start_as_current_span(
+                    f"render {job.kind} {fmt.name}",
+                    attributes={"run_id": job.run_id, "job_id": job.job_id, "attempt": attempt},
+                ):
+                    data = await asyncio.to_thread(fmt.render, doc)
             except Exception as exc:
                 log.warning(
                     "rendering %s %s failed: %s",
