@@ -24,3 +24,19 @@ async def corpus(platform: Any) -> str:
     finally:
         await pool.close()
     return str(tenant)
+
+
+@pytest.fixture
+async def platform_tenant(platform: Any) -> str:
+    """The tenant id behind `platform.api_key`."""
+    from runloom.gateway.auth import hash_key
+    from runloom.runtime import db
+
+    pool = await db.create_pool(platform.settings.effective_database_url, max_size=1)
+    try:
+        tenant = await pool.fetchval(
+            "SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(platform.api_key)
+        )
+    finally:
+        await pool.close()
+    return str(tenant)

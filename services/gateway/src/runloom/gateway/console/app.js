@@ -169,7 +169,7 @@ function newRun() {
   const question = /** @type {HTMLTextAreaElement} */ (
     h("textarea", { id: "question", name: "question", rows: "3", required: true, placeholder: "e.g. How do Python generators and coroutines differ?" })
   );
-  const budget = /** @type {HTMLInputElement} */ (h("input", { id: "budget", name: "budget", type: "number", min: "0", step: "0.01", placeholder: "no limit" }));
+  const budget = /** @type {HTMLInputElement} */ (h("input", { id: "budget", name: "budget", type: "number", min: "0", step: "any", placeholder: "no limit" }));
   const checks = DELIVERABLES.map(([kind, label]) => {
     const box = /** @type {HTMLInputElement} */ (h("input", { type: "checkbox", name: "deliverables", value: kind, id: `dl-${kind}`, checked: true }));
     return { box, el: h("label", { class: "check", for: `dl-${kind}` }, box, ` ${label}`) };
