@@ -11,10 +11,12 @@ import msgspec
 import pytest
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
+from runloom.contracts.events import RunCancelled
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.sample import sample_content
 from runloom.deliverables.testing import eventually, tenant_of
 from runloom.gateway.auth import create_tenant
+from runloom.runtime import bus
 
 pytestmark = pytest.mark.platform_services("gateway", "deliverables")
 
@@ -230,3 +232,46 @@ async def test_malformed_job_is_dead_lettered_with_the_reason(platform, js) -> N
 
     d = await eventually(letter, 20, "a dead letter")
     assert "Expected `str`" in d.reason and "job_id" in d.reason
+
+
+@pytest.mark.platform_services("gateway")
+async def test_a_requested_kind_not_picked_up_yet_is_listed_as_queued(
+    platform, pool, new_run
+) -> None:
+    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    job = await run.request("slides")  # no deliverables replica is running
+
+    async def listed() -> list[Any] | None:
+        body = (await _get(platform, f"/v1/runs/{run.run_id}/deliverables")).json()
+        return body.get("deliverables")
+
+    (d,) = await eventually(listed, 20, "the requested kind to be listed")
+    assert (d["kind"], d["job_id"], d["status"], d["artifacts"]) == (
+        "slides",
+        job.job_id,
+        "queued",
+        [],
+    )
+
+
+async def test_a_job_for_a_run_that_already_ended_still_stores_its_artifacts(
+    platform, pool, js, new_run
+) -> None:
+    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    job = run.job("website")
+    await run.log.append(run.run_id, run.tenant_id, RunCancelled(reason="user"))
+    await bus.publish(js, subjects.deliverable_job("website"), job, msg_id=job.job_id)
+
+    async def stored() -> Any:
+        return await pool.fetchval(
+            "SELECT status FROM deliverable_jobs WHERE job_id=$1 AND status='ready'", job.job_id
+        )
+
+    await eventually(stored, 30, "the job to finish")
+    await eventually(lambda: _jobs_idle(js), 15, "job acked")
+    types = [e.type for e in await run.events()]
+    assert types[-1] == "run.cancelled" and not any(t.startswith("deliverable.") for t in types)
+    body = (await _get(platform, f"/v1/runs/{run.run_id}/deliverables")).json()
+    (item,) = body["items"]
+    assert item["format"] == "zip"
+    assert (await _get(platform, item["url"])).status_code == 200
