@@ -54,7 +54,13 @@ def accounts(pool: Any) -> Accounts:
 class Billing:
     """A real `python -m runloom.billing` process."""
 
-    def __init__(self, settings: Settings, root: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        root: Path,
+        env: dict[str, str] | None = None,
+        replica: str = "1",
+    ) -> None:
         self.proc = ServiceProcess(
             "billing",
             {
@@ -65,6 +71,7 @@ class Billing:
                 **(env or {}),
             },
             root / "logs",
+            replica=replica,
         )
 
     async def start(self, nc: Any, timeout: float = 30.0) -> None:
@@ -102,3 +109,23 @@ async def billing(settings: Settings, nc: Any, tmp_path: Path) -> AsyncIterator[
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+async def more_billing(
+    settings: Settings, nc: Any, tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[Billing]]]:
+    """Start more billing replicas (the same queue group); stopped after the test."""
+    started: list[Billing] = []
+
+    async def start() -> Billing:
+        b = Billing(settings, tmp_path / "billing", replica=str(len(started) + 2))
+        await b.start(nc)
+        started.append(b)
+        return b
+
+    try:
+        yield start
+    finally:
+        for b in started:
+            b.stop()

@@ -170,3 +170,28 @@ async def test_invalid_estimate_is_refused_clearly(accounts: Accounts, tenant, m
     run_id = await make_run(tenant, 1.0)
     reply = await accounts.reserve(_req(run_id, tenant, float("nan")))
     assert not reply.granted and reply.scope == "request" and "finite" in (reply.reason or "")
+
+
+async def test_a_batch_applies_in_order_as_one_transaction(
+    accounts: Accounts, pool, tenant, make_run
+):
+    run_id = await make_run(tenant, 0.1)
+    a = _req(run_id, tenant, 0.05)
+    b = _req(run_id, tenant, 0.05)
+    c = _req(run_id, tenant, 0.01)
+    commit_a = CommitRequest(
+        reservation_id=a.reservation_id,
+        tenant_id=tenant,
+        run_id=run_id,
+        usage=Usage(input_tokens=10_000),
+        provider="offline",
+        model="extractive",
+    )
+    release_b = ReleaseRequest(reservation_id=b.reservation_id, tenant_id=tenant, run_id=run_id)
+    replies = await accounts.apply([a, a, b, c, commit_a, release_b, c])
+    assert [getattr(r, "granted", None) for r in replies[:4]] == [True, True, True, False]
+    assert replies[0] == replies[1]  # the same request twice in one batch: one hold
+    assert replies[4].ok and replies[4].cost_usd == 0.01  # type: ignore[union-attr]
+    assert replies[5].ok  # type: ignore[union-attr]
+    assert replies[6] == replies[3]  # a retry gets the first answer, though it would fit now
+    assert await _account(pool, run_id) == (0, Decimal("0.01"))

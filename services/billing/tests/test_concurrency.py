@@ -137,3 +137,26 @@ async def test_random_costs_never_exceed_the_budget_and_nothing_that_fits_is_ref
         if not r.granted:
             assert r.scope == "run"
             assert c > budget_micro - held_micro
+
+
+async def test_two_billing_replicas_share_the_budget_exactly(
+    billing, more_billing, nc, pool, tenant, make_run
+):
+    """The queue group spreads the requests over both replicas; row locks keep them exact."""
+    await more_billing()
+    run_id = await make_run(tenant, FITS * 0.001)
+    requests = [
+        ReserveRequest(
+            reservation_id=new_id("res"),
+            tenant_id=tenant,
+            run_id=run_id,
+            estimated_usd=0.001,
+            kind="tool",
+            tool="corpus_search",
+        )
+        for _ in range(N)
+    ]
+    replies = await _reserve_all(nc, requests)
+    assert sum(r.granted for r in replies) == FITS
+    held = await pool.fetchval("SELECT held_usd FROM billing_run_accounts WHERE run_id=$1", run_id)
+    assert held == Decimal("0.037")
