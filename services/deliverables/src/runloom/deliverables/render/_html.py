@@ -21,6 +21,7 @@ h2 { font-size: 1.35rem; margin: 2.2rem 0 .6rem; border-bottom: 1px solid var(--
 .question { color: var(--muted); font-style: italic; margin-top: 0; }
 .partial { background: var(--panel); border-left: 4px solid #d08b00; padding: .6rem 1rem; }
 ul.claims { padding-left: 1.2rem; } ul.claims li { margin: .45rem 0; }
+ul.toc { list-style: none; padding-left: 0; } ul.toc li { margin: .3rem 0; }
 sup.cite a { text-decoration: none; color: var(--accent); font-size: .8em; }
 .flag { color: #b3261e; font-size: .85em; }
 ol.sources li { margin: .8rem 0; } ol.sources li:target { background: var(--panel); }
@@ -104,7 +105,7 @@ def render_html(doc: Document) -> bytes:
         toc = "".join(
             f'<li><a href="#sec-{i + 1}">{e(s.title)}</a></li>' for i, s in enumerate(doc.sections)
         )
-        body.append(f'<nav aria-label="Contents"><ol>{toc}</ol></nav>')
+        body.append(f'<nav aria-label="Contents"><ul class="toc">{toc}</ul></nav>')
     for i, section in enumerate(doc.sections):
         body.append(f'<section id="sec-{i + 1}"><h2>{e(section.title)}</h2>')
         body.append(claims_html(doc, i))

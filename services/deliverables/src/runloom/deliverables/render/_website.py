@@ -66,7 +66,7 @@ def site_files(doc: Document) -> dict[str, str]:
     if c.summary:
         index_body.append(f"<p>{e(c.summary)}</p>")
     index_body.append(partial_html(doc))
-    index_body.append(f"<h2>Contents</h2><ol>{toc}</ol>")
+    index_body.append(f'<h2>Contents</h2><ul class="toc">{toc}</ul>')
     index_body.append(f'<p><a href="sources.html">Sources ({len(doc.sources)})</a></p></main>')
     files["index.html"] = page(c.title, "\n".join(index_body), css_href="style.css")
     for i, section in enumerate(doc.sections):
