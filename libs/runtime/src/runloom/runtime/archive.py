@@ -21,8 +21,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js import api as js_api
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.runtime import bus
@@ -107,13 +109,36 @@ async def archive_event(pool: asyncpg.Pool, raw: bytes, stream_seq: int | None) 
     return ev
 
 
+async def archive_batch(pool: asyncpg.Pool, items: list[tuple[Event, bytes, int | None]]) -> None:
+    """Store many events in one transaction and advance each of their runs once; idempotent."""
+    if not items:
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            "INSERT INTO run_events(run_id, seq, id, tenant_id, type, stream_seq, raw, time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            [
+                (ev.run_id, ev.seq, ev.id, ev.tenant_id, ev.type, seq, raw, _time(ev.time))
+                for ev, raw, seq in items
+            ],
+        )
+        for run_id in sorted({ev.run_id for ev, _, _ in items}):  # one lock order: no deadlock
+            await project(conn, run_id)
+
+
 async def project(conn: asyncpg.Connection, run_id: str) -> None:
     """Advance the run's read model over the contiguous archived events after its last_seq."""
+    while await _project_some(conn, run_id):
+        pass
+
+
+async def _project_some(conn: asyncpg.Connection, run_id: str) -> bool:
+    """One step of `project`; True if a full batch was applied (there may be more)."""
     row = await conn.fetchrow("SELECT * FROM runs WHERE id=$1 FOR UPDATE", run_id)
     if row is None:
         row = await _create_row(conn, run_id)
         if row is None:
-            return
+            return False
     rows = await conn.fetch(
         "SELECT seq, raw FROM run_events WHERE run_id=$1 AND seq > $2 ORDER BY seq LIMIT $3",
         run_id,
@@ -127,7 +152,7 @@ async def project(conn: asyncpg.Connection, run_id: str) -> None:
             break  # a gap (its event is not archived yet) or past the end: wait for it
         _apply(m, decode_event(bytes(r["raw"])), recount)
     if m["last_seq"] == row["last_seq"]:
-        return
+        return False
     if "sources" in recount:
         m["source_count"] = await conn.fetchval(
             "SELECT count(DISTINCT convert_from(raw, 'UTF8')::jsonb #>> '{data,source_id}')"
@@ -168,6 +193,7 @@ async def project(conn: asyncpg.Connection, run_id: str) -> None:
         m["terminal_type"],
         m["started_count"],
     )
+    return m["last_seq"] - row["last_seq"] == PROJECT_BATCH
 
 
 async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record | None:
@@ -265,29 +291,74 @@ def _time(value: str) -> datetime:
 
 
 async def run_archiver(
-    js: JetStreamContext, pool: asyncpg.Pool, stop: asyncio.Event, *, concurrency: int = 8
+    js: JetStreamContext, pool: asyncpg.Pool, stop: asyncio.Event, *, batch: int = 256
 ) -> None:
-    """Archive every run event, on the durable consumer shared by all gateway replicas."""
+    """Archive every run event, on the durable consumer shared by all gateway replicas.
 
-    async def handle(msg: Msg) -> None:
-        await archive_event(pool, bytes(msg.data), msg.metadata.sequence.stream)
-        await msg.ack()
-
+    Messages are taken in batches: one transaction stores a batch and advances each run it
+    touches once, then the batch is acked. A failed batch is nak'ed (redelivered: the
+    inserts are idempotent); a message that is not an event is dead-lettered.
+    """
+    config = js_api.ConsumerConfig(
+        durable_name=DURABLE,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_deliver=-1,
+        filter_subject=subjects.RUN_EVENTS_SUBJECTS,
+        max_ack_pending=1000,
+    )
+    sub = None
     while not stop.is_set():
         try:
-            await bus.run_pull_consumer(
-                js,
-                stream=subjects.RUN_EVENTS_STREAM,
-                durable=DURABLE,
-                filter_subject=subjects.RUN_EVENTS_SUBJECTS,
-                handler=handle,
-                stop=stop,
-                concurrency=concurrency,
-                batch=64,
-            )
+            if sub is None:
+                sub = await js.pull_subscribe(
+                    subjects.RUN_EVENTS_SUBJECTS,
+                    durable=DURABLE,
+                    stream=subjects.RUN_EVENTS_STREAM,
+                    config=config,
+                )
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            await _archive_msgs(js, pool, msgs)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # server away: the consumer comes back with it
-            log.warning("archive consumer stopped (%s); restarting", exc)
+        except Exception as exc:  # server or database away: carry on when they are back
+            log.warning("archive consumer: %s; retrying", exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+    if sub is not None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _archive_msgs(js: JetStreamContext, pool: asyncpg.Pool, msgs: list[Msg]) -> None:
+    items: list[tuple[Event, bytes, int | None]] = []
+    good: list[Msg] = []
+    for msg in msgs:
+        raw = bytes(msg.data)
+        try:
+            ev = decode_event(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            with contextlib.suppress(Exception):
+                await bus.dead_letter(
+                    js,
+                    msg,
+                    stream=subjects.RUN_EVENTS_STREAM,
+                    consumer=DURABLE,
+                    reason=f"not a run event: {exc}",
+                )
+                await msg.ack()
+            continue
+        items.append((ev, raw, msg.metadata.sequence.stream))
+        good.append(msg)
+    try:
+        await archive_batch(pool, items)
+    except Exception:
+        for msg in good:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+        raise
+    for msg in good:
+        await msg.ack()
