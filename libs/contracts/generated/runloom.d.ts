@@ -949,6 +949,8 @@ export interface CommitReply {
   error?: string | null;
   /** Version of the price table the cost was computed with. */
   price_version?: string | null;
+  /** The reservation was already committed: this is the stored answer to a retry. */
+  replayed?: boolean;
 }
 
 export interface ReleaseRequest {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from runloom.billing.accounts import Accounts
 from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveRequest
 from runloom.contracts.events import Usage
@@ -54,7 +55,7 @@ async def test_reserve_commit_prices_actual_usage(accounts: Accounts, pool, tena
     assert done.price_version == accounts.prices.version
     assert await _account(pool, run_id) == (0, Decimal("0.003"))
     # A retried commit gets the same answer and counts nothing twice.
-    assert await accounts.commit(commit) == done
+    assert await accounts.commit(commit) == msgspec.structs.replace(done, replayed=True)
     assert await _account(pool, run_id) == (0, Decimal("0.003"))
     # A retried reserve gets the same answer and holds nothing twice.
     assert (await accounts.reserve(req)).granted

@@ -87,6 +87,8 @@ class CommitReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str | None = None
     price_version: str | None = None
     """Version of the price table the cost was computed with."""
+    replayed: bool = False
+    """The reservation was already committed: this is the stored answer to a retry."""
 
 
 class ReleaseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -405,7 +405,7 @@ class Accounts:
     def _commit(self, b: _Batch, req: CommitRequest, now_period: date) -> CommitReply:
         res = b.res.get(req.reservation_id)
         if res is not None and res.status == "committed":  # a retry: the same answer
-            return _commit_reply(res)
+            return _commit_reply(res, replayed=True)
         if res is not None and res.tenant_id != req.tenant_id:
             return _commit_error(req, "the reservation belongs to another tenant")
         if res is not None and res.status == "refused":
@@ -557,12 +557,13 @@ def _refusal(req: ReserveRequest, scope: str, reason: str) -> ReserveReply:
     )
 
 
-def _commit_reply(res: _Res) -> CommitReply:
+def _commit_reply(res: _Res, *, replayed: bool = False) -> CommitReply:
     return CommitReply(
         reservation_id=res.id,
         ok=True,
         cost_usd=float(res.cost or 0),
         price_version=res.price_version,
+        replayed=replayed,
     )
 
 

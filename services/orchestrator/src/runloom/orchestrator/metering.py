@@ -254,7 +254,10 @@ class Meter:
                 ),
                 event_id=f"usage-{usage_id}",
                 causation_id=causation_id,
-                check_existing=True,
+                # The event is appended only after billing committed. A first commit means no
+                # earlier attempt got as far as appending, so the scan of the run's history for
+                # the event id (which grows with the run) is needed only for a replayed commit.
+                check_existing=reply.replayed,
             )
         except RunClosed:
             log.warning(
