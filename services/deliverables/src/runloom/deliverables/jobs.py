@@ -185,6 +185,13 @@ class JobRunner:
             refs = await self._render_all(conn, job, content, formats, attempt)
         except JobFailed as exc:
             return await self._failed(conn, job, attempt, str(exc), final=exc.final)
+        except Exception as exc:
+            # The bus or the database failed under the job (a restart, a timeout): a
+            # transient failure, retried like any other and visible as one. If even recording
+            # it fails, the error propagates and the consumer redelivers the message.
+            log.exception("job %s hit an infrastructure error", job.job_id)
+            reason = f"storing or announcing the {job.kind} failed: {type(exc).__name__}: {exc}"
+            return await self._failed(conn, job, attempt, reason, final=False)
         await self._append(
             job,
             DeliverableReady(kind=job.kind, job_id=job.job_id, artifacts=refs, attempt=attempt),

@@ -26,7 +26,7 @@ class Options:
     """Longest retry delay (RUNLOOM_DELIVERABLES_RETRY_MAX_S)."""
     concurrency: int = 2
     """Jobs rendered at once by one replica (RUNLOOM_DELIVERABLES_CONCURRENCY)."""
-    ack_wait_s: float = 10.0
+    ack_wait_s: float = 6.0
     """How soon a job held by a dead replica is redelivered; live jobs are extended."""
     render_delay_s: float = 0.0
     """Fault-injection knob for tests (RUNLOOM_DELIVERABLES_RENDER_DELAY_S): sleep this long
