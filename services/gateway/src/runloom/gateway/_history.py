@@ -89,7 +89,23 @@ class History:
         """Every stored event after the position, in order, once, then stop."""
         epoch = await self.epoch.current()
         next_seq = after_seq + 1
+        # A long backlog is served from the archive first, a page of rows per query (far
+        # cheaper than a message each), then the stream from where the archive stops.
+        archived = False
+        async for frame in self._archived(epoch, run_id, next_seq, None):
+            next_seq = frame.seq + 1
+            after_stream_seq = max(after_stream_seq, frame.stream_seq)
+            archived = True
+            yield frame
+        after_seq = next_seq - 1
         hot = await self.log.first(run_id, after_stream_seq)
+        if hot is None and archived:
+            # Nothing after the archived position; unless that position is from a stream
+            # that was since reset (another epoch): then the run's tail says otherwise.
+            tail = await self.log.tail(run_id)
+            if tail.run_seq > after_seq and tail.stream_seq > 0:
+                after_stream_seq = 0
+                hot = await self.log.first(run_id, 0)
         if hot is not None and hot.event.seq <= after_seq:
             # The stream position was not trusted (another epoch): find the seq by scanning.
             hot = None
