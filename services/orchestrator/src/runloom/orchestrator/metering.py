@@ -97,8 +97,9 @@ class _Outage:
 
 @dataclass(frozen=True, kw_only=True)
 class MeterOptions:
-    request_timeout_s: float = 2.0
-    """How long one request waits for billing's answer."""
+    request_timeout_s: float = 5.0
+    """How long one request waits for billing's answer (a stopped billing answers "no
+    responders" at once; this bounds a hung one)."""
     backoff_initial_s: float = 0.1
     """First pause after billing did not answer; doubled each time."""
     backoff_max_s: float = 2.0
