@@ -46,6 +46,9 @@ log = logging.getLogger("runloom.deliverables")
 
 _decode_job = msgspec.json.Decoder(DeliverableJob).decode
 
+LOCK_WAIT_S = 900.0
+"""Longest wait for another replica's attempt at the same job; then the copy is redelivered."""
+
 
 class JobFailed(Exception):
     """The job cannot complete on this attempt; `final` when retrying cannot help."""
@@ -104,8 +107,9 @@ class JobRunner:
         try:
             async with self.pool.acquire() as conn:
                 key = _lock_key(job.job_id)
-                # Waits while another replica renders this job; its death releases the lock.
-                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                # Wait while another replica renders this job (its death releases the lock),
+                # longer than the pool's command timeout: rendering may take minutes.
+                await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=LOCK_WAIT_S)
                 try:
                     outcome = await self._run(conn, job, delivered)
                 finally:
