@@ -35,14 +35,20 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported")
     parser.add_argument("--scale", type=float, default=1.0, help="scale client/event counts")
     parser.add_argument("--json", action="store_true", help="also print JSON lines")
+    parser.add_argument(
+        "--sync-interval",
+        default="always",
+        help="nats-server JetStream sync_interval (always = fsync every write; e.g. 2m)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rounds: list[list[Figure]] = []
     for i in range(args.rounds):
-        async with platform() as env:
+        async with platform(args.sync_interval) as env:
             figures = await run_all(env, args.scale)
         rounds.append(figures)
-        print(table(figures, f"\nround {i + 1} of {args.rounds}"), flush=True)
+        title = f"\nround {i + 1} of {args.rounds} (sync_interval {args.sync_interval})"
+        print(table(figures, title), flush=True)
         if args.json:
             for f in figures:
                 print(json.dumps({"round": i + 1, **f.__dict__}))

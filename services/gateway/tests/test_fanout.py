@@ -75,3 +75,67 @@ async def test_a_stalled_client_is_cut_off_and_never_slows_the_others(platform, 
 
 async def _all(readers, n: int) -> bool:
     return all(len(r.events) >= n for r in readers)
+
+
+# -- the nats-py pitfalls, against the hub in process (real nats-server and Postgres) ------------
+
+
+async def _hub(js, pool, **options):
+    from runloom.gateway._fanout import Hub
+    from runloom.gateway._history import Epoch, History
+    from runloom.runtime.archive import PgArchive
+
+    log = EventLog(js, "hub", archive=PgArchive(pool))
+    epoch = Epoch(js)
+    return Hub(log, History(log, PgArchive(pool), epoch), epoch, **options), log
+
+
+async def _drain(client, until_seq: int, timeout: float = 20) -> list[int]:
+    seqs: list[int] = []
+    async with asyncio.timeout(timeout):
+        while not seqs or seqs[-1] < until_seq:
+            frame = await client.next(1.0)
+            if frame is not None:
+                seqs.append(frame.seq)
+    return seqs
+
+
+async def test_messages_dropped_by_a_full_subscription_queue_are_repaired(js, pool):
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool, pending_msgs_limit=4, queue_size=10_000)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    try:
+        feed = client.feed
+        async with feed.lock:  # a slow handler: the subscription's callbacks cannot run
+            for i in range(40):
+                await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
+            await asyncio.sleep(0.5)  # let the client library overflow its queue meanwhile
+        await log.append(run_id, "t1", StepProgress(step_id="s", message="last"))
+        assert await _drain(client, 42) == list(range(2, 43))  # no gap, no duplicate
+        assert hub.gaps_repaired >= 1  # messages were really dropped, and repaired
+    finally:
+        await hub.detach(client)
+        await hub.close()
+
+
+async def test_a_subscription_that_died_silently_is_replaced(js, pool):
+    from runloom.contracts import subjects
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool, watch_interval=0.2)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    try:
+        # The server forgets the consumer (as after a restart); no error reaches the client.
+        consumer = client.feed.sub._consumer  # type: ignore[union-attr]
+        await js.delete_consumer(subjects.RUN_EVENTS_STREAM, consumer)
+        for i in range(5):
+            await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
+        assert await _drain(client, 6) == [2, 3, 4, 5, 6]
+    finally:
+        await hub.detach(client)
+        await hub.close()
