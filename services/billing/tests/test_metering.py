@@ -244,3 +244,30 @@ async def test_a_reservation_left_behind_expires_in_the_running_service(
         reservation_id="after-expiry",
         tool="web_fetch",
     )
+
+
+async def test_postgres_down_billing_answers_unavailable_and_the_run_waits(
+    billing, servers, nc, js, tenant, make_run
+):
+    log = EventLog(js, "test-orchestrator")
+    meter = Meter(nc, log, options=FAST)
+    run_id = await _new_run(log, make_run, tenant, 1.0)
+    servers.postgres.kill()
+    try:
+        call = asyncio.create_task(_provider_call(meter, run_id, tenant, 0))
+        events = await _poll(
+            lambda: _events_with(log, run_id, "billing.waiting"), what="billing.waiting"
+        )
+        waiting = next(e for e in events if e.type == "billing.waiting")
+        assert "cannot reach its database" in waiting.data["message"]
+        assert not call.done()
+    finally:
+        servers.postgres.start()
+    assert await asyncio.wait_for(call, timeout=30) == 0.0026
+    types = await _types(log, run_id)
+    assert types[-2:] == ["billing.resumed", "usage.recorded"]
+
+
+async def _events_with(log: EventLog, run_id: str, event_type: str) -> list[Any]:
+    events = await log.events(run_id)
+    return events if any(e.type == event_type for e in events) else []
