@@ -44,5 +44,5 @@ class OrchestratorOptions:
         default_factory=lambda: _float("RUNLOOM_CLARIFICATION_SWEEP_S", 1.0)
     )
     """How often a replica looks for paused runs whose clarification deadline passed."""
-    hits_per_step: int = field(default_factory=lambda: int(_float("RUNLOOM_HITS_PER_STEP", 4)))
+    hits_per_step: int = field(default_factory=lambda: int(_float("RUNLOOM_HITS_PER_STEP", 5)))
     """Sources a research sub-agent keeps per sub-question."""

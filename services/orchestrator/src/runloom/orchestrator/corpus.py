@@ -171,20 +171,30 @@ _SEARCH = """
 SELECT top.*, ts_headline('english', top.text, top.q,
          'MaxFragments=2, MinWords=8, MaxWords=30, StartSel=**, StopSel=**') AS headline
 FROM (
-    SELECT c.id, c.document_id, c.text, d.title, d.url, ts_rank(c.tsv, q.q) AS rank, q.q
-    FROM chunks c
-    JOIN documents d ON d.id = c.document_id,
-         websearch_to_tsquery('english', $2) AS q(q)
-    WHERE c.tenant_id = $1 AND c.tsv @@ q.q
-    ORDER BY rank DESC, c.id
-    LIMIT $3
+    SELECT DISTINCT ON (ranked.digest) ranked.*
+    FROM (
+        SELECT c.id, c.document_id, c.text, d.title, d.url, md5(c.text) AS digest, q.q,
+               ts_rank_cd(c.tsv, q.q, 1) AS rank
+        FROM chunks c
+        JOIN documents d ON d.id = c.document_id,
+             websearch_to_tsquery('english', $2) AS q(q)
+        WHERE c.tenant_id = $1 AND c.tsv @@ q.q
+        ORDER BY rank DESC, c.id
+        LIMIT $3 * 3
+    ) AS ranked
+    ORDER BY ranked.digest, ranked.rank DESC, ranked.id
 ) AS top
 ORDER BY top.rank DESC, top.id
+LIMIT $3
 """
 
 
 async def search(pool: asyncpg.Pool, tenant_id: str, query: str, *, limit: int = 5) -> list[Hit]:
-    """The tenant's best passages for a web-search style query (`a b`, `"a b"`, `a or b`)."""
+    """The tenant's best passages for a web-search style query (`a b`, `"a b"`, `a or b`).
+
+    Ranked by cover density (terms close together count more) normalized by passage length;
+    passages with identical text (documents that repeat each other) count once.
+    """
     if not query.strip():
         return []
     rows = await pool.fetch(_SEARCH, tenant_id, query, limit)

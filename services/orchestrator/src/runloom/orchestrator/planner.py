@@ -19,8 +19,12 @@ class SubQuestion:
     index: int
     title: str
     question: str
-    query: str
-    """A websearch_to_tsquery query (terms joined with `or`: rank by how many match)."""
+    queries: list[str]
+    """websearch_to_tsquery queries, most precise first: the next is tried if one finds nothing."""
+
+    @property
+    def query(self) -> str:
+        return self.queries[0]
 
     @property
     def research_step(self) -> str:
@@ -70,23 +74,26 @@ def plan(
     full = f"{question} {answer}" if answer else question
     terms = key_terms(full, common)[:8]
     parts = _parts(question, common) + (_parts(answer, common) if answer else [])
-    subs: list[tuple[str, str, str]] = []
-    subs.append(("Overview", f"What does the corpus say about: {full.strip()}", _query(terms)))
+    subs: list[tuple[str, str, list[str]]] = []
+    overview = [" ".join(terms[:3]), _query(terms)] if len(terms) > 1 else [_query(terms)]
+    subs.append(("Overview", f"What does the corpus say about: {full.strip()}", overview))
     if len(parts) >= 2:
         for part in parts[: MAX_SUB_QUESTIONS - 1]:
             pt = key_terms(part, common)[:6]
             name = " ".join(pt)
-            subs.append((name[:1].upper() + name[1:], f"What about {name}?", _query(pt)))
+            queries = [" ".join(pt), _query(pt)] if len(pt) > 1 else pt
+            subs.append((name[:1].upper() + name[1:], f"What about {name}?", queries))
     else:
         for term in terms[: MAX_SUB_QUESTIONS - 1]:
-            others = [t for t in terms if t != term][:2]
-            query = f"{term} " + _query(others) if others else term
-            subs.append((term.capitalize(), f"What does the corpus say about {term}?", query))
+            others = [t for t in terms if t != term][:1]
+            queries = [f"{term} {others[0]}", term] if others else [term]
+            subs.append((term.capitalize(), f"What does the corpus say about {term}?", queries))
     seen: set[str] = set()
     out: list[SubQuestion] = []
-    for title, sub_q, query in subs:
-        if query in seen or not query:
+    for title, sub_q, queries in subs:
+        queries = [q for q in dict.fromkeys(queries) if q]
+        if not queries or queries[0] in seen:
             continue
-        seen.add(query)
-        out.append(SubQuestion(index=len(out) + 1, title=title, question=sub_q, query=query))
+        seen.add(queries[0])
+        out.append(SubQuestion(index=len(out) + 1, title=title, question=sub_q, queries=queries))
     return out[:MAX_SUB_QUESTIONS]

@@ -102,6 +102,7 @@ class RunDriver:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_event_id: str | None = None
     _claimed_sources: set[str] = field(default_factory=set)
+    _confirming: asyncio.Task[None] | None = None
 
     # -- the log ------------------------------------------------------------------------------
 
@@ -148,8 +149,18 @@ class RunDriver:
         # A wake-up only: what counts is what catch_up() reads back from the log.
         self.wakeup.set()
         if (msg.headers or {}).get("Runloom-Event-Type") == "cancel.requested":
+            if self._confirming is None or self._confirming.done():
+                self._confirming = asyncio.create_task(self._confirm_cancel())
+
+    async def _confirm_cancel(self, within: float = 2.0) -> None:
+        """Read the log until the cancel request is there (a subscriber may hear of a message
+        before the stream has stored it, and a rejected append is heard too)."""
+        deadline = time.monotonic() + within
+        while not self.cancelled.is_set() and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 await self.catch_up()
+            if not self.cancelled.is_set():
+                await asyncio.sleep(0.05)
 
     # -- the whole run -----------------------------------------------------------------------
 
@@ -191,6 +202,8 @@ class RunDriver:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            if self._confirming is not None:
+                self._confirming.cancel()
             self.svc.log.forget(self.run_id)
 
     async def _cancelled(self) -> None:
@@ -384,55 +397,16 @@ class RunDriver:
             f"{step_id}:started",
             cause=plan_ev,
         )
-        call_id = self.eid(f"{step_id}:search")
-        called = await self.emit(
-            ToolCalled(
-                call_id=call_id,
-                tool="corpus_search",
-                arguments={"query": s.query, "limit": self.svc.options.hits_per_step},
-                step_id=step_id,
-            ),
-            f"{step_id}:search:called",
-            cause=started,
-        )
-        meter = self.svc.meter
-        res = await meter.reserve(
-            run_id=self.run_id,
-            tenant_id=self.tenant_id,
-            kind="tool",
-            estimated_usd=meter.estimate_tool("corpus_search"),
-            reservation_id=call_id,
-            tool="corpus_search",
-            causation_id=called.id,
-        )
-        try:
-            if self.svc.options.search_delay_s:
-                await asyncio.sleep(self.svc.options.search_delay_s)
-            if saved is not None:
-                hits = [corpus.Hit(**h) for h in saved]
-            else:
-                hits = await corpus.search(
-                    self.svc.pool, self.tenant_id, s.query, limit=self.svc.options.hits_per_step
-                )
-                await self._save(f"hits:{step_id}", [msgspec.to_builtins(h.__dict__) for h in hits])
-        except BaseException:
-            await meter.release(res)
-            raise
-        await meter.commit(
-            res, Usage(tool_calls=1), usage_id=call_id, step_id=step_id, causation_id=called.id
-        )
-        result = await self.emit(
-            ToolResult(
-                call_id=call_id,
-                tool="corpus_search",
-                ok=True,
-                result_count=len(hits),
-                summary="; ".join(f"{h.title}: {h.headline}" for h in hits[:3])[:600] or None,
-                step_id=step_id,
-            ),
-            f"{step_id}:search:result",
-            cause=called,
-        )
+        hits: list[corpus.Hit] = []
+        result: Event | None = None
+        used = s.queries[0]
+        for attempt, query in enumerate(s.queries, start=1):
+            hits, result = await self._search(s, query, attempt, started)
+            used = query
+            if hits:
+                break  # the more precise query found passages: no need to widen it
+        assert result is not None
+        await self._save(f"hits:{step_id}", [msgspec.to_builtins(h.__dict__) for h in hits])
         results[s.index] = hits
         for h in hits:
             if h.chunk_id in self._claimed_sources:
@@ -460,7 +434,7 @@ class RunDriver:
             await self.emit(
                 StepCompleted(
                     step_id=step_id,
-                    summary=f"{len(hits)} passages for '{s.query}'",
+                    summary=f"{len(hits)} passages for '{used}'",
                     source_count=len(hits),
                 ),
                 f"{step_id}:completed",
@@ -470,12 +444,75 @@ class RunDriver:
             await self.emit(
                 StepFailed(
                     step_id=step_id,
-                    error=f"no passage in the corpus matches '{s.query}'",
+                    error="no passage in the corpus matches "
+                    + " nor ".join(f"'{q}'" for q in s.queries),
                     reason="no_results",
                 ),
                 f"{step_id}:failed",
                 cause=started,
             )
+
+    async def _search(
+        self,
+        s: planner.SubQuestion,
+        query: str,
+        attempt: int,
+        started: Event,
+    ) -> tuple[list[corpus.Hit], Event]:
+        """One metered corpus search of a sub-agent: tool.called, the search, tool.result."""
+        step_id = s.research_step
+        key = f"{step_id}:search" if attempt == 1 else f"{step_id}:search:{attempt}"
+        call_id = self.eid(key)
+        limit = self.svc.options.hits_per_step
+        called = await self.emit(
+            ToolCalled(
+                call_id=call_id,
+                tool="corpus_search",
+                arguments={"query": query, "limit": limit},
+                step_id=step_id,
+            ),
+            f"{key}:called",
+            cause=started,
+        )
+        meter = self.svc.meter
+        res = await meter.reserve(
+            run_id=self.run_id,
+            tenant_id=self.tenant_id,
+            kind="tool",
+            estimated_usd=meter.estimate_tool("corpus_search"),
+            reservation_id=call_id,
+            tool="corpus_search",
+            causation_id=called.id,
+        )
+        try:
+            if self.svc.options.search_delay_s:
+                await asyncio.sleep(self.svc.options.search_delay_s)
+            # A replica taking over reuses what its predecessor's search returned.
+            saved = await self._checkpoint(f"hits:{key}")
+            if saved is not None:
+                hits = [corpus.Hit(**h) for h in saved]
+            else:
+                hits = await corpus.search(self.svc.pool, self.tenant_id, query, limit=limit)
+                await self._save(f"hits:{key}", [msgspec.to_builtins(h.__dict__) for h in hits])
+        except BaseException:
+            await meter.release(res)
+            raise
+        await meter.commit(
+            res, Usage(tool_calls=1), usage_id=call_id, step_id=step_id, causation_id=called.id
+        )
+        result = await self.emit(
+            ToolResult(
+                call_id=call_id,
+                tool="corpus_search",
+                ok=True,
+                result_count=len(hits),
+                summary="; ".join(f"{h.title}: {h.headline}" for h in hits[:3])[:600] or None,
+                step_id=step_id,
+            ),
+            f"{key}:result",
+            cause=called,
+        )
+        return hits, result
 
     # -- writing: one section per sub-question, verified, then streamed -------------------------
 

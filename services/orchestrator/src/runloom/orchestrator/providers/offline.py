@@ -36,6 +36,7 @@ class OfflineProvider:
         """The section as claim lines: `- sentence [n]`."""
         terms = {textlib.stem(w) for w in textlib.content_words(request.sub_question)}
         terms |= {textlib.stem(w) for w in textlib.content_words(request.section_title)}
+        context = {textlib.stem(w) for w in textlib.content_words(request.question)} - terms
         avoid = set(request.avoid)
         scored: list[tuple[float, int, int, str]] = []
         for rank, passage in enumerate(request.passages):
@@ -46,8 +47,9 @@ class OfflineProvider:
                 overlap = len(terms & words)
                 if overlap == 0:
                     continue
-                # More query terms first; then earlier (better ranked) passages and positions.
-                score = overlap - 0.15 * rank - 0.02 * pos
+                # The section's terms first, the question's other terms next; then earlier
+                # (better ranked) passages and earlier positions.
+                score = overlap + 0.5 * len(context & words) - 0.15 * rank - 0.02 * pos
                 scored.append((score, rank, pos, sentence))
         scored.sort(key=lambda t: (-t[0], t[1], t[2]))
         chosen: list[tuple[int, int, str]] = []
