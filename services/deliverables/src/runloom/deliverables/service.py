@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from nats.js import api as js_api
 from runloom.contracts import subjects
 from runloom.deliverables.jobs import JobRunner
 from runloom.deliverables.options import Options
@@ -23,8 +24,26 @@ DURABLE = "deliverables"
 FILTER = subjects.deliverable_job(">")
 
 
+async def ensure_consumer(ctx: ServiceContext, options: Options) -> None:
+    """Create the shared durable consumer, or bring an existing one to this ack deadline (a
+    consumer keeps the config it was created with; create-or-update applies the new one)."""
+    config = js_api.ConsumerConfig(
+        durable_name=DURABLE,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=options.ack_wait_s,
+        max_deliver=-1,
+        filter_subject=FILTER,
+        max_ack_pending=1000,
+    )
+    try:
+        await ctx.js.add_consumer(subjects.JOBS_STREAM, config)
+    except Exception as exc:  # keep serving with the consumer as it is
+        log.warning("could not update consumer %s: %s", DURABLE, exc)
+
+
 async def main(ctx: ServiceContext) -> None:
     options = Options.from_env()
+    await ensure_consumer(ctx, options)
     runner = JobRunner(
         pool=ctx.pool,
         events=EventLog(ctx.js, ctx.producer),
