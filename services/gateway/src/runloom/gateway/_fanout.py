@@ -76,7 +76,8 @@ class Client:
         if not self.frames:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                    await self.wake.wait()
         if self.frames:
             return self.frames.popleft()
         return None

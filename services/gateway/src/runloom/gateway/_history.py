@@ -8,6 +8,7 @@ when neither can fill a gap, one `reset` frame carrying a state snapshot (fold) 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,12 +36,15 @@ class Frame:
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
+    @functools.cached_property
+    def _sse(self) -> bytes:
+        # Stored JSON is one line; were it not, each line must be its own `data:` field.
+        data = self.raw.replace(b"\n", b"\ndata: ") if b"\n" in self.raw else self.raw
+        return b"event: %s\nid: %s\ndata: %s\n\n" % (self.type.encode(), self.cursor.encode(), data)
+
     def sse(self) -> bytes:
-        return b"event: %s\nid: %s\ndata: %s\n\n" % (
-            self.type.encode(),
-            self.cursor.encode(),
-            self.raw,
-        )
+        """The SSE bytes, made once and shared by every client of the feed."""
+        return self._sse
 
     def json_item(self) -> dict[str, object]:
         return {"cursor": self.cursor, "event": json.loads(self.raw)}
