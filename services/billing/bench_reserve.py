@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from runloom.billing.accounts import Accounts
+from runloom.billing.prices import load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest, ReserveReply, ReserveRequest
 from runloom.contracts.events import RunCreated, Usage
@@ -109,6 +111,26 @@ async def _latency(nc: Any, js: Any, tenant: str, run_id: str, calls: int) -> di
     }
 
 
+async def _db_only(pool: Any, tenant: str, run_id: str, n: int) -> float:
+    """One reserve transaction in this process (no NATS, no billing process): the floor."""
+    accounts = Accounts(pool=pool, prices=load_prices())
+    ms = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await accounts.reserve(
+            ReserveRequest(
+                reservation_id=new_id("res"),
+                tenant_id=tenant,
+                run_id=run_id,
+                estimated_usd=0.0001,
+                kind="tool",
+                tool="corpus_search",
+            )
+        )
+        ms.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(ms), 3)
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="runloom-bench-billing-"))
     nats = NatsServer(root / "nats", free_port())
@@ -162,6 +184,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         run_id = await new_run()
         await EventLog(js, "bench").append(run_id, tenant, RunCreated(question="bench"))
         latency = await _latency(nc, js, tenant, run_id, args.calls)
+        latency["db_only_reserve_p50_ms"] = await _db_only(pool, tenant, await new_run(), 200)
         return {
             "reservations": args.reservations,
             "concurrency": args.concurrency,
