@@ -6,12 +6,17 @@ import re
 
 from runloom.deliverables.render._model import Document, safe_url
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+_LIST_START = re.compile(r"^(\s*)(?:([-=])|(\d+)\.)")
 
 
 def md_escape(text: str) -> str:
     """Escape Markdown syntax so text renders as written (no accidental links or emphasis)."""
-    return _SPECIAL.sub(r"\\\1", text).replace("\n", " ")
+    flat = _SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+    # A paragraph that starts like a list item or a heading underline stays a paragraph.
+    return _LIST_START.sub(
+        lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2) else m.group(3) + "\\."), flat
+    )
 
 
 def cite_md(numbers: list[int]) -> str:
