@@ -147,3 +147,19 @@ def test_a_citation_to_an_unknown_source_is_refused() -> None:
     )
     with pytest.raises(RenderError, match="'nope', which is not in the source list"):
         Document(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("1. not a list", "1\\. not a list"),
+        ("- not a bullet", "\\- not a bullet"),
+        ("*not emphasis* and [not](a-link)", "\\*not emphasis\\* and \\[not\\]\\(a-link\\)"),
+        ("&copy; stays literal, <b> too", "\\&copy; stays literal, \\<b\\> too"),
+        ("two\nlines", "two lines"),
+    ],
+)
+def test_markdown_text_renders_as_written(text: str, escaped: str) -> None:
+    from runloom.deliverables.render._markdown import md_escape
+
+    assert md_escape(text) == escaped
