@@ -196,3 +196,21 @@ async def test_a_batch_applies_in_order_as_one_transaction(
     assert replies[5].ok  # type: ignore[union-attr]
     assert replies[6] == replies[3]  # a retry gets the first answer, though it would fit now
     assert await _account(pool, run_id) == (0, Decimal("0.01"))
+
+
+async def test_reserving_again_after_release_checks_and_holds_anew(
+    accounts: Accounts, pool, tenant, make_run
+):
+    run_id = await make_run(tenant, 0.1)
+    again = _req(run_id, tenant, 0.06)
+    assert (await accounts.reserve(again)).granted
+    release = ReleaseRequest(reservation_id=again.reservation_id, tenant_id=tenant, run_id=run_id)
+    await accounts.release(release)
+    # A caller retrying a failed call under the same id is held again, not waved through.
+    assert (await accounts.reserve(again)).granted
+    assert await _account(pool, run_id) == (Decimal("0.06"), 0)
+    await accounts.release(release)
+    assert (await accounts.reserve(_req(run_id, tenant, 0.05))).granted
+    refused = await accounts.reserve(again)
+    assert not refused.granted and refused.scope == "run"
+    assert await _account(pool, run_id) == (Decimal("0.05"), 0)

@@ -107,6 +107,8 @@ class _Res:
     due: bool = False
     new: bool = False
     dirty: bool = False
+    rehold: bool = False
+    """Reserved again after release or expiry: estimate, reply and expiry are new."""
 
 
 @dataclass
@@ -216,7 +218,9 @@ class Accounts:
                 if row is not None:
                     runs.setdefault(row["run_id"], row["tenant_id"])
                     tenants.add((row["tenant_id"], row["period_start"]))
-                elif isinstance(req, ReserveRequest | CommitRequest):
+                if isinstance(req, ReserveRequest) or (
+                    row is None and isinstance(req, CommitRequest)
+                ):
                     runs.setdefault(req.run_id, req.tenant_id)
                     tenants.add((req.tenant_id, now_period))
             await self._ensure_rows(conn, runs, tenants)
@@ -338,8 +342,13 @@ class Accounts:
 
     def _reserve(self, b: _Batch, req: ReserveRequest, period: date) -> ReserveReply:
         stored = b.res.get(req.reservation_id)
-        if stored is not None:  # a retry: the same answer
-            return msgspec.convert(stored.reply, ReserveReply)
+        if stored is not None and (
+            stored.status not in ("released", "expired")
+            or (stored.run_id, stored.tenant_id) != (req.run_id, req.tenant_id)
+        ):
+            return msgspec.convert(stored.reply, ReserveReply)  # a retry: the same answer
+        # New, or reserved again after its hold was dropped (a caller retrying a failed call
+        # under the same id): either way the budget is checked and the estimate held anew.
         owner, run_budget, run = b.runs[req.run_id]
         if owner != req.tenant_id:
             return _refusal(req, "run", "the run belongs to another tenant")
@@ -385,6 +394,15 @@ class Accounts:
             tenant_budget_usd=_f(tenant_budget),
             warnings=warnings,
         )
+        if stored is not None:
+            stored.status = "held" if granted else "refused"
+            stored.period = period
+            stored.estimated = estimate
+            stored.reply = msgspec.to_builtins(reply)
+            stored.ttl = min(max(req.ttl_s, MIN_TTL_S), MAX_TTL_S)
+            stored.rehold = True
+            stored.dirty = False  # the re-hold's own update writes its state
+            return reply
         b.res[req.reservation_id] = _Res(
             id=req.reservation_id,
             tenant_id=req.tenant_id,
@@ -527,6 +545,14 @@ class Accounts:
                     )
                     for r in new
                 ],
+            )
+        again = [r for r in b.res.values() if r.rehold and not r.new]
+        if again:
+            await conn.executemany(
+                "UPDATE billing_reservations SET status=$2, period_start=$3, estimated_usd=$4,"
+                " reply=$5, expires_at=now() + make_interval(secs => $6), settled_at=NULL"
+                " WHERE id=$1",
+                [(r.id, r.status, r.period, r.estimated, r.reply, r.ttl) for r in again],
             )
         changed = [r for r in b.res.values() if r.dirty and not r.new]
         if changed:
