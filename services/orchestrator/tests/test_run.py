@@ -155,3 +155,22 @@ async def test_cancel_during_searches_is_answered_within_two_seconds(orchestrato
         assert time.monotonic() - started < 2.0
         assert events[-1].type == "run.cancelled" and events[-1].causation_id == asked.id
         assert "tool.result" not in [e.type for e in events]
+
+
+async def test_a_malformed_start_command_is_dead_lettered_with_the_reason(
+    orchestrator, driver, js
+) -> None:
+    from runloom.contracts import subjects
+    from runloom.contracts.commands import DeadLetter
+
+    sub = await js.subscribe(
+        subjects.dead_letter(subjects.COMMANDS_STREAM, "orchestrator"), deliver_policy="new"
+    )
+    try:
+        await js.publish(subjects.START_RUN, b'{"run_id": 42}')
+        msg = await sub.next_msg(timeout=10)
+    finally:
+        await sub.unsubscribe()
+    letter = msgspec.json.decode(msg.data, type=DeadLetter)
+    assert letter.subject == subjects.START_RUN and letter.payload == '{"run_id": 42}'
+    assert "run_id" in letter.reason or "command_id" in letter.reason
