@@ -163,3 +163,25 @@ def test_markdown_text_renders_as_written(text: str, escaped: str) -> None:
     from runloom.deliverables.render._markdown import md_escape
 
     assert md_escape(text) == escaped
+
+
+def test_pdf_citations_link_to_the_sources_and_sections_are_bookmarked(
+    content: ContentModel,
+) -> None:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(render(content, "report", "pdf")))
+    outline = [item["/Title"] for item in reader.outline]
+    assert outline == [s.title for s in content.sections] + ["Sources"]
+    first_entry = f"[1] {content.sources[0].title}"
+    sources_page = next(
+        i for i, page in enumerate(reader.pages) if first_entry in (page.extract_text() or "")
+    )
+    links = [
+        a.get_object()
+        for a in reader.pages[0].get("/Annots", [])
+        if a.get_object()["/Subtype"] == "/Link"
+    ]
+    assert len(links) >= 8  # two citations per claim on the first page
+    targets = {reader.get_page_number(link["/Dest"][0].get_object()) for link in links}
+    assert targets and min(targets) >= sources_page
