@@ -218,7 +218,9 @@ async def _n_ready(run: Any, n: int) -> list[Any] | None:
     return ready if len(ready) >= n else None
 
 
-async def test_malformed_job_is_dead_lettered_with_the_reason(platform, js) -> None:
+async def test_malformed_job_is_dead_lettered_and_an_unknown_format_fails_at_once(
+    platform, pool, js, new_run
+) -> None:
     await js.publish(subjects.deliverable_job("report"), b'{"job_id": 7}')
     dlq = subjects.dead_letter(subjects.JOBS_STREAM, "deliverables")
 
@@ -275,3 +277,11 @@ async def test_a_job_for_a_run_that_already_ended_still_stores_its_artifacts(
     (item,) = body["items"]
     assert item["format"] == "zip"
     assert (await _get(platform, item["url"])).status_code == 200
+
+    # Well-formed, but asking for a format the kind does not have: no retry can help.
+    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    job = run.job("report", formats=["pdf", "odt"])
+    await bus.publish(js, subjects.deliverable_job("report"), job, msg_id=job.job_id)
+    (failed,) = await eventually(lambda: run.events("deliverable.failed"), 20, "a failure")
+    assert (failed.data["attempt"], failed.data["will_retry"]) == (1, False)
+    assert "'odt'" in failed.data["error"] and "known: md, html, pdf, docx" in failed.data["error"]

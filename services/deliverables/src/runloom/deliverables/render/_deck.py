@@ -15,7 +15,7 @@ html, body { margin:0; height:100%; background:#0f1320; color:#1d2433;
   font-family: system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif; }
 .deck { position:relative; width:100vw; height:100vh; }
 .slide { position:absolute; inset:0; margin:auto; width:min(100vw, 177.78vh);
-  height:min(56.25vw, 100vh); background:#fff; padding:5% 6%; display:none; overflow:hidden;
+  height:min(56.25vw, 100vh); background:#fff; padding:5% 6%; display:none; overflow:auto;
   font-size:min(2.2vw, 3.9vh); }
 .slide.active { display:flex; flex-direction:column; }
 .slide h1 { font-size:2.3em; margin:auto 0 .3em; line-height:1.15; }
