@@ -248,15 +248,17 @@ class Bench:
         ours = (gw.memory_info().rss - before) / len(streams) / 1024
         for s in streams:
             s.close()
-        me = psutil.Process()
-        before = me.memory_info().rss
-        subs = []
-        for i in range(len(streams)):
-            subs.append(await self.nc.subscribe(f"raw.idle.{i % runs}"))
-        await self.nc.flush()
-        raw = (me.memory_info().rss - before) / len(subs) / 1024
-        for sub in subs:
-            await sub.unsubscribe()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench._rawmem",
+            self.env.nats_url,
+            str(len(streams)),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        raw = float(out.decode().strip())
         return Figure(f"(e) memory per idle client ({len(streams)})", "KiB", ours, raw, False)
 
     async def appends(self) -> tuple[Figure, Figure]:
