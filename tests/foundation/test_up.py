@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,8 +99,12 @@ class UpProcess:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("up") / "home"
+def home() -> Iterator[Path]:
+    # Not under pytest's basetemp: a concurrent pytest session resets /tmp/pytest-of-<user> to
+    # 0700, and PostgreSQL (run as its own user when we are root) must traverse the path.
+    root = Path(tempfile.mkdtemp(prefix="runloom-up-", dir=os.environ.get("RUNLOOM_TEST_TMP")))
+    yield root / "home"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
