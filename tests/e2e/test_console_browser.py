@@ -119,8 +119,9 @@ async def status(tab: Any) -> str:
 
 
 async def ended(tab: Any, label: str, timeout: float = 60.0) -> None:
+    """Wait for the run's status badge to read `label` (a partial run adds " · partial")."""
     await tab.wait_for_selector(
-        f"[data-testid=run-status]:text-is('{label}')", timeout=timeout * 1000
+        f"[data-testid=run-status]:text-matches('^{label}( · partial)?$')", timeout=timeout * 1000
     )
 
 
@@ -174,10 +175,15 @@ async def test_sign_in_start_a_run_from_the_form_and_watch_it_complete(
     plan = next(e for e in events if e["type"] == "plan.proposed")["data"]["steps"]
     assert await shown_steps(tab) == [(s["step_id"], "done") for s in plan]
     assert await tab.locator("[data-parallel-group]").count() >= 1  # the sub-agents' lane
-    found = [e["data"]["title"] for e in events if e["type"] == "source.found"]
-    titles = [re.sub(r"^\[\d+\]\s*", "", t) for t in await shown_sources(tab)]
-    assert titles[: len(found)] == found
     content = next(e for e in events if e["type"] == "content.stored")["data"]["content"]
+    # Sources numbered as the report numbers them, then the ones it did not cite.
+    found = {
+        e["data"]["source_id"]: e["data"]["title"] for e in events if e["type"] == "source.found"
+    }
+    reported = [s["source_id"] for s in content["sources"]]
+    order = reported + [sid for sid in found if sid not in reported]
+    titles = {**found, **{s["source_id"]: s["title"] for s in content["sources"]}}
+    assert await shown_sources(tab) == [f"[{i}] {titles[sid]}" for i, sid in enumerate(order, 1)]
     for section in content["sections"]:
         await tab.wait_for_selector(f"[data-testid=report] h3:text-is({section['title']!r})")
     cited = {

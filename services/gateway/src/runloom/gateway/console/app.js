@@ -151,7 +151,7 @@ async function runList() {
           "tr",
           { "data-run": r.id },
           h("td", null, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.title || r.question || r.id)),
-          h("td", null, badge(r.status || "created")),
+          h("td", null, badge(r.status || "created", Boolean(r.partial))),
           h("td", { class: "num" }, r.spent_usd != null ? money(Number(r.spent_usd)) : ""),
           h("td", null, r.created_at ? new Date(r.created_at).toLocaleString() : ""),
         ),

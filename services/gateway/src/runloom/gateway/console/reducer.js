@@ -405,7 +405,10 @@ function citeSources(s, content) {
     }
   }
   s.sources = sources;
-  s.source_order = order;
+  // Number sources as the report does (the content model's order), the others after them.
+  const reported = (content.sources || []).map((x) => x.source_id);
+  const inReport = new Set(reported);
+  s.source_order = [...reported, ...order.filter((id) => !inReport.has(id))];
 }
 
 /**

@@ -24,12 +24,16 @@ export const STATUS_LABEL = {
 
 const STEP_ICON = { pending: "○", running: "◐", done: "✓", failed: "✗", skipped: "–" };
 
-/** @param {string} status */
-export function badge(status) {
+/**
+ * @param {string} status
+ * @param {boolean} [partial]
+ */
+export function badge(status, partial = false) {
+  const label = STATUS_LABEL[/** @type {keyof typeof STATUS_LABEL} */ (status)] || status;
   return h(
     "span",
-    { class: `badge badge-${status}`, "data-testid": "run-status" },
-    STATUS_LABEL[/** @type {keyof typeof STATUS_LABEL} */ (status)] || status,
+    { class: `badge badge-${status}${partial ? " badge-partial" : ""}`, "data-testid": "run-status" },
+    partial ? `${label} · partial` : label,
   );
 }
 
@@ -92,7 +96,9 @@ export function planViewer(/** @type {StepState[]} */ steps) {
 
 /** SourcesPanel: title, passage, and the claims that cite each source. */
 export function sourcesPanel(/** @type {RunState} */ state) {
-  if (!state.source_order.length) return h("p", { class: "muted" }, "No sources yet.");
+  if (!state.source_order.length) {
+    return h("p", { class: "muted" }, state.terminal ? "No sources were found." : "No sources yet.");
+  }
   return h(
     "ol",
     { class: "sources" },
@@ -126,9 +132,23 @@ export function sourcesPanel(/** @type {RunState} */ state) {
   );
 }
 
-/** One line a person reads for an event. */
-export function describe(/** @type {TimelineRow} */ r) {
+/**
+ * One line a person reads for an event.
+ * @param {TimelineRow} r
+ * @param {Map<string, string>} [titles] step titles by step id
+ */
+export function describe(r, titles) {
+  const text = describeFull(r, titles || new Map());
+  return text.length > 160 ? `${text.slice(0, 159)}…` : text;
+}
+
+/**
+ * @param {TimelineRow} r
+ * @param {Map<string, string>} titles
+ */
+function describeFull(r, titles) {
   const d = r.data || {};
+  const step = (/** @type {string} */ id) => titles.get(id) || id;
   switch (r.type) {
     case "run.created":
       return `Run created: “${d.question}”${d.budget_usd != null ? ` (budget ${money(d.budget_usd)})` : ""}`;
@@ -139,13 +159,13 @@ export function describe(/** @type {TimelineRow} */ r) {
     case "plan.revised":
       return `Plan revised: ${d.reason}`;
     case "step.started":
-      return `Step started: ${d.title || d.step_id}${d.agent ? ` (${d.agent})` : ""}`;
+      return `Step started: ${d.title || step(d.step_id)}${d.agent ? ` (${d.agent})` : ""}`;
     case "step.progress":
-      return `${d.step_id}: ${d.message}`;
+      return `${step(d.step_id)}: ${d.message}`;
     case "step.completed":
-      return `Step done: ${d.step_id}${d.summary ? ` — ${d.summary}` : ""}`;
+      return `Step done: ${step(d.step_id)}${d.summary ? ` — ${d.summary}` : ""}`;
     case "step.failed":
-      return `Step ${d.reason === "skipped" ? "skipped" : "failed"}: ${d.step_id} — ${d.error}`;
+      return `Step ${d.reason === "skipped" ? "skipped" : "failed"}: ${step(d.step_id)} — ${d.error}`;
     case "message.delta":
       return `${d.stream} #${d.index}: ${String(d.text).slice(0, 80)}`;
     case "tool.called":
@@ -197,15 +217,18 @@ export function describe(/** @type {TimelineRow} */ r) {
   }
 }
 
-/** @param {TimelineRow} r */
-function timelineRow(r) {
+/**
+ * @param {TimelineRow} r
+ * @param {Map<string, string>} titles
+ */
+function timelineRow(r, titles) {
   return h(
     "tr",
     { "data-seq": String(r.seq), class: `ev ev-${r.type.replace(/[._]/g, "-")}` },
     h("td", { class: "num" }, String(r.seq)),
     h("td", null, h("time", { datetime: r.time }, clock(r.time))),
     h("td", null, h("code", null, r.type)),
-    h("td", { class: "desc" }, describe(r)),
+    h("td", { class: "desc" }, describe(r, titles)),
     h("td", { class: "num" }, money(r.spent_usd)),
   );
 }
@@ -215,12 +238,19 @@ function secondsUntil(/** @type {string} */ iso) {
   return Math.max(0, Math.ceil((new Date(iso).getTime() - Date.now()) / 1000));
 }
 
+/** A countdown as a person reads it: "now", "42 s", "3 min 5 s", "1 h 2 min". */
+export function duration(/** @type {number} */ s) {
+  if (s <= 0) return "now";
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
 /** Update every countdown on the page (called each second). */
 /** @param {ParentNode} [root] */
 export function tickCountdowns(root = document) {
   for (const el of root.querySelectorAll("[data-countdown-to]")) {
-    const s = secondsUntil(/** @type {HTMLElement} */ (el).dataset.countdownTo || "");
-    el.textContent = s > 0 ? `${s} s` : "now";
+    el.textContent = duration(secondsUntil(/** @type {HTMLElement} */ (el).dataset.countdownTo || ""));
   }
 }
 
@@ -298,7 +328,7 @@ export class RunView {
   /** @param {RunState} s */
   render(s) {
     const p = this.prev;
-    if (!p || p.status !== s.status || p.spent_usd !== s.spent_usd || p.title !== s.title || p.question !== s.question || p.cancel_requested !== s.cancel_requested || p.budget_usd !== s.budget_usd) {
+    if (!p || p.status !== s.status || p.partial !== s.partial || p.terminal !== s.terminal || p.spent_usd !== s.spent_usd || p.title !== s.title || p.question !== s.question || p.cancel_requested !== s.cancel_requested || p.budget_usd !== s.budget_usd) {
       this.renderHeader(s);
     }
     if (!p || p.steps !== s.steps) mount(this.plan, planViewer(s.steps));
@@ -310,7 +340,8 @@ export class RunView {
       this.tbody.replaceChildren();
       this.rows = 0;
     }
-    for (; this.rows < s.timeline.length; this.rows++) this.tbody.appendChild(timelineRow(s.timeline[this.rows]));
+    const titles = new Map(s.steps.map((st) => [st.step_id, st.title]));
+    for (; this.rows < s.timeline.length; this.rows++) this.tbody.appendChild(timelineRow(s.timeline[this.rows], titles));
     this.timelineCount.textContent = `(${s.timeline.length} events)`;
     this.prev = s;
   }
@@ -325,11 +356,11 @@ export class RunView {
       h(
         "div",
         { class: "run-meta" },
-        badge(s.status),
+        badge(s.status, s.partial),
         h(
           "span",
           { class: "spend", "data-testid": "spend" },
-          `Spent ${money(s.spent_usd)}`,
+          `Spent ${money(spentShown(s))}`,
           s.budget_usd != null ? ` of ${money(s.budget_usd)}` : "",
         ),
         h("code", { class: "muted small" }, this.runId),
@@ -363,7 +394,7 @@ export class RunView {
 
   /** @param {RunState} s */
   renderReport(s) {
-    if (!s.report_text && !s.content) {
+    if (!s.report_text && !(s.content && s.content.sections && s.content.sections.length)) {
       mount(this.report, h("p", { class: "muted" }, s.terminal ? "No report was written." : "The report appears here as it is written."));
       return;
     }
@@ -519,7 +550,7 @@ export class RunView {
           ),
         );
       } else if (t.type === "run.completed") {
-        out.push(h("div", { class: "banner ok", "data-testid": "completed" }, h("strong", null, "Completed. "), `Spent ${money(s.spent_usd)}.`));
+        out.push(h("div", { class: "banner ok", "data-testid": "completed" }, h("strong", null, "Completed. "), `Spent ${money(spentShown(s))}.`));
       } else if (t.type === "run.budget_stopped") {
         out.push(
           h(
@@ -582,7 +613,7 @@ export class RunView {
       },
       h("strong", null, "The run is paused: it needs your answer."),
       h("label", { for: "clarification-answer" }, c.question),
-      c.reason ? h("div", { class: "muted small" }, c.reason) : null,
+      c.reason && !c.question.includes(c.reason) ? h("div", { class: "muted small" }, c.reason) : null,
       c.deadline ? h("div", { class: "muted small" }, "Answer within ", h("span", { "data-countdown-to": c.deadline }, ""), ", or the run ends.") : null,
       input,
       h("div", { class: "row" }, button),
@@ -591,6 +622,16 @@ export class RunView {
     queueMicrotask(() => input.focus());
     return form;
   }
+}
+
+/**
+ * What the run spent: the metered usage, or billing's own figure at the end when larger
+ * (a stop may count reserved spend that no usage event reports).
+ * @param {RunState} s
+ */
+function spentShown(s) {
+  const final = s.terminal && typeof s.terminal.data.spent_usd === "number" ? s.terminal.data.spent_usd : 0;
+  return Math.max(s.spent_usd, final);
 }
 
 /** @param {import("./reducer.js").DeliverableState} d */
