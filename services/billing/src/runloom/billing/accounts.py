@@ -157,6 +157,8 @@ class Accounts:
     """Prices for committed usage."""
     run_budget_fallback: RunBudgetLookup | None = None
     """Where a run's budget comes from when the `runs` row is not there (yet)."""
+    _have: set[Any] = field(default_factory=set, repr=False, compare=False)
+    """Run ids and (tenant, period) keys whose rows are known to exist."""
 
     # -- one at a time ----------------------------------------------------------------------------
 
@@ -208,7 +210,11 @@ class Accounts:
         ids = sorted({requests[i].reservation_id for i in work})
         now_period = period_start()
         async with self.pool.acquire() as conn:
-            known = {r["id"]: r for r in await conn.fetch(_SELECT_RES, ids)}
+            # Where an existing reservation lives (its run and period) decides what to lock;
+            # a batch of reservations only locks what its requests name.
+            known: dict[str, Any] = {}
+            if any(not isinstance(requests[i], ReserveRequest) for i in work):
+                known = {r["id"]: r for r in await conn.fetch(_SELECT_RES, ids)}
             # Which rows each request needs locked: (run, tenant, period).
             runs: dict[str, str] = {}
             tenants: set[tuple[str, date]] = set()
@@ -245,6 +251,12 @@ class Accounts:
         self, conn: asyncpg.Connection, runs: dict[str, str], tenants: set[tuple[str, date]]
     ) -> None:
         """Create missing run accounts (budget from `runs` or run.created) and tenant periods."""
+        if len(self._have) > 200_000:
+            self._have.clear()
+        runs = {k: v for k, v in runs.items() if k not in self._have}
+        tenants = {t for t in tenants if t not in self._have}
+        if not runs and not tenants:
+            return  # rows are never deleted: once seen, always there
         have = {
             r["run_id"]
             for r in await conn.fetch(
@@ -270,6 +282,8 @@ class Accounts:
                 list(t_ids),
                 list(periods),
             )
+        self._have.update(runs)
+        self._have.update(tenants)
 
     async def _run_budget(
         self, conn: asyncpg.Connection, run_id: str
@@ -306,10 +320,11 @@ class Accounts:
         if tenants:
             t_ids, periods = zip(*tenants, strict=True)
             for r in await conn.fetch(
-                "SELECT p.tenant_id, p.period_start, p.held_usd, p.spent_usd"
+                "SELECT p.tenant_id, p.period_start, p.held_usd, p.spent_usd, b.amount_usd"
                 " FROM billing_tenant_periods p"
                 " JOIN unnest($1::text[], $2::date[]) AS k(tenant_id, period_start)"
                 "   ON p.tenant_id = k.tenant_id AND p.period_start = k.period_start"
+                " LEFT JOIN billing_budgets b ON b.tenant_id = p.tenant_id"
                 " ORDER BY p.tenant_id, p.period_start FOR UPDATE OF p",
                 list(t_ids),
                 list(periods),
@@ -317,11 +332,6 @@ class Accounts:
                 batch.tenants[(r["tenant_id"], r["period_start"])] = _Counters(
                     r["held_usd"], r["spent_usd"]
                 )
-            for r in await conn.fetch(
-                "SELECT tenant_id, amount_usd FROM billing_budgets"
-                " WHERE tenant_id = ANY($1::text[])",
-                sorted(set(t_ids)),
-            ):
                 batch.budgets[r["tenant_id"]] = _budget(r["amount_usd"])
         for r in await conn.fetch(_SELECT_RES + " ORDER BY id FOR UPDATE", ids):
             batch.res[r["id"]] = _res_from_row(r)
@@ -499,21 +509,24 @@ class Accounts:
 
     async def _write(self, conn: asyncpg.Connection, b: _Batch) -> None:
         runs = [(k, c.held, c.spent) for k, (_, _, c) in b.runs.items() if c.dirty]
-        if runs:
-            await conn.execute(
-                "UPDATE billing_run_accounts AS a SET held_usd = v.held, spent_usd = v.spent"
-                " FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS v(run_id, held, spent)"
-                " WHERE a.run_id = v.run_id",
-                *map(list, zip(*runs, strict=True)),
-            )
         tenants = [(t, p, c.held, c.spent) for (t, p), c in b.tenants.items() if c.dirty]
-        if tenants:
+        if runs or tenants:  # both counters in one statement
             await conn.execute(
-                "UPDATE billing_tenant_periods AS a SET held_usd = v.held, spent_usd = v.spent"
-                " FROM unnest($1::text[], $2::date[], $3::numeric[], $4::numeric[])"
+                "WITH r AS ("
+                "  UPDATE billing_run_accounts AS a SET held_usd = v.held, spent_usd = v.spent"
+                "  FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS v(run_id, held, spent)"
+                "  WHERE a.run_id = v.run_id RETURNING 1)"
+                " UPDATE billing_tenant_periods AS a SET held_usd = v.held, spent_usd = v.spent"
+                " FROM unnest($4::text[], $5::date[], $6::numeric[], $7::numeric[])"
                 "   AS v(tenant_id, period_start, held, spent)"
                 " WHERE a.tenant_id = v.tenant_id AND a.period_start = v.period_start",
-                *map(list, zip(*tenants, strict=True)),
+                [r[0] for r in runs],
+                [r[1] for r in runs],
+                [r[2] for r in runs],
+                [t[0] for t in tenants],
+                [t[1] for t in tenants],
+                [t[2] for t in tenants],
+                [t[3] for t in tenants],
             )
         new = [r for r in b.res.values() if r.new]
         if new:
