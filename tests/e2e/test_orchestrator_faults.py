@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import httpx
@@ -28,17 +29,24 @@ async def _post_run(client: httpx.AsyncClient, platform, **options) -> str:
 
 @pytest.mark.platform_env(RUNLOOM_REPORT_DELTA_INTERVAL_S="0.25")
 @pytest.mark.platform_services("gateway", "billing", "orchestrator")
-async def test_sigkill_of_the_owner_mid_run_the_other_replica_finishes_once(
-    platform, corpus
-) -> None:
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+async def test_owner_dies_mid_run_the_other_replica_finishes_once(platform, corpus, how) -> None:
     platform.add("orchestrator")
     h = platform.headers()
     async with httpx.AsyncClient(timeout=30) as client:
         run_id = await _post_run(client, platform)
         events = await wait_for_event(client, platform.url, run_id, h, {"message.delta"})
         owner = next(e for e in events if e["type"] == "run.started")["data"]["worker"]
-        platform[owner.split("/", 1)[1]].kill()
-        events, _ = await sse_events(client, platform.url, run_id, h, timeout=60)
+        proc = platform[owner.split("/", 1)[1]]
+        stopped = time.monotonic()
+        proc.kill() if how == "sigkill" else proc.stop()
+        events, arrivals = await sse_events(client, platform.url, run_id, h, timeout=60)
+    taken_over = next(
+        arrivals[i] for i, e in enumerate(events) if e["type"] == "run.started" and i > 1
+    )
+    # SIGTERM hands the run over at once (nak); SIGKILL waits for the ack deadline (6 s).
+    assert taken_over - stopped < (3.0 if how == "sigterm" else 12.0)
+    async with httpx.AsyncClient(timeout=30) as client:
         history = await json_events(client, platform.url, run_id, h)
     types = [e["type"] for e in events]
     assert types[-1] == "run.completed", types

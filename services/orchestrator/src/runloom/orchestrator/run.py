@@ -191,7 +191,13 @@ class RunDriver:
                 return "failed"
             work = asyncio.create_task(self._work())
             stop = asyncio.create_task(self.cancelled.wait())
-            done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # this replica is shutting down: stop working
+                work.cancel()
+                stop.cancel()
+                await asyncio.wait({work}, timeout=1.0)
+                raise
             if work in done:
                 stop.cancel()
                 return work.result()

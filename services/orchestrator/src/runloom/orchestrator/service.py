@@ -115,6 +115,11 @@ class Orchestrator:
                     )
                 log.info("run %s: %s", cmd.run_id, outcome)
             await msg.ack()
+        except asyncio.CancelledError:
+            # Shutting down: hand the run to another replica now rather than at ack_wait.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
         finally:
             stop.set()
             alive.cancel()
