@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -35,7 +36,9 @@ class Ports:
 class UpProcess:
     """One `runloom up` child process, its output captured in a file."""
 
-    def __init__(self, home: Path, ports: Ports, index: int) -> None:
+    def __init__(
+        self, home: Path, ports: Ports, index: int, extra: dict[str, str] | None = None
+    ) -> None:
         self.home = home
         self.ports = ports
         self.out = home.parent / f"up-{index}.out"
@@ -48,6 +51,7 @@ class UpProcess:
         }
         for external in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL"):
             self.env.pop(external, None)
+        self.env.update(extra or {})
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "runloom.cli.main", "up"],
@@ -232,3 +236,25 @@ def test_a_killed_up_leaves_nothing_that_blocks_the_next_start(
     assert not alive, [p.pid for p in alive]
     assert "left over from an earlier run" in second.output()
     assert second.interrupt() == 0
+
+
+def test_external_servers_are_used_and_none_is_started(servers: Any, tmp_path: Path) -> None:
+    ports = Ports(nats=free_port(), postgres=free_port(), gateway=free_port())
+    up = UpProcess(
+        tmp_path / "home",
+        ports,
+        0,
+        extra={"RUNLOOM_NATS_URL": servers.nats_url, "RUNLOOM_DATABASE_URL": servers.database_url},
+    )
+    try:
+        up.wait_ready()
+        out = up.output()
+        assert f"{servers.nats_url} (external)" in out
+        assert f"{servers.database_url} (external)" in out
+        cmdlines = [" ".join(c.cmdline()) for c in psutil.Process(up.proc.pid).children(True)]
+        assert not any("nats-server" in c or "pgdata" in c for c in cmdlines), cmdlines
+        key = (tmp_path / "home" / "api-key").read_text().strip()
+        assert _key_owner(servers.database_url, key) == "dev"
+        assert up.interrupt() == 0
+    finally:
+        up.kill_all()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from runloom.runtime.config import Settings
 from runloom.runtime.embedded import NatsServer, PostgresServer, ServerError, port_open
@@ -39,6 +40,15 @@ STABLE_AFTER_S = 30.0
 
 class UpError(RuntimeError):
     """A start-up problem the user can fix; the message says how."""
+
+
+def redact(url: str) -> str:
+    """A URL fit to print: its password (if any) replaced by `***`."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def say(message: str) -> None:
@@ -327,7 +337,15 @@ class Up:
 
         key_file = self.home / "api-key"
         known = key_file.read_text().strip() if key_file.exists() else ""
-        self.api_key, created = asyncio.run(bootstrap(s, known))
+        try:
+            self.api_key, created = asyncio.run(bootstrap(s, known))
+        except Exception as exc:
+            raise UpError(
+                f"could not prepare the database and streams ({type(exc).__name__}: {exc}). "
+                f"NATS: {redact(s.effective_nats_url)}, database: "
+                f"{redact(s.effective_database_url)}; check RUNLOOM_NATS_URL / "
+                "RUNLOOM_DATABASE_URL when they point at external servers"
+            ) from exc
         if created:
             key_file.write_text(self.api_key + "\n")
             key_file.chmod(0o600)
@@ -383,8 +401,8 @@ class Up:
             ("Gateway", self.gateway_url),
             ("Console", f"{self.gateway_url}/"),
             ("API docs", f"{self.gateway_url}/docs"),
-            ("NATS", f"{s.effective_nats_url} ({nats_kind})"),
-            ("Database", f"{s.effective_database_url} ({pg_kind})"),
+            ("NATS", f"{redact(s.effective_nats_url)} ({nats_kind})"),
+            ("Database", f"{redact(s.effective_database_url)} ({pg_kind})"),
             ("API key", f"{self.api_key} (in {self.home / 'api-key'})"),
             ("Data", str(self.home)),
         ]
