@@ -107,7 +107,9 @@ def struct_classes() -> dict[str, type[msgspec.Struct]]:
 
 
 def group_of(name: str) -> str:
-    cls = struct_classes()[name]
+    cls = struct_classes().get(name)
+    if cls is None:  # a Struct from a contracts module not listed in MODULES
+        return "payloads"
     if name == "Event" or cls in envelopes().values():
         return "envelopes"
     if cls.__module__ == commands.__name__:
