@@ -174,3 +174,14 @@ async def test_a_malformed_start_command_is_dead_lettered_with_the_reason(
     letter = msgspec.json.decode(msg.data, type=DeadLetter)
     assert letter.subject == subjects.START_RUN and letter.payload == '{"run_id": 42}'
     assert "run_id" in letter.reason or "command_id" in letter.reason
+
+
+async def test_an_answer_whose_resume_command_was_lost_still_resumes(orchestrator, driver) -> None:
+    from runloom.contracts.events import ClarificationAnswered
+
+    run_id = await driver.run("Any help?", deliverables=[])
+    await driver.wait_for(run_id, {"clarification.requested"})
+    # The gateway stored the answer and died before sending ResumeRun.
+    await driver.log.append(run_id, driver.tenant_id, ClarificationAnswered(answer="generators"))
+    events = await driver.finished(run_id, timeout=20)
+    assert events[-1].type == "run.completed"
