@@ -146,6 +146,24 @@ def test_ask_shows_the_run_live_and_saves_its_artifacts(
     saved = {p.name for p in out_dir.iterdir()}
     assert saved == names and any(n.endswith(".pdf") for n in saved), (saved, names)
     assert all((out_dir / n).stat().st_size > 0 for n in saved)
+    # `runloom usage` shows the run's spend from billing's ledger (written as events arrive).
+    metered = sum(e["data"].get("cost_usd", 0) for e in events if e["type"] == "usage.recorded")
+    calls = sum(e["type"] == "usage.recorded" for e in events)
+    deadline = time.monotonic() + 20
+    while True:
+        r = subprocess.run(
+            [RUNLOOM, "usage", "--run", run_id.group(1)],
+            env=cli_env(platform, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode == 0, r.stderr
+        if f"calls={calls}" in r.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert f"calls={calls}" in r.stdout, r.stdout
+    assert f"spent ${metered:.2f}" in r.stdout or f"spent ${metered:.4f}" in r.stdout, r.stdout
 
 
 @pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.01")

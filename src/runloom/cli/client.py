@@ -308,13 +308,37 @@ def cmd_usage(args: argparse.Namespace, gw: Gateway) -> int:
     if args.json or not isinstance(data, dict):
         print(json.dumps(data, indent=2))
         return 0
-    for key, value in data.items():
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            print(f"{key}:")
-            columns = list(value[0].keys())
-            _table(columns, [tuple(_cell(r.get(c)) for c in columns) for r in value], indent="  ")
-        else:
-            print(f"{key}: {_cell(value)}")
+    if "run_id" in data:
+        budget = data.get("budget_usd")
+        print(f"run {data['run_id']}: spent {money(float(data.get('total_usd') or 0))}", end="")
+        print(f" of {money(float(budget))}" if budget is not None else "", end="")
+        held = float(data.get("held_usd") or 0)
+        print(f" ({money(held)} reserved for calls in flight)" if held else "")
+        rows = [
+            (
+                (i.get("time") or "")[11:19],
+                f"{i.get('provider')}/{i['model']}" if i.get("model") else i.get("tool") or "",
+                str(i.get("input_tokens", "")),
+                str(i.get("output_tokens", "")),
+                f"{float(i.get('cost_usd', 0)):.6f}",
+            )
+            for i in data.get("items", [])
+        ]
+        if rows:
+            _table(("TIME", "CALL", "IN", "OUT", "USD"), rows, indent="  ")
+    else:
+        print(f"usage {data.get('from', '')} .. {data.get('to', '')} by {data.get('group_by')}")
+        for value in data.values():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                columns = list(value[0].keys())
+                _table(
+                    [c.upper() for c in columns],
+                    [tuple(_cell(r.get(c)) for c in columns) for r in value],
+                    indent="  ",
+                )
+    totals = data.get("totals")
+    if isinstance(totals, dict):
+        print("total: " + ", ".join(f"{k}={_cell(v)}" for k, v in totals.items()))
     return 0
 
 

@@ -165,7 +165,7 @@ async function runList() {
 
 function newRun() {
   page("New run");
-  const idempotencyKey = crypto.randomUUID(); // a double submit answers the same run
+  const idempotencyKey = randomKey(); // a double submit answers the same run
   const question = /** @type {HTMLTextAreaElement} */ (
     h("textarea", { id: "question", name: "question", rows: "3", required: true, placeholder: "e.g. How do Python generators and coroutines differ?" })
   );
@@ -225,6 +225,12 @@ function newRun() {
     ),
   );
   question.focus();
+}
+
+/** A random key; `crypto.randomUUID` exists only in secure contexts (https, localhost). */
+function randomKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** @param {string} runId */
