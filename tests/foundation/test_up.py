@@ -155,6 +155,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     database_url = f"postgresql://postgres@127.0.0.1:{ports.postgres}/runloom"
     assert f"Gateway   {up.url}" in out
     assert f"nats://127.0.0.1:{ports.nats} (embedded, sync_interval always)" in out
+    assert "sync_interval: always" in (home / "nats" / "nats-server.conf").read_text()
     assert database_url in out
     key = (home / "api-key").read_text().strip()
     assert key.startswith("rlk_")
