@@ -187,7 +187,9 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     assert again.interrupt() == 0
 
 
-def test_readyz_fails_when_nats_dies_and_recovers(start_up: type[UpProcess], home: Path) -> None:
+def test_readyz_fails_when_nats_dies_and_dead_processes_come_back(
+    start_up: type[UpProcess], home: Path
+) -> None:
     up = start_up()
     up.wait_ready()
     nats_pid = int((home / "run" / "nats-server.pid").read_text())
@@ -205,6 +207,17 @@ def test_readyz_fails_when_nats_dies_and_recovers(start_up: type[UpProcess], hom
     assert "nats-server exited (code -9); restarting" in up.output()
     new_pid = int((home / "run" / "nats-server.pid").read_text())
     assert new_pid != nats_pid
+
+    orchestrator_pid = int((home / "run" / "orchestrator-1.pid").read_text())
+    os.kill(orchestrator_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while "orchestrator-1 restarted" not in up.output():
+        assert time.monotonic() < deadline, f"orchestrator-1 not restarted:\n{up.output()}"
+        time.sleep(0.1)
+    assert "orchestrator-1 exited (code -9); restarting in 1s" in up.output()
+    restarted = int((home / "run" / "orchestrator-1.pid").read_text())
+    assert restarted != orchestrator_pid
+    assert "runloom.orchestrator" in " ".join(psutil.Process(restarted).cmdline())
     assert up.interrupt() == 0
 
 
