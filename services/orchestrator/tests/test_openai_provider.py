@@ -74,3 +74,23 @@ async def test_unreachable_server_fails_after_retries() -> None:
     )
     with pytest.raises(ProviderError, match="could not reach openai"):
         await collect(p, [])
+
+
+async def test_server_errors_are_retried_with_backoff() -> None:
+    async with FakeOpenAI(script=["500", "500"]) as server:
+        p = OpenAIProvider(base_url=server.base_url, api_key="k", model="m", backoff_s=0.01)
+        result = await collect(p, [])
+    assert len(server.requests) == 3 and result.text
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    import email.utils
+    import time
+
+    from runloom.orchestrator.providers.openai import retry_after_seconds
+
+    assert retry_after_seconds("2.5", 9) == 2.5
+    assert retry_after_seconds(None, 9) == 9
+    assert retry_after_seconds("soon", 9) == 9
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after_seconds(later, 9) <= 30

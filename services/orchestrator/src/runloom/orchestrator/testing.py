@@ -95,7 +95,7 @@ class FakeOpenAI:
     """OpenAI-compatible `POST /v1/chat/completions` with SSE streaming, on a local port.
 
     `script` lists how the next requests are answered: "ok" (streamed chunks, a usage chunk,
-    `data: [DONE]`), "429" (Retry-After: `retry_after`), "cut" (some chunks, then the
+    `data: [DONE]`), "429" (Retry-After: `retry_after`), "500", "cut" (some chunks, then the
     connection drops with no [DONE]). When the script runs out, requests are answered "ok".
     The reply quotes the first prose sentence of the first passage in the prompt, citing it.
     """
@@ -136,6 +136,8 @@ class FakeOpenAI:
             body = await request.json()
             self.requests.append(body)
             mode = self.script.pop(0) if self.script else "ok"
+            if mode == "500":
+                return JSONResponse({"error": {"message": "upstream overloaded"}}, status_code=500)
             if mode == "429":
                 return JSONResponse(
                     {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}},
