@@ -69,6 +69,7 @@ async def test_a_runs_spend_is_metered_priced_and_visible_only_to_its_tenant(pla
         assert Decimal(repr(mine["total_usd"])) == event_total
         assert {i["usage_id"] for i in mine["items"]} == {u["usage_id"] for u in usage}
         assert all(i["price_version"] for i in mine["items"])
+        assert mine["held_usd"] == 0  # every reservation of the ended run was settled
         # The run's own view carries the same spend (projected from the same events).
         assert Decimal(repr((await client.get(f"/v1/runs/{run_id}")).json()["spent_usd"])) == (
             event_total
