@@ -100,7 +100,8 @@ async def test_a_deliverable_that_cannot_render_leaves_the_run_partial(platform)
     )
     async with _client(platform) as client:
         r = await client.post(
-            "/v1/documents", json={"title": "Nightly release pipeline log", "text": log}
+            "/v1/documents",
+            json={"title": "Nightly release pipeline log \x1b[1m(terminal)\x1b[0m", "text": log},
         )
         assert r.status_code == 201, r.text
         r = await client.post(
@@ -110,12 +111,16 @@ async def test_a_deliverable_that_cannot_render_leaves_the_run_partial(platform)
         run_id = r.json()["id"]
         run = await _wait_ended(client, run_id, 90)
         content = await _content(client, run_id)
-        assert any(
-            "\x1b" in c["passage"]
+        cited = {
+            c["source_id"]: c["passage"]
             for s in content["sections"]
             for cl in s["claims"]
             for c in cl.get("citations", [])
-        ), "the crafted passage was not cited; the test needs it in the content model"
+        }
+        titles = {s["source_id"]: s["title"] for s in content["sources"]}
+        assert any("\x1b" in p + titles[sid] for sid, p in cited.items()), (
+            "the crafted document was not cited; the test needs it in the content model"
+        )
 
         assert run["ended_by"] == "run.completed" and run["partial"], run
         assert any("report" in m and "U+001B" in m for m in run["missing"]), run["missing"]
