@@ -271,3 +271,25 @@ async def test_postgres_down_billing_answers_unavailable_and_the_run_waits(
 async def _events_with(log: EventLog, run_id: str, event_type: str) -> list[Any]:
     events = await log.events(run_id)
     return events if any(e.type == event_type for e in events) else []
+
+
+async def test_a_wait_left_open_by_a_dead_orchestrator_is_closed_by_the_next(
+    billing, nc, js, pool, tenant, make_run
+):
+    log = EventLog(js, "test-orchestrator")
+    run_id = await _new_run(log, make_run, tenant, 1.0)
+    billing.kill()
+    first = Meter(nc, log, options=FAST)
+    call = asyncio.create_task(_provider_call(first, run_id, tenant, 0))
+    await _poll(lambda: _has(log, run_id, "billing.waiting"), what="billing.waiting")
+    call.cancel()  # the replica dies while waiting
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await billing.start(nc)
+
+    takeover = Meter(nc, log, options=FAST)
+    await _provider_call(takeover, run_id, tenant, 0)
+    await _poll(lambda: _has(log, run_id, "billing.resumed"), what="billing.resumed")
+    types = await _types(log, run_id)
+    assert types.count("billing.waiting") == 1 and types.count("billing.resumed") == 1
+    assert types.index("billing.waiting") < types.index("billing.resumed")

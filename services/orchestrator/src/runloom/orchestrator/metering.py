@@ -26,6 +26,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -120,6 +121,8 @@ class Meter:
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _outages: dict[str, _Outage] = field(default_factory=dict, repr=False)
     _background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+    _seen: set[str] = field(default_factory=set, repr=False)
+    """Runs this process has had an answer for (an earlier owner's wait was looked at)."""
 
     def __post_init__(self) -> None:
         if self.prices is None:
@@ -366,7 +369,11 @@ class Meter:
     async def _resumed(self, run_id: str, tenant_id: str, causation_id: str | None) -> None:
         outage = self._outages.pop(run_id, None)
         if outage is None:
+            if run_id not in self._seen:
+                self._seen.add(run_id)
+                self._spawn(self._close_inherited_wait(run_id, tenant_id, causation_id))
             return
+        self._seen.add(run_id)
         if outage.waiting is not None:  # billing.resumed must follow billing.waiting
             with contextlib.suppress(Exception):
                 await asyncio.shield(outage.waiting)
@@ -375,6 +382,33 @@ class Meter:
             tenant_id,
             BillingResumed(waited_s=round(time.monotonic() - outage.started, 3)),
             event_id=f"billing-resumed-{outage.key}",
+            causation_id=causation_id,
+        )
+
+    async def _close_inherited_wait(
+        self, run_id: str, tenant_id: str, causation_id: str | None
+    ) -> None:
+        """A replica that died while billing was away left `billing.waiting` open: close it."""
+        last = None
+        try:
+            async for stored in self.log.read(run_id):
+                if stored.event.type in ("billing.waiting", "billing.resumed"):
+                    last = stored.event
+        except Exception:
+            log.exception("could not read run %s for an open billing wait", run_id)
+            return
+        if last is None or last.type != "billing.waiting":
+            return
+        key = last.id.removeprefix("billing-waiting-")
+        waited = 0.0
+        with contextlib.suppress(Exception):
+            since = datetime.fromisoformat(str(last.data["since"]).replace("Z", "+00:00"))
+            waited = max(0.0, (datetime.now(UTC) - since).total_seconds())
+        await self._append_quietly(
+            run_id,
+            tenant_id,
+            BillingResumed(waited_s=round(waited, 3)),
+            event_id=f"billing-resumed-{key}",
             causation_id=causation_id,
         )
 
