@@ -332,7 +332,9 @@ export class RunView {
       this.renderHeader(s);
     }
     if (!p || p.steps !== s.steps) mount(this.plan, planViewer(s.steps));
-    if (!p || p.sources !== s.sources || p.source_order !== s.source_order) mount(this.sources, sourcesPanel(s));
+    if (!p || p.sources !== s.sources || p.source_order !== s.source_order || p.terminal !== s.terminal) {
+      mount(this.sources, sourcesPanel(s));
+    }
     if (!p || p.report_text !== s.report_text || p.content !== s.content || p.status !== s.status) this.renderReport(s);
     if (!p || p.deliverables !== s.deliverables || p.status !== s.status) this.renderDeliverables(s);
     this.renderBanners(s, p);
@@ -352,7 +354,7 @@ export class RunView {
     mount(
       this.header,
       h("h1", { class: "run-title" }, s.title || s.question || this.runId),
-      s.title && s.question ? h("p", { class: "run-question" }, s.question) : null,
+      s.title && s.question && s.title !== s.question ? h("p", { class: "run-question" }, s.question) : null,
       h(
         "div",
         { class: "run-meta" },
