@@ -132,11 +132,17 @@ async def test_cancel_works_while_billing_does_not_answer(
 
 
 async def test_cancel_while_paused_for_clarification(orchestrator, driver) -> None:
+    from runloom.contracts.events import CancelRequested
+
     run_id = await driver.run("Any help?", deliverables=[])
     await driver.wait_for(run_id, {"clarification.requested"})
-    asked = await driver.cancel(run_id)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    asked = await driver.log.append(
+        run_id, driver.tenant_id, CancelRequested(), trace=f"00-{trace_id}-00f067aa0ba902b7-01"
+    )
     events = await driver.finished(run_id, timeout=2.0)
     assert events[-1].type == "run.cancelled" and events[-1].causation_id == asked.id
+    assert events[-1].trace and events[-1].trace.split("-")[1] == trace_id
     deadline = time.monotonic() + 5
     query = "SELECT count(*) FROM paused_runs WHERE run_id=$1"
     while await driver.pool.fetchval(query, run_id):

@@ -22,7 +22,13 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun, StartRun
-from runloom.contracts.events import TERMINAL_TYPES, RunCancelled, RunFailed, decode_event
+from runloom.contracts.events import (
+    TERMINAL_TYPES,
+    Event,
+    RunCancelled,
+    RunFailed,
+    decode_event,
+)
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.metering import Meter
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -32,6 +38,7 @@ from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.runstate import fold
 from runloom.runtime.service import ServiceContext, serve
+from runloom.runtime.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger("runloom.orchestrator")
 
@@ -153,8 +160,7 @@ class Orchestrator:
 
     async def _sweep_run(self, row: asyncpg.Record) -> bool:
         """Act on one paused run; True when it no longer needs watching."""
-        run_id, tenant_id = row["run_id"], row["tenant_id"]
-        subject = subjects.run_events(run_id)
+        subject = subjects.run_events(row["run_id"])
         try:
             msg = await self.ctx.js.get_last_msg(subjects.RUN_EVENTS_STREAM, subject)
         except NotFoundError:
@@ -162,6 +168,14 @@ class Orchestrator:
         last = decode_event(msg.data)  # type: ignore[arg-type]
         if last.type in TERMINAL_TYPES:
             return True
+        # What the sweep writes continues the trace of the event that caused it.
+        with tracer("runloom.orchestrator").start_as_current_span(
+            f"sweep {last.type}", context=context_from_traceparent(last.trace)
+        ):
+            return await self._sweep_act(row, last)
+
+    async def _sweep_act(self, row: asyncpg.Record, last: Event) -> bool:
+        run_id, tenant_id = row["run_id"], row["tenant_id"]
         try:
             if last.type == "cancel.requested":
                 await self.log.append(
