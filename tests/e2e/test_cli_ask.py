@@ -247,3 +247,49 @@ def test_docs_add_uploads_files_and_folders_then_runs_lists(platform: Any, tmp_p
     run_id = new_run(platform, "What stripes do zebras have?", options={"deliverables": []})
     r = subprocess.run([RUNLOOM, "runs"], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and run_id in r.stdout and "zebras" in r.stdout, r.stdout
+
+
+def test_ask_in_a_terminal_prompts_for_a_clarification(
+    platform: Any, corpus: str, tmp_path: Path
+) -> None:
+    """In a real terminal (a pty), the paused run's question is answered at the prompt."""
+    import pty
+
+    main_fd, child_fd = pty.openpty()
+    args = ["ask", "Can you help me with something?", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        [RUNLOOM, *args, "--deliverables", "report"],
+        env=cli_env(platform, tmp_path),
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        close_fds=True,
+    )
+    os.close(child_fd)
+    seen = bytearray()
+
+    def read_until(marker: bytes, timeout: float = 45.0) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"no {marker!r} within {timeout} s:\n{seen.decode()}")
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # the terminal closed: the process ended
+                raise AssertionError(f"runloom ended before {marker!r}:\n{seen.decode()}") from None
+            seen.extend(chunk)
+
+    try:
+        read_until(b"your answer")
+        assert b"? The run asks:" in seen
+        os.write(main_fd, b"generators and the yield statement\n")
+        read_until(b"completed")
+        assert proc.wait(30) == 0, seen.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main_fd)
+    text = seen.decode(errors="replace")
+    assert "answered; the run continues" in text
+    assert "\x1b[" in text  # a terminal gets colour
