@@ -203,7 +203,11 @@ async def run_pull_consumer(
             sem.release()
 
     while not stop.is_set():
-        free = max(1, min(batch, concurrency))
+        # Pull only what a free slot can start now: a fetched message waits without keep-alive,
+        # and its ack deadline would run out in our queue instead of on another replica.
+        await sem.acquire()
+        sem.release()
+        free = max(1, min(batch, concurrency - len(tasks)))
         try:
             msgs = await sub.fetch(free, timeout=1.0)
         except (TimeoutError, nats.errors.TimeoutError):
