@@ -9,6 +9,10 @@ def test_vague_questions_are_recognised() -> None:
     assert planner.too_vague("Can you help me with something?")
     assert planner.too_vague("Tell me about stuff")
     assert planner.too_vague("How do decorators and context managers work?") is None
+    freqs, total = {"python": 900, "generators": 12, "zyxq": 0}, 1000
+    assert "too broad" in (planner.too_vague("Tell me about Python", freqs, total) or "")
+    assert "not in your documents" in (planner.too_vague("zyxq?", freqs, total) or "")
+    assert planner.too_vague("What are generators?", freqs, total) is None
 
 
 def test_plan_is_deterministic_and_splits_the_question() -> None:

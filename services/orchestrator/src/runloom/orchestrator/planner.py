@@ -42,15 +42,25 @@ def key_terms(text: str, common: frozenset[str] = frozenset()) -> list[str]:
     return specific or terms
 
 
-def too_vague(question: str) -> str | None:
-    """Why a question is too vague to research without asking (None when it is fine)."""
+def too_vague(
+    question: str, frequencies: dict[str, int] | None = None, total: int = 0
+) -> str | None:
+    """Why a question is too vague to research without asking (None when it is fine).
+
+    Vague: it names nothing specific, or its one term is everywhere in the corpus (`python`
+    in Python's documentation) or nowhere. `frequencies` counts the passages matching each term.
+    """
     terms = key_terms(question)
-    if len(terms) < 2:
-        named = f" ({', '.join(terms)})" if terms else ""
+    if not terms:
         return (
-            f"The question names fewer than two specific things to research{named}. "
-            "Which topic, feature or problem should the report cover?"
+            "The question does not name a topic to research. Which topic, feature or "
+            "problem should the report cover?"
         )
+    if len(terms) == 1 and frequencies is not None:
+        n = frequencies.get(terms[0], 0)
+        if n == 0 or (total and n > 0.2 * total):
+            how = "is not in your documents" if n == 0 else "is too broad on its own"
+            return f"'{terms[0]}' {how}. Which aspect of it should the report cover?"
     return None
 
 

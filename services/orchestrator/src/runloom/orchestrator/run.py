@@ -232,7 +232,7 @@ class RunDriver:
                 self.svc.pool, self.tenant_id, planner.key_terms(full)
             )
             if not st.steps and answer is None:
-                reason = planner.too_vague(question)
+                reason = planner.too_vague(question, freqs, total)
                 if reason is None and not any(freqs.values()):
                     reason = (
                         "Nothing in your documents matches any term of the question. Which "
