@@ -1,0 +1,252 @@
+"""`asyncapi.json`: an AsyncAPI 3.0 document of every subject (private to `codegen`)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import msgspec
+from runloom.contracts import commands, events, subjects
+from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
+
+# -- AsyncAPI --------------------------------------------------------------------------------------
+
+
+def _asyncapi_schema(schema: Schema) -> Schema:
+    """A component as an AsyncAPI schema: refs into `components/schemas`."""
+    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/')
+    out: Schema = json.loads(text)
+    return out
+
+
+def _doc(cls: type[msgspec.Struct]) -> str | None:
+    return inspect.cleandoc(cls.__doc__) if cls.__doc__ else None
+
+
+def _message(name: str, cls: type[msgspec.Struct], headers: str | None = None) -> Schema:
+    msg: Schema = {
+        "name": name,
+        "title": name,
+        "contentType": "application/json",
+        "payload": {"$ref": f"#/components/schemas/{cls.__name__}"},
+    }
+    doc = _doc(cls)
+    if doc:
+        msg["summary"] = doc.splitlines()[0]
+    if headers:
+        msg["headers"] = {"$ref": f"#/components/schemas/{headers}"}
+    return msg
+
+
+RUN_EVENT_HEADERS: Schema = {
+    "type": "object",
+    "description": "NATS headers of an appended run event.",
+    "properties": {
+        "Nats-Msg-Id": {
+            "type": "string",
+            "description": "The event's `id`: a retried publish is dropped as a duplicate.",
+        },
+        "Nats-Expected-Last-Subject-Sequence": {
+            "type": "string",
+            "description": "Optimistic concurrency: the stream sequence of the subject's "
+            "last event the writer saw; a writer that lost the race re-reads and retries.",
+        },
+        "traceparent": {"type": "string", "description": "W3C trace context of the writer."},
+    },
+    "required": ["Nats-Msg-Id"],
+}
+
+TRACE_HEADERS: Schema = {
+    "type": "object",
+    "description": "NATS headers of a command, job or request.",
+    "properties": {
+        "Nats-Msg-Id": {"type": "string", "description": "Dedup key (the command or job id)."},
+        "traceparent": {"type": "string", "description": "W3C trace context of the sender."},
+    },
+}
+
+
+def asyncapi() -> Schema:
+    """An AsyncAPI 3.0 document of every subject Runloom uses and its messages."""
+    _, comps = components()
+    env = envelopes()
+    c = commands
+    schemas: dict[str, Schema] = {n: _asyncapi_schema(s) for n, s in comps.items()}
+    schemas["RunEventHeaders"] = RUN_EVENT_HEADERS
+    schemas["TraceHeaders"] = TRACE_HEADERS
+
+    messages: dict[str, Schema] = {}
+    for cls in env.values():
+        messages[cls.__name__] = _message(cls.__name__, cls, "RunEventHeaders")
+    for cls in c.COMMAND_TYPES.values():
+        messages[cls.__name__] = _message(cls.__name__, cls, "TraceHeaders")
+
+    def refs(*names: str) -> dict[str, Schema]:
+        return {n: {"$ref": f"#/components/messages/{n}"} for n in names}
+
+    def chan(name: str) -> Schema:
+        return {"$ref": f"#/channels/{name}"}
+
+    def ops_msgs(channel: str, *names: str) -> list[Schema]:
+        return [{"$ref": f"#/channels/{channel}/messages/{n}"} for n in names]
+
+    run_msgs = [cls.__name__ for cls in env.values()]
+    channels: dict[str, Schema] = {
+        "runEvents": {
+            "address": subjects.run_events("{runId}"),
+            "title": "Run events",
+            "description": (
+                f"Every event of one run, in order (stream `{subjects.RUN_EVENTS_STREAM}`, "
+                "file storage). Each has a dense per-run `seq`; the last one is terminal."
+            ),
+            "parameters": {"runId": {"description": "The run's id (`run_<ULID>`)."}},
+            "messages": refs(*run_msgs),
+        },
+        "startRun": {
+            "address": subjects.START_RUN,
+            "title": "Start a run",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): "
+            "the orchestrator replica that takes it owns the run.",
+            "messages": refs("StartRun"),
+        },
+        "resumeRun": {
+            "address": subjects.RESUME_RUN,
+            "title": "Resume a paused run",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`).",
+            "messages": refs("ResumeRun"),
+        },
+        "deliverableJobs": {
+            "address": subjects.deliverable_job("{kind}"),
+            "title": "Deliverable jobs",
+            "description": f"Work queue (stream `{subjects.JOBS_STREAM}`), one subject per kind.",
+            "parameters": {
+                "kind": {
+                    "enum": ["report", "website", "slides"],
+                    "description": "The kind of deliverable.",
+                }
+            },
+            "messages": refs("DeliverableJob"),
+        },
+        "deadLetters": {
+            "address": subjects.dead_letter("{stream}", "{consumer}"),
+            "title": "Dead letters",
+            "description": f"Messages a consumer could not process, with the reason "
+            f"(stream `{subjects.DLQ_STREAM}`, subjects `{subjects.DLQ_SUBJECTS}`).",
+            "parameters": {
+                "stream": {"description": "The stream the message came from."},
+                "consumer": {"description": "The durable consumer that gave up on it."},
+            },
+            "messages": refs("DeadLetter"),
+        },
+    }
+    operations: dict[str, Schema] = {
+        "appendRunEvent": {
+            "action": "send",
+            "channel": chan("runEvents"),
+            "title": "Append a run event",
+            "summary": "Every service appends with Nats-Msg-Id and an expected last sequence.",
+            "messages": ops_msgs("runEvents", *run_msgs),
+        },
+        "followRunEvents": {
+            "action": "receive",
+            "channel": chan("runEvents"),
+            "title": "Replay and follow a run's events",
+            "summary": "The gateway (SSE), projections and the orchestrator read them.",
+            "messages": ops_msgs("runEvents", *run_msgs),
+        },
+        "sendStartRun": {
+            "action": "send",
+            "channel": chan("startRun"),
+            "summary": "The gateway, once `run.created` is stored.",
+            "messages": ops_msgs("startRun", "StartRun"),
+        },
+        "takeStartRun": {
+            "action": "receive",
+            "channel": chan("startRun"),
+            "summary": "An orchestrator replica (durable pull consumer).",
+            "messages": ops_msgs("startRun", "StartRun"),
+        },
+        "sendResumeRun": {
+            "action": "send",
+            "channel": chan("resumeRun"),
+            "messages": ops_msgs("resumeRun", "ResumeRun"),
+        },
+        "takeResumeRun": {
+            "action": "receive",
+            "channel": chan("resumeRun"),
+            "messages": ops_msgs("resumeRun", "ResumeRun"),
+        },
+        "sendDeliverableJob": {
+            "action": "send",
+            "channel": chan("deliverableJobs"),
+            "summary": "The orchestrator, keyed by job id (idempotent).",
+            "messages": ops_msgs("deliverableJobs", "DeliverableJob"),
+        },
+        "takeDeliverableJob": {
+            "action": "receive",
+            "channel": chan("deliverableJobs"),
+            "summary": "A deliverables replica (durable pull consumer).",
+            "messages": ops_msgs("deliverableJobs", "DeliverableJob"),
+        },
+        "deadLetter": {
+            "action": "send",
+            "channel": chan("deadLetters"),
+            "summary": "A consumer, for a message it can never process.",
+            "messages": ops_msgs("deadLetters", "DeadLetter"),
+        },
+        "inspectDeadLetters": {
+            "action": "receive",
+            "channel": chan("deadLetters"),
+            "messages": ops_msgs("deadLetters", "DeadLetter"),
+        },
+    }
+    for verb, subject, request, reply in (
+        ("reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply"),
+        ("commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply"),
+        ("release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply"),
+    ):
+        cap = verb.capitalize()
+        channels[f"billing{cap}"] = {
+            "address": subject,
+            "title": f"Billing: {verb}",
+            "description": "Core NATS request/reply; billing answers on the request's inbox.",
+            "messages": refs(request),
+        }
+        channels[f"billing{cap}Reply"] = {
+            "address": None,
+            "title": f"Billing: {verb} reply",
+            "description": "The requester's reply inbox (dynamic).",
+            "messages": refs(reply),
+        }
+        operations[f"billing{cap}"] = {
+            "action": "receive",
+            "channel": chan(f"billing{cap}"),
+            "summary": f"Billing answers a {verb} request (idempotent by reservation id).",
+            "messages": ops_msgs(f"billing{cap}", request),
+            "reply": {
+                "channel": chan(f"billing{cap}Reply"),
+                "messages": ops_msgs(f"billing{cap}Reply", reply),
+            },
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Runloom",
+            "version": f"{events.SCHEMA_VERSION}.0.0",
+            "description": (
+                f"{HEADER}\n\nThe subjects of Runloom's NATS JetStream bus: run events, "
+                "commands and jobs on work queues, billing request/reply, dead letters."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:14222",
+                "protocol": "nats",
+                "description": "`runloom up` (embedded nats-server with JetStream).",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages},
+    }
