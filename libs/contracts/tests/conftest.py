@@ -6,6 +6,7 @@ The npm packages pinned in `node/package-lock.json` are installed once into `.ca
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -50,16 +51,19 @@ def node_tools() -> NodeTools:
     lock = (NODE_SRC / "package-lock.json").read_bytes()
     stamp = hashlib.sha256(lock).hexdigest()
     stamp_file = folder / "node_modules" / ".runloom-stamp"
-    for name in ("package.json", "package-lock.json", "check-asyncapi.mjs"):
-        shutil.copyfile(NODE_SRC / name, folder / name)
-    if not stamp_file.exists() or stamp_file.read_text() != stamp:
-        done = subprocess.run(
-            [_tool("npm"), "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
-        assert done.returncode == 0, f"npm ci failed in {folder}:\n{done.stdout}\n{done.stderr}"
-        stamp_file.write_text(stamp)
+    # Several pytest sessions may share the cache: one installs, the others wait for it.
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in ("package.json", "package-lock.json", "check-asyncapi.mjs"):
+            shutil.copyfile(NODE_SRC / name, folder / name)
+        if not stamp_file.exists() or stamp_file.read_text() != stamp:
+            done = subprocess.run(
+                [_tool("npm"), "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=100,
+            )
+            assert done.returncode == 0, f"npm ci failed in {folder}:\n{done.stdout}{done.stderr}"
+            stamp_file.write_text(stamp)
     return NodeTools(node=_tool("node"), folder=folder)
