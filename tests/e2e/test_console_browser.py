@@ -165,10 +165,17 @@ async def test_sign_in_start_a_run_from_the_form_and_watch_it_complete(
     await tab.fill("#budget", "5")
     await tab.uncheck("#dl-website")
     await tab.uncheck("#dl-slides")
+    t0 = time.monotonic()
     await tab.click("button[type=submit]")
     await tab.wait_for_url(re.compile(r"#/runs/run_"))
     run_id = tab.url.rsplit("/", 1)[-1]
+    await tab.wait_for_selector("[data-testid=timeline] tbody tr")
+    first_row = time.monotonic() - t0
     await ended(tab, "Completed")
+    print(
+        f"\nconsole: submit -> first timeline row {first_row * 1000:.0f} ms,"
+        f" -> completed {time.monotonic() - t0:.2f} s"
+    )
     await tab.wait_for_selector("[data-kind=report][data-status=ready] button.artifact")
     events = await history(platform, run_id)
     same_as_history(await rows(tab), events)
@@ -261,9 +268,11 @@ async def test_gateway_restart_mid_run_reconnects_with_no_duplicate_or_missing_r
     await shot(page, "reconnecting")
     gateway.start()
     await asyncio.to_thread(platform.wait_ready, gateway)
+    ready = time.monotonic()
     await page.wait_for_selector(
         "[data-testid=connection][data-state=caught_up], [data-testid=connection][data-state=ended]"
     )
+    print(f"\nconsole: gateway ready -> caught up {(time.monotonic() - ready) * 1000:.0f} ms")
     await ended(page, "Completed")
     events = await history(platform, run["id"])
     assert events[-1]["type"] == "run.completed"

@@ -137,7 +137,7 @@ export class RunStream {
     this.es = null;
     this.attempt += 1;
     if (this.attempt === 1) this.reconnects += 1;
-    const delay = Math.min(500 * 2 ** (this.attempt - 1), 5000);
+    const delay = Math.min(250 * 2 ** (this.attempt - 1), 2000);
     this.status("reconnecting", `Connection lost — reconnecting… (attempt ${this.attempt})`);
     this.timer = setTimeout(() => this.connect(), delay);
   }
