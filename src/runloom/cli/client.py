@@ -12,7 +12,7 @@ import json
 import mimetypes
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -350,7 +350,7 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _table(header: Iterable[str], rows: list[tuple[str, ...]], indent: str = "") -> None:
+def _table(header: Iterable[str], rows: Sequence[Sequence[str]], indent: str = "") -> None:
     header = tuple(header)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     for row in (header, *rows):
