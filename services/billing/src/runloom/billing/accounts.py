@@ -113,11 +113,16 @@ class _Res:
 
 @dataclass
 class _Batch:
-    runs: dict[str, Any] = field(default_factory=dict)
-    """run_id -> {tenant_id, budget, counters}"""
+    """What one batch has locked, and decides against."""
+
+    runs: dict[str, tuple[str, Decimal | None, _Counters]] = field(default_factory=dict)
+    """run_id -> (owning tenant, run budget, counters)"""
     tenants: dict[tuple[str, date], _Counters] = field(default_factory=dict)
+    """(tenant_id, period_start) -> counters"""
     budgets: dict[str, Decimal | None] = field(default_factory=dict)
+    """tenant_id -> period budget (None: no budget)"""
     res: dict[str, _Res] = field(default_factory=dict)
+    """reservation id -> reservation (existing rows, and rows this batch creates)"""
 
 
 def _res_from_row(r: Any) -> _Res:
