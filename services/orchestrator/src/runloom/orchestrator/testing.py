@@ -100,11 +100,13 @@ class FakeOpenAI:
     The reply quotes the first prose sentence of the first passage in the prompt, citing it.
     """
 
-    def __init__(self, script: list[str] | None = None, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, script: list[str] | None = None, retry_after: float = 1.0, port: int = 0
+    ) -> None:
         self.script = list(script or [])
         self.retry_after = retry_after
         self.requests: list[dict[str, Any]] = []
-        self.port = 0
+        self.port = port
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -174,9 +176,10 @@ class FakeOpenAI:
 
         import uvicorn
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        if not self.port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.port = s.getsockname()[1]
         config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="error")
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
