@@ -165,6 +165,7 @@ async def test_sign_in_start_a_run_from_the_form_and_watch_it_complete(
     await tab.fill("#budget", "5")
     await tab.uncheck("#dl-website")
     await tab.uncheck("#dl-slides")
+    await shot(tab, "new-run")
     t0 = time.monotonic()
     await tab.click("button[type=submit]")
     await tab.wait_for_url(re.compile(r"#/runs/run_"))
@@ -211,6 +212,7 @@ async def test_sign_in_start_a_run_from_the_form_and_watch_it_complete(
     # The run list shows it.
     await tab.click("text=Runs")
     await tab.wait_for_selector(f"[data-run={run_id}] >> text=Completed")
+    await shot(tab, "runs")
     await context.close()
     assert not errors, errors
 

@@ -14,6 +14,9 @@ const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
 
 /** @type {RunStream | null} */
 let stream = null;
+/** @type {ReturnType<typeof setTimeout> | null} */
+let listRefresh = null;
+const ENDED = new Set(["completed", "failed", "cancelled", "budget_stopped"]);
 
 const DELIVERABLES = [
   ["report", "Report (Markdown, HTML, PDF, DOCX)"],
@@ -24,6 +27,8 @@ const DELIVERABLES = [
 function route() {
   stream?.close();
   stream = null;
+  if (listRefresh) clearTimeout(listRefresh);
+  listRefresh = null;
   const hash = location.hash.replace(/^#/, "") || "/runs";
   renderNav();
   if (!apiKey()) return signIn();
@@ -107,8 +112,9 @@ function signIn() {
   input.focus();
 }
 
-async function runList() {
-  page("Runs");
+/** @param {boolean} [quiet] a refresh keeps the focus where it is */
+async function runList(quiet = false) {
+  if (!quiet) page("Runs");
   const list = h("tbody");
   const more = h("div", { class: "row" });
   mount(
@@ -159,6 +165,12 @@ async function runList() {
     }
     const next = page && (page.next_cursor || page.cursor);
     mount(more, next ? h("button", { type: "button", class: "secondary", onclick: () => load(next) }, "Load more") : null);
+    // While a run on the first page is still going, refresh the list (statuses, spend).
+    if (!cursor && runs.some((/** @type {any} */ r) => !ENDED.has(r.status))) {
+      listRefresh = setTimeout(() => {
+        if (location.hash.replace(/^#/, "") === "/runs" || location.hash === "") runList(true);
+      }, 3000);
+    }
   };
   await load(null);
 }
