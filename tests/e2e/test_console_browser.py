@@ -324,6 +324,22 @@ async def test_cancel_from_the_page(page: Any, platform: Any, corpus: str) -> No
     await shot(page, "cancelled")
 
 
+async def test_cancel_a_run_paused_for_a_clarification(
+    page: Any, platform: Any, corpus: str
+) -> None:
+    run = await api(
+        platform, "POST", "/v1/runs", json={"question": VAGUE, "options": {"deliverables": []}}
+    )
+    await open_run(page, platform, run["id"])
+    await page.locator("[data-testid=clarification]").wait_for()
+    await page.click("[data-testid=cancel]")
+    await page.wait_for_selector("[data-testid=cancelled]", timeout=15_000)
+    assert await page.locator("[data-testid=clarification]").count() == 0
+    events = await history(platform, run["id"])
+    assert events[-1]["type"] == "run.cancelled"
+    same_as_history(await rows(page), events)
+
+
 async def test_budget_stop_shows_what_was_spent_and_kept(
     page: Any, platform: Any, corpus: str
 ) -> None:
