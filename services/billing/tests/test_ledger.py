@@ -89,3 +89,39 @@ async def test_reconcile_flags_usage_without_a_committed_reservation(billing, js
     assert not rec.balanced
     assert rec.unreserved == [event.id] and rec.ledger_usd == Decimal("0.5")
     assert rec.committed_usd == 0
+
+
+async def test_reconcile_command_reports_a_balanced_run(billing, nc, js, pool, settings, tenant):
+    import json
+    import subprocess
+    import sys
+
+    from runloom.orchestrator.metering import Meter, MeterOptions
+
+    log = EventLog(js, "test-orchestrator")
+    run_id = new_id("run")
+    await log.append(run_id, tenant, RunCreated(question="q"))
+    meter = Meter(nc, log, options=MeterOptions(backoff_initial_s=0.05))
+    res = await meter.reserve(
+        run_id=run_id,
+        tenant_id=tenant,
+        kind="tool",
+        estimated_usd=0.001,
+        reservation_id=new_id("res"),
+        tool="web_fetch",
+    )
+    await meter.commit(res, Usage(tool_calls=1), usage_id=new_id("u"))
+    await _consumer_caught_up(js, (await log.tail(run_id)).stream_seq)
+
+    env = {"RUNLOOM_DATABASE_URL": settings.effective_database_url, "PATH": ""}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "runloom.billing", "reconcile", "--run", run_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["balanced"] and report["ledger_usd"] == report["committed_usd"] == "0.001"
