@@ -40,6 +40,7 @@ class Cli:
         self.proc = subprocess.Popen(
             [RUNLOOM, *args],
             env=env,
+            cwd=Path(env["RUNLOOM_HOME"]).parent,  # artifacts default to ./runloom-out/
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
