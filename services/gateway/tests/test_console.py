@@ -149,3 +149,52 @@ def test_console_type_checks_against_the_generated_contracts() -> None:
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+
+
+def test_console_reducer_agrees_with_the_python_fold() -> None:
+    """The console and the CLI show the same run: the JS reducer and runstate.fold agree."""
+    import msgspec
+    from runloom.contracts.events import Event
+    from runloom.runtime.runstate import fold
+
+    script = (
+        "import { initialState, reduceAll } from './reducer.js';"
+        "import * as h from './tests/history.mjs';"
+        "const out = {};"
+        "for (const [name, make] of Object.entries(h)) {"
+        "  if (name === 'writer') continue;"
+        "  const events = make();"
+        "  out[name] = { events, state: reduceAll(initialState(), events) };"
+        "}"
+        "console.log(JSON.stringify(out));"
+    )
+    r = subprocess.run(
+        [*_node(), "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=CONSOLE_DIR,
+    )
+    assert r.returncode == 0, r.stderr
+    histories = json.loads(r.stdout)
+    assert len(histories) >= 2
+    for name, h in histories.items():
+        js, py = h["state"], fold(msgspec.convert(h["events"], list[Event]))
+        assert js["status"] == py.status, name
+        assert js["last_seq"] == py.last_seq and js["event_count"] == py.event_count
+        assert js["spent_usd"] == py.spent_usd and js["report_text"] == py.report_text
+        assert set(js["sources"]) == set(py.sources)
+        assert (js["partial"], js["missing"]) == (py.partial, py.missing)
+        assert js["cancel_requested"] == py.cancel_requested
+        assert js["content_hash"] == py.content_hash
+        assert {k: (d["status"], d["attempt"]) for k, d in js["deliverables"].items()} == {
+            k: (d.status, d.attempt) for k, d in py.deliverables.items()
+        }
+        stopped = py.terminal is not None and py.terminal.type != "run.completed"
+        for js_step, py_step in zip(js["steps"], py.steps, strict=True):
+            assert js_step["step_id"] == py_step.step_id
+            if stopped and py_step.status in ("pending", "running"):
+                # The console also says why a step never ran: the run stopped before it.
+                assert js_step["status"] == "skipped", name
+            else:
+                assert js_step["status"] == py_step.status, (name, py_step.step_id)
