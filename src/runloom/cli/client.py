@@ -171,7 +171,10 @@ def _follow(
             return
         if state.clarification is None or state.status != "waiting_clarification":
             return  # already answered (we are replaying history)
-        text = input("  your answer (empty: answer later with `runloom answer`): ")
+        try:
+            text = input("  your answer (empty: answer later with `runloom answer`): ")
+        except EOFError:  # Ctrl-D: keep watching, answer later
+            text = ""
         if text.strip():
             gw.request("POST", f"/v1/runs/{run_id}/clarification", json={"answer": text})
 
