@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from runloom.contracts.events import RunCompleted, RunStarted
@@ -82,3 +84,16 @@ async def test_cancel_before_start_and_after_end(platform, js, poll):
             return (await c.get(f"/v1/runs/{run['id']}")).json()["status"] == "completed"
 
         await poll(completed)
+
+
+async def test_concurrent_retries_with_one_key_make_one_run(platform, js):
+    async with httpx.AsyncClient(base_url=platform.url, headers=platform.headers()) as c:
+        body = {"question": "once only", "budget_usd": 0.5}
+        answers = await asyncio.gather(
+            *(c.post("/v1/runs", json=body, headers={"Idempotency-Key": "same"}) for _ in range(6))
+        )
+        assert sorted(a.status_code for a in answers) == [200] * 5 + [201]
+        ids = {a.json()["id"] for a in answers}
+        assert len(ids) == 1
+        events = await EventLog(js, "test").events(ids.pop())
+        assert [e.type for e in events] == ["run.created"]
