@@ -49,6 +49,12 @@ async def test_question_over_default_corpus_completes_with_verified_citations(
     assert state.content_hash == content_hash(content)
     assert "## Sources" in state.report_text and "[1]" in state.report_text
     assert all(e.causation_id for e in events if e.producer.startswith("orchestrator"))
+    # An ended run's checkpoints are cleaned up.
+    deadline = time.monotonic() + 5
+    query = "SELECT count(*) FROM run_checkpoints WHERE run_id=$1"
+    while await driver.pool.fetchval(query, run_id):
+        assert time.monotonic() < deadline, "checkpoints of an ended run are kept"
+        await asyncio.sleep(0.05)
 
 
 async def test_vague_question_pauses_then_continues_after_the_answer(orchestrator, driver) -> None:

@@ -121,6 +121,10 @@ class Orchestrator:
                         f"run {cmd.run_id} has no run.created event; nothing to start"
                     )
                 log.info("run %s: %s", cmd.run_id, outcome)
+                if outcome != "paused":  # ended: its checkpoints served their purpose
+                    await self.ctx.pool.execute(
+                        "DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id
+                    )
             await msg.ack()
         except asyncio.CancelledError:
             # Shutting down: hand the run to another replica now rather than at ack_wait.
