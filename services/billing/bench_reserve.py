@@ -7,8 +7,8 @@ Starts its own nats-server and PostgreSQL (embedded, in a temporary folder) and 
 billing process (`python -m runloom.billing`), then:
 
 - throughput: `--reservations` ReserveRequests sent with `--concurrency` in flight, against one
-  run (every request locks the same run and tenant rows: the worst case) and spread over 50
-  runs of one tenant; 3 rounds each, the median reported;
+  run (every request locks the same run and tenant rows: the worst case), spread over 50
+  runs of one tenant, and over 8 tenants (a run each); 3 rounds each, the median reported;
 - latency: `--calls` sequential provider calls metered by the orchestrator's Meter: reserve,
   then commit (which also appends `usage.recorded` to the run's event log), p50 and p95.
 """
@@ -54,7 +54,11 @@ async def _wait_billing(nc: Any, proc: ServiceProcess, timeout: float = 30) -> N
     raise TimeoutError("billing did not answer")
 
 
-async def _throughput(nc: Any, tenant: str, run_ids: list[str], n: int, concurrency: int) -> float:
+async def _throughput(
+    nc: Any, tenant: str | list[str], run_ids: list[str], n: int, concurrency: int
+) -> float:
+    """Reservations/s; run i % len(run_ids) belongs to tenant i % len(tenants)."""
+    tenants = [tenant] if isinstance(tenant, str) else tenant
     sem = asyncio.Semaphore(concurrency)
     refused = 0
 
@@ -62,7 +66,7 @@ async def _throughput(nc: Any, tenant: str, run_ids: list[str], n: int, concurre
         nonlocal refused
         req = ReserveRequest(
             reservation_id=new_id("res"),
-            tenant_id=tenant,
+            tenant_id=tenants[i % len(run_ids) % len(tenants)],
             run_id=run_ids[i % len(run_ids)],
             estimated_usd=0.0001,
             kind="tool",
@@ -162,14 +166,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tenant = "bench"
         await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tenant)
 
-        async def new_run() -> str:
+        async def new_run(owner: str = tenant) -> str:
             run_id = new_id("run")
             await pool.execute(
                 "INSERT INTO runs(id, tenant_id, question, budget_usd) VALUES ($1,$2,'q',1e6)",
                 run_id,
-                tenant,
+                owner,
             )
             return run_id
+
+        tenants = [f"bench-{i}" for i in range(8)]
+        for t in tenants:
+            await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", t)
 
         await _throughput(nc, tenant, [await new_run()], 200, args.concurrency)  # warm up
         one_run = [
@@ -180,6 +188,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(3):
             runs = [await new_run() for _ in range(50)]
             spread.append(await _throughput(nc, tenant, runs, args.reservations, args.concurrency))
+
+        many = []
+        for _ in range(3):
+            runs = [await new_run(t) for t in tenants]
+            many.append(await _throughput(nc, tenants, runs, args.reservations, args.concurrency))
 
         run_id = await new_run()
         await EventLog(js, "bench").append(run_id, tenant, RunCreated(question="bench"))
@@ -192,6 +205,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "one_run_median_per_s": round(statistics.median(one_run)),
             "fifty_runs_reservations_per_s": [round(x) for x in spread],
             "fifty_runs_median_per_s": round(statistics.median(spread)),
+            "eight_tenants_reservations_per_s": [round(x) for x in many],
+            "eight_tenants_median_per_s": round(statistics.median(many)),
             "metered_calls": args.calls,
             **latency,
         }

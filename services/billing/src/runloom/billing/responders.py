@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,35 +52,50 @@ class _Route:
 
 
 class Batcher:
-    """Feeds requests to `Accounts.apply` in batches, one batch at a time."""
+    """Feeds requests to `Accounts.apply` in batches.
 
-    def __init__(self, accounts: Accounts, max_batch: int = 256) -> None:
+    Requests are spread over `lanes` by tenant: one tenant's requests always meet in the same
+    lane (where they batch together, since they contend for the same tenant row anyway), while
+    different tenants' batches commit in parallel.
+    """
+
+    def __init__(self, accounts: Accounts, max_batch: int = 256, lanes: int = 4) -> None:
         self.accounts = accounts
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Request, asyncio.Future[Reply | None]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._queues: list[asyncio.Queue[tuple[Request, asyncio.Future[Reply | None]]]] = [
+            asyncio.Queue() for _ in range(max(lanes, 1))
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
         self.batches = 0
         self.requests = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="billing-batcher")
+        self._tasks = [
+            asyncio.create_task(self._run(q), name=f"billing-batcher-{i}")
+            for i, q in enumerate(self._queues)
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def submit(self, request: Request) -> Reply | None:
         future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
+        key = getattr(request, "tenant_id", None) or request.reservation_id
+        lane = zlib.crc32(key.encode()) % len(self._queues)
+        await self._queues[lane].put((request, future))
         return await future
 
-    async def _run(self) -> None:
+    async def _run(
+        self, queue: asyncio.Queue[tuple[Request, asyncio.Future[Reply | None]]]
+    ) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
             self.batches += 1
             self.requests += len(batch)
             try:
@@ -115,6 +131,8 @@ class Responders:
     accounts: Accounts
     concurrency: int = 64
     """Requests handled at once by this replica."""
+    lanes: int = 4
+    """Batches committing at once (requests spread over them by tenant)."""
     batcher: Batcher | None = None
     _subs: list[Subscription] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -131,7 +149,7 @@ class Responders:
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
-        self.batcher = Batcher(self.accounts)
+        self.batcher = Batcher(self.accounts, lanes=self.lanes)
         self.batcher.start()
         for route in self.routes():
             self._subs.append(

@@ -15,7 +15,7 @@ from runloom.billing.prices import load_prices
 from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
 from runloom.contracts import subjects
-from runloom.runtime import bus
+from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
@@ -43,6 +43,8 @@ class BillingOptions:
         default_factory=lambda: int(_env_float("RUNLOOM_BILLING_CONCURRENCY", 64))
     )
     """Requests handled at once by one replica."""
+    lanes: int = field(default_factory=lambda: int(_env_float("RUNLOOM_BILLING_LANES", 4)))
+    """Budget transactions in flight at once per replica (one tenant always uses one lane)."""
 
 
 def run_budget_from_events(js: JetStreamContext) -> RunBudgetLookup:
@@ -65,12 +67,19 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
     options = options or BillingOptions()
     prices = load_prices()
     log.info("price table version %s", prices.version)
+    # Budget transactions get their own connections: a burst on the ledger consumer must not
+    # make a reservation wait for a connection.
+    accounts_pool = await db.create_pool(
+        ctx.settings.effective_database_url, max_size=options.lanes + 2
+    )
     accounts = Accounts(
-        pool=ctx.pool,
+        pool=accounts_pool,
         prices=prices,
         run_budget_fallback=run_budget_from_events(ctx.js),
     )
-    responders = Responders(ctx.nc, ctx.js, accounts, concurrency=options.concurrency)
+    responders = Responders(
+        ctx.nc, ctx.js, accounts, concurrency=options.concurrency, lanes=options.lanes
+    )
     await responders.start()
     ledger = LedgerConsumer(ctx.pool, prices.version)
     tasks = [
@@ -98,6 +107,7 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
     finally:
         await responders.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await accounts_pool.close()
 
 
 async def run(settings: Settings) -> None:
