@@ -59,3 +59,19 @@ def test_rendering_numbers_sources_in_reading_order() -> None:
         "## With\n\n",
         "Context managers are normally invoked using the with statement. [1]\n\n",
     ]
+
+
+def test_the_reference_list_tells_passages_of_one_document_apart() -> None:
+    sources = [
+        Source(source_id="doc_a-c0000", title="Raise", text="x"),
+        Source(source_id="doc_a-c0002", title="Raise", text="y"),
+        Source(source_id="doc_b-c0000", title="Try", text="z", url="https://example.org/try"),
+    ]
+    numbers = {s.source_id: i for i, s in enumerate(sources, start=1)}
+    assert citations.render_sources(sources, numbers).splitlines() == [
+        "## Sources",
+        "",
+        "[1] Raise, part 1",
+        "[2] Raise, part 3",
+        "[3] Try <https://example.org/try>",
+    ]

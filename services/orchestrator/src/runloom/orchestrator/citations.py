@@ -9,11 +9,13 @@ left with no verified citation is dropped and counted, never shown as supported.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from runloom.contracts.content import Citation, Claim, Source
 from runloom.orchestrator import text as textlib
 
+_PART = re.compile(r"-c(\d+)$")
 _CITE = re.compile(r'\[(\d+)(?::\s*"(.*?)")?\]')
 
 
@@ -107,8 +109,12 @@ def render_section_parts(title: str, claims: list[Claim], numbers: dict[str, int
 
 
 def render_sources(sources: list[Source], numbers: dict[str, int]) -> str:
+    """The reference list; passages of one document say which part of it they are."""
+    titles = Counter(s.title for s in sources)
     lines = ["## Sources\n"]
     for s in sources:
         where = f" <{s.url}>" if s.url else ""
-        lines.append(f"[{numbers[s.source_id]}] {s.title}{where}")
+        part = _PART.search(s.source_id)
+        which = f", part {int(part.group(1)) + 1}" if part and titles[s.title] > 1 else ""
+        lines.append(f"[{numbers[s.source_id]}] {s.title}{which}{where}")
     return "\n".join(lines) + "\n"
