@@ -7,6 +7,7 @@ indexed for full-text search by the corpus module the orchestrator searches.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from html.parser import HTMLParser
 from pathlib import PurePath
@@ -212,7 +213,8 @@ async def upload_documents(
                     status=413,
                     title="Document too large",
                 )
-            title, text, media_type = extract(name, data)
+            # PDF and HTML parsing is CPU work: keep it off the loop that serves SSE streams.
+            title, text, media_type = await asyncio.to_thread(extract, name, data)
             if not text.strip():
                 raise _bad(f"{name!r} has no text to index (empty, or a scanned PDF).")
             out.append(await _add(state, who, title, text, None, media_type))
