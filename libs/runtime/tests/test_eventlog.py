@@ -126,3 +126,22 @@ async def test_seq_goes_on_from_the_archive_when_the_hot_window_dropped_the_run(
     ev = await fresh.append(run_id, tenant, StepStarted(step_id="c"))
     assert ev.seq == 4
     assert [e.seq for e in await fresh.events(run_id)] == [4]
+
+
+async def test_concurrent_writers_of_the_same_event_store_it_once(js):
+    """Two writers (one process, one cached tail) append the same event id at once."""
+    run_id = new_id("run")
+    log = EventLog(js, "shared")
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    event_id = ulid()
+    results = await asyncio.gather(
+        *(log.append(run_id, "t1", StepStarted(step_id="x"), event_id=event_id) for _ in range(6)),
+        *(
+            EventLog(js, f"other{i}").append(
+                run_id, "t1", StepStarted(step_id="x"), event_id=event_id
+            )
+            for i in range(3)
+        ),
+    )
+    assert {r.seq for r in results} == {2}
+    assert [e.id for e in await log.events(run_id)].count(event_id) == 1

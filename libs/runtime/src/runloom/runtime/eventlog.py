@@ -309,7 +309,14 @@ class EventLog:
                 await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
                 continue
             if ack.duplicate:
-                # Dropped by dedup: an earlier attempt landed (within the window).
+                # Dropped by dedup: an event with this id is stored (an earlier attempt, or
+                # a concurrent writer of the same event); the ack names its position.
+                found = await self._stored_at(ack.seq, run_id, event_id)
+                if found is None:
+                    found = await self.find(run_id, event_id)
+                if found is not None:
+                    self._remember(run_id, None)
+                    return found
                 uncertain.add(tail.stream_seq)
                 tail = None
                 continue
@@ -318,6 +325,17 @@ class EventLog:
             )
             return event
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
+
+    async def _stored_at(self, stream_seq: int, run_id: str, event_id: str) -> Event | None:
+        """The event at a stream position, if it is this run's event with this id."""
+        if not stream_seq:
+            return None
+        try:
+            msg = await self.js.get_msg(subjects.RUN_EVENTS_STREAM, seq=stream_seq, direct=True)
+            ev = decode_event(bytes(msg.data or b""))
+        except (NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return ev if ev.id == event_id and ev.run_id == run_id else None
 
     async def _landed(self, run_id: str, event_id: str, positions: set[int]) -> Event | None:
         """Did an attempt that expected one of `positions` land? Drops settled positions."""
