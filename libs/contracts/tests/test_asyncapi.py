@@ -12,7 +12,8 @@ from runloom.contracts import codegen
 def test_official_parser_accepts_the_document(node_tools: Any) -> None:
     done = node_tools.run("check-asyncapi.mjs", str(codegen.GENERATED / "asyncapi.json"))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "VALID: 11 channels" in done.stdout
+    doc = json.loads((codegen.GENERATED / "asyncapi.json").read_text())
+    assert f"VALID: {len(doc['channels'])} channels" in done.stdout
 
 
 def test_official_parser_rejects_a_broken_document(node_tools: Any, tmp_path: Path) -> None:
