@@ -121,6 +121,8 @@ class Meter:
     _warned: set[tuple[str, str]] = field(default_factory=set, repr=False)
     _outages: dict[str, _Outage] = field(default_factory=dict, repr=False)
     _background: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
+    _answered: dict[str, float] = field(default_factory=dict, repr=False)
+    """run_id -> when billing last answered one of its requests (monotonic)."""
     _seen: set[str] = field(default_factory=set, repr=False)
     """Runs this process has had an answer for (an earlier owner's wait was looked at)."""
 
@@ -314,6 +316,7 @@ class Meter:
         started = time.monotonic()
         while True:
             problem: str
+            sent_at = time.monotonic()
             try:
                 msg = await self.nc.request(
                     subject,
@@ -324,6 +327,7 @@ class Meter:
                 error = (msg.headers or {}).get(ERROR_HEADER)
                 if error is None:
                     reply = msgspec.json.decode(msg.data, type=reply_type)
+                    self._answered[run_id] = time.monotonic()
                     if give_up_after_s is None:
                         await self._resumed(run_id, tenant_id, causation_id)
                     return reply
@@ -337,6 +341,10 @@ class Meter:
             if give_up_after_s is not None:
                 if time.monotonic() - started >= give_up_after_s:
                     return None
+            elif self._answered.get(run_id, 0.0) > sent_at:
+                # Billing answered this run after this request left: a request lost with a
+                # replica that died, not a new outage. Send it again without a new wait.
+                problem += "; billing has answered since"
             else:
                 await self._waiting(run_id, tenant_id, key, problem, causation_id)
             log.info("%s for run %s: %s; retrying in %.2fs", subject, run_id, problem, delay)
