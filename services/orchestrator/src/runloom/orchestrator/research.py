@@ -1,0 +1,173 @@
+"""Research: one sub-agent per sub-question, in parallel, each a concurrent writer to the log.
+
+A sub-agent searches the corpus (a precise query first, a wider one only if it found nothing),
+each search metered and recorded as tool.called / tool.result, and keeps its passages as
+sources (source id = chunk id; a passage another sub-agent already kept is not kept twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import msgspec
+from runloom.contracts.events import (
+    Event,
+    SourceFound,
+    StepCompleted,
+    StepFailed,
+    StepProgress,
+    StepStarted,
+    ToolCalled,
+    ToolResult,
+    Usage,
+)
+from runloom.orchestrator import corpus, planner
+from runloom.orchestrator import text as textlib
+
+if TYPE_CHECKING:
+    from runloom.orchestrator.run import RunDriver
+
+
+async def research(
+    run: RunDriver, subs: list[planner.SubQuestion], plan_ev: Event
+) -> dict[int, list[corpus.Hit]]:
+    run.claimed_sources = set(run.state.sources)
+    results: dict[int, list[corpus.Hit]] = {}
+    async with asyncio.TaskGroup() as tg:
+        for s in subs:
+            tg.create_task(_agent(run, s, plan_ev, results))
+    return results
+
+
+async def _agent(
+    run: RunDriver, s: planner.SubQuestion, plan_ev: Event, results: dict[int, list[corpus.Hit]]
+) -> None:
+    step_id = s.research_step
+    saved = await run.checkpoint(f"hits:{step_id}")
+    step = run.state.step(step_id)
+    if saved is not None and step is not None and step.status in ("done", "failed"):
+        results[s.index] = [corpus.Hit(**h) for h in saved]
+        return
+    started = await run.emit(
+        StepStarted(step_id=step_id, title=s.title, agent=f"researcher-{s.index}"),
+        f"{step_id}:started",
+        cause=plan_ev,
+    )
+    hits: list[corpus.Hit] = []
+    result: Event | None = None
+    used = s.queries[0]
+    for attempt, query in enumerate(s.queries, start=1):
+        hits, result = await _search(run, s, query, attempt, started)
+        used = query
+        if hits:
+            break  # the more precise query found passages: no need to widen it
+    assert result is not None
+    await run.save(f"hits:{step_id}", [msgspec.to_builtins(h.__dict__) for h in hits])
+    results[s.index] = hits
+    for h in hits:
+        if h.chunk_id in run.claimed_sources:
+            continue  # already found (by this or another sub-agent): never twice
+        run.claimed_sources.add(h.chunk_id)
+        await run.emit(
+            SourceFound(
+                source_id=h.chunk_id,
+                title=h.title,
+                passage=textlib.normalize_space(h.text),
+                document_id=h.document_id,
+                url=h.url,
+                step_id=step_id,
+                score=round(h.rank, 6),
+            ),
+            f"source:{h.chunk_id}",
+            cause=result,
+        )
+    if hits:
+        await run.emit(
+            StepProgress(step_id=step_id, message=f"kept {len(hits)} passages", fraction=1.0),
+            f"{step_id}:progress",
+            cause=result,
+        )
+        await run.emit(
+            StepCompleted(
+                step_id=step_id,
+                summary=f"{len(hits)} passages for '{used}'",
+                source_count=len(hits),
+            ),
+            f"{step_id}:completed",
+            cause=started,
+        )
+    else:
+        await run.emit(
+            StepFailed(
+                step_id=step_id,
+                error="no passage in the corpus matches "
+                + " nor ".join(f"'{q}'" for q in s.queries),
+                reason="no_results",
+            ),
+            f"{step_id}:failed",
+            cause=started,
+        )
+
+
+async def _search(
+    run: RunDriver,
+    s: planner.SubQuestion,
+    query: str,
+    attempt: int,
+    started: Event,
+) -> tuple[list[corpus.Hit], Event]:
+    """One metered corpus search of a sub-agent: tool.called, the search, tool.result."""
+    step_id = s.research_step
+    key = f"{step_id}:search" if attempt == 1 else f"{step_id}:search:{attempt}"
+    call_id = run.eid(key)
+    limit = run.svc.options.hits_per_step
+    called = await run.emit(
+        ToolCalled(
+            call_id=call_id,
+            tool="corpus_search",
+            arguments={"query": query, "limit": limit},
+            step_id=step_id,
+        ),
+        f"{key}:called",
+        cause=started,
+    )
+    meter = run.svc.meter
+    res = await meter.reserve(
+        run_id=run.run_id,
+        tenant_id=run.tenant_id,
+        kind="tool",
+        estimated_usd=meter.estimate_tool("corpus_search"),
+        reservation_id=call_id,
+        tool="corpus_search",
+        causation_id=called.id,
+    )
+    try:
+        if run.svc.options.search_delay_s:
+            await asyncio.sleep(run.svc.options.search_delay_s)
+        # A replica taking over reuses what its predecessor's search returned.
+        saved = await run.checkpoint(f"hits:{key}")
+        if saved is not None:
+            hits = [corpus.Hit(**h) for h in saved]
+        else:
+            hits = await corpus.search(run.svc.pool, run.tenant_id, query, limit=limit)
+            await run.save(f"hits:{key}", [msgspec.to_builtins(h.__dict__) for h in hits])
+    except BaseException:
+        await meter.release(res)
+        raise
+    await meter.commit(
+        res, Usage(tool_calls=1), usage_id=call_id, step_id=step_id, causation_id=called.id
+    )
+    result = await run.emit(
+        ToolResult(
+            call_id=call_id,
+            tool="corpus_search",
+            ok=True,
+            result_count=len(hits),
+            summary="; ".join(f"{h.title}: {h.headline}" for h in hits[:3])[:600] or None,
+            step_id=step_id,
+        ),
+        f"{key}:result",
+        cause=called,
+    )
+    return hits, result
