@@ -1,7 +1,8 @@
 """The orchestrator: run lifecycle, planning, research sub-agents, providers, the corpus.
 
 - `service`: the replica (`python -m runloom.orchestrator`): owns runs from the command queue.
-- `run`: one run driven from its events to its terminal event (research_report).
+- `run`: one run driven from its events to its terminal event (research_report), in phases:
+  `research` (parallel sub-agents), `writing` (verified sections, streamed), `delivery`.
 - `planner`, `citations`, `text`: the skill's planning, citation checks, text tools.
 - `providers`: `offline` (default, extractive) and `openai` (chat completions, streamed).
 - `corpus`: documents and full-text search; `seed_default_corpus` loads the Python docs.
