@@ -40,3 +40,23 @@ async def test_takeover_mid_report_yields_the_uninterrupted_report(
     assert len(provider_calls) == len(
         [s for s in got.steps if s.kind == "write" and s.status == "done"]
     )
+
+
+@pytest.mark.orch_options(search_delay_s=1.0)
+async def test_takeover_during_research_completes_once(start_orchestrator, driver) -> None:
+    async with start_orchestrator():
+        run_id = await driver.run(QUESTION, deliverables=[])
+        await driver.wait_for(run_id, {"tool.called"})
+    interrupted = await driver.events(run_id)
+    assert "tool.result" not in [e.type for e in interrupted]
+    async with start_orchestrator():
+        events = await driver.finished(run_id)
+    got = fold(events)
+    assert got.status == "completed" and got.started_count == 2
+    ids = [e.id for e in events]
+    assert len(ids) == len(set(ids))
+    called = [e.data["call_id"] for e in events if e.type == "tool.called"]
+    results = [e.data["call_id"] for e in events if e.type == "tool.result"]
+    assert sorted(called) == sorted(results) and len(set(called)) == len(called)
+    usage = [e.data["usage_id"] for e in events if e.type == "usage.recorded"]
+    assert len(usage) == len(set(usage))
