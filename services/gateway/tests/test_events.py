@@ -43,11 +43,17 @@ async def test_history_then_live_then_closes(platform, js, reader):
         assert len({e.id for e in r.events}) == 8  # one cursor per event
 
 
-async def test_heartbeats_keep_an_idle_stream_alive(platform, js, reader):
+async def test_heartbeats_keep_an_idle_stream_alive(platform, js, reader, poll):
     async with httpx.AsyncClient(base_url=platform.url, headers=platform.headers()) as c:
         run_id, tenant, log = await new_run(c, js)
         r = reader()
         task = asyncio.create_task(r.read(c, f"/v1/runs/{run_id}/events"))
+
+        async def one_client_one_run() -> bool:
+            m = (await c.get("/metrics/streaming")).json()
+            return m["sse_clients"] == 1 and m["runs_followed"] == 1
+
+        await poll(one_client_one_run)
         deadline = asyncio.get_running_loop().time() + 10
         while r.comments < 4 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
@@ -55,6 +61,12 @@ async def test_heartbeats_keep_an_idle_stream_alive(platform, js, reader):
         await log.append(run_id, tenant, RunCompleted())
         await asyncio.wait_for(task, 10)
         assert r.seqs() == [1, 2]
+
+        async def archived_and_released() -> bool:
+            m = (await c.get("/metrics/streaming")).json()
+            return m["sse_clients"] == 0 and m["archive_lag_events"] == 0
+
+        await poll(archived_and_released)
 
 
 async def test_resume_header_wins_and_cursor_after_the_end(platform, js, reader):

@@ -12,14 +12,16 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
+from runloom.contracts import subjects
 from runloom.gateway import _cursor
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem
 from runloom.gateway.routes.runs import load_run, streaming
 from runloom.gateway.state import GatewayState, get_state
+from runloom.runtime import archive
 
-router = APIRouter(prefix="/v1/runs", tags=["events"])
+router = APIRouter(tags=["events"])
 
 
 def _bad_cursor(detail: str) -> Problem:
@@ -50,7 +52,7 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
     return after_seq, after_stream_seq
 
 
-@router.get("/{run_id}/events", response_model=None)
+@router.get("/v1/runs/{run_id}/events", response_model=None)
 async def run_events(
     run_id: str,
     request: Request,
@@ -110,6 +112,27 @@ async def _page(
         tail = await state.log.tail(run_id)
         done = tail.terminal is not None and tail.run_seq <= after_seq
     return {"events": items, "next_cursor": next_cursor, "done": done}
+
+
+@router.get("/metrics/streaming")
+async def streaming_metrics(state: GatewayState = Depends(get_state)) -> dict[str, Any]:
+    """This replica's streaming figures (counts only, no tenant data) and the archive's lag."""
+    s = streaming(state)
+    lag: int | None = None
+    try:
+        info = await state.js.consumer_info(subjects.RUN_EVENTS_STREAM, archive.DURABLE)
+        lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    except Exception:  # no archive consumer yet, or the server is away
+        lag = None
+    return {
+        "sse_clients": s.hub.client_count,
+        "runs_followed": len(s.hub.feeds),
+        "events_fanned_out": s.hub.delivered,
+        "gaps_repaired": s.hub.gaps_repaired,
+        "stalled_clients_cut": s.hub.stalled_cut,
+        "archive_lag_events": lag,
+        "draining": s.hub.draining,
+    }
 
 
 class _Raw(Response):
