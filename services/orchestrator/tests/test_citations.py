@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from runloom.contracts.content import Source
 from runloom.orchestrator import citations
 
@@ -75,3 +77,33 @@ def test_the_reference_list_tells_passages_of_one_document_apart() -> None:
         "[2] Raise, part 3",
         "[3] Try <https://example.org/try>",
     ]
+
+
+_WORDS = [*TEXT.replace(",", "").replace(".", "").split(), "bananas", "never", "always", "cure"]
+_line = st.tuples(
+    st.lists(st.sampled_from(_WORDS), min_size=1, max_size=25),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=3),
+            st.one_of(
+                st.none(),
+                st.lists(st.sampled_from(_WORDS), min_size=1, max_size=12).map(" ".join),
+                st.sampled_from([TEXT[:60], TEXT[20:90], TEXT]),
+            ),
+        ),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line, max_size=6))
+def test_no_kept_citation_is_unsupported(lines) -> None:
+    out = []
+    for words, cites in lines:
+        refs = "".join(f'[{n}: "{q}"]' if q is not None else f"[{n}]" for n, q in cites)
+        out.append(f"- {' '.join(words)}. {refs}")
+    draft = citations.verify("\n".join(out), SOURCES, claim_prefix="p")
+    assert citations.check(draft.claims, {"c1": SOURCES[1]}) == []
+    assert all(c.citations for c in draft.claims)
+    assert len(draft.claims) + len(draft.dropped) <= len(lines)
