@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import httpx
 import pytest
+from runloom.gateway.auth import create_tenant
 from runloom.orchestrator.testing import sse_events
 
 pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")
@@ -40,7 +42,7 @@ def _pdf(text: str) -> bytes:
     return out.getvalue()
 
 
-async def test_upload_list_search_and_delete(platform) -> None:
+async def test_upload_list_search_and_delete(platform, pool) -> None:
     h = platform.headers()
     url = f"{platform.url}/v1/documents"
     async with httpx.AsyncClient(timeout=30) as client:
@@ -74,9 +76,13 @@ async def test_upload_list_search_and_delete(platform) -> None:
         assert resp.status_code == 201 and resp.json()["chunk_count"] == 1
         listed = (await client.get(url, headers=h)).json()
         assert listed["total"] == 4
-        # Another tenant sees none of it and cannot delete it.
-        other = await client.get(url, headers={"Authorization": "Bearer rlk_nope"})
-        assert other.status_code == 401
+        # Another tenant sees none of it and cannot delete it; no key, no access.
+        other_key = await create_tenant(pool, f"t-{uuid.uuid4().hex[:10]}", "other")
+        other = {"Authorization": f"Bearer {other_key}"}
+        assert (await client.get(url, headers=other)).json()["total"] == 0
+        assert (await client.delete(f"{url}/{docs[0]['id']}", headers=other)).status_code == 404
+        nobody = await client.get(url, headers={"Authorization": "Bearer rlk_nope"})
+        assert nobody.status_code == 401
         # A run researches the uploaded documents (and cites them).
         run = await client.post(
             f"{platform.url}/v1/runs",
