@@ -40,7 +40,7 @@ async def platform(sync_interval: str = "always") -> AsyncIterator[Env]:
         await db.ensure_database(pg.url)
         pool = await db.create_pool(pg.url, max_size=2)
         await db.migrate(pool)
-        from runloom.gateway.auth import create_tenant
+        from runloom.runtime.tenants import create_tenant
 
         key = await create_tenant(pool, "bench", "bench")
         await pool.close()

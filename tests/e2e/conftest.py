@@ -11,9 +11,9 @@ import pytest
 @pytest.fixture
 async def corpus(platform: Any) -> str:
     """The platform tenant holds the default corpus (the Python docs topics); its tenant id."""
-    from runloom.gateway.auth import hash_key
-    from runloom.orchestrator.corpus import seed_default_corpus
+    from runloom.corpus.store import seed_default_corpus
     from runloom.runtime import db
+    from runloom.runtime.tenants import hash_key
 
     pool = await db.create_pool(platform.settings.effective_database_url, max_size=2)
     try:
@@ -29,8 +29,8 @@ async def corpus(platform: Any) -> str:
 @pytest.fixture
 async def platform_tenant(platform: Any) -> str:
     """The tenant id behind `platform.api_key`."""
-    from runloom.gateway.auth import hash_key
     from runloom.runtime import db
+    from runloom.runtime.tenants import hash_key
 
     pool = await db.create_pool(platform.settings.effective_database_url, max_size=1)
     try:

@@ -9,9 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from runloom.gateway.auth import create_tenant
 from runloom.orchestrator.testing import json_events
 from runloom.runtime import db
+from runloom.runtime.tenants import create_tenant
 
 QUESTION = "How do Python decorators and context managers work?"
 

@@ -20,8 +20,8 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from runloom.gateway.auth import hash_key
 from runloom.runtime.embedded import free_port, port_open
+from runloom.runtime.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
 

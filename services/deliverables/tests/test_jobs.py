@@ -15,8 +15,8 @@ from runloom.contracts.events import RunCancelled
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.sample import sample_content
 from runloom.deliverables.testing import eventually, tenant_of
-from runloom.gateway.auth import create_tenant
 from runloom.runtime import bus
+from runloom.runtime.tenants import create_tenant
 
 pytestmark = pytest.mark.platform_services("gateway", "deliverables")
 

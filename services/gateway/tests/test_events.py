@@ -9,8 +9,8 @@ import httpx
 import pytest
 from runloom.contracts.events import RunCompleted, RunStarted, StepStarted
 from runloom.gateway import _cursor
-from runloom.gateway.auth import create_tenant
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.tenants import create_tenant
 
 pytestmark = [
     pytest.mark.platform_services("gateway"),

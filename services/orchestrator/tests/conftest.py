@@ -19,7 +19,7 @@ from runloom.runtime.service import ServiceContext
 @pytest.fixture(scope="session")
 async def seeded_tenant(settings, _provisioned) -> str:
     """A tenant holding the default corpus (seeded once per session)."""
-    from runloom.orchestrator.corpus import seed_default_corpus
+    from runloom.corpus.store import seed_default_corpus
     from runloom.runtime import db
 
     tenant = f"t-{uuid.uuid4().hex[:10]}"

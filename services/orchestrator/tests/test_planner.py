@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runloom.orchestrator import planner, text
+from runloom.corpus import text
+from runloom.orchestrator import planner
 
 
 def test_vague_questions_are_recognised() -> None:

@@ -201,8 +201,8 @@ async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
-    from runloom.gateway.auth import create_tenant, hash_key
     from runloom.runtime import bus, db
+    from runloom.runtime.tenants import create_tenant, hash_key
 
     await db.ensure_database(settings.effective_database_url)
     pool = await db.create_pool(settings.effective_database_url, max_size=4)
@@ -232,13 +232,13 @@ async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
 
 async def _seed_corpus(pool: Any) -> None:
     try:
-        from runloom.orchestrator import corpus
+        from runloom.corpus import store as corpus
     except ImportError:
-        say("no default corpus loader (runloom.orchestrator.corpus) yet; skipping the corpus")
+        say("no default corpus loader (runloom.corpus.store) yet; skipping the corpus")
         return
     seed = getattr(corpus, "seed_default_corpus", None)
     if seed is None:
-        say("runloom.orchestrator.corpus has no seed_default_corpus yet; skipping the corpus")
+        say("runloom.corpus.store has no seed_default_corpus yet; skipping the corpus")
         return
     result = seed(pool, DEV_TENANT)
     if inspect.isawaitable(result):

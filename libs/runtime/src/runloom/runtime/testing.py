@@ -247,8 +247,8 @@ class Platform:
 
 
 async def _new_tenant(settings: Settings, name: str) -> str:
-    from runloom.gateway.auth import create_tenant
     from runloom.runtime import db
+    from runloom.runtime.tenants import create_tenant
 
     p = await db.create_pool(settings.effective_database_url, max_size=2)
     try:

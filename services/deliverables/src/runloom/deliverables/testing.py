@@ -25,9 +25,9 @@ from runloom.contracts.events import (
     RunCreated,
 )
 from runloom.contracts.ids import new_id
-from runloom.gateway.auth import hash_key
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.tenants import hash_key
 
 T = TypeVar("T")
 

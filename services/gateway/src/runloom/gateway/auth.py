@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
 
-import asyncpg
 from fastapi import Depends, Request
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
+from runloom.runtime.tenants import hash_key
 
 
 @dataclass(frozen=True)
@@ -18,32 +16,6 @@ class Principal:
     """The authenticated tenant. Every query is scoped to it."""
     run_scope: str | None = None
     """Set when authenticated by a run-scoped stream token: only that run is visible."""
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_api_key() -> str:
-    return "rlk_" + secrets.token_urlsafe(32)
-
-
-async def create_tenant(pool: asyncpg.Pool, tenant_id: str, name: str) -> str:
-    """Create a tenant (if missing) with a fresh API key; returns the key."""
-    key = new_api_key()
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO tenants(id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            tenant_id,
-            name,
-        )
-        await conn.execute(
-            "INSERT INTO api_keys(key_hash, tenant_id, label) VALUES ($1, $2, $3)",
-            hash_key(key),
-            tenant_id,
-            "created",
-        )
-    return key
 
 
 def _unauthorized(detail: str) -> Problem:

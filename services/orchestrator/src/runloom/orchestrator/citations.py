@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from runloom.contracts.content import Citation, Claim, Source
-from runloom.orchestrator import text as textlib
+from runloom.corpus import text as textlib
 
 _PART = re.compile(r"-c(\d+)$")
 _CITE = re.compile(r'\[(\d+)(?::\s*"(.*?)")?\]')

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runloom.orchestrator import text as textlib
+from runloom.corpus import text as textlib
 
 MAX_SUB_QUESTIONS = 4
 

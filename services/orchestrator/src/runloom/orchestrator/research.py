@@ -22,8 +22,9 @@ from runloom.contracts.events import (
     ToolResult,
     Usage,
 )
-from runloom.orchestrator import corpus, planner
-from runloom.orchestrator import text as textlib
+from runloom.corpus import store as corpus
+from runloom.corpus import text as textlib
+from runloom.orchestrator import planner
 
 if TYPE_CHECKING:
     from runloom.orchestrator.run import RunDriver

@@ -37,7 +37,8 @@ from runloom.contracts.events import (
     RunFailed,
     RunStarted,
 )
-from runloom.orchestrator import corpus, delivery, planner, research, writing
+from runloom.corpus import store as corpus
+from runloom.orchestrator import delivery, planner, research, writing
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.metering import BudgetExceeded, Meter
 from runloom.orchestrator.providers import Provider

@@ -117,7 +117,7 @@ class FakeOpenAI:
     def reply_for(self, body: dict[str, Any]) -> str:
         import re
 
-        from runloom.orchestrator import text as textlib
+        from runloom.corpus import text as textlib
 
         user = next((m["content"] for m in body["messages"] if m["role"] == "user"), "")
         passages = re.split(r"\n\n\[(\d+)\] ", user)

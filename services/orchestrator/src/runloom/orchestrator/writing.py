@@ -23,8 +23,9 @@ from runloom.contracts.events import (
     StepProgress,
     StepStarted,
 )
-from runloom.orchestrator import citations, corpus, planner
-from runloom.orchestrator import text as textlib
+from runloom.corpus import store as corpus
+from runloom.corpus import text as textlib
+from runloom.orchestrator import citations, planner
 from runloom.orchestrator.providers import Passage, ProviderError, WriteRequest, WriteResult
 
 if TYPE_CHECKING:

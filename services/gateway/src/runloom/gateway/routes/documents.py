@@ -15,10 +15,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from runloom.corpus import store as corpus
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
 from runloom.gateway.state import GatewayState, get_state
-from runloom.orchestrator import corpus
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from runloom.contracts.events import Usage
-from runloom.orchestrator import text as textlib
+from runloom.corpus import text as textlib
 from runloom.orchestrator.providers.base import (
     INSTRUCTIONS,
     RateLimitHook,

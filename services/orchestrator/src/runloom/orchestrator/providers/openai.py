@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from runloom.contracts.events import Usage
-from runloom.orchestrator import text as textlib
+from runloom.corpus import text as textlib
 from runloom.orchestrator.providers.base import (
     INSTRUCTIONS,
     ProviderError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from runloom.orchestrator import corpus
+from runloom.corpus import store as corpus
 
 
 def _tenant() -> str:

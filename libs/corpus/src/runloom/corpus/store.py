@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 from runloom.contracts.ids import new_id
-from runloom.orchestrator import text as textlib
+from runloom.corpus import text as textlib
 
 log = logging.getLogger(__name__)
 
