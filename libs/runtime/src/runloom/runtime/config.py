@@ -57,3 +57,14 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def env_float(name: str, default: float) -> float:
+    """A number from the environment; unset or empty gives `default`; junk fails loudly."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None

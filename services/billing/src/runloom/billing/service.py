@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -16,34 +15,24 @@ from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
 from runloom.contracts import subjects
 from runloom.runtime import bus, db
-from runloom.runtime.config import Settings
+from runloom.runtime.config import Settings, env_float
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
 
 log = logging.getLogger(__name__)
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-
-
 @dataclass(frozen=True, kw_only=True)
 class BillingOptions:
     """Billing's own settings, from `RUNLOOM_BILLING_*` (prices: RUNLOOM_PRICES_FILE)."""
 
-    sweep_every_s: float = field(default_factory=lambda: _env_float("RUNLOOM_BILLING_SWEEP_S", 5.0))
+    sweep_every_s: float = field(default_factory=lambda: env_float("RUNLOOM_BILLING_SWEEP_S", 5.0))
     """How often held reservations past their expiry are expired."""
     concurrency: int = field(
-        default_factory=lambda: int(_env_float("RUNLOOM_BILLING_CONCURRENCY", 64))
+        default_factory=lambda: int(env_float("RUNLOOM_BILLING_CONCURRENCY", 64))
     )
     """Requests handled at once by one replica."""
-    lanes: int = field(default_factory=lambda: int(_env_float("RUNLOOM_BILLING_LANES", 4)))
+    lanes: int = field(default_factory=lambda: int(env_float("RUNLOOM_BILLING_LANES", 4)))
     """Budget transactions in flight at once per replica (one tenant always uses one lane)."""
 
 

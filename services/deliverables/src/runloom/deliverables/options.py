@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+from runloom.runtime.config import env_float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,11 +26,11 @@ class Options:
     @classmethod
     def from_env(cls) -> Options:
         return cls(
-            max_attempts=max(1, int(_float("RUNLOOM_DELIVERABLES_MAX_ATTEMPTS", 3))),
-            retry_base_s=_float("RUNLOOM_DELIVERABLES_RETRY_BASE_S", 5.0),
-            retry_max_s=_float("RUNLOOM_DELIVERABLES_RETRY_MAX_S", 300.0),
-            concurrency=max(1, int(_float("RUNLOOM_DELIVERABLES_CONCURRENCY", 2))),
-            render_delay_s=_float("RUNLOOM_DELIVERABLES_RENDER_DELAY_S", 0.0),
+            max_attempts=max(1, int(env_float("RUNLOOM_DELIVERABLES_MAX_ATTEMPTS", 3))),
+            retry_base_s=env_float("RUNLOOM_DELIVERABLES_RETRY_BASE_S", 5.0),
+            retry_max_s=env_float("RUNLOOM_DELIVERABLES_RETRY_MAX_S", 300.0),
+            concurrency=max(1, int(env_float("RUNLOOM_DELIVERABLES_CONCURRENCY", 2))),
+            render_delay_s=env_float("RUNLOOM_DELIVERABLES_RENDER_DELAY_S", 0.0),
         )
 
     def retry_delay(self, attempt: int) -> float:

@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+from runloom.runtime.config import env_float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +24,9 @@ class StreamingOptions:
     @classmethod
     def from_env(cls) -> StreamingOptions:
         return cls(
-            heartbeat_s=_float("RUNLOOM_SSE_HEARTBEAT_S", 15.0),
-            queue_size=int(_float("RUNLOOM_SSE_QUEUE", 1024)),
-            watch_interval_s=_float("RUNLOOM_SSE_WATCH_S", 1.0),
-            token_ttl_s=_float("RUNLOOM_STREAM_TOKEN_TTL_S", 300.0),
+            heartbeat_s=env_float("RUNLOOM_SSE_HEARTBEAT_S", 15.0),
+            queue_size=int(env_float("RUNLOOM_SSE_QUEUE", 1024)),
+            watch_interval_s=env_float("RUNLOOM_SSE_WATCH_S", 1.0),
+            token_ttl_s=env_float("RUNLOOM_STREAM_TOKEN_TTL_S", 300.0),
             archive=os.environ.get("RUNLOOM_ARCHIVE", "1") != "0",
         )

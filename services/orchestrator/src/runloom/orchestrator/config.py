@@ -2,47 +2,38 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r} is not a number") from exc
+from runloom.runtime.config import env_float
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrchestratorOptions:
     clarification_timeout_s: float = field(
-        default_factory=lambda: _float("RUNLOOM_CLARIFICATION_TIMEOUT_S", 3600.0)
+        default_factory=lambda: env_float("RUNLOOM_CLARIFICATION_TIMEOUT_S", 3600.0)
     )
     """How long a run waits for a clarification answer before it fails."""
     deliverables_timeout_s: float = field(
-        default_factory=lambda: _float("RUNLOOM_DELIVERABLES_TIMEOUT_S", 120.0)
+        default_factory=lambda: env_float("RUNLOOM_DELIVERABLES_TIMEOUT_S", 120.0)
     )
     """How long a run waits for its deliverables before completing without them."""
-    ack_wait_s: float = field(default_factory=lambda: _float("RUNLOOM_ORCH_ACK_WAIT_S", 6.0))
+    ack_wait_s: float = field(default_factory=lambda: env_float("RUNLOOM_ORCH_ACK_WAIT_S", 6.0))
     """Ack deadline of a start message: a dead owner's run is redelivered after this."""
-    concurrency: int = field(default_factory=lambda: int(_float("RUNLOOM_ORCH_CONCURRENCY", 8)))
+    concurrency: int = field(default_factory=lambda: int(env_float("RUNLOOM_ORCH_CONCURRENCY", 8)))
     """Runs one replica works on at once."""
     delta_interval_s: float = field(
-        default_factory=lambda: _float("RUNLOOM_REPORT_DELTA_INTERVAL_S", 0.05)
+        default_factory=lambda: env_float("RUNLOOM_REPORT_DELTA_INTERVAL_S", 0.05)
     )
     """Minimum spacing of message.delta events of one stream (0.05 s: at most 20 per second)."""
     offline_token_delay_s: float = field(
-        default_factory=lambda: _float("RUNLOOM_OFFLINE_TOKEN_DELAY_S", 0.0)
+        default_factory=lambda: env_float("RUNLOOM_OFFLINE_TOKEN_DELAY_S", 0.0)
     )
     """Pause per token of the offline provider (to watch or test a slow writer)."""
-    search_delay_s: float = field(default_factory=lambda: _float("RUNLOOM_SEARCH_DELAY_S", 0.0))
+    search_delay_s: float = field(default_factory=lambda: env_float("RUNLOOM_SEARCH_DELAY_S", 0.0))
     """Extra latency per corpus search (to test cancellation during a search)."""
     sweep_interval_s: float = field(
-        default_factory=lambda: _float("RUNLOOM_CLARIFICATION_SWEEP_S", 1.0)
+        default_factory=lambda: env_float("RUNLOOM_CLARIFICATION_SWEEP_S", 1.0)
     )
     """How often a replica looks for paused runs whose clarification deadline passed."""
-    hits_per_step: int = field(default_factory=lambda: int(_float("RUNLOOM_HITS_PER_STEP", 5)))
+    hits_per_step: int = field(default_factory=lambda: int(env_float("RUNLOOM_HITS_PER_STEP", 5)))
     """Sources a research sub-agent keeps per sub-question."""
