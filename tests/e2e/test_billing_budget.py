@@ -86,6 +86,8 @@ async def test_a_tiny_budget_ends_in_budget_stopped_within_budget_with_the_repor
         assert stop["scope"] == "run" and stop["budget_usd"] == budget
         spent = sum(_costs(events))
         assert 0 < spent <= Decimal(repr(budget))
+        # What the stop tells the user is what the run's usage events add up to.
+        assert abs(Decimal(repr(stop["spent_usd"])) - spent) < Decimal("0.0000001"), stop
         assert run["spent_usd"] <= budget
         warnings = [e["data"] for e in events if e["type"] == "budget.warning"]
         # At most one warning (a reservation may jump from below 80% straight to refused).

@@ -288,9 +288,12 @@ class RunDriver:
                 for k in kinds
                 if (d := self.state.deliverables.get(k)) and d.status == "ready"
             ]
+            # Billing's refusal counts holds of calls that were then cancelled and released; for
+            # the run's own budget the user is told what the run really spent (its usage events).
+            spent = self.state.spent_usd if exc.scope == "run" else exc.spent_usd
             await self.emit(
                 RunBudgetStopped(
-                    scope=exc.scope, spent_usd=exc.spent_usd, budget_usd=exc.budget_usd, kept=kept
+                    scope=exc.scope, spent_usd=spent, budget_usd=exc.budget_usd, kept=kept
                 ),
                 "budget_stopped",
                 cause=stored,
