@@ -1,4 +1,4 @@
-"""`python -m bench [--rounds N] [--scale F]`: the six streaming figures, beside raw nats-py.
+"""`python -m bench [--rounds N] [--scale F] [--figures abcdef]`: streaming figures vs raw nats-py.
 
 Each round starts a private nats-server, PostgreSQL and gateway process, measures every
 figure, and stops them; with several rounds the medians are printed too.
@@ -13,18 +13,18 @@ import logging
 import sys
 
 from bench._env import platform
-from bench._scenarios import Figure, median_figures, run_all
+from bench._scenarios import FIGURES, Figure, median_figures, run_all
 
 
 def table(figures: list[Figure], title: str) -> str:
     lines = [
         title,
-        f"{'figure':<48} {'runloom':>12} {'raw nats-py':>12} {'ratio':>7}  unit",
-        "-" * 96,
+        f"{'figure':<56} {'runloom':>12} {'raw nats-py':>12} {'ratio':>7}  unit",
+        "-" * 104,
     ]
     for f in figures:
         lines.append(
-            f"{f.name:<48} {f.runloom:>12.1f} {f.raw:>12.1f} {f.ratio:>7.2f}  {f.unit}"
+            f"{f.name:<56} {f.runloom:>12.1f} {f.raw:>12.1f} {f.ratio:>7.2f}  {f.unit}"
             + ("" if f.higher_is_better else " (lower is better)")
         )
     return "\n".join(lines)
@@ -40,12 +40,19 @@ async def main() -> int:
         default="always",
         help="nats-server JetStream sync_interval (always = fsync every write; e.g. 2m)",
     )
+    parser.add_argument(
+        "--figures",
+        default=FIGURES,
+        help="which figures to measure, by letter (e.g. de for latency and memory only)",
+    )
     args = parser.parse_args()
+    if not args.figures or set(args.figures) - set(FIGURES):
+        parser.error(f"--figures takes letters among {FIGURES}")
     logging.basicConfig(level=logging.WARNING)
     rounds: list[list[Figure]] = []
     for i in range(args.rounds):
         async with platform(args.sync_interval) as env:
-            figures = await run_all(env, args.scale)
+            figures = await run_all(env, args.scale, args.figures)
         rounds.append(figures)
         title = f"\nround {i + 1} of {args.rounds} (sync_interval {args.sync_interval})"
         print(table(figures, title), flush=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 import psutil
+from nats.aio.msg import Msg
 from nats.js import api as js_api
 from runloom.contracts.events import RunCompleted, StepProgress
 from runloom.runtime import bus
@@ -192,7 +193,7 @@ class Bench:
         await sub.unsubscribe()
         return Figure(f"(c) catch-up behind {backlog} events", "events/s", ours, raw)
 
-    async def latency(self) -> tuple[Figure, Figure]:
+    async def latency(self) -> tuple[Figure, ...]:
         rate, seconds, runs, per_run = 2000.0, 3.0, 4, 25
         run_ids = await self.runs(runs)
         ours: list[float] = []
@@ -203,25 +204,50 @@ class Bench:
         await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in streams)), 120)
         for s in streams:
             s.close()
+        # Raw baselines, read the same way (a callback per message, stamp parsed from the
+        # bytes): JetStream ordered consumers, which, like the gateway, see an event only once
+        # the server has stored it; and core subscribers, which see it before it is stored.
+        stored = await self._raw_latency("stored", rate, seconds, runs, per_run)
+        core = await self._raw_latency("core", rate, seconds, runs, per_run)
+        label = f"(d) latency at {int(rate)} ev/s, {runs * per_run} clients"
+        return (
+            Figure(label + " p50", "ms", _pct(ours, 50), _pct(stored, 50), False),
+            Figure(label + " p99", "ms", _pct(ours, 99), _pct(stored, 99), False),
+            Figure(label + " p50, raw core sub", "ms", _pct(ours, 50), _pct(core, 50), False),
+            Figure(label + " p99, raw core sub", "ms", _pct(ours, 99), _pct(core, 99), False),
+        )
+
+    async def _raw_latency(
+        self, kind: str, rate: float, seconds: float, runs: int, per_run: int
+    ) -> list[float]:
         raw: list[float] = []
-        subjects = [f"raw.lat.{i}" for i in range(runs)]
+
+        async def cb(msg: Msg) -> None:
+            now = time.time_ns()
+            stamp = msg.data.split(b'"ts', 1)[1].split(b'"', 1)[0]
+            raw.append((now - int(stamp)) / 1e6)
+
+        subjects = [f"raw.lat.{kind}.{i}" for i in range(runs)]
+        subs = []
         for subject in subjects:
             for _ in range(per_run):
-
-                async def cb(msg, raw: list[float] = raw) -> None:
-                    now = time.time_ns()
-                    stamp = msg.data.split(b'"ts', 1)[1].split(b'"', 1)[0]
-                    raw.append((now - int(stamp)) / 1e6)
-
-                await self.nc.subscribe(subject, cb=cb, pending_msgs_limit=1_000_000)
+                if kind == "core":
+                    sub = await self.nc.subscribe(subject, cb=cb, pending_msgs_limit=1_000_000)
+                else:
+                    sub = await self.js.subscribe(
+                        subject,
+                        cb=cb,
+                        ordered_consumer=True,
+                        deliver_policy=js_api.DeliverPolicy.NEW,
+                        pending_msgs_limit=1_000_000,
+                    )
+                subs.append(sub)
         await self.nc.flush()
         await self._writer("raw", rate, seconds, subjects)
         await self.until(lambda: len(raw) >= int(rate * seconds) * per_run * 0.99, 30)
-        label = f"(d) latency at {int(rate)} ev/s, {runs * per_run} clients"
-        return (
-            Figure(label + " p50", "ms", _pct(ours, 50), _pct(raw, 50), False),
-            Figure(label + " p99", "ms", _pct(ours, 99), _pct(raw, 99), False),
-        )
+        for sub in subs:
+            await sub.unsubscribe()
+        return raw
 
     async def _writer(self, mode: str, rate: float, seconds: float, targets: list[str]) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -292,18 +318,24 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-async def run_all(env: Env, scale: float) -> list[Figure]:
+FIGURES = "abcdef"
+"""The figures' letters, in the order they are measured."""
+
+
+async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure]:
     out: list[Figure] = []
     async with Bench(env, scale) as b:
-        steps: list[Callable[[], Awaitable[Figure | tuple[Figure, ...]]]] = [
-            b.fanout,
-            b.many_runs,
-            b.catch_up,
-            b.latency,
-            b.memory,
-            b.appends,
-        ]
-        for step in steps:
+        steps: dict[str, Callable[[], Awaitable[Figure | tuple[Figure, ...]]]] = {
+            "a": b.fanout,
+            "b": b.many_runs,
+            "c": b.catch_up,
+            "d": b.latency,
+            "e": b.memory,
+            "f": b.appends,
+        }
+        for letter, step in steps.items():
+            if letter not in figures:
+                continue
             result = await step()
             out.extend(result if isinstance(result, tuple) else (result,))
     return out
