@@ -16,7 +16,6 @@ queue overflows while live is stalled and is cut off, which never slows the othe
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -32,19 +31,49 @@ log = logging.getLogger(__name__)
 
 
 class Client:
-    """One SSE connection's view of a feed: a bounded queue of frames."""
+    """One SSE connection's view of a feed: a bounded queue of frames.
+
+    Cheap per event and small when idle: a plain list the writer takes whole (every frame
+    ready at a wake-up goes out in one write), a bare future to wake the writer (made only
+    while it waits), and one heartbeat timer re-armed per heartbeat period, not per event.
+    """
+
+    __slots__ = (
+        "beat",
+        "closing",
+        "cut",
+        "feed",
+        "frames",
+        "maxsize",
+        "overflowed",
+        "replaying",
+        "task",
+        "timer",
+        "waiter",
+        "wrote",
+    )
 
     def __init__(self, feed: RunFeed, maxsize: int) -> None:
         self.feed = feed
         self.maxsize = maxsize
-        self.frames: collections.deque[Frame] = collections.deque()
-        self.wake = asyncio.Event()
+        self.frames: list[Frame] = []
+        self.waiter: asyncio.Future[None] | None = None
         self.replaying = True
         """While replaying history an overflow is ours, not the client's: it re-reads later."""
         self.overflowed = False
         self.cut = False
         self.closing = False
+        self.beat = False
+        """A keep-alive is due: nothing was written for a heartbeat period."""
+        self.wrote = False
+        """Something was written since the last heartbeat tick."""
+        self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[object] | None = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def offer(self, frame: Frame) -> None:
         if self.cut:
@@ -55,31 +84,66 @@ class Client:
                 self.cut_off()
             return
         self.frames.append(frame)
-        self.wake.set()
+        self._wake()
+
+    def take(self) -> list[Frame]:
+        """Every queued frame, in order (the queue is left empty)."""
+        frames, self.frames = self.frames, []
+        return frames
 
     def cut_off(self) -> None:
         """A stalled client: drop it (it resumes with its cursor when it reads again)."""
         self.cut = True
-        self.frames.clear()
+        self.frames = []
         self.feed.hub.stalled_cut += 1
-        self.wake.set()
+        self._wake()
         if self.task is not None:
             self.task.cancel()
 
     def close(self) -> None:
         """Finish after what is queued (graceful drain)."""
         self.closing = True
-        self.wake.set()
+        self._wake()
+
+    def heartbeat(self, period: float) -> None:
+        """Wake for a keep-alive when nothing was written for `period` (checked every half)."""
+        self.stop_heartbeat()
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            if self.wrote:
+                self.wrote = False
+            else:
+                self.beat = True
+                self._wake()
+            self.timer = loop.call_later(period / 2, tick)
+
+        self.timer = loop.call_later(period / 2, tick)
+
+    def stop_heartbeat(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    async def wait(self) -> None:
+        """Until a frame is queued, a keep-alive is due, or the client closes or is cut."""
+        if self.frames or self.beat or self.closing or self.cut:
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
     async def next(self, timeout: float) -> Frame | None:
-        """The next queued frame, or None after `timeout` (or when closing with nothing left)."""
+        """The next queued frame, or None after `timeout` (one at a time: for tests and tools;
+        the SSE writer takes the whole queue)."""
         if not self.frames:
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
-                    await self.wake.wait()
+                async with asyncio.timeout(timeout):
+                    await self.wait()
         if self.frames:
-            return self.frames.popleft()
+            return self.frames.pop(0)
         return None
 
 
@@ -260,6 +324,7 @@ class Hub:
         return client
 
     async def detach(self, client: Client) -> None:
+        client.stop_heartbeat()
         feed = client.feed
         feed.clients.discard(client)
         if not feed.clients and self.feeds.get(feed.run_id) is feed:

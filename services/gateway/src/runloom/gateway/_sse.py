@@ -64,40 +64,60 @@ async def frames(
             yield b"".join(batch)
         if ended:
             return
+        with contextlib.suppress(NameError):
+            del frame  # the last replayed frame (its own bytes): not kept while idle
         client.replaying = False
         if client.overflowed:
             continue  # frames were dropped while replaying: read them from the log
         if client.feed.ended and sent >= client.feed.hwm:
             return  # the run had ended before; the client has everything
-        # Live: queued frames (all that are ready, in one write), dropping what was sent.
+        # Live: every frame queued at a wake-up goes out in one write (BATCH at most per write),
+        # dropping what was sent. No timer per wait: a keep-alive is due when the client's
+        # heartbeat says nothing was written for a period.
+        del batch
         gap = False
-        while not gap:
-            frame = await client.next(heartbeat_s)
-            if frame is None:
-                if client.closing or client.cut:
+        client.heartbeat(heartbeat_s)
+        try:
+            while not gap:
+                await client.wait()
+                if client.cut:
                     return
-                if client.feed.ended and sent >= client.feed.hwm:
-                    return
-                yield b": keep-alive\n\n"
-                continue
-            batch = []
-            while frame is not None:
-                if frame.seq > sent:
+                queued = client.take()
+                if not queued:
+                    if client.closing:
+                        return
+                    if client.beat:
+                        client.beat = False
+                        if client.feed.ended and sent >= client.feed.hwm:
+                            return
+                        yield b": keep-alive\n\n"
+                    continue
+                out: list[bytes] = []
+                for i, frame in enumerate(queued):
+                    if frame.seq <= sent:
+                        continue
                     if frame.seq != sent + 1:
                         gap = True  # a jump: go back to the log for the missing part
+                        client.frames[:0] = queued[i:]
                         break
-                    batch.append(frame.sse())
+                    out.append(frame.sse())
                     sent, sent_stream = frame.seq, frame.stream_seq
                     if frame.terminal:
                         ended = True
                         break
-                if len(batch) >= BATCH or not client.frames:
-                    break
-                frame = client.frames.popleft()
-            if batch:
-                yield b"".join(batch)
-            if ended or (client.closing and not client.frames):
-                return
+                    if len(out) >= BATCH:
+                        client.wrote = True
+                        yield b"".join(out)
+                        out = []
+                del queued
+                if out:
+                    client.wrote = True
+                    yield b"".join(out)
+                    del out
+                if ended or (client.closing and not client.frames):
+                    return
+        finally:
+            client.stop_heartbeat()
 
 
 class SSEResponse:
