@@ -97,8 +97,9 @@ class Client:
         self.frames = []
         self.feed.hub.stalled_cut += 1
         self._wake()
-        if self.task is not None:
-            self.task.cancel()
+        task, self.task = self.task, None  # cancelled once, by one of us
+        if task is not None:
+            task.cancel()
 
     def close(self) -> None:
         """Finish after what is queued (graceful drain)."""

@@ -121,39 +121,51 @@ async def frames(
 
 
 class SSEResponse:
-    """Streams `body` as text/event-stream; ends on disconnect, cut-off or drain."""
+    """Streams `body` as text/event-stream; ends on disconnect, cut-off or drain.
+
+    The stream is written from the request's own task; one small task watches for the
+    client going away. A disconnect or a cut-off cancels the request task (a stalled client
+    may be blocked in `send`), which ends the stream quietly.
+    """
+
+    __slots__ = ("body", "client", "finished", "gone", "hub")
 
     def __init__(self, hub: Hub, client: Client, body: AsyncIterator[bytes]) -> None:
         self.hub = hub
         self.client = client
         self.body = body
+        self.finished = False
+        self.gone = False
+
+    async def _watch(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        task, self.client.task = self.client.task, None  # cancelled once, by one of us
+        if task is not None and not self.finished:
+            self.gone = True
+            task.cancel()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def pump() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.client.task = task
+        watch = asyncio.create_task(self._watch(receive))
+        try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             async for chunk in self.body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        async def disconnected() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-
-        body_task = asyncio.create_task(pump())
-        self.client.task = body_task
-        watch = asyncio.create_task(disconnected())
-        try:
-            await asyncio.wait({body_task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            if not (self.gone or self.client.cut):
+                raise  # not ours (e.g. the server is shutting down)
+            task.uncancel()
+        except Exception as exc:
+            log.warning("SSE stream failed: %s", exc)
         finally:
-            for task in (body_task, watch):
-                task.cancel()
-            for task in (body_task, watch):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            self.finished = True
+            self.client.task = None
+            watch.cancel()
             with contextlib.suppress(Exception):
                 await self.body.aclose()  # type: ignore[attr-defined]
             await self.hub.detach(self.client)
-        if body_task.done() and not body_task.cancelled() and body_task.exception() is not None:
-            log.warning("SSE stream failed: %s", body_task.exception())
