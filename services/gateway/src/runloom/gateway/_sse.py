@@ -90,6 +90,7 @@ async def frames(
                         client.beat = False
                         if client.feed.ended and sent >= client.feed.hwm:
                             return
+                        client.wrote = True  # the next one a full period later
                         yield b": keep-alive\n\n"
                     continue
                 out: list[bytes] = []
