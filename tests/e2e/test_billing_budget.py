@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -11,32 +9,9 @@ import httpx
 from runloom.billing.prices import load_prices
 from runloom.orchestrator.providers.base import WriteRequest
 from runloom.orchestrator.testing import json_events
+from runloom.runtime.testing import wait_ended, wait_usage
 
 QUESTION = "How do Python decorators and context managers work?"
-
-
-async def wait_ended(client: httpx.AsyncClient, run_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get(f"/v1/runs/{run_id}")
-        assert r.status_code == 200, r.text
-        if r.json()["ended_by"]:
-            return r.json()
-        assert time.monotonic() < deadline, f"run did not end within {timeout}s: {r.json()}"
-        await asyncio.sleep(0.25)
-
-
-async def wait_usage(
-    client: httpx.AsyncClient, run_id: str, calls: int, timeout: float = 20
-) -> dict:
-    """Poll GET /v1/usage?run_id= until the ledger holds `calls` rows (it follows the events)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get("/v1/usage", params={"run_id": run_id})
-        if r.status_code == 200 and r.json()["totals"]["calls"] >= calls:
-            return r.json()
-        assert time.monotonic() < deadline, f"ledger did not reach {calls} calls: {r.text}"
-        await asyncio.sleep(0.2)
 
 
 def _client(platform: Any) -> httpx.AsyncClient:

@@ -3,8 +3,6 @@ grouped by day, run and model, the period budget, and nothing of another tenant'
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +10,7 @@ import httpx
 from runloom.orchestrator.testing import json_events
 from runloom.runtime import db
 from runloom.runtime.tenants import create_tenant
+from runloom.runtime.testing import wait_ended, wait_usage
 
 QUESTION = "How do Python decorators and context managers work?"
 
@@ -22,30 +21,6 @@ def _client(platform: Any, key: str | None = None) -> httpx.AsyncClient:
         headers={"Authorization": f"Bearer {key or platform.api_key}"},
         timeout=15,
     )
-
-
-async def wait_ended(client: httpx.AsyncClient, run_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get(f"/v1/runs/{run_id}")
-        assert r.status_code == 200, r.text
-        if r.json()["ended_by"]:
-            return r.json()
-        assert time.monotonic() < deadline, f"run did not end within {timeout}s: {r.json()}"
-        await asyncio.sleep(0.25)
-
-
-async def wait_usage(
-    client: httpx.AsyncClient, run_id: str, calls: int, timeout: float = 20
-) -> dict[str, Any]:
-    """Poll GET /v1/usage?run_id= until the ledger holds `calls` rows (it follows the events)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get("/v1/usage", params={"run_id": run_id})
-        if r.status_code == 200 and r.json()["totals"]["calls"] >= calls:
-            return r.json()
-        assert time.monotonic() < deadline, f"ledger did not reach {calls} calls: {r.text}"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_runs_spend_is_metered_priced_and_visible_only_to_its_tenant(platform, corpus):

@@ -5,26 +5,13 @@ render fails visibly, and the run still completes (partial) with the others down
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
 import pytest
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.testing import squash, text_of
-
-
-async def _wait_ended(client: httpx.AsyncClient, run_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = await client.get(f"/v1/runs/{run_id}")
-        assert r.status_code == 200, r.text
-        run = r.json()
-        if run["ended_by"]:
-            return run
-        assert time.monotonic() < deadline, f"run did not end within {timeout}s: {run}"
-        await asyncio.sleep(0.25)
+from runloom.runtime.testing import wait_ended
 
 
 async def _content(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
@@ -53,7 +40,7 @@ async def test_a_run_over_the_default_corpus_yields_every_artifact(platform, cor
         )
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
-        run = await _wait_ended(client, run_id, 90)
+        run = await wait_ended(client, run_id, 90)
         assert run["ended_by"] == "run.completed", (run["error"], run["missing"])
         assert not any("deliverable" in m for m in run["missing"]), run["missing"]
         content = await _content(client, run_id)
@@ -109,7 +96,7 @@ async def test_a_deliverable_that_cannot_render_leaves_the_run_partial(platform)
         )
         assert r.status_code == 201, r.text
         run_id = r.json()["id"]
-        run = await _wait_ended(client, run_id, 90)
+        run = await wait_ended(client, run_id, 90)
         content = await _content(client, run_id)
         cited = {
             c["source_id"]: c["passage"]

@@ -15,10 +15,12 @@ servers instead (same fixtures; kill/restart then act on the containers).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -297,3 +299,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "platform_env(**env): environment for platform processes")
     config.addinivalue_line("markers", "platform_services(*names): services the platform starts")
+
+
+# -- HTTP helpers for tests that drive the platform as a user would -----------------------------
+
+
+async def wait_ended(client: Any, run_id: str, timeout: float = 90) -> dict[str, Any]:
+    """Poll GET /v1/runs/{id} (an httpx.AsyncClient on the gateway) until the run has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await client.get(f"/v1/runs/{run_id}")
+        assert r.status_code == 200, r.text
+        run: dict[str, Any] = r.json()
+        if run["ended_by"]:
+            return run
+        assert time.monotonic() < deadline, f"run did not end within {timeout}s: {run}"
+        await asyncio.sleep(0.25)
+
+
+async def wait_usage(client: Any, run_id: str, calls: int, timeout: float = 20) -> dict[str, Any]:
+    """Poll GET /v1/usage?run_id= until the ledger holds `calls` rows (it follows the events)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await client.get("/v1/usage", params={"run_id": run_id})
+        if r.status_code == 200 and r.json()["totals"]["calls"] >= calls:
+            return r.json()  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"ledger did not reach {calls} calls: {r.text}"
+        await asyncio.sleep(0.2)
