@@ -1,7 +1,8 @@
 """The gateway: the only public entry point (HTTP API, SSE, the web console).
 
-Each feature lives in its own module under `routes/` exposing `router` and, optionally,
-`async def startup(state)` / `async def shutdown(state)` hooks run in the app's lifespan.
+The lifespan connects NATS and PostgreSQL, starts the streaming core (`_streaming`), then each
+feature's hooks. Each feature lives in its own module under `routes/` exposing `router` and,
+optionally, `async def startup(state)` / `async def shutdown(state)` hooks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 from fastapi import FastAPI
-from runloom.gateway import problems
+from runloom.gateway import _streaming, problems
 from runloom.gateway.routes import (
     clarifications,
     console,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log=EventLog(js, f"gateway/{replica_suffix()}"),
         )
         app.state.runloom = state
+        state.streaming = await _streaming.start(state)
         for feature in FEATURES:
             hook = getattr(feature, "startup", None)
             if hook is not None:
@@ -74,6 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if hook is not None:
                     with contextlib.suppress(Exception):
                         await hook(state)
+            if state.streaming is not None:
+                with contextlib.suppress(Exception):
+                    await _streaming.stop(state.streaming)
             with contextlib.suppress(Exception):
                 await nc.drain()
             with contextlib.suppress(Exception):

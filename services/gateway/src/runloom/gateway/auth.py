@@ -27,8 +27,8 @@ def _unauthorized(detail: str) -> Problem:
 async def principal(request: Request, state: GatewayState = Depends(get_state)) -> Principal:
     """Authenticate the request: `Authorization: Bearer <api key>`.
 
-    Stream routes also accept `?token=` (see routes/events.py), resolved by the hook stored
-    in `state.extras["stream_token_resolver"]`.
+    Stream routes also accept `?token=` (see routes/events.py): a run-scoped stream token
+    resolved by the streaming core's token issuer.
     """
     header = request.headers.get("authorization", "")
     if header:
@@ -46,11 +46,10 @@ async def principal(request: Request, state: GatewayState = Depends(get_state)) 
             )
         return Principal(tenant_id=row["tenant_id"])
     token = request.query_params.get("token")
-    resolver = state.extras.get("stream_token_resolver")
-    if token and resolver is not None:
-        resolved: Principal | None = await resolver(state, token, request)
-        if resolved is not None:
-            return resolved
+    if token and state.streaming is not None:
+        grant = state.streaming.tokens.resolve(token, request)
+        if grant is not None:
+            return Principal(grant.tenant_id, run_scope=grant.run_id)
         raise _unauthorized("This stream token is invalid or expired; request a new one.")
     raise _unauthorized(
         "Missing API key: send 'Authorization: Bearer <key>'. Locally, the key is in "

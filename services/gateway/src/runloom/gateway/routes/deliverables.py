@@ -25,11 +25,9 @@ from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(tags=["deliverables"])
 
-_BUCKET = "deliverables.bucket"
-
 
 async def startup(state: GatewayState) -> None:
-    state.extras[_BUCKET] = await state.js.object_store(subjects.ARTIFACTS_BUCKET)
+    state.artifacts = await state.js.object_store(subjects.ARTIFACTS_BUCKET)
 
 
 def _visible(p: Principal, run_id: str) -> bool:
@@ -152,7 +150,7 @@ async def download_artifact(
     )
     if row is None or not _visible(p, row["run_id"]):
         raise not_found("artifact", artifact_id)
-    bucket = state.extras.get(_BUCKET) or await state.js.object_store(subjects.ARTIFACTS_BUCKET)
+    bucket = state.artifacts or await state.js.object_store(subjects.ARTIFACTS_BUCKET)
     try:
         result = await bucket.get(row["object_name"])
     except NotFoundError:

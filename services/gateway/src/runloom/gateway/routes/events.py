@@ -17,8 +17,8 @@ from runloom.gateway import _cursor
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem
-from runloom.gateway.routes.runs import load_run, streaming
-from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.routes.runs import load_run
+from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import archive
 
 router = APIRouter(tags=["events"])

@@ -1,41 +1,32 @@
 """Runs: create (idempotent), list, read, cancel, and stream tokens.
 
 `POST /v1/runs` answers once `run.created` is durably stored (and the read-model row is in),
-then sends the start command. The startup hook wires the streaming machinery every events
-route uses (archive consumer, fan-out hub, history, stream tokens).
+then sends the start command.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import logging
-import signal
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
 from runloom.contracts.commands import StartRun
 from runloom.contracts.events import CancelRequested, RunCreated
 from runloom.contracts.ids import new_id
-from runloom.gateway._fanout import Hub
-from runloom.gateway._history import Epoch, History
-from runloom.gateway._options import StreamingOptions
-from runloom.gateway._tokens import StreamTokens, install_redaction
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
-from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import bus
-from runloom.runtime.archive import PgArchive, run_archiver, title_of
+from runloom.runtime.archive import title_of
 from runloom.runtime.eventlog import RunClosed
 
 log = logging.getLogger(__name__)
@@ -43,80 +34,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 DELIVERABLE_KINDS = ("report", "website", "slides")
-
-
-# -- the streaming machinery, shared with routes/events.py ---------------------------------------
-
-
-@dataclass
-class Streaming:
-    options: StreamingOptions
-    archive: PgArchive
-    epoch: Epoch
-    history: History
-    hub: Hub
-    tokens: StreamTokens
-    stop: asyncio.Event
-    archiver: asyncio.Task[None] | None = None
-
-
-def streaming(state: GatewayState) -> Streaming:
-    return state.extras["streaming"]  # type: ignore[no-any-return]
-
-
-async def startup(state: GatewayState) -> None:
-    options = StreamingOptions.from_env()
-    archive = PgArchive(state.pool)
-    state.log.archive = archive
-    epoch = Epoch(state.js)
-    await epoch.refresh()
-    history = History(state.log, archive, epoch)
-    hub = Hub(
-        state.log,
-        history,
-        epoch,
-        queue_size=options.queue_size,
-        watch_interval=options.watch_interval_s,
-    )
-    tokens = await StreamTokens.load(state.pool, options.token_ttl_s)
-    s = Streaming(options, archive, epoch, history, hub, tokens, asyncio.Event())
-    if options.archive:
-        s.archiver = asyncio.create_task(run_archiver(state.js, state.pool, s.stop))
-    state.extras["streaming"] = s
-
-    async def resolve(state: GatewayState, token: str, request: Request) -> Principal | None:
-        grant = tokens.resolve(token, request)
-        return None if grant is None else Principal(grant.tenant_id, run_scope=grant.run_id)
-
-    state.extras["stream_token_resolver"] = resolve
-    install_redaction()
-    _drain_on_sigterm(hub)
-
-
-def _drain_on_sigterm(hub: Hub) -> None:
-    """On SIGTERM, end SSE streams at once (clients resume elsewhere with their cursor),
-    before uvicorn waits for open connections; then let uvicorn's own handler run."""
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(ValueError):  # not the main thread (in-process test servers)
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum: int, frame: Any) -> None:
-            loop.call_soon_threadsafe(hub.drain)
-            if callable(previous):
-                previous(signum, frame)
-
-        signal.signal(signal.SIGTERM, handler)
-
-
-async def shutdown(state: GatewayState) -> None:
-    s: Streaming | None = state.extras.get("streaming")
-    if s is None:
-        return
-    await s.hub.close()
-    s.stop.set()
-    if s.archiver is not None:
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(s.archiver, timeout=5)
 
 
 # -- models -----------------------------------------------------------------------------------
