@@ -71,5 +71,7 @@ clean: ## remove caches, build output and the virtualenv (keeps .runloom data)
 	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-clean-data: ## delete the local data folder .runloom (events, database, API key)
+clean-data: ## delete .runloom (events, database, API key) and, as root, its PostgreSQL folder
+	@pg=$$(cat .runloom/postgres/system-dir 2>/dev/null || true); \
+	case "$$pg" in /var/lib/runloom/[0-9a-f]*) echo "rm -rf $$pg"; rm -rf "$$pg";; esac
 	rm -rf .runloom

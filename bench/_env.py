@@ -63,5 +63,5 @@ async def platform(sync_interval: str = "always") -> AsyncIterator[Env]:
         if gateway is not None:
             gateway.stop(5)
         nats.stop()
-        pg.stop()
+        pg.remove_data()
         shutil.rmtree(root, ignore_errors=True)

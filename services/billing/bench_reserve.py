@@ -217,7 +217,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if pool is not None:
             await pool.close()
         nats.stop()
-        pg.stop()
+        pg.remove_data()
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,7 +22,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from runloom.runtime.embedded import free_port, port_open
+from runloom.runtime.embedded import free_port, port_open, wheel_pginstall
 from runloom.runtime.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
@@ -104,11 +106,23 @@ class UpProcess:
 
 @pytest.fixture(scope="module")
 def home() -> Iterator[Path]:
-    # Not under pytest's basetemp: a concurrent pytest session resets /tmp/pytest-of-<user> to
-    # 0700, and PostgreSQL (run as its own user when we are root) must traverse the path.
+    """A data folder inside a folder only its owner may enter (mkdtemp makes it mode 700)."""
     root = Path(tempfile.mkdtemp(prefix="runloom-up-", dir=os.environ.get("RUNLOOM_TEST_TMP")))
     yield root / "home"
+    system_dir = root / "home" / "postgres" / "system-dir"
+    if system_dir.exists():
+        shutil.rmtree(system_dir.read_text().strip(), ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _modes(*tops: Path) -> dict[Path, tuple[int, int, int]]:
+    """Mode and owner of each folder in `tops` and of every folder above them."""
+    found = {}
+    for top in tops:
+        for path in (top, *top.parents):
+            st = path.stat()
+            found[path] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +162,9 @@ def _key_owner(database_url: str, key: str) -> str | None:
 def test_up_starts_everything_stops_cleanly_and_keeps_data(
     start_up: type[UpProcess], home: Path, ports: Ports
 ) -> None:
+    private = home.parent
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    before = _modes(private, wheel_pginstall() / "bin")
     up = start_up()
     up.wait_ready()
 
@@ -178,6 +195,14 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     for port in (ports.nats, ports.postgres, ports.gateway):
         assert not port_open(port), f"port {port} still open after runloom up stopped"
     assert not (home / "up.pid").exists()
+    assert _modes(private, wheel_pginstall() / "bin") == before, "a folder's mode changed"
+    if os.geteuid() == 0:
+        pg_home = Path((home / "postgres" / "system-dir").read_text().strip())
+        assert f"PG data   {pg_home / 'pgdata'}" in out
+        assert str(pg_home / "postgres.log") in out
+        st = pg_home.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o700
+        assert pwd.getpwuid(st.st_uid).pw_name == "runloom-pg"
 
     again = start_up()
     again.wait_ready()

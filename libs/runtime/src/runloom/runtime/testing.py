@@ -103,24 +103,31 @@ def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Dock
     )
 
 
+def _quietly(stop: Any) -> None:
+    with contextlib.suppress(Exception):
+        stop()
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
+    """Each server is registered for clean-up before it starts: whatever fails (a server that
+    does not come up, a test, an interrupt), everything started here is stopped."""
     root = Path(tempfile.mkdtemp(prefix="runloom-test-", dir=os.environ.get("RUNLOOM_TEST_TMP")))
-    if _docker_requested():  # pragma: no cover
-        s = _start_containers(root)
-    else:
-        nats = NatsServer(root / "nats", free_port())
-        nats.start()
-        pg = PostgresServer(root / "postgres", free_port())
-        pg.start()
-        s = Servers(nats=nats, postgres=pg, root=root)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, root, ignore_errors=True)
+        if _docker_requested():  # pragma: no cover
+            s = _start_containers(root)
+            cleanup.callback(_quietly, s.nats.stop)
+            cleanup.callback(_quietly, s.postgres.stop)
+        else:
+            nats = NatsServer(root / "nats", free_port())
+            cleanup.callback(_quietly, nats.stop)
+            nats.start()
+            pg = PostgresServer(root / "postgres", free_port())
+            cleanup.callback(_quietly, pg.remove_data)
+            pg.start()
+            s = Servers(nats=nats, postgres=pg, root=root)
         yield s
-    finally:
-        for server in (s.nats, s.postgres):
-            with contextlib.suppress(Exception):
-                server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
