@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
+from runloom.devkit.supervisor import ServiceProcess, wait_http
 from runloom.runtime import bus, db
-from runloom.runtime.embedded import NatsServer, PostgresServer, free_port
-from runloom.runtime.supervisor import ServiceProcess, wait_http
 
 
 @dataclass

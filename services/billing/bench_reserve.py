@@ -32,12 +32,12 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest, ReserveReply, ReserveRequest
 from runloom.contracts.events import RunCreated, Usage
 from runloom.contracts.ids import new_id
+from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
+from runloom.devkit.supervisor import ServiceProcess
 from runloom.orchestrator.metering import Meter
 from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
-from runloom.runtime.embedded import NatsServer, PostgresServer, free_port
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.supervisor import ServiceProcess
 
 
 async def _wait_billing(nc: Any, proc: ServiceProcess, timeout: float = 30) -> None:

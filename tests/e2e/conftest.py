@@ -1,5 +1,5 @@
 """e2e fixtures (shared: keep short, append yours). The platform itself comes from
-runloom.runtime.testing (`platform`)."""
+runloom.devkit.testing (`platform`)."""
 
 from __future__ import annotations
 

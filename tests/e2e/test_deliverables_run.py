@@ -11,7 +11,7 @@ import httpx
 import pytest
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.testing import squash, text_of
-from runloom.runtime.testing import wait_ended
+from runloom.devkit.testing import wait_ended
 
 
 async def _content(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from runloom.devkit.embedded import free_port
 from runloom.orchestrator.testing import FakeOpenAI, sse_events
-from runloom.runtime.embedded import free_port
 
 PORT = free_port()
 

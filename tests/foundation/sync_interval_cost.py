@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import nats
-from runloom.runtime.embedded import NatsServer, free_port
+from runloom.devkit.embedded import NatsServer, free_port
 
 PAYLOAD = b"x" * 300
 

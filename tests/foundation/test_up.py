@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from runloom.runtime.embedded import free_port, port_open, wheel_pginstall
+from runloom.devkit.embedded import free_port, port_open, wheel_pginstall
 from runloom.runtime.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")

@@ -15,8 +15,8 @@ from runloom.billing.prices import load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest
 from runloom.contracts.ids import new_id
+from runloom.devkit.supervisor import ServiceProcess
 from runloom.runtime.config import Settings
-from runloom.runtime.supervisor import ServiceProcess
 
 
 @pytest.fixture

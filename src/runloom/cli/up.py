@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
+from runloom.devkit.supervisor import SERVICES, ServiceProcess
 from runloom.runtime.config import Settings
-from runloom.runtime.embedded import NatsServer, PostgresServer, ServerError, port_open
-from runloom.runtime.supervisor import SERVICES, ServiceProcess
 
 log = logging.getLogger("runloom.up")
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 INI = """[pytest]
-addopts = -p runloom.runtime.testing -p no:cacheprovider
+addopts = -p runloom.devkit.testing -p no:cacheprovider
 asyncio_mode = auto
 asyncio_default_fixture_loop_scope = session
 asyncio_default_test_loop_scope = session
@@ -29,7 +29,7 @@ async def test_postgres_answers(pool):
 POSTGRES_FAILS = """
 from pathlib import Path
 
-from runloom.runtime import embedded
+from runloom.devkit import embedded
 
 _nats_start = embedded.NatsServer.start
 

@@ -1,6 +1,6 @@
 """Pytest plugin: real nats-server and PostgreSQL for the whole test session.
 
-Loaded for every test by `-p runloom.runtime.testing` (root pyproject). Fixtures:
+Loaded for every test by `-p runloom.devkit.testing` (root pyproject). Fixtures:
 
 - `servers`: the session's `NatsServer` and `PostgresServer` (each `.kill()` / `.start()` /
   `.restart()` on the same data folder, for fault tests).
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
 from runloom.runtime.config import Settings
-from runloom.runtime.embedded import NatsServer, PostgresServer, free_port
 
 
 @dataclass
@@ -204,7 +204,7 @@ class Platform:
     """
 
     def __init__(self, settings: Settings, root: Path, env: dict[str, str]) -> None:
-        from runloom.runtime.embedded import free_port
+        from runloom.devkit.embedded import free_port
 
         self.settings = settings
         self.root = root
@@ -225,7 +225,7 @@ class Platform:
         return f"http://127.0.0.1:{self.port}"
 
     def add(self, service: str, replica: str | None = None) -> Any:
-        from runloom.runtime.supervisor import ServiceProcess
+        from runloom.devkit.supervisor import ServiceProcess
 
         replica = replica or str(1 + sum(1 for p in self.procs.values() if p.service == service))
         proc = ServiceProcess(service, self.env, self.root / "logs", replica=replica)
@@ -236,7 +236,7 @@ class Platform:
         return proc
 
     def wait_ready(self, proc: Any = None, timeout: float = 30.0) -> None:
-        from runloom.runtime.supervisor import wait_http
+        from runloom.devkit.supervisor import wait_http
 
         wait_http(f"{self.url}/readyz", timeout=timeout, proc=proc or self.procs.get("gateway-1"))
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runloom.runtime.embedded import ChildProcess
+from runloom.devkit.embedded import ChildProcess
 
 SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
 
