@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from runloom.gateway._fanout import Client, Hub
-from runloom.gateway._history import History
+from runloom.gateway._history import Frame, History
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,11 @@ async def frames(
     after_seq: int,
     after_stream_seq: int,
     heartbeat_s: float,
+    render: Callable[[Frame], bytes] = Frame.sse,
+    until: Callable[[Frame], bool] = lambda frame: frame.terminal,
 ) -> AsyncIterator[bytes]:
-    """The bytes of one SSE stream."""
+    """The bytes of one SSE stream: each stored frame as `render` writes it (its stored bytes
+    by default; a protocol adapter renders its own), ending after the frame `until` names."""
     yield b"retry: 1000\n\n"
     sent, sent_stream = after_seq, after_stream_seq
     while True:
@@ -52,9 +55,10 @@ async def frames(
         batch: list[bytes] = []
         ended = False
         async for frame in history.replay(run_id, sent, sent_stream):
-            batch.append(frame.sse())
+            if chunk := render(frame):
+                batch.append(chunk)
             sent, sent_stream = frame.seq, frame.stream_seq
-            if frame.terminal:
+            if until(frame):
                 ended = True
                 break
             if len(batch) >= BATCH:
@@ -101,9 +105,10 @@ async def frames(
                         gap = True  # a jump: go back to the log for the missing part
                         client.frames[:0] = queued[i:]
                         break
-                    out.append(frame.sse())
+                    if chunk := render(frame):
+                        out.append(chunk)
                     sent, sent_stream = frame.seq, frame.stream_seq
-                    if frame.terminal:
+                    if until(frame):
                         ended = True
                         break
                     if len(out) >= BATCH:

@@ -1,0 +1,319 @@
+"""AG-UI over HTTP: `POST /v1/agui` runs an agent turn, `GET /v1/agui/runs/{id}` resumes.
+
+Same auth and tenancy as the rest of the API (`Authorization: Bearer <key>`). A POST with a
+`RunAgentInput` starts a run from the last user message (or, with `resume`, answers the
+thread's open interrupt and continues that same run) and answers one AG-UI run as SSE. The
+thread is the AG-UI `threadId`: each run started from it records it (`options.agui`), and the
+newest run of a thread is the one an interrupt or a resume concerns.
+
+Every frame carries an SSE `id` that is a durable cursor (see `_stream`), so
+`GET /v1/agui/runs/{runId}` with `Last-Event-ID` (or `?last_event_id=`) continues exactly after
+it: across gateway restarts, after the run ended, past the hot window (the archive serves it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from runloom.contracts.events import CancelRequested
+from runloom.gateway import _cursor
+from runloom.gateway._sse import HEADERS, SSEResponse, frames
+from runloom.gateway.agui._mapping import ANSWER_SCHEMA
+from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
+from runloom.gateway.agui._view import PROTOCOL_VERSION
+from runloom.gateway.auth import Principal, principal
+from runloom.gateway.problems import Problem
+from runloom.gateway.routes import clarifications, runs
+from runloom.gateway.routes.events import _position, _Raw
+from runloom.gateway.state import GatewayState, get_state, streaming
+from runloom.runtime.eventlog import RunClosed
+from runloom.runtime.runstate import RunState, fold
+
+router = APIRouter(tags=["agui"])
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$"
+
+
+# -- RunAgentInput, as much of it as a run needs (the rest is accepted and ignored) ----------
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(max_length=200)
+    role: str = Field(max_length=20)
+    content: str | list[dict[str, Any]] | None = None
+
+
+class _Resume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    interruptId: str = Field(max_length=200)
+    status: str = Field(pattern="^(resolved|cancelled)$")
+    payload: Any = None
+    metadata: dict[str, Any] | None = None
+
+
+class RunAgentInput(BaseModel):
+    """AG-UI's `RunAgentInput` (camelCase, as on the wire)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    threadId: str = Field(pattern=ID_PATTERN)
+    runId: str = Field(pattern=ID_PATTERN)
+    protocolVersion: str | None = Field(default=None, max_length=20)
+    parentRunId: str | None = Field(default=None, max_length=200)
+    messages: list[_Message] = Field(max_length=1000)
+    state: Any = None
+    tools: list[dict[str, Any]] | None = None
+    context: list[dict[str, Any]] | None = None
+    forwardedProps: dict[str, Any] | None = None
+    resume: list[_Resume] | None = Field(default=None, max_length=100)
+
+
+def _text(message: _Message) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = message.content or []
+    return "\n".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+
+
+def _run_in(body: RunAgentInput) -> runs.RunIn | str:
+    """The run a RunAgentInput asks for, or why it asks for none."""
+    users = [m for m in body.messages if m.role == "user" and _text(m).strip()]
+    if not users:
+        return "RunAgentInput.messages holds no user message with text: nothing to run."
+    props = body.forwardedProps or {}
+    options: dict[str, Any] = {
+        "agui": {"thread_id": body.threadId, "run_id": body.runId, "message_id": users[-1].id}
+    }
+    if props.get("deliverables") is not None:
+        options["deliverables"] = props["deliverables"]
+    try:
+        return runs.RunIn(
+            question=_text(users[-1]),
+            skill=props.get("skill"),
+            budget_usd=props.get("budget_usd", props.get("budgetUsd")),
+            options=options,
+        )
+    except ValueError as exc:
+        return f"forwardedProps are not usable: {exc}"
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def _error_stream(message: str, code: str) -> Response:
+    """An AG-UI answer that is only a RUN_ERROR (the spec's way to refuse a RunAgentInput)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield encode({"type": "RUN_ERROR", "message": message, "code": code}, None)
+
+    return StreamingResponse(body(), headers={k.decode(): v.decode() for k, v in HEADERS})
+
+
+async def _stream(state: GatewayState, run_id: str, renderer: Renderer) -> Response:
+    s = streaming(state)
+    if s.hub.draining:
+        raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
+    client = await s.hub.attach(run_id)
+    body = frames(
+        s.hub,
+        s.history,
+        client,
+        run_id,
+        0,
+        0,
+        s.options.heartbeat_s,
+        render=renderer.render,
+        until=renderer.until,
+    )
+    return _Raw(SSEResponse(s.hub, client, body))
+
+
+async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
+    """The newest run of this tenant's AG-UI thread."""
+    run_id: str | None = await state.pool.fetchval(
+        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
+        " ORDER BY created_at DESC, id DESC LIMIT 1",
+        who.tenant_id,
+        thread_id,
+    )
+    return run_id
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+@router.get("/v1/agui/capabilities")
+async def capabilities(who: Principal = Depends(principal)) -> dict[str, Any]:
+    """AG-UI `AgentCapabilities`: what this agent does, `transport.resumable` included."""
+    return {
+        "identity": {
+            "name": "Runloom",
+            "type": "runloom",
+            "description": "Plans, researches a corpus, writes a cited report, delivers it.",
+        },
+        "transport": {"streaming": True, "resumable": True},
+        "state": {"snapshots": True, "deltas": True, "persistentState": True},
+        "multiAgent": {"supported": True, "subagents": [{"name": "research"}]},
+        "humanInTheLoop": {"supported": True, "interrupts": True},
+        "custom": {
+            "runloom:resume": {
+                "protocolVersion": PROTOCOL_VERSION,
+                "url": "/v1/agui/runs/{runId}",
+                "cursor": "the SSE id of the last event received, as Last-Event-ID "
+                "(or ?last_event_id=); none for the whole run",
+            }
+        },
+    }
+
+
+@router.post("/v1/agui", response_model=None)
+async def run_agent(
+    body: RunAgentInput,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+) -> Response:
+    """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
+    if who.run_scope is not None:
+        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
+    current = await _thread_run(state, who, body.threadId)
+    events = await state.log.events(current) if current else []
+    rs = fold(events)
+    if body.resume:
+        return await _resume(state, who, body, current, events, rs)
+    if rs.clarification is not None and current is not None:
+        return _error_stream(
+            f"Thread {body.threadId} has an open interrupt (run {current} asks: "
+            f"{rs.clarification.question!r}); answer it with RunAgentInput.resume first.",
+            "interrupt_pending",
+        )
+    run_in = _run_in(body)
+    if isinstance(run_in, str):
+        return _error_stream(run_in, "invalid_input")
+    created = await runs.create_run(
+        run_in, state, who, idempotency_key=f"agui:{body.threadId}:{body.runId}"
+    )
+    run_id = json.loads(bytes(created.body))["id"]
+    return await _stream(state, run_id, Renderer(run_id, one_part=True))
+
+
+async def _resume(
+    state: GatewayState,
+    who: Principal,
+    body: RunAgentInput,
+    run_id: str | None,
+    events: list[Any],
+    rs: RunState,
+) -> Response:
+    """Answer the thread's interrupt (the run's clarification) and continue that run."""
+    resume = body.resume or []
+    asked = {e.id: e for e in events if e.type == "clarification.requested"}
+    unknown = [r.interruptId for r in resume if r.interruptId not in asked]
+    if run_id is None or unknown:
+        return _error_stream(
+            f"Thread {body.threadId} has no interrupt {', '.join(unknown) or '(none)'}: "
+            "resume entries must name the interrupts of the thread's last run.",
+            "unknown_interrupt",
+        )
+    if len({r.interruptId for r in resume}) != len(resume):
+        return _error_stream("Each interrupt may be answered once per resume.", "invalid_resume")
+    entry = resume[-1]
+    question = asked[entry.interruptId]
+    answers = [e for e in events if e.type == "clarification.answered"]
+    open_id = None
+    if rs.clarification is not None:
+        open_id = [e for e in events if e.type == "clarification.requested"][-1].id
+    if (open_id is not None and entry.interruptId != open_id) or len(resume) > 1:
+        return _error_stream(
+            f"The open interrupt is {open_id}; a resume must answer it, and only it.",
+            "interrupt_not_covered",
+        )
+    answer = _answer_of(entry)
+    if open_id is None:
+        # Already resolved: a replay of the same resume is safe, another answer is not.
+        done = next((a for a in answers if a.causation_id == question.id), None)
+        if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
+            return await _stream(state, run_id, Renderer(run_id, Position(done.seq - 1, WHOLE)))
+        return _error_stream(
+            f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
+            "interrupt_resolved",
+        )
+    deadline = question.data.get("deadline")
+    if deadline and _expired(deadline):
+        return _error_stream(
+            f"Interrupt {entry.interruptId} expired at {deadline}.", "interrupt_expired"
+        )
+    if entry.status == "cancelled":
+        tail = await state.log.tail(run_id)
+        try:
+            await state.log.append(
+                run_id,
+                who.tenant_id,
+                CancelRequested(reason="the interrupt was cancelled", requested_by="agui"),
+                event_id=f"{run_id}:agui-cancel:{entry.interruptId}",
+            )
+        except RunClosed:
+            pass
+        return await _stream(state, run_id, Renderer(run_id, Position(tail.run_seq, WHOLE)))
+    if answer is None:
+        return _error_stream(
+            f"resume.payload must match {json.dumps(ANSWER_SCHEMA)} (or be the answer text).",
+            "invalid_resume_payload",
+        )
+    try:
+        done_ = await clarifications.answer_clarification(
+            run_id, clarifications.ClarificationIn(answer=answer), state, who
+        )
+    except Problem as problem:
+        return _error_stream(str(problem.detail), "interrupt_resolved")
+    except ValueError as exc:
+        return _error_stream(str(exc), "invalid_resume_payload")
+    position = Position(int(done_["seq"]) - 1, WHOLE)
+    return await _stream(state, run_id, Renderer(run_id, position, one_part=True))
+
+
+def _answer_of(entry: _Resume) -> str | None:
+    payload = entry.payload
+    if isinstance(payload, dict):
+        payload = payload.get("answer")
+    if isinstance(payload, str) and payload.strip() and len(payload) <= 5000:
+        return payload.strip()
+    return None
+
+
+def _expired(deadline: str) -> bool:
+    try:
+        when = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return when < datetime.now(UTC)
+
+
+@router.get("/v1/agui/runs/{run_id}", response_model=None)
+async def run_stream(
+    run_id: str,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+    last_event_id_header: str | None = Header(default=None, alias="Last-Event-ID"),
+    last_event_id: str | None = Query(default=None, max_length=320),
+) -> Response:
+    """A run as AG-UI events: the whole run, or exactly what follows an event id."""
+    await runs.load_run(state, who, run_id)
+    text = last_event_id_header or last_event_id
+    position = None
+    if text:
+        try:
+            cursor, index = parse_id(text)
+        except _cursor.CursorError as exc:
+            raise Problem(400, "Bad cursor", str(exc)) from None
+        after_seq, _ = await _position(state, run_id, cursor.encode())
+        position = Position(after_seq, index)
+    return await _stream(state, run_id, Renderer(run_id, position))
