@@ -124,3 +124,13 @@ def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert compat.main(["--against", "disk"]) == 0
     assert "compatible with disk" in capsys.readouterr().out
     assert compat.main(["--against", "no-such-revision-xyz"]) == 2
+
+
+def test_adding_or_changing_a_bound_passes_and_is_reported() -> None:
+    def bound(s: dict[str, Any], _: Any) -> None:
+        s["properties"]["step_id"]["pattern"] = "^[a-z0-9_]+$"
+        s["properties"]["error"]["maxLength"] = 2000
+
+    after = edit(bound)
+    assert messages(after) == []
+    assert compat.narrowings(BEFORE, after) == ["StepFailed.error", "StepFailed.step_id"]

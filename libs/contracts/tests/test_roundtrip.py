@@ -46,6 +46,8 @@ ID_PREFIX = {"run": "run", "event": "evt", "document": "doc", "artifact": "art",
 def realistic(tp: msgspec.inspect.Type, name: str) -> Any:
     """A plausible, non-default value of a field, chosen by its type and name."""
     t = msgspec.inspect
+    if isinstance(tp, t.Metadata):
+        return realistic(tp.type, name)
     if isinstance(tp, t.UnionType):
         concrete = [x for x in tp.types if not isinstance(x, t.NoneType)]
         return realistic(concrete[0], name)

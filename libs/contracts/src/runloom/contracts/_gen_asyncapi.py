@@ -8,6 +8,7 @@ import json
 import msgspec
 from runloom.contracts import commands, events, subjects
 from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
+from runloom.contracts.types import RUN_ID
 
 # -- AsyncAPI --------------------------------------------------------------------------------------
 
@@ -93,13 +94,13 @@ def asyncapi() -> Schema:
     run_msgs = [cls.__name__ for cls in env.values()]
     channels: dict[str, Schema] = {
         "runEvents": {
-            "address": subjects.run_events("{runId}"),
+            "address": subjects.RUN_EVENTS_ADDRESS,
             "title": "Run events",
             "description": (
                 f"Every event of one run, in order (stream `{subjects.RUN_EVENTS_STREAM}`, "
                 "file storage). Each has a dense per-run `seq`; the last one is terminal."
             ),
-            "parameters": {"runId": {"description": "The run's id (`run_<ULID>`)."}},
+            "parameters": {"runId": {"description": f"The run's id (pattern `{RUN_ID.pattern}`)."}},
             "messages": refs(*run_msgs),
         },
         "startRun": {
@@ -116,19 +117,19 @@ def asyncapi() -> Schema:
             "messages": refs("ResumeRun"),
         },
         "deliverableJobs": {
-            "address": subjects.deliverable_job("{kind}"),
+            "address": subjects.DELIVERABLE_JOB_ADDRESS,
             "title": "Deliverable jobs",
             "description": f"Work queue (stream `{subjects.JOBS_STREAM}`), one subject per kind.",
             "parameters": {
                 "kind": {
-                    "enum": ["report", "website", "slides"],
+                    "enum": list(subjects.DELIVERABLE_KINDS),
                     "description": "The kind of deliverable.",
                 }
             },
             "messages": refs("DeliverableJob"),
         },
         "deadLetters": {
-            "address": subjects.dead_letter("{stream}", "{consumer}"),
+            "address": subjects.DEAD_LETTER_ADDRESS,
             "title": "Dead letters",
             "description": f"Messages a consumer could not process, with the reason "
             f"(stream `{subjects.DLQ_STREAM}`, subjects `{subjects.DLQ_SUBJECTS}`).",

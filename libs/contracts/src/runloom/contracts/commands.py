@@ -6,13 +6,14 @@ from typing import Any
 
 import msgspec
 from runloom.contracts.events import Usage
+from runloom.contracts.types import RunId, Usd
 
 
 class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Sent by the gateway once `run.created` is stored; owned by one orchestrator replica."""
 
     command_id: str
-    run_id: str
+    run_id: RunId
     tenant_id: str
     causation_id: str | None = None
 
@@ -21,7 +22,7 @@ class ResumeRun(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Wakes a paused run (a clarification answered or timed out)."""
 
     command_id: str
-    run_id: str
+    run_id: RunId
     tenant_id: str
     reason: str
     causation_id: str | None = None
@@ -32,7 +33,7 @@ class DeliverableJob(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     job_id: str
     """sha256 of (run_id, kind, content_hash): the same request is the same job."""
-    run_id: str
+    run_id: RunId
     tenant_id: str
     kind: str
     """report | website | slides"""
@@ -45,8 +46,8 @@ class ReserveRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     reservation_id: str
     """Idempotency key: the same id reserves once."""
     tenant_id: str
-    run_id: str
-    estimated_usd: float
+    run_id: RunId
+    estimated_usd: Usd
     kind: str
     """provider | tool"""
     provider: str | None = None
@@ -72,7 +73,7 @@ class ReserveReply(msgspec.Struct, kw_only=True, omit_defaults=True):
 class CommitRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     reservation_id: str
     tenant_id: str
-    run_id: str
+    run_id: RunId
     usage: Usage
     provider: str | None = None
     model: str | None = None
@@ -94,7 +95,7 @@ class CommitReply(msgspec.Struct, kw_only=True, omit_defaults=True):
 class ReleaseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     reservation_id: str
     tenant_id: str
-    run_id: str
+    run_id: RunId
 
 
 class ReleaseReply(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -6,6 +6,10 @@ Adding an optional field is compatible. Removing or renaming a field, changing i
 default, making it required, adding a required field, or removing a type is not: a reader or
 writer built on the baseline would break. Each problem names the type and the field.
 
+Bounds (`pattern`, `minimum`/`maximum`, lengths) are not the type's shape: a bound added or
+changed is listed as a narrowing and passes. Bounds state what the stores and subjects can
+hold (`types.py`), so a value outside them was never deliverable in the first place.
+
     python -m runloom.contracts.compat [--against HEAD|<git ref>|disk]
 """
 
@@ -24,6 +28,19 @@ from runloom.contracts import codegen
 Schema = dict[str, Any]
 SCHEMAS_DIR = "schemas"
 _DOC_KEYS = frozenset({"description", "title", "examples", "$comment", "default"})
+_BOUND_KEYS = frozenset(
+    {
+        "pattern",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    }
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,17 +59,35 @@ class Incompatibility:
         return f"{where}: {self.change}"
 
 
-def _strip_docs(node: Any) -> Any:
+def _strip(node: Any, keys: frozenset[str]) -> Any:
     if isinstance(node, dict):
-        return {k: _strip_docs(v) for k, v in sorted(node.items()) if k not in _DOC_KEYS}
+        return {k: _strip(v, keys) for k, v in sorted(node.items()) if k not in keys}
     if isinstance(node, list):
-        return [_strip_docs(v) for v in node]
+        return [_strip(v, keys) for v in node]
     return node
 
 
 def _shape(prop: Schema) -> str:
-    """A canonical form of a field's type (docs and defaults left out)."""
-    return json.dumps(_strip_docs(prop), sort_keys=True)
+    """A canonical form of a field's type (docs, defaults and bounds left out)."""
+    return json.dumps(_strip(prop, _DOC_KEYS | _BOUND_KEYS), sort_keys=True)
+
+
+def _bounded_shape(prop: Schema) -> str:
+    return json.dumps(_strip(prop, _DOC_KEYS), sort_keys=True)
+
+
+def narrowings(old: dict[str, Schema], new: dict[str, Schema]) -> list[str]:
+    """Fields whose bounds changed (reported, not failed), as `Type.field`."""
+    old_c, new_c = components_of(old), components_of(new)
+    out: list[str] = []
+    for name in sorted(set(old_c) & set(new_c)):
+        before = old_c[name].get("properties", {})
+        after = new_c[name].get("properties", {})
+        for field in sorted(set(before) & set(after)):
+            a, b = before[field], after[field]
+            if _shape(a) == _shape(b) and _bounded_shape(a) != _bounded_shape(b):
+                out.append(f"{name}.{field}")
+    return out
 
 
 def _display(prop: Schema) -> str:
@@ -249,7 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     if not old:
         print(f"No schemas under {_generated_rel()} at {against}: nothing to be compatible with.")
         return 0
-    problems = compare(old, current())
+    now = current()
+    narrowed = narrowings(old, now)
+    if narrowed:
+        print(f"Bounds changed against {against} (allowed): {', '.join(narrowed)}")
+    problems = compare(old, now)
     if problems:
         print(f"Breaking contract changes against {against}:")
         for p in problems:

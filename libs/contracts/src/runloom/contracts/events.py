@@ -9,10 +9,12 @@ An event is stored on its run's subject (see `subjects.run_events`) as the JSON 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
+from runloom.contracts.types import InvalidValue, RunId, Text, Usd
 
 SCHEMA_VERSION = 1
 
@@ -22,7 +24,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     id: str
     """Unique, lexicographically sortable (ULID)."""
-    run_id: str
+    run_id: RunId
     tenant_id: str
     seq: int
     """Dense per-run sequence: 1, 2, 3 ... with no gap."""
@@ -72,12 +74,12 @@ class ArtifactRef(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class RunCreated(msgspec.Struct, kw_only=True, omit_defaults=True):
-    question: str
+    question: Text
     skill: str = "research_report"
-    budget_usd: float | None = None
+    budget_usd: Usd | None = None
     options: dict[str, Any] = {}
-    title: str | None = None
-    idempotency_key: str | None = None
+    title: Text | None = None
+    idempotency_key: Text | None = None
 
 
 class RunStarted(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -206,11 +208,11 @@ class ClarificationRequested(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ClarificationAnswered(msgspec.Struct, kw_only=True, omit_defaults=True):
-    answer: str
+    answer: Text
 
 
 class CancelRequested(msgspec.Struct, kw_only=True, omit_defaults=True):
-    reason: str | None = None
+    reason: Text | None = None
     requested_by: str | None = None
 
 
@@ -371,7 +373,22 @@ class UnknownEventType(ValueError):
 
 
 def encode_event(event: Event) -> bytes:
-    return _encoder.encode(event)
+    """The stored form of an event; InvalidValue if the stores could not hold it (a NUL
+    character or a lone surrogate anywhere in it): the log refuses it before it is appended."""
+    try:
+        raw = _encoder.encode(event)
+    except UnicodeEncodeError as exc:
+        raise InvalidValue(f"event {event.type} of {event.run_id} holds a lone surrogate") from exc
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise InvalidValue(
+            f"event {event.type} of {event.run_id} holds a NUL character (\\u0000), which "
+            "PostgreSQL text and jsonb cannot store"
+        )
+    return raw
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""A JSON escape of NUL (an odd number of backslashes before `u0000`)."""
 
 
 def decode_event(raw: bytes | str) -> Event:

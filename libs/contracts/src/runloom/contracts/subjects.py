@@ -1,6 +1,12 @@
-"""Subject names and stream names: the only place their tokens are spelled."""
+"""Subject names and stream names: the only place their tokens are spelled.
+
+Every function that builds a subject from a value checks it first (`types.InvalidValue`
+otherwise): an id with `*`, `>`, `.` or a space would name other subjects than its own.
+"""
 
 from __future__ import annotations
+
+from runloom.contracts.types import RUN_ID, check_token
 
 RUN_EVENTS_STREAM = "RUN_EVENTS"
 RUN_EVENTS_SUBJECTS = "run.*.events"
@@ -23,9 +29,19 @@ BILLING_RELEASE = "billing.release"
 ARTIFACTS_BUCKET = "artifacts"
 
 
+RUN_EVENTS_ADDRESS = "run.{runId}.events"
+"""The run events subject as an AsyncAPI address template."""
+
+DELIVERABLE_KINDS = ("report", "website", "slides")
+DELIVERABLE_JOBS = "job.deliverable.>"
+"""Every deliverable job subject (one per kind)."""
+DELIVERABLE_JOB_ADDRESS = "job.deliverable.{kind}"
+DEAD_LETTER_ADDRESS = "dlq.{stream}.{consumer}"
+
+
 def run_events(run_id: str) -> str:
-    """The subject holding every event of one run."""
-    return f"run.{run_id}.events"
+    """The subject holding every event of one run (`run_id` must be a valid run id)."""
+    return f"run.{RUN_ID.check(run_id)}.events"
 
 
 def run_id_of(subject: str) -> str:
@@ -37,8 +53,10 @@ def run_id_of(subject: str) -> str:
 
 
 def deliverable_job(kind: str) -> str:
+    if kind not in DELIVERABLE_KINDS:
+        raise ValueError(f"deliverable kind {kind!r} is not one of {', '.join(DELIVERABLE_KINDS)}")
     return f"job.deliverable.{kind}"
 
 
 def dead_letter(stream: str, consumer: str) -> str:
-    return f"dlq.{stream}.{consumer}"
+    return f"dlq.{check_token(stream, 'stream')}.{check_token(consumer, 'consumer')}"

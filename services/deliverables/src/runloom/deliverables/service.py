@@ -21,7 +21,7 @@ from runloom.runtime.service import ServiceContext, serve
 log = logging.getLogger("runloom.deliverables")
 
 DURABLE = "deliverables"
-FILTER = subjects.deliverable_job(">")
+FILTER = subjects.DELIVERABLE_JOBS
 
 
 async def ensure_consumer(ctx: ServiceContext, options: Options) -> None:
