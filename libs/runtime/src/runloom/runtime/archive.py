@@ -1,6 +1,6 @@
 """The event archive: every run event copied into Postgres, and the `runs` read model.
 
-`run_archiver` is an idempotent consumer on a durable pull consumer shared by all gateway
+`run_archiver` serves the archive's declared consumer (`consumer`), shared by all gateway
 replicas. For each event it (1) inserts the stored bytes into `run_events` keyed by
 (run_id, seq) (a second copy is a no-op) and (2) advances the run's read model over the
 contiguous archived events after the row's `last_seq`, under the row's lock. Redelivery,
@@ -13,22 +13,21 @@ already dropped, and serves history to the gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import msgspec
-import nats.errors
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
-from runloom.runtime import bus
 from runloom.runtime.bus import PoisonMessage
+from runloom.runtime.consumer import Consumer, Delivery, serve
+from runloom.runtime.eventlog import EventLog
 from runloom.runtime.runstate import TERMINAL_STATUS
 
 log = logging.getLogger(__name__)
@@ -153,24 +152,8 @@ async def _project_some(conn: asyncpg.Connection, run_id: str) -> bool:
         _apply(m, decode_event(bytes(r["raw"])), recount)
     if m["last_seq"] == row["last_seq"]:
         return False
-    if "sources" in recount:
-        m["source_count"] = await conn.fetchval(
-            "SELECT count(DISTINCT convert_from(raw, 'UTF8')::jsonb #>> '{data,source_id}')"
-            " FROM run_events WHERE run_id=$1 AND type='source.found' AND seq <= $2",
-            run_id,
-            m["last_seq"],
-        )
-    if "spent" in recount:
-        m["spent_usd"] = await conn.fetchval(
-            "SELECT coalesce(sum(cost), 0) FROM (SELECT DISTINCT ON (uid) uid, cost FROM ("
-            " SELECT coalesce(d #>> '{data,usage_id}', id) AS uid,"
-            " coalesce((d #>> '{data,cost_usd}')::numeric, 0) AS cost, seq FROM ("
-            "  SELECT id, seq, convert_from(raw, 'UTF8')::jsonb AS d FROM run_events"
-            "  WHERE run_id=$1 AND type='usage.recorded' AND seq <= $2) e) u"
-            " ORDER BY uid, seq) x",
-            run_id,
-            m["last_seq"],
-        )
+    if recount:
+        await _recount(conn, run_id, m, recount)
     await conn.execute(
         "UPDATE runs SET status=$2, title=$3, last_seq=$4, event_count=$5, source_count=$6,"
         " step_count=$7, spent_usd=$8, partial=$9, error=$10, started_at=$11, ended_at=$12,"
@@ -213,18 +196,64 @@ async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record |
                 " ON CONFLICT (id) DO NOTHING",
                 run_id,
                 ev.tenant_id,
-                d.get("question") or "",
-                title_of(d),
-                d.get("skill") or "research_report",
+                storable(d.get("question") or ""),
+                storable(title_of(d)),
+                storable(d.get("skill") or "research_report"),
                 d.get("budget_usd"),
-                d.get("options") or {},
+                storable(d.get("options") or {}),
                 _time(ev.time),
-                d.get("idempotency_key"),
+                storable(d.get("idempotency_key")),
             )
     except asyncpg.ForeignKeyViolationError:
         log.warning("run %s names unknown tenant %s: archived, not projected", run_id, ev.tenant_id)
         return None
     return await conn.fetchrow("SELECT * FROM runs WHERE id=$1 FOR UPDATE", run_id)
+
+
+async def _recount(
+    conn: asyncpg.Connection, run_id: str, m: dict[str, Any], recount: set[str]
+) -> None:
+    """Distinct sources found, and the usage spent (each usage id once), up to last_seq."""
+    types = [
+        t for t, k in (("source.found", "sources"), ("usage.recorded", "spent")) if k in recount
+    ]
+    rows = await conn.fetch(
+        "SELECT type, id, raw FROM run_events WHERE run_id=$1 AND type = ANY($2::text[])"
+        " AND seq <= $3 ORDER BY seq",
+        run_id,
+        types,
+        m["last_seq"],
+    )
+    sources: set[Any] = set()
+    costs: dict[Any, Decimal] = {}
+    for r in rows:
+        data = decode_event(bytes(r["raw"])).data
+        if r["type"] == "source.found":
+            sources.add(data.get("source_id"))
+        else:
+            cost = data.get("cost_usd")
+            costs.setdefault(
+                data.get("usage_id") or r["id"], Decimal(repr(cost)) if cost is not None else _0
+            )
+    if "sources" in recount:
+        m["source_count"] = len(sources)
+    if "spent" in recount:
+        m["spent_usd"] = sum(costs.values(), _0)
+
+
+_0 = Decimal(0)
+
+
+def storable(value: Any) -> Any:
+    """Text and JSON as PostgreSQL can hold them: NUL (which text and jsonb refuse) becomes
+    U+FFFD. The archive keeps the exact bytes; only the read model's copy is changed."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
 
 
 def title_of(data: dict[str, Any]) -> str:
@@ -241,7 +270,7 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
     m["event_count"] += 1
     d, t = ev.data, ev.type
     if t == "run.created":
-        m["title"] = m["title"] or title_of(d)
+        m["title"] = m["title"] or storable(title_of(d))
     elif t == "run.started":
         m["started_count"] += 1
         m["started_at"] = m["started_at"] or _time(ev.time)
@@ -271,13 +300,13 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
         m["ended_at"] = _time(ev.time)
         if t == "run.completed":
             m["partial"] = bool(d.get("partial"))
-            m["missing"] = list(d.get("missing") or [])
+            m["missing"] = storable(list(d.get("missing") or []))
         elif t == "run.failed":
-            m["error"] = d.get("error")
+            m["error"] = storable(d.get("error"))
         elif t == "run.cancelled":
-            m["error"] = d.get("reason")
+            m["error"] = storable(d.get("reason"))
         elif t == "run.budget_stopped":
-            m["error"] = (
+            m["error"] = storable(
                 f"{d.get('scope', 'run')} budget of ${d.get('budget_usd')} reached "
                 f"(spent ${d.get('spent_usd')})"
             )
@@ -290,75 +319,37 @@ def _time(value: str) -> datetime:
 # -- the consumer ----------------------------------------------------------------------------
 
 
+def consumer(pool: asyncpg.Pool, *, batch: int = 256) -> Consumer[Event]:
+    """The archive's declaration: every run event, in batches, one transaction per batch."""
+
+    async def apply(items: Sequence[tuple[Event, Delivery]]) -> None:
+        await archive_batch(
+            pool, [(ev, bytes(d.msg.data), d.msg.metadata.sequence.stream) for ev, d in items]
+        )
+
+    return Consumer(
+        stream=subjects.RUN_EVENTS_STREAM,
+        durable=DURABLE,
+        filter_subject=subjects.RUN_EVENTS_SUBJECTS,
+        decodes=Event,
+        batch_handler=apply,
+        batch=batch,
+        ack_wait_s=30.0,
+    )
+
+
 async def run_archiver(
-    js: JetStreamContext, pool: asyncpg.Pool, stop: asyncio.Event, *, batch: int = 256
+    js: JetStreamContext,
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    *,
+    events: EventLog | None = None,
+    batch: int = 256,
 ) -> None:
     """Archive every run event, on the durable consumer shared by all gateway replicas.
 
-    Messages are taken in batches: one transaction stores a batch and advances each run it
-    touches once, then the batch is acked. A failed batch is nak'ed (redelivered: the
-    inserts are idempotent); a message that is not an event is dead-lettered.
+    One transaction stores a batch and advances each run it touches once, then the batch is
+    acked. A batch that fails is applied one event at a time: an event that cannot be stored
+    is set apart (dead letter, and `run.failed` on its run through `events`), the rest go on.
     """
-    config = js_api.ConsumerConfig(
-        durable_name=DURABLE,
-        ack_policy=js_api.AckPolicy.EXPLICIT,
-        ack_wait=30.0,
-        max_deliver=-1,
-        filter_subject=subjects.RUN_EVENTS_SUBJECTS,
-        max_ack_pending=1000,
-    )
-    sub = None
-    while not stop.is_set():
-        try:
-            if sub is None:
-                sub = await js.pull_subscribe(
-                    subjects.RUN_EVENTS_SUBJECTS,
-                    durable=DURABLE,
-                    stream=subjects.RUN_EVENTS_STREAM,
-                    config=config,
-                )
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            await _archive_msgs(js, pool, msgs)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # server or database away: carry on when they are back
-            log.warning("archive consumer: %s; retrying", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-    if sub is not None:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
-
-async def _archive_msgs(js: JetStreamContext, pool: asyncpg.Pool, msgs: list[Msg]) -> None:
-    items: list[tuple[Event, bytes, int | None]] = []
-    good: list[Msg] = []
-    for msg in msgs:
-        raw = bytes(msg.data)
-        try:
-            ev = decode_event(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            with contextlib.suppress(Exception):
-                await bus.dead_letter(
-                    js,
-                    msg,
-                    stream=subjects.RUN_EVENTS_STREAM,
-                    consumer=DURABLE,
-                    reason=f"not a run event: {exc}",
-                )
-                await msg.ack()
-            continue
-        items.append((ev, raw, msg.metadata.sequence.stream))
-        good.append(msg)
-    try:
-        await archive_batch(pool, items)
-    except Exception:
-        for msg in good:
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
-        raise
-    for msg in good:
-        await msg.ack()
+    await serve(consumer(pool, batch=batch), js, stop, events=events)

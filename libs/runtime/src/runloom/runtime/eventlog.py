@@ -28,6 +28,7 @@ import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from nats.js.api import Header as NatsHeader
 from nats.js.errors import APIError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import (
@@ -39,6 +40,7 @@ from runloom.contracts.events import (
     encode_event,
     type_of,
 )
+from runloom.contracts.headers import Header
 from runloom.contracts.ids import ulid
 from runloom.runtime.telemetry import current_traceparent, inject_headers
 
@@ -286,9 +288,9 @@ class EventLog:
             )
             headers = inject_headers(
                 {
-                    "Nats-Msg-Id": event_id,
-                    "Nats-Expected-Last-Subject-Sequence": str(tail.stream_seq),
-                    "Runloom-Event-Type": type,
+                    NatsHeader.MSG_ID: event_id,
+                    NatsHeader.EXPECTED_LAST_SUBJECT_SEQUENCE: str(tail.stream_seq),
+                    Header.EVENT_TYPE: type,
                 }
             )
             try:

@@ -15,14 +15,14 @@ from decimal import Decimal
 
 import asyncpg
 import msgspec
-from nats.aio.msg import Msg
-from runloom.contracts.events import Event, UsageRecorded, decode_event
+from runloom.contracts import subjects
+from runloom.contracts.events import Event, UsageRecorded
 from runloom.runtime.bus import PoisonMessage
+from runloom.runtime.consumer import Consumer, Delivery
 
 log = logging.getLogger(__name__)
 
 USAGE_TYPE = "usage.recorded"
-EVENT_TYPE_HEADER = "Runloom-Event-Type"
 CONSUMER = "billing-ledger"
 
 
@@ -72,22 +72,31 @@ class LedgerConsumer:
         self.duplicates = 0
         self.skipped = 0
 
-    async def handle(self, msg: Msg) -> None:
-        kind = (msg.headers or {}).get(EVENT_TYPE_HEADER)
-        if kind is not None and kind != USAGE_TYPE:
-            self.skipped += 1
-            await msg.ack()
-            return
-        event = decode_event(msg.data)
+    async def handle(self, event: Event, delivery: Delivery) -> None:
+        """Record one usage.recorded event (the loop skips other types by their header)."""
         if event.type != USAGE_TYPE:
             self.skipped += 1
-            await msg.ack()
             return
         if await record(self.pool, event, self.price_version):
             self.recorded += 1
         else:
             self.duplicates += 1
-        await msg.ack()
+
+    def consumer(self) -> Consumer[Event]:
+        """Every run's usage events, shared by all billing replicas (one insert each)."""
+        return Consumer(
+            stream=subjects.RUN_EVENTS_STREAM,
+            durable=CONSUMER,
+            filter_subject=subjects.RUN_EVENTS_SUBJECTS,
+            decodes=Event,
+            event_types=frozenset({USAGE_TYPE}),
+            handler=self.handle,
+            concurrency=16,
+            batch=64,
+            # One insert per message: a replica killed mid-batch gets its messages
+            # redelivered to a live one within seconds, not the default 30.
+            ack_wait_s=5.0,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

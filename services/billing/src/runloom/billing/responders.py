@@ -30,13 +30,13 @@ from nats.js import JetStreamContext
 from runloom.billing.accounts import Accounts, Reply, Request
 from runloom.contracts import subjects
 from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveRequest
+from runloom.contracts.headers import Header
 from runloom.runtime import bus
 from runloom.runtime.telemetry import context_from_headers, inject_headers, tracer
 
 log = logging.getLogger(__name__)
 
 QUEUE = "billing"
-ERROR_HEADER = "Runloom-Error"
 UNAVAILABLE = "unavailable"
 DEAD_LETTER_STREAM = "core"
 """The `stream` token of dead letters from core NATS requests (dlq.core.billing)."""
@@ -207,6 +207,6 @@ class Responders:
             return
         if error:
             error = " ".join(error.split())[:1000]  # a header value is one line
-        headers = inject_headers({ERROR_HEADER: error} if error else None)
+        headers = inject_headers({Header.ERROR: error} if error else None)
         with contextlib.suppress(Exception):
             await self.nc.publish(msg.reply, body, headers=headers or None)

@@ -1,4 +1,10 @@
-"""The billing service (one replica): request/reply responders, the ledger consumer, the sweeper."""
+"""The billing service (one replica): request/reply responders, the ledger consumer, the sweeper.
+
+Consumes: every run's `usage.recorded` (RUN_EVENTS, durable `billing-ledger`, declared in
+`ledger.LedgerConsumer.consumer`). Serves (request/reply, queue group `billing`):
+`billing.reserve|commit|release`. Publishes: the replies, and dead letters of requests it
+cannot read.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,11 @@ from decimal import Decimal
 
 from nats.js import JetStreamContext
 from runloom.billing.accounts import Accounts, RunBudgetLookup
-from runloom.billing.ledger import CONSUMER, LedgerConsumer
+from runloom.billing.ledger import LedgerConsumer
 from runloom.billing.prices import load_prices
 from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
-from runloom.contracts import subjects
-from runloom.runtime import bus, db
+from runloom.runtime import consumer, db
 from runloom.runtime.config import Settings, env_float
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
@@ -73,18 +78,8 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
     ledger = LedgerConsumer(ctx.pool, prices.version)
     tasks = [
         asyncio.create_task(
-            bus.run_pull_consumer(
-                ctx.js,
-                stream=subjects.RUN_EVENTS_STREAM,
-                durable=CONSUMER,
-                filter_subject=subjects.RUN_EVENTS_SUBJECTS,
-                handler=ledger.handle,
-                stop=ctx.stop,
-                concurrency=16,
-                batch=64,
-                # One insert per message: a replica killed mid-batch gets its messages
-                # redelivered to a live one within seconds, not the default 30.
-                ack_wait=5.0,
+            consumer.serve(
+                ledger.consumer(), ctx.js, ctx.stop, events=EventLog(ctx.js, ctx.producer)
             ),
             name="ledger",
         ),

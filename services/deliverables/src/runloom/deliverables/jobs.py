@@ -2,8 +2,8 @@
 
 Idempotent by construction, so a redelivery, a second copy or a second replica yields each
 artifact once and one `deliverable.ready` per job:
-- a Postgres advisory lock on the job id: one replica renders a job at a time; the other
-  waits, then finds the job done and acks;
+- the job's lock (`job:<job_id>`, taken by the consumer loop, see `service.py`): one replica
+  renders a job at a time; the other waits, then finds the job done and acks;
 - the `deliverable_jobs` row: a job already ready (or failed for good) is acked at once;
 - artifacts keyed by (job_id, format), bytes named by their sha256: a format already stored
   is not rendered again, the same bytes are stored once;
@@ -14,7 +14,6 @@ artifact once and one `deliverable.ready` per job:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -24,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from nats.aio.msg import Msg
 from runloom.contracts.commands import DeliverableJob
 from runloom.contracts.content import ContentModel
 from runloom.contracts.events import (
@@ -39,12 +37,11 @@ from runloom.deliverables.options import Options
 from runloom.deliverables.render import Document, Format, file_name, formats_of
 from runloom.deliverables.store import ArtifactStore
 from runloom.runtime import bus
+from runloom.runtime.consumer import Delivery
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.telemetry import tracer
 
 log = logging.getLogger("runloom.deliverables")
-
-_decode_job = msgspec.json.Decoder(DeliverableJob).decode
 
 LOCK_WAIT_S = 900.0
 """Longest wait for another replica's attempt at the same job; then the copy is redelivered."""
@@ -65,10 +62,6 @@ def artifact_id(job_id: str, format: str) -> str:
 
 def _rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _lock_key(job_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big", signed=True)
 
 
 @dataclass
@@ -95,35 +88,20 @@ class JobRunner:
         self._stored_ids: dict[str, set[str]] = {}
         """Per job being handled: ids of its events already on the run (see `_append`)."""
 
-    async def handle(self, msg: Msg) -> None:
-        job = _decode_job(msg.data)  # malformed: dead-lettered by the consumer loop
+    async def handle(self, job: DeliverableJob, delivery: Delivery) -> None:
+        """One job, under its lock (`delivery.conn`); a retry later is a nak with delay."""
         if not (job.job_id and job.run_id and job.tenant_id and job.kind and job.content_hash):
             raise bus.PoisonMessage(
                 "DeliverableJob needs job_id, run_id, tenant_id, kind and content_hash"
             )
-        delivered = msg.metadata.num_delivered if msg.reply else 1
-        stop = asyncio.Event()
-        alive = asyncio.create_task(bus.keep_alive(msg, self.options.ack_wait_s / 3, stop))
+        assert delivery.conn is not None, "the deliverables consumer declares a lock"
         try:
-            async with self.pool.acquire() as conn:
-                key = _lock_key(job.job_id)
-                # Wait while another replica renders this job (its death releases the lock),
-                # longer than the pool's command timeout: rendering may take minutes.
-                await conn.execute("SELECT pg_advisory_lock($1)", key, timeout=LOCK_WAIT_S)
-                try:
-                    outcome = await self._run(conn, job, delivered)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            outcome = await self._run(delivery.conn, job, delivery.delivered)
         finally:
-            stop.set()
-            await alive
             self._stored_ids.pop(job.job_id, None)
             self.events.forget(job.run_id)
-        if outcome.ack:
-            await msg.ack()
-        else:
-            await msg.nak(delay=outcome.nak_delay)
+        if not outcome.ack:
+            delivery.retry(outcome.nak_delay)
 
     # -- the job ---------------------------------------------------------------------------
 

@@ -1,20 +1,23 @@
 """The deliverables service (one replica): renders the deliverable jobs of runs.
 
-Consumes `job.deliverable.>` from the JOBS work-queue stream with the durable pull consumer
-`deliverables`, shared by every replica; each job is handled by `jobs.JobRunner`.
+Consumes: `job.deliverable.>` (DeliverableJob) from the JOBS work queue, durable
+`deliverables` shared by every replica, one job per lock, handled by `jobs.JobRunner`.
+Publishes: `deliverable.progress|ready|failed` on the job's run (RUN_EVENTS), artifacts into
+the `artifacts` object store.
 """
 
 from __future__ import annotations
 
 import logging
 
-from nats.js import api as js_api
 from runloom.contracts import subjects
-from runloom.deliverables.jobs import JobRunner
+from runloom.contracts.commands import DeliverableJob
+from runloom.deliverables.jobs import LOCK_WAIT_S, JobRunner
 from runloom.deliverables.options import Options
 from runloom.deliverables.store import ArtifactStore
-from runloom.runtime import bus
+from runloom.runtime import consumer
 from runloom.runtime.config import Settings
+from runloom.runtime.consumer import Consumer, Lock
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.service import ServiceContext, serve
 
@@ -24,29 +27,29 @@ DURABLE = "deliverables"
 FILTER = subjects.DELIVERABLE_JOBS
 
 
-async def ensure_consumer(ctx: ServiceContext, options: Options) -> None:
-    """Create the shared durable consumer, or bring an existing one to this ack deadline (a
-    consumer keeps the config it was created with; create-or-update applies the new one)."""
-    config = js_api.ConsumerConfig(
-        durable_name=DURABLE,
-        ack_policy=js_api.AckPolicy.EXPLICIT,
-        ack_wait=options.ack_wait_s,
-        max_deliver=-1,
+def jobs(runner: JobRunner, options: Options) -> Consumer[DeliverableJob]:
+    """Deliverable jobs: each rendered under its lock (another replica's attempt is waited
+    for), its message kept alive while rendering; retries are naks with the job's backoff."""
+    return Consumer(
+        stream=subjects.JOBS_STREAM,
+        durable=DURABLE,
         filter_subject=FILTER,
-        max_ack_pending=1000,
+        decodes=DeliverableJob,
+        handler=runner.handle,
+        ack_wait_s=options.ack_wait_s,
+        concurrency=options.concurrency,
+        batch=options.concurrency,
+        keep_alive=True,
+        lock=Lock(key=lambda job: f"job:{job.job_id}", wait_s=LOCK_WAIT_S),
     )
-    try:
-        await ctx.js.add_consumer(subjects.JOBS_STREAM, config)
-    except Exception as exc:  # keep serving with the consumer as it is
-        log.warning("could not update consumer %s: %s", DURABLE, exc)
 
 
 async def main(ctx: ServiceContext) -> None:
     options = Options.from_env()
-    await ensure_consumer(ctx, options)
+    events = EventLog(ctx.js, ctx.producer)
     runner = JobRunner(
         pool=ctx.pool,
-        events=EventLog(ctx.js, ctx.producer),
+        events=events,
         store=await ArtifactStore.open(ctx.js),
         options=options,
     )
@@ -56,17 +59,7 @@ async def main(ctx: ServiceContext) -> None:
         options.max_attempts,
         options.concurrency,
     )
-    await bus.run_pull_consumer(
-        ctx.js,
-        stream=subjects.JOBS_STREAM,
-        durable=DURABLE,
-        filter_subject=FILTER,
-        handler=runner.handle,
-        stop=ctx.stop,
-        ack_wait=options.ack_wait_s,
-        concurrency=options.concurrency,
-        batch=options.concurrency,
-    )
+    await consumer.serve(jobs(runner, options), ctx.js, ctx.stop, events=events, lock_pool=ctx.pool)
 
 
 async def run(settings: Settings) -> None:

@@ -55,7 +55,9 @@ async def start(state: GatewayState) -> Streaming:
     tokens = await StreamTokens.load(state.pool, options.token_ttl_s)
     s = Streaming(options, archive, epoch, history, hub, tokens, asyncio.Event())
     if options.archive:
-        s.archiver = asyncio.create_task(run_archiver(state.js, state.pool, s.stop))
+        s.archiver = asyncio.create_task(
+            run_archiver(state.js, state.pool, s.stop, events=state.log)
+        )
     install_redaction()
     _drain_on_sigterm(hub)
     return s

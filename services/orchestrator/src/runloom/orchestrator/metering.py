@@ -49,12 +49,12 @@ from runloom.contracts.events import (
     Usage,
     UsageRecorded,
 )
+from runloom.contracts.headers import Header
 from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
 from runloom.runtime.telemetry import inject_headers
 
 log = logging.getLogger(__name__)
 
-ERROR_HEADER = "Runloom-Error"
 UNAVAILABLE = "unavailable"
 
 R = TypeVar("R", bound=msgspec.Struct)
@@ -324,7 +324,7 @@ class Meter:
                     timeout=self.options.request_timeout_s,
                     headers=inject_headers(),
                 )
-                error = (msg.headers or {}).get(ERROR_HEADER)
+                error = (msg.headers or {}).get(Header.ERROR)
                 if error is None:
                     reply = msgspec.json.decode(msg.data, type=reply_type)
                     self._answered[run_id] = time.monotonic()

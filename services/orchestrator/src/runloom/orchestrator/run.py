@@ -37,6 +37,7 @@ from runloom.contracts.events import (
     RunFailed,
     RunStarted,
 )
+from runloom.contracts.headers import Header
 from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, writing
 from runloom.orchestrator.config import OrchestratorOptions
@@ -129,7 +130,7 @@ class RunDriver:
     async def _on_event(self, msg: Any) -> None:
         # A wake-up only: what counts is what catch_up() reads back from the log.
         self.wakeup.set()
-        if (msg.headers or {}).get("Runloom-Event-Type") == "cancel.requested":
+        if (msg.headers or {}).get(Header.EVENT_TYPE) == "cancel.requested":
             if self._confirming is None or self._confirming.done():
                 self._confirming = asyncio.create_task(self._confirm_cancel())
 

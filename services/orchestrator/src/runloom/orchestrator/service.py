@@ -1,8 +1,8 @@
 """The orchestrator service (one replica): owns runs from the shared command queue.
 
-Flow of a command (`cmd.run.start` / `cmd.run.resume`): decode, take the run's ownership
-lock (a Postgres advisory lock: another replica working on it now -> nak with delay), keep
-the message alive while working, drive the run from its events, ack. A SIGKILLed owner stops
+Flow of a command (`cmd.run.start` / `cmd.run.resume`, declared in `commands`): the consumer
+loop decodes it, takes the run's ownership lock (another replica working on it now -> nak
+with delay), keeps the message alive while `drive` works, and acks. A SIGKILLed owner stops
 extending the message and its lock dies with its connection, so within `ack_wait` another
 replica gets the run and carries on from the log.
 """
@@ -13,12 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
-import msgspec
-from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun, StartRun
@@ -33,8 +31,9 @@ from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.metering import Meter
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
 from runloom.orchestrator.run import RunDriver, Services
-from runloom.runtime import bus
+from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
+from runloom.runtime.consumer import Consumer, Delivery, Lock
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.runstate import fold
 from runloom.runtime.service import ServiceContext, serve
@@ -44,9 +43,6 @@ log = logging.getLogger("runloom.orchestrator")
 
 DURABLE = "orchestrator"
 FILTER = "cmd.run.>"
-
-_start = msgspec.json.Decoder(StartRun)
-_resume = msgspec.json.Decoder(ResumeRun)
 
 
 def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
@@ -61,23 +57,6 @@ def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
     raise ValueError(
         f"RUNLOOM_PROVIDER={settings.provider!r} is not a provider; use 'offline' or 'openai'"
     )
-
-
-@contextlib.asynccontextmanager
-async def ownership(pool: asyncpg.Pool, run_id: str) -> AsyncIterator[bool]:
-    """Hold the run's advisory lock for the block; yields False if another session holds it."""
-    async with pool.acquire() as conn:
-        got = await conn.fetchval(
-            "SELECT pg_try_advisory_lock(hashtextextended($1, 7))", f"run:{run_id}"
-        )
-        try:
-            yield bool(got)
-        finally:
-            if got:
-                with contextlib.suppress(Exception):
-                    await conn.execute(
-                        "SELECT pg_advisory_unlock(hashtextextended($1, 7))", f"run:{run_id}"
-                    )
 
 
 class Orchestrator:
@@ -96,44 +75,18 @@ class Orchestrator:
             worker=ctx.producer,
         )
 
-    async def handle(self, msg: Msg) -> None:
-        if msg.subject == subjects.START_RUN:
-            cmd: StartRun | ResumeRun = _start.decode(msg.data)
-        elif msg.subject == subjects.RESUME_RUN:
-            cmd = _resume.decode(msg.data)
-        else:
-            raise bus.PoisonMessage(f"the orchestrator has no handler for {msg.subject}")
-        stop = asyncio.Event()
-        alive = asyncio.create_task(bus.keep_alive(msg, self.options.ack_wait_s / 3, stop))
+    async def drive(self, cmd: StartRun | ResumeRun, delivery: Delivery) -> None:
+        """Drive the run from its events (it holds the run's lock) until it ends or pauses."""
+        driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
         try:
-            async with ownership(self.lock_pool, cmd.run_id) as owned:
-                if not owned:
-                    log.info("run %s is owned by another worker; retry later", cmd.run_id)
-                    await msg.nak(delay=2.0)
-                    return
-                driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
-                try:
-                    outcome = await driver.drive()
-                except RunClosed as exc:
-                    outcome = f"closed by {exc.terminal.type}"
-                if outcome == "missing":
-                    raise bus.PoisonMessage(
-                        f"run {cmd.run_id} has no run.created event; nothing to start"
-                    )
-                log.info("run %s: %s", cmd.run_id, outcome)
-                if outcome != "paused":  # ended: its checkpoints served their purpose
-                    await self.ctx.pool.execute(
-                        "DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id
-                    )
-            await msg.ack()
-        except asyncio.CancelledError:
-            # Shutting down: hand the run to another replica now rather than at ack_wait.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())
-            raise
-        finally:
-            stop.set()
-            alive.cancel()
+            outcome = await driver.drive()
+        except RunClosed as exc:
+            outcome = f"closed by {exc.terminal.type}"
+        if outcome == "missing":
+            raise bus.PoisonMessage(f"run {cmd.run_id} has no run.created event; nothing to start")
+        log.info("run %s: %s", cmd.run_id, outcome)
+        if outcome != "paused":  # ended: its checkpoints served their purpose
+            await self.ctx.pool.execute("DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id)
 
     async def sweep_clarifications(self) -> None:
         """Watch paused runs from any replica (rows locked FOR UPDATE SKIP LOCKED).
@@ -246,15 +199,12 @@ class Orchestrator:
         )
         sweeper = asyncio.create_task(self.sweep_clarifications())
         try:
-            await bus.run_pull_consumer(
+            await consumer.serve(
+                commands(self, self.options),
                 self.ctx.js,
-                stream=subjects.COMMANDS_STREAM,
-                durable=DURABLE,
-                filter_subject=FILTER,
-                handler=self.handle,
-                stop=self.ctx.stop,
-                ack_wait=self.options.ack_wait_s,
-                concurrency=self.options.concurrency,
+                self.ctx.stop,
+                events=self.log,
+                lock_pool=self.lock_pool,
             )
         finally:
             sweeper.cancel()
@@ -273,6 +223,31 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} minutes"
     return f"{seconds / 3600:.1f} hours"
+
+
+# -- what the orchestrator consumes and publishes ----------------------------------------------
+
+
+def commands(orchestrator: Orchestrator, options: OrchestratorOptions) -> Consumer[Any]:
+    """Run commands (start, resume) from the COMMANDS work queue, one owner per run.
+
+    The owner holds the run's lock (another replica working on it: handed back in 2 s) and
+    keeps the command alive while it drives; if it dies, its lock dies with its connection
+    and the command is redelivered within `ack_wait` to a replica that carries the run on.
+    Publishes: the run's events (RUN_EVENTS), `cmd.run.resume`, deliverable jobs (JOBS),
+    billing requests (`billing.reserve|commit|release`, request/reply).
+    """
+    return Consumer(
+        stream=subjects.COMMANDS_STREAM,
+        durable=DURABLE,
+        filter_subject=FILTER,
+        decodes={subjects.START_RUN: StartRun, subjects.RESUME_RUN: ResumeRun},
+        handler=orchestrator.drive,
+        ack_wait_s=options.ack_wait_s,
+        concurrency=options.concurrency,
+        keep_alive=True,
+        lock=Lock(key=lambda cmd: f"run:{cmd.run_id}", busy_retry_s=2.0),
+    )
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -1,0 +1,488 @@
+"""Declared consumers: what a service consumes, stated once, and the one loop that serves it.
+
+A `Consumer` names the stream, the durable, the filter, the contract type of each subject it
+takes, the ack deadline, the concurrency, whether the ack is kept alive while a handler works
+and which lock a message takes. `serve` creates or updates the durable to that declaration
+and serves it until `stop`:
+
+    fetch -> skip (by event type header) -> decode -> lock -> handle (ack kept alive) -> ack
+
+Poison policy (no message stalls a consumer): a message that cannot be decoded, or whose
+handler raises `PoisonMessage`, a data error the store refuses (`asyncpg.DataError`: NUL in
+text, a number out of range, ...) or a ValueError/OverflowError (a value out of its range), is
+set apart: the run it belongs to gets `run.failed`
+naming the cause (when it is not already ended), the message goes to
+`dlq.<stream>.<durable>` with the reason, a counter counts it, and it is acked. A batch
+consumer that fails a batch applies its messages one at a time, so only the poison one is
+set apart. Any other exception is taken as transient (the bus or the database away): the
+message is nak'ed with a growing delay and redelivered, to this replica or another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from runloom.contracts import subjects
+from runloom.contracts.events import Event, RunFailed, decode_event
+from runloom.contracts.headers import Header
+from runloom.runtime.bus import PoisonMessage, dead_letter
+from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.telemetry import context_from_headers, tracer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+POISON_ERRORS: tuple[type[BaseException], ...] = (
+    PoisonMessage,
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    asyncpg.DataError,
+    ValueError,
+    OverflowError,
+)
+"""Errors no redelivery can cure: the message is dead-lettered at once."""
+
+
+@dataclass
+class Delivery:
+    """One message being handled: the raw message, its delivery count, the lock's connection."""
+
+    msg: Msg
+    conn: asyncpg.Connection | None = None
+    """The connection holding the message's lock (when the consumer declares one)."""
+    retry_in: float | None = None
+    """Set by `retry`: nak with this delay instead of acking."""
+
+    @property
+    def delivered(self) -> int:
+        """How many times the server has delivered this message (1 the first time)."""
+        return self.msg.metadata.num_delivered if self.msg.reply else 1
+
+    def retry(self, delay: float) -> None:
+        """Hand the message back (nak) after the handler returns, to be redelivered later."""
+        self.retry_in = delay
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+BatchHandler = Callable[[Sequence[tuple[Any, Delivery]]], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lock:
+    """A Postgres advisory lock per message, one scheme for every consumer."""
+
+    key: Callable[[Any], str]
+    """The lock's name for a decoded message (e.g. `run:<run_id>`, `job:<job_id>`)."""
+    wait_s: float | None = None
+    """None: try once, and hand the message back if held; else wait up to this long."""
+    busy_retry_s: float = 2.0
+    """Nak delay when the lock is held by another session (with `wait_s=None`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Consumer(Generic[T]):
+    """A durable pull consumer, declared once. Options are data; `serve` runs it."""
+
+    stream: str
+    """The JetStream stream read."""
+    durable: str
+    """The durable name shared by every replica of the service."""
+    filter_subject: str
+    """Subjects taken from the stream."""
+    decodes: Mapping[str, type[Any]] | type[Any]
+    """The contract type of the messages (one for every subject, or one per exact subject)."""
+    handler: Handler | None = None
+    """Called with (decoded message, delivery); returning acks, `delivery.retry` naks."""
+    batch_handler: BatchHandler | None = None
+    """Called with a batch of (decoded message, delivery) instead: all applied, or it raises."""
+    event_types: frozenset[str] | None = None
+    """Run events only: take these types, ack the rest unread (by their type header)."""
+    ack_wait_s: float = 30.0
+    """The server redelivers a message not acked (or kept alive) for this long."""
+    concurrency: int = 4
+    """Messages handled at once by one replica."""
+    batch: int = 8
+    """Most messages fetched at once."""
+    keep_alive: bool = False
+    """Extend the ack deadline (`in_progress`) every ack_wait/3 while the handler works."""
+    lock: Lock | None = None
+    """A Postgres advisory lock taken around the handler."""
+    fail_run: bool = True
+    """On poison, append `run.failed` to the run the message names (if it has not ended)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.stream}/{self.durable}"
+
+    def config(self) -> js_api.ConsumerConfig:
+        return js_api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=-1,
+            filter_subject=self.filter_subject,
+            max_ack_pending=1000,
+        )
+
+    def decoder(self, subject: str) -> Callable[[bytes], Any]:
+        cls = self.decodes.get(subject) if isinstance(self.decodes, Mapping) else self.decodes
+        if cls is None:
+            raise PoisonMessage(f"{self.name} takes no message on {subject}")
+        if cls is Event:
+            return decode_event
+        return _decoders.setdefault(cls, msgspec.json.Decoder(cls).decode)
+
+
+_decoders: dict[type[Any], Callable[[bytes], Any]] = {}
+
+
+# -- counters (exported as metrics by the management port) -----------------------------------
+
+
+@dataclass
+class ConsumerStats:
+    """Plain counters of one consumer in this process."""
+
+    handled: int = 0
+    """Messages applied and acked."""
+    skipped: int = 0
+    """Run events of other types acked unread."""
+    retried: int = 0
+    """Messages handed back (nak) for a later try."""
+    dead_lettered: int = 0
+    """Messages set apart as poison."""
+    runs_failed: int = 0
+    """Runs ended with run.failed because of a poison message."""
+
+
+STATS: dict[str, ConsumerStats] = {}
+"""Per consumer (`<stream>/<durable>`), for this process."""
+
+
+def stats(consumer: Consumer[Any]) -> ConsumerStats:
+    return STATS.setdefault(consumer.name, ConsumerStats())
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """What a served consumer needs from its service."""
+
+    js: JetStreamContext
+    stop: asyncio.Event
+    events: EventLog | None = None
+    """Appends run.failed for poison (when the consumer declares `fail_run`)."""
+    lock_pool: asyncpg.Pool | None = None
+    """Connections for the consumer's locks."""
+    counters: ConsumerStats = field(default_factory=ConsumerStats)
+
+
+async def ensure(js: JetStreamContext, consumer: Consumer[Any]) -> None:
+    """Create the durable, or bring an existing one to the declaration (create-or-update)."""
+    try:
+        await js.add_consumer(consumer.stream, consumer.config())
+    except Exception as exc:  # e.g. a filter change the server refuses: serve it as it is
+        log.warning("could not create or update consumer %s: %s", consumer.name, exc)
+
+
+async def serve(
+    consumer: Consumer[Any],
+    js: JetStreamContext,
+    stop: asyncio.Event,
+    *,
+    events: EventLog | None = None,
+    lock_pool: asyncpg.Pool | None = None,
+) -> None:
+    """Serve `consumer` until `stop` is set (then hand unfinished messages back)."""
+    if consumer.lock is not None and lock_pool is None:
+        raise ValueError(f"{consumer.name} declares a lock: pass lock_pool")
+    if (consumer.handler is None) == (consumer.batch_handler is None):
+        raise ValueError(f"{consumer.name} needs exactly one of handler and batch_handler")
+    rt = Runtime(js, stop, events, lock_pool, stats(consumer))
+    loop = _Loop(consumer, rt)
+    await loop.run()
+
+
+class _Loop:
+    def __init__(self, consumer: Consumer[Any], rt: Runtime) -> None:
+        self.c = consumer
+        self.rt = rt
+        self.sem = asyncio.Semaphore(consumer.concurrency)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        c, rt = self.c, self.rt
+        sub = None
+        while not rt.stop.is_set():
+            try:
+                if sub is None:
+                    await ensure(rt.js, c)
+                    sub = await rt.js.pull_subscribe_bind(c.durable, c.stream)
+                # Pull only what a free slot can start now: a fetched message waits without
+                # keep-alive, and its ack deadline would run out in our queue.
+                await self.sem.acquire()
+                self.sem.release()
+                free = max(1, min(c.batch, c.concurrency - len(self.tasks)))
+                if c.batch_handler is not None:
+                    free = c.batch
+                try:
+                    msgs = await sub.fetch(free, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                if c.batch_handler is not None:
+                    await self._batch(msgs)
+                    continue
+                for msg in msgs:
+                    await self.sem.acquire()
+                    task = asyncio.create_task(self._one(msg))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+            except asyncio.CancelledError:
+                break
+            except Exception as exc:  # server or database away: carry on when they are back
+                log.warning("consumer %s: %s; retrying", c.name, exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(rt.stop.wait(), timeout=1.0)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # -- one message at a time --------------------------------------------------------------
+
+    async def _one(self, msg: Msg) -> None:
+        try:
+            with tracer("runloom.bus").start_as_current_span(
+                f"consume {self.c.filter_subject}", context=context_from_headers(msg.headers)
+            ):
+                if self._skip(msg):
+                    await msg.ack()
+                    self.rt.counters.skipped += 1
+                    return
+                body = self._decode(msg)
+                delivery = Delivery(msg)
+                async with self._alive(msg), self._locked(body, delivery) as owned:
+                    if owned:
+                        await self.c.handler(body, delivery)  # type: ignore[misc]
+                if delivery.retry_in is not None:
+                    await msg.nak(delay=delivery.retry_in)
+                    self.rt.counters.retried += 1
+                else:
+                    await msg.ack()
+                    self.rt.counters.handled += 1
+        except asyncio.CancelledError:
+            # Shutting down: hand the message to another replica now rather than at ack_wait.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        except POISON_ERRORS as exc:
+            await self._poison(msg, exc)
+        except Exception:
+            log.exception("consumer %s failed on %s; will be redelivered", self.c.name, msg.subject)
+            await self._nak(msg)
+        finally:
+            self.sem.release()
+
+    def _skip(self, msg: Msg) -> bool:
+        if self.c.event_types is None:
+            return False
+        kind = (msg.headers or {}).get(Header.EVENT_TYPE)
+        return kind is not None and kind not in self.c.event_types
+
+    def _decode(self, msg: Msg) -> Any:
+        return self.c.decoder(msg.subject)(msg.data)
+
+    @contextlib.asynccontextmanager
+    async def _alive(self, msg: Msg) -> AsyncIterator[None]:
+        if not self.c.keep_alive:
+            yield
+            return
+        stop = asyncio.Event()
+        task = asyncio.create_task(_keep_alive(msg, self.c.ack_wait_s / 3, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, body: Any, delivery: Delivery) -> AsyncIterator[bool]:
+        lock = self.c.lock
+        if lock is None:
+            yield True
+            return
+        assert self.rt.lock_pool is not None
+        key = lock.key(body)
+        async with self.rt.lock_pool.acquire() as conn:
+            if lock.wait_s is None:
+                got = bool(await conn.fetchval(_TRY_LOCK, key))
+            else:
+                # Wait while another replica holds it (its death releases the lock).
+                await conn.execute(_LOCK, key, timeout=lock.wait_s)
+                got = True
+            if not got:
+                log.info("%s is held by another worker; retry later", key)
+                delivery.retry(lock.busy_retry_s)
+                yield False
+                return
+            delivery.conn = conn
+            try:
+                yield True
+            finally:
+                delivery.conn = None
+                with contextlib.suppress(Exception):
+                    await conn.execute(_UNLOCK, key)
+
+    # -- batches ----------------------------------------------------------------------------
+
+    async def _batch(self, msgs: list[Msg]) -> None:
+        items: list[tuple[Msg, Any]] = []
+        for msg in msgs:
+            if self._skip(msg):
+                await msg.ack()
+                self.rt.counters.skipped += 1
+                continue
+            try:
+                items.append((msg, self._decode(msg)))
+            except POISON_ERRORS as exc:
+                await self._poison(msg, exc)
+        if not items:
+            return
+        handler = self.c.batch_handler
+        assert handler is not None
+        try:
+            await handler([(body, Delivery(msg)) for msg, body in items])
+        except Exception as exc:
+            if len(items) == 1:
+                await self._failed(items[0][0], exc)
+                return
+            # Find the message that cannot be applied: the others go on, one at a time.
+            log.warning(
+                "consumer %s: batch of %d failed (%s); applying one by one",
+                self.c.name,
+                len(items),
+                exc,
+            )
+            for msg, body in items:
+                try:
+                    await handler([(body, Delivery(msg))])
+                except Exception as one:
+                    await self._failed(msg, one)
+                else:
+                    await msg.ack()
+                    self.rt.counters.handled += 1
+            return
+        for msg, _ in items:
+            await msg.ack()
+        self.rt.counters.handled += len(items)
+
+    async def _failed(self, msg: Msg, exc: BaseException) -> None:
+        if isinstance(exc, POISON_ERRORS):
+            await self._poison(msg, exc)
+        else:
+            log.warning(
+                "consumer %s failed on %s: %s; will be redelivered", self.c.name, msg.subject, exc
+            )
+            await self._nak(msg)
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    async def _nak(self, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered if msg.reply else 1
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=min(30.0, 0.5 * 2 ** min(delivered, 6)))
+        self.rt.counters.retried += 1
+
+    async def _poison(self, msg: Msg, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            if self.c.fail_run:
+                await self._fail_run(msg, reason)
+            await dead_letter(
+                self.rt.js, msg, stream=self.c.stream, consumer=self.c.durable, reason=reason
+            )
+            await msg.ack()
+        except Exception:
+            log.exception("consumer %s could not set apart a poison message", self.c.name)
+            await self._nak(msg)
+            return
+        self.rt.counters.dead_lettered += 1
+
+    async def _fail_run(self, msg: Msg, reason: str) -> None:
+        events = self.rt.events
+        run_id = run_of(msg)
+        if events is None or run_id is None:
+            return
+        try:
+            created = await events.first(run_id)
+            if created is None:  # no such run: nothing to end
+                return
+            await events.append(
+                run_id,
+                created.event.tenant_id,
+                RunFailed(
+                    error=f"A message of this run could not be processed and was set apart "
+                    f"({self.c.name}): {reason[:500]}",
+                    reason="poison_message",
+                ),
+                event_id=f"{run_id}:poison",
+                check_existing=True,
+            )
+        except RunClosed:
+            return
+        except POISON_ERRORS as exc:  # the run's own log is unreadable: nobody can end it
+            log.warning("run %s cannot be ended after poison: %s", run_id, exc)
+            return
+        finally:
+            events.forget(run_id)
+        self.rt.counters.runs_failed += 1
+
+
+def run_of(msg: Msg) -> str | None:
+    """The run a message names (its subject, or its `run_id`), read leniently: it may be
+    malformed. None when it names none, or nothing that can be a run id."""
+    with contextlib.suppress(ValueError):
+        run_id: Any = subjects.run_id_of(msg.subject)
+        return run_id if _RUN_ID.match(run_id) else None
+    try:
+        data = msgspec.json.decode(msg.data)
+    except Exception:
+        return None
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) and _RUN_ID.match(run_id) else None
+
+
+async def _keep_alive(msg: Msg, every: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        if stop.is_set():
+            return
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+_TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 7))"
+_LOCK = "SELECT pg_advisory_lock(hashtextextended($1, 7))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 7))"
