@@ -18,9 +18,9 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter, DeliverableJob, StartRun
 from runloom.contracts.events import RunCreated, Usage, UsageRecorded
 from runloom.contracts.ids import new_id
+from runloom.devkit.testing import wait_ended
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.testing import wait_ended
 
 CONSUMERS = [
     (subjects.RUN_EVENTS_STREAM, "run-archive"),
