@@ -50,7 +50,7 @@ from runloom.gateway.agui._stream import WHOLE
 from runloom.runtime.runstate import fold
 
 EVENT = TypeAdapter(AguiEventModel)
-RUN = "run_01AGUI"
+RUN = "run_01JD6Q0W7XKZ3T9M4N5P6R8AGX"
 
 
 def events(*payloads: Any) -> list[Event]:
