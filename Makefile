@@ -12,7 +12,7 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
+.PHONY: help setup run cluster test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ setup: $(if $(filter $(UV_HOME)/bin/uv,$(UV)),$(UV_HOME)/bin/uv) ## install uv i
 
 run: setup ## start the whole platform (nats-server, PostgreSQL, every service) on embedded defaults
 	$(UV) run --frozen runloom up
+
+cluster: setup ## the same on a 3-node NATS cluster (R3 streams) with 2 replicas of every service
+	$(UV) run --frozen runloom up --cluster
 
 test: setup browser-deps lint contracts-check pytest ## lint, contracts check and every test
 

@@ -39,7 +39,12 @@ class UpProcess:
     """One `runloom up` child process, its output captured in a file."""
 
     def __init__(
-        self, home: Path, ports: Ports, index: int, extra: dict[str, str] | None = None
+        self,
+        home: Path,
+        ports: Ports,
+        index: int,
+        extra: dict[str, str] | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.home = home
         self.ports = ports
@@ -56,7 +61,7 @@ class UpProcess:
         self.env.update(extra or {})
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runloom.cli.main", "up"],
+                [sys.executable, "-m", "runloom.cli.main", "up", *(args or [])],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -297,3 +302,40 @@ def test_external_servers_are_used_and_none_is_started(servers: Any, tmp_path: P
         assert up.interrupt() == 0
     finally:
         up.kill_all()
+
+
+def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(tmp_path: Path) -> None:
+    base = free_port()
+    while any(port_open(base + off + i) for off in (0, 10, 20) for i in range(3)):
+        base = free_port()
+    gateway = free_port()
+    while port_open(gateway + 1):
+        gateway = free_port()
+    ports = Ports(nats=base, postgres=free_port(), gateway=gateway)
+    up = UpProcess(tmp_path / "home", ports, 0, args=["--cluster"])
+    try:
+        up.wait_ready(timeout=90)
+        out = up.output()
+        urls = ",".join(f"nats://127.0.0.1:{base + i}" for i in range(3))
+        assert f"{urls} (embedded 3-node cluster, R3 streams, sync_interval always)" in out
+        assert f"http://127.0.0.1:{gateway + 1}" in out
+        assert httpx.get(f"http://127.0.0.1:{gateway + 1}/readyz", timeout=5).status_code == 200
+        jsz = httpx.get(
+            f"http://127.0.0.1:{base + 20}/jsz", params={"streams": "true", "config": "true"}
+        ).json()
+        streams = {
+            s["name"]: s["config"]["num_replicas"]
+            for account in jsz["account_details"]
+            for s in account["stream_detail"]
+        }
+        assert streams["RUN_EVENTS"] == 3 and set(streams.values()) == {3}, streams
+        cmdlines = [" ".join(c.cmdline()) for c in psutil.Process(up.proc.pid).children(True)]
+        assert sum("nats-server" in c for c in cmdlines) == 3, cmdlines
+        for service in ("gateway", "orchestrator", "deliverables", "billing"):
+            assert sum(f"runloom.{service}" in c for c in cmdlines) == 2, (service, cmdlines)
+        assert up.interrupt() == 0
+    finally:
+        up.kill_all()
+        system_dir = tmp_path / "home" / "postgres" / "system-dir"
+        if system_dir.exists():
+            shutil.rmtree(system_dir.read_text().strip(), ignore_errors=True)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
+from runloom.devkit.cluster import NatsCluster, NatsNode
+from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, free_port, port_open
 from runloom.devkit.supervisor import SERVICES, ServiceProcess
 from runloom.runtime.config import Settings
 
@@ -108,7 +109,9 @@ class Supervised:
             say(f"{self.name} failed to restart: {exc}; next attempt in {delay:.0f}s")
 
 
-def _server_unit(name: str, server: NatsServer | PostgresServer, pid_file: Path) -> Supervised:
+def _server_unit(
+    name: str, server: NatsServer | PostgresServer | NatsNode, pid_file: Path
+) -> Supervised:
     return Supervised(
         name=name,
         start=server.start,
@@ -257,8 +260,11 @@ async def _seed_corpus(pool: Any) -> None:
 class Up:
     """One `runloom up`: the servers and services it owns, and their supervision loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, cluster: bool = False) -> None:
         self.settings = settings
+        self.cluster: NatsCluster | None = None
+        self.replicas = 2 if cluster else 1
+        self.want_cluster = cluster
         self.home = settings.home
         self.logs = self.home / "logs"
         self.run_dir = self.home / "run"
@@ -310,16 +316,22 @@ class Up:
         embedded_nats = not s.nats_url
         embedded_pg = not s.database_url
         for service in SERVICES:
-            _reap_stale(self.run_dir / f"{service}-1.pid", f"runloom.{service}")
+            for replica in range(1, 3):
+                _reap_stale(self.run_dir / f"{service}-{replica}.pid", f"runloom.{service}")
         if embedded_nats:
-            _reap_stale(self.run_dir / "nats-server.pid", "nats-server")
-            _check_port(s.nats_port, "NATS", "RUNLOOM_NATS_PORT")
+            for name in ("nats-server", *(f"nats-{i}" for i in range(1, 4))):
+                _reap_stale(self.run_dir / f"{name}.pid", "nats-server")
+            for port in self._nats_ports():
+                _check_port(port, "NATS", "RUNLOOM_NATS_PORT")
         if embedded_pg:
             _reap_stale(self.run_dir / "postgres.pid", "postgres")
             _check_port(s.postgres_port, "PostgreSQL", "RUNLOOM_POSTGRES_PORT")
-        _check_port(s.gateway_port, "gateway", "RUNLOOM_GATEWAY_PORT")
+        for replica in range(self.replicas):
+            _check_port(s.gateway_port + replica, "gateway", "RUNLOOM_GATEWAY_PORT")
 
-        if embedded_nats:
+        if embedded_nats and self.want_cluster:
+            self.start_cluster()
+        elif embedded_nats:
             self.nats = NatsServer(
                 self.home / "nats", s.nats_port, sync_interval=s.nats_sync_interval
             )
@@ -335,6 +347,7 @@ class Up:
             self.units.append(unit)
         if self.stop.is_set():
             return
+        s = self.settings  # a cluster set the server list and R3
 
         key_file = self.home / "api-key"
         known = key_file.read_text().strip() if key_file.exists() else ""
@@ -360,15 +373,46 @@ class Up:
             "RUNLOOM_DATABASE_URL": s.effective_database_url,
             "RUNLOOM_GATEWAY_HOST": s.gateway_host,
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
+            "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
         }
-        for service in SERVICES:
-            proc = ServiceProcess(service, env, self.logs)
-            unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")
-            unit.launch()
-            self.services.append(proc)
-            self.units.append(unit)
+        for replica in range(1, self.replicas + 1):
+            for service in SERVICES:
+                own = dict(env)
+                if self.replicas > 1:
+                    own["RUNLOOM_GATEWAY_PORT"] = str(s.gateway_port + replica - 1)
+                    own["RUNLOOM_MANAGEMENT_PORT"] = str(free_port())
+                proc = ServiceProcess(service, own, self.logs, replica=str(replica))
+                unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")
+                unit.launch()
+                self.services.append(proc)
+                self.units.append(unit)
         say(f"started {', '.join(p.name for p in self.services)}; waiting for the gateway")
         self.wait_ready()
+
+    def _nats_ports(self) -> list[int]:
+        """Client ports: RUNLOOM_NATS_PORT (+1, +2 in a cluster; routes on +10, monitors +20)."""
+        n = 3 if self.want_cluster else 1
+        base = self.settings.nats_port
+        if n == 1:
+            return [base]
+        return [base + i for i in range(n)] + [base + off + i for off in (10, 20) for i in range(n)]
+
+    def start_cluster(self) -> None:
+        """Three nodes from the one NATS template; every stream R3; clients get every URL."""
+        base = self.settings.nats_port
+        self.cluster = NatsCluster(
+            self.home / "nats-cluster",
+            ["127.0.0.1"] * 3,
+            [(base + i, base + 10 + i, base + 20 + i) for i in range(3)],
+            prefix="nats-",
+        )
+        say(f"starting a 3-node NATS cluster on ports {base}-{base + 2}, sync_interval always")
+        for node in self.cluster.nodes:
+            unit = _server_unit(node.name, node, self.run_dir / f"{node.name}.pid")
+            unit.launch()
+            self.units.append(unit)
+        self.cluster.wait_healthy(READY_TIMEOUT_S)
+        self.settings = replace(self.settings, nats_url=self.cluster.urls, stream_replicas=3)
 
     def wait_ready(self) -> None:
         import httpx
@@ -397,9 +441,14 @@ class Up:
     def print_summary(self) -> None:
         s = self.settings
         nats_kind = f"embedded, sync_interval {s.nats_sync_interval}" if self.nats else "external"
+        if self.cluster is not None:
+            nats_kind = "embedded 3-node cluster, R3 streams, sync_interval always"
         pg_kind = "embedded" if self.postgres else "external"
+        gateways = [
+            f"http://{s.gateway_host}:{s.gateway_port + i}" for i in range(1, self.replicas)
+        ]
         rows = [
-            ("Gateway", self.gateway_url),
+            ("Gateway", " ".join([self.gateway_url, *gateways])),
             ("Console", f"{self.gateway_url}/"),
             ("API docs", f"{self.gateway_url}/docs"),
             ("NATS", f"{redact(s.effective_nats_url)} ({nats_kind})"),
@@ -439,6 +488,9 @@ class Up:
         if self.nats is not None:
             with contextlib.suppress(Exception):
                 self.nats.stop()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
         for unit in self.units:
             if unit.pid_file is not None:
                 unit.pid_file.unlink(missing_ok=True)
@@ -455,7 +507,7 @@ def run_up(args: argparse.Namespace) -> int:
     if getattr(args, "port", None):
         settings = replace(settings, gateway_port=args.port)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    return Up(settings).run()
+    return Up(settings, cluster=bool(getattr(args, "cluster", False))).run()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -469,4 +521,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--home", help="data folder (default: RUNLOOM_HOME or .runloom)")
     p.add_argument("--port", type=int, help="gateway port (default: RUNLOOM_GATEWAY_PORT or 8080)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 nats-server nodes (routes, R3 streams, sync_interval always) and 2 replicas "
+        "of every service; the second gateway listens on the next port",
+    )
     p.set_defaults(func=run_up)

@@ -31,13 +31,16 @@ class PoisonMessage(Exception):
 
 
 async def connect(url: str, name: str, **kwargs: Any) -> NATS:
-    """Connect with reconnects forever: a restarted nats-server is picked up again."""
+    """Connect with reconnects forever: a restarted nats-server is picked up again.
+
+    `url` may list every server of a cluster, comma-separated; the client then fails over
+    between them (and learns the others from the cluster)."""
 
     async def _error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
     return await nats.connect(
-        url,
+        [u.strip() for u in url.split(",") if u.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
