@@ -39,10 +39,11 @@ pytest: setup ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5): that is a failure, not a pass" >&2; fi; \
 	exit $$rc
 
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy, and import-linter (the service boundaries)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports --no-cache
 
 fmt: setup ## format and auto-fix
 	$(UV) run --frozen ruff format .

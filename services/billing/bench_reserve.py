@@ -27,14 +27,13 @@ from typing import Any
 
 import msgspec
 from runloom.billing.accounts import Accounts
-from runloom.billing.prices import load_prices
+from runloom.billing_client import Meter, load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest, ReserveReply, ReserveRequest
 from runloom.contracts.events import RunCreated, Usage
 from runloom.contracts.ids import new_id
 from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
 from runloom.devkit.supervisor import ServiceProcess
-from runloom.orchestrator.metering import Meter
 from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog

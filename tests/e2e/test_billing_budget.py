@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from runloom.billing.prices import load_prices
+from runloom.billing_client import load_prices
 from runloom.devkit.testing import wait_ended, wait_usage
 from runloom.orchestrator.providers.base import WriteRequest
 from runloom.orchestrator.testing import json_events

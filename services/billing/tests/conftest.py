@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from runloom.billing.accounts import Accounts
-from runloom.billing.prices import load_prices
+from runloom.billing_client import load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest
 from runloom.contracts.ids import new_id

@@ -155,7 +155,7 @@ async def test_another_tenants_run_is_refused(accounts: Accounts, pool, tenant, 
 
 
 async def test_run_budget_from_run_created_when_runs_row_is_missing(pool, tenant):
-    from runloom.billing.prices import load_prices
+    from runloom.billing_client import load_prices
 
     async def lookup(run_id: str) -> tuple[str, Decimal]:
         return tenant, Decimal("0.02")

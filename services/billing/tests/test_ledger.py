@@ -96,7 +96,7 @@ async def test_reconcile_command_reports_a_balanced_run(billing, nc, js, pool, s
     import subprocess
     import sys
 
-    from runloom.orchestrator.metering import Meter, MeterOptions
+    from runloom.billing_client import Meter, MeterOptions
 
     log = EventLog(js, "test-orchestrator")
     run_id = new_id("run")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from runloom.billing.ledger import ledger_total, reconcile
+from runloom.billing_client import BudgetExceeded, Meter, MeterOptions
 from runloom.contracts.events import RunCreated, Usage
 from runloom.contracts.ids import new_id
-from runloom.orchestrator.metering import BudgetExceeded, Meter, MeterOptions
 from runloom.runtime.eventlog import EventLog
 
 FAST = MeterOptions(request_timeout_s=1.0, backoff_initial_s=0.05, backoff_max_s=0.3)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from runloom.billing.prices import PriceTableError, load_prices
+from runloom.billing_client import PriceTableError, load_prices
 from runloom.contracts.events import Usage
 
 

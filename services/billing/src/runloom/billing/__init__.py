@@ -2,7 +2,7 @@
 
 from runloom.billing.accounts import Accounts, period_start
 from runloom.billing.ledger import LedgerConsumer, Reconciliation, ledger_total, reconcile, record
-from runloom.billing.prices import PriceTable, PriceTableError, default_prices, load_prices
+from runloom.billing_client import PriceTable, PriceTableError, default_prices, load_prices
 
 __all__ = [
     "Accounts",

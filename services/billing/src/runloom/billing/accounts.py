@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import asyncpg
 import msgspec
-from runloom.billing.prices import QUANTUM, PriceTable
+from runloom.billing_client import QUANTUM, PriceTable
 from runloom.contracts.commands import (
     CommitReply,
     CommitRequest,

@@ -16,9 +16,9 @@ from decimal import Decimal
 from nats.js import JetStreamContext
 from runloom.billing.accounts import Accounts, RunBudgetLookup
 from runloom.billing.ledger import LedgerConsumer
-from runloom.billing.prices import load_prices
 from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
+from runloom.billing_client import load_prices
 from runloom.runtime import consumer, db
 from runloom.runtime.config import Settings, env_float
 from runloom.runtime.eventlog import EventLog

@@ -24,6 +24,7 @@ import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from runloom.billing_client import BudgetExceeded, Meter
 from runloom.contracts import subjects
 from runloom.contracts.content import Section
 from runloom.contracts.events import (
@@ -41,7 +42,6 @@ from runloom.contracts.headers import Header
 from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, writing
 from runloom.orchestrator.config import OrchestratorOptions
-from runloom.orchestrator.metering import BudgetExceeded, Meter
 from runloom.orchestrator.providers import Provider
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.runstate import RunState, fold

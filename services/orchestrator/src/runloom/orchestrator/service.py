@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 from nats.js.errors import NotFoundError
+from runloom.billing_client import Meter
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun, StartRun
 from runloom.contracts.events import (
@@ -28,7 +29,6 @@ from runloom.contracts.events import (
     decode_event,
 )
 from runloom.orchestrator.config import OrchestratorOptions
-from runloom.orchestrator.metering import Meter
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
 from runloom.orchestrator.run import RunDriver, Services
 from runloom.runtime import bus, consumer

@@ -138,8 +138,10 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     """Load the table from `path`, else RUNLOOM_PRICES_FILE, else the packaged prices.toml."""
     path = path or os.environ.get("RUNLOOM_PRICES_FILE") or None
     if path is None:
-        text = (resources.files("runloom.billing") / "prices.toml").read_text(encoding="utf-8")
-        source = "runloom/billing/prices.toml"
+        text = (resources.files("runloom.billing_client") / "prices.toml").read_text(
+            encoding="utf-8"
+        )
+        source = "runloom/billing_client/prices.toml"
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """Metering: reserve before every provider or tool call, commit or release after.
 
-Owned by the billing issue. The orchestrator calls only this interface:
+Owned by billing (this client library is its side of the contract). A caller uses only:
 
     res = await meter.reserve(run_id=..., tenant_id=..., kind="provider", estimated_usd=...,
                               provider=..., model=..., reservation_id=<deterministic id>)
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
-from runloom.billing.prices import PriceTable, default_prices
+from runloom.billing_client._prices import PriceTable, default_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     CommitReply,
