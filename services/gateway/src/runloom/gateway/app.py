@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 from fastapi import FastAPI
-from runloom.gateway import _streaming, problems
+from runloom.gateway import _streaming, agui, problems
 from runloom.gateway.routes import (
     clarifications,
     console,
@@ -41,6 +41,7 @@ FEATURES: list[ModuleType] = [
     deliverables,
     usage,
     console,
+    agui,
 ]
 
 
