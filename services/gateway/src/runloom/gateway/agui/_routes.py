@@ -22,13 +22,14 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from runloom.contracts.events import CancelRequested
+from runloom.contracts.types import RUN_ID
 from runloom.gateway import _cursor
 from runloom.gateway._sse import HEADERS, SSEResponse, frames
 from runloom.gateway.agui._mapping import ANSWER_SCHEMA
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem
+from runloom.gateway.problems import Problem, not_found
 from runloom.gateway.routes import clarifications, runs
 from runloom.gateway.routes.events import _position, _Raw
 from runloom.gateway.state import GatewayState, get_state, streaming
@@ -306,6 +307,8 @@ async def run_stream(
     last_event_id: str | None = Query(default=None, max_length=320),
 ) -> Response:
     """A run as AG-UI events: the whole run, or exactly what follows an event id."""
+    if not RUN_ID.matches(run_id):
+        raise not_found("run", run_id)
     await runs.load_run(state, who, run_id)
     text = last_event_id_header or last_event_id
     position = None
