@@ -100,7 +100,7 @@ def ids(frames: list[str]) -> list[str]:
     return [line[3:].strip() for f in frames for line in f.splitlines() if line.startswith("id:")]
 
 
-@pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.01")
+@pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.005")
 async def test_a_cut_mid_message_resumes_across_a_gateway_sigkill_without_gap_or_repeat(
     platform: Any, corpus: str, agui_node: NodeTools, tmp_path: Path
 ) -> None:

@@ -293,3 +293,18 @@ def test_a_post_stream_is_one_run_part_and_a_resume_starts_after_the_answer() ->
     check([e for _, e in second])
     assert second[0][1]["type"] == "RUN_STARTED"
     assert first + second == _render(Renderer(RUN), frames)
+
+
+def test_snapshots_carry_the_threads_earlier_messages_first() -> None:
+    earlier = [
+        {"id": "m-0", "role": "user", "content": "What is NATS?"},
+        {"id": "r-0", "role": "assistant", "content": "A messaging system."},
+    ]
+    stream = project(COMPLETED, history=earlier)
+    check(stream)
+    (snapshot,) = [e for e in stream if e["type"] == "MESSAGES_SNAPSHOT"]
+    assert [m["id"] for m in snapshot["messages"]][:3] == ["m-0", "r-0", "m-user"]
+    view = Renderer(RUN, history=earlier)
+    for frame in _frames(COMPLETED):
+        view.events(frame)
+    assert [m["id"] for m in view.projection.view.transcript()][:2] == ["m-0", "r-0"]

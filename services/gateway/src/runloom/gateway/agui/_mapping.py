@@ -131,10 +131,13 @@ def _millis(time: str) -> int | None:
 class Projection:
     """A run's AG-UI events, one stored event at a time (see the module's table)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, history: list[dict[str, Any]] | None = None) -> None:
         self.run_id = run_id
         self.rs = RunState()
         self.view = View(thread_id=run_id, run_id=run_id)
+        for message in history or []:
+            # The thread's earlier runs: a MESSAGES_SNAPSHOT is the whole conversation.
+            self.view.messages[message["id"]] = message
         self.parts = 0
         """Run parts opened so far (1 + answered clarifications that reopened the run)."""
         self.paused = False
@@ -465,9 +468,19 @@ class _Out:
         self.events.append(ev)
 
 
-def project(events: list[Event], run_id: str | None = None) -> list[AguiEvent]:
-    """Every AG-UI event of a history (a convenience for tests and tools)."""
-    if not events and run_id is None:
+def project(events: list[Event], history: list[dict[str, Any]] | None = None) -> list[AguiEvent]:
+    """Every AG-UI event of a run's stored events (after its thread's earlier messages)."""
+    if not events:
         return []
-    p = Projection(run_id or events[0].run_id)
+    p = Projection(events[0].run_id, history)
     return [a for ev in events for a in p.feed(ev)]
+
+
+def transcript(events: list[Event], history: list[dict[str, Any]] | None = None) -> list[Any]:
+    """The messages a client holds after a run's whole AG-UI stream."""
+    if not events:
+        return list(history or [])
+    p = Projection(events[0].run_id, history)
+    for ev in events:
+        p.feed(ev)
+    return p.view.transcript()

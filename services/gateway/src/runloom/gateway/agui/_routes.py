@@ -25,7 +25,7 @@ from runloom.contracts.events import CancelRequested
 from runloom.contracts.types import RUN_ID
 from runloom.gateway import _cursor
 from runloom.gateway._sse import HEADERS, SSEResponse, frames
-from runloom.gateway.agui._mapping import ANSWER_SCHEMA
+from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
 from runloom.gateway.auth import Principal, principal
@@ -119,7 +119,10 @@ def _error_stream(message: str, code: str) -> Response:
     return StreamingResponse(body(), headers={k.decode(): v.decode() for k, v in HEADERS})
 
 
-async def _stream(state: GatewayState, run_id: str, renderer: Renderer) -> Response:
+async def _stream(
+    state: GatewayState, run_id: str, after: Position | None = None, *, one_part: bool = False
+) -> Response:
+    renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
     s = streaming(state)
     if s.hub.draining:
         raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
@@ -136,6 +139,26 @@ async def _stream(state: GatewayState, run_id: str, renderer: Renderer) -> Respo
         until=renderer.until,
     )
     return _Raw(SSEResponse(s.hub, client, body))
+
+
+HISTORY_RUNS = 20
+"""How many earlier runs of a thread its MESSAGES_SNAPSHOT carries."""
+
+
+async def _history(state: GatewayState, run_id: str) -> list[dict[str, Any]]:
+    """The messages of the earlier runs of this run's AG-UI thread, oldest first."""
+    rows = await state.pool.fetch(
+        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
+        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
+        " AND (e.created_at, e.id) < (r.created_at, r.id)"
+        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
+        run_id,
+        HISTORY_RUNS,
+    )
+    messages: list[dict[str, Any]] = []
+    for row in reversed(rows):
+        messages += transcript(await state.log.events(row["id"]))
+    return messages
 
 
 async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
@@ -203,7 +226,7 @@ async def run_agent(
         run_in, state, who, idempotency_key=f"agui:{body.threadId}:{body.runId}"
     )
     run_id = json.loads(bytes(created.body))["id"]
-    return await _stream(state, run_id, Renderer(run_id, one_part=True))
+    return await _stream(state, run_id, one_part=True)
 
 
 async def _resume(
@@ -242,7 +265,7 @@ async def _resume(
         # Already resolved: a replay of the same resume is safe, another answer is not.
         done = next((a for a in answers if a.causation_id == question.id), None)
         if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
-            return await _stream(state, run_id, Renderer(run_id, Position(done.seq - 1, WHOLE)))
+            return await _stream(state, run_id, Position(done.seq - 1, WHOLE))
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
@@ -263,7 +286,7 @@ async def _resume(
             )
         except RunClosed:
             pass
-        return await _stream(state, run_id, Renderer(run_id, Position(tail.run_seq, WHOLE)))
+        return await _stream(state, run_id, Position(tail.run_seq, WHOLE))
     if answer is None:
         return _error_stream(
             f"resume.payload must match {json.dumps(ANSWER_SCHEMA)} (or be the answer text).",
@@ -278,7 +301,7 @@ async def _resume(
     except ValueError as exc:
         return _error_stream(str(exc), "invalid_resume_payload")
     position = Position(int(done_["seq"]) - 1, WHOLE)
-    return await _stream(state, run_id, Renderer(run_id, position, one_part=True))
+    return await _stream(state, run_id, position, one_part=True)
 
 
 def _answer_of(entry: _Resume) -> str | None:
@@ -319,4 +342,4 @@ async def run_stream(
             raise Problem(400, "Bad cursor", str(exc)) from None
         after_seq, _ = await _position(state, run_id, cursor.encode())
         position = Position(after_seq, index)
-    return await _stream(state, run_id, Renderer(run_id, position))
+    return await _stream(state, run_id, position)

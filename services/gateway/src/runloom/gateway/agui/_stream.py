@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from runloom.contracts.events import decode_event
 from runloom.gateway import _cursor
@@ -57,8 +58,15 @@ def encode(ev: AguiEvent, sse_id: str | None) -> bytes:
 class Renderer:
     """Turns a run's frames (seq order, from its start) into AG-UI SSE bytes after `after`."""
 
-    def __init__(self, run_id: str, after: Position | None = None, *, one_part: bool = False):
-        self.projection = Projection(run_id)
+    def __init__(
+        self,
+        run_id: str,
+        after: Position | None = None,
+        *,
+        one_part: bool = False,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.projection = Projection(run_id, history)
         self.after = after
         self.pending = after is not None
         """The prelude is still due (the client's position is not passed yet)."""
