@@ -308,3 +308,24 @@ def test_snapshots_carry_the_threads_earlier_messages_first() -> None:
     for frame in _frames(COMPLETED):
         view.events(frame)
     assert [m["id"] for m in view.projection.view.transcript()][:2] == ["m-0", "r-0"]
+
+
+def test_a_history_hole_ends_the_stream_with_a_run_error_not_a_guess() -> None:
+    frames = _frames(COMPLETED[:22])
+    reset = Frame(
+        22,
+        0,
+        "reset",
+        json.dumps({"type": "reset", "reason": "events 5..21 are gone"}).encode(),
+        "c",
+    )
+    renderer = Renderer(RUN)
+    sent = [e for f in frames[:21] for _, e in renderer.events(f)]
+    tail = [e for _, e in renderer.events(reset)]
+    assert renderer.until(reset)
+    assert tail[-1] == {
+        "type": "RUN_ERROR",
+        "code": "history_unavailable",
+        "message": "events 5..21 are gone",
+    }
+    check(sent + tail)

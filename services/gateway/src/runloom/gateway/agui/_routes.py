@@ -49,7 +49,7 @@ class _Message(BaseModel):
 
     id: str = Field(max_length=200)
     role: str = Field(max_length=20)
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]] | None = Field(default=None, max_length=200_000)
 
 
 class _Resume(BaseModel):
@@ -265,7 +265,7 @@ async def _resume(
         # Already resolved: a replay of the same resume is safe, another answer is not.
         done = next((a for a in answers if a.causation_id == question.id), None)
         if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
-            return await _stream(state, run_id, Position(done.seq - 1, WHOLE))
+            return await _stream(state, run_id, Position(done.seq - 1, WHOLE), one_part=True)
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
