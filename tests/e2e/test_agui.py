@@ -155,6 +155,7 @@ async def test_a_cut_mid_message_resumes_across_a_gateway_sigkill_without_gap_or
         assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
 
 
+@pytest.mark.platform_env(RUNLOOM_SSE_HEARTBEAT_S="0.5")
 async def test_http_agent_runs_through_an_interrupt_and_folds_what_runstate_fold_says(
     platform: Any, corpus: str, agui_node: NodeTools, tmp_path: Path
 ) -> None:
@@ -221,6 +222,14 @@ async def test_http_agent_runs_through_an_interrupt_and_folds_what_runstate_fold
         user = {"id": "u1", "role": "user", "content": "Can you help me?"}
         paused = await post(messages=[user])
         interrupt = paused[-1]["outcome"]["interrupts"][0]
+        # Watching the paused run: its first part, then heartbeats (SSE comments) while it waits.
+        async with http.stream("GET", f"/v1/agui/runs/{paused[0]['runId']}", timeout=30) as resp:
+            seen = ""
+            async for chunk in resp.aiter_text():
+                seen += chunk
+                if "\n: keep-alive\n" in seen:
+                    break
+        assert '"outcome":{"type":"interrupt"' in seen
         blocked = await post(runId="r2", messages=[user, {**user, "id": "u2"}])
         assert (blocked[-1]["type"], blocked[-1]["code"]) == ("RUN_ERROR", "interrupt_pending")
         unknown = [{"interruptId": "nope", "status": "resolved", "payload": {"answer": "x"}}]
