@@ -12,7 +12,7 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run cluster test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
+.PHONY: help setup run cluster chaos netns-deps test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ run: setup ## start the whole platform (nats-server, PostgreSQL, every service) 
 cluster: setup ## the same on a 3-node NATS cluster (R3 streams) with 2 replicas of every service
 	$(UV) run --frozen runloom up --cluster
 
-test: setup browser-deps lint contracts-check pytest ## lint, contracts check and every test
+test: setup browser-deps netns-deps lint contracts-check pytest ## lint, contracts check and every test
 
 pytest: setup ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
 	@rc=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || rc=$$?; \
@@ -58,6 +58,23 @@ contracts-check: setup ## fail on drift of the generated contracts or on a break
 
 bench: setup ## run the benchmarks (bench/)
 	@if [ -d bench ]; then $(UV) run --frozen python -m bench; else echo "no bench/ folder yet: nothing to run"; fi
+
+chaos: setup netns-deps ## the fault matrix on a 3-node cluster in network namespaces (<= 10 min); prints the table
+	@mkdir -p test-artifacts; rm -f test-artifacts/chaos.jsonl; rc=0; \
+	RUNLOOM_CHAOS=1 RUNLOOM_CHAOS_REPORT=$(CURDIR)/test-artifacts/chaos.jsonl timeout 600 \
+		$(UV) run --frozen pytest tests/chaos -q || rc=$$?; \
+	$(UV) run --frozen python -m runloom.devkit.chaos test-artifacts/chaos.jsonl; exit $$rc
+
+netns-deps: ## install Debian's iproute2 (ip netns, veth, bridge) for the fault tests when missing (root + apt only)
+	@if command -v ip >/dev/null; then \
+		echo "iproute2: $$(command -v ip)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "iproute2 missing: installing it with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; \
+	else \
+		echo "iproute2 missing and cannot be installed here: the fault tests will be skipped" >&2; \
+	fi
 
 browser-deps: ## install Debian's chromium for the browser tests when missing (root + apt only)
 	@if [ -x /usr/bin/chromium ]; then \

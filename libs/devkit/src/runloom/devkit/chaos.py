@@ -1,0 +1,476 @@
+"""The fault suite's platform and load: a 3-node cluster in network namespaces, a fault proxy in
+front of each node, PostgreSQL, two replicas of every service, and a load that records what a
+Jepsen-style checker needs (`runloom.devkit.checker`).
+
+Load, for one fault: platform runs posted through both gateways, each followed by SSE clients
+that drop and resume (alternating gateways, `Last-Event-ID`), plus synthetic runs where two
+concurrent writers append through `EventLog` and record every acknowledged append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from runloom.devkit.checker import TERMINAL, RunHistory, Seen, Verdict, check
+from runloom.devkit.cluster import NatsCluster
+from runloom.devkit.embedded import PostgresServer, free_port
+from runloom.devkit.faultproxy import FaultProxy
+from runloom.devkit.netns import NetLab
+from runloom.devkit.supervisor import SERVICES, ServiceProcess, wait_http
+
+QUESTION = "How do Python decorators and context managers work?"
+
+
+@dataclass
+class ClientLog:
+    """One SSE client across its reconnects."""
+
+    events: list[Seen] = field(default_factory=list)
+    longest_stall_s: float = 0.0
+    reconnects: int = 0
+
+
+@dataclass
+class Outcome:
+    """One fault's row: the checker's verdict and what clients felt."""
+
+    fault: str
+    verdict: Verdict
+    runs_completed: int
+    runs: int
+    longest_stall_s: float
+    acked: int
+    seconds: float
+
+    def row(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "fault": self.fault,
+            "ok": v.ok,
+            "acked": self.acked,
+            "lost": v.lost,
+            "duplicates": v.duplicates,
+            "reorders": v.reorders,
+            "holes": v.holes,
+            "archive_missing": v.archive_missing,
+            "bad_terminal": v.bad_terminal,
+            "ledger_mismatch": v.ledger_mismatch,
+            "runs_completed": f"{self.runs_completed}/{self.runs}",
+            "longest_stall_s": round(self.longest_stall_s, 2),
+            "seconds": round(self.seconds, 1),
+            "problems": v.problems[:10],
+        }
+
+
+class ClusterPlatform:
+    """Everything the fault tests start; `close()` stops all of it."""
+
+    def __init__(self, root: Path, *, replicas: dict[str, int] | None = None) -> None:
+        self.root = root
+        self.replicas = {s: 2 for s in SERVICES} | (replicas or {})
+        self.lab = NetLab(3)
+        self.cluster: NatsCluster | None = None
+        self.proxies: list[FaultProxy] = []
+        self.postgres = PostgresServer(root / "postgres", free_port())
+        self.procs: dict[str, ServiceProcess] = {}
+        self.gateways: list[str] = []
+        self.api_key = ""
+        self.tenant = ""
+
+    @property
+    def nats_url(self) -> str:
+        return ",".join(p.url for p in self.proxies)
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    async def start(self) -> None:
+        self.lab.open()
+        self.cluster = NatsCluster(
+            self.root / "nats",
+            self.lab.hosts,
+            [(4222, 6222, 8222)] * 3,
+            netns=self.lab.names,
+        )
+        await asyncio.to_thread(self.cluster.start)
+        for node in self.cluster.nodes:
+            self.proxies.append(await FaultProxy(node.host, node.port).start())
+        await asyncio.to_thread(self.postgres.start)
+        await self._bootstrap()
+        env = {
+            "RUNLOOM_NATS_URL": self.nats_url,
+            "RUNLOOM_DATABASE_URL": self.database_url,
+            "RUNLOOM_STREAM_REPLICAS": "3",
+            "RUNLOOM_HOME": str(self.root / "home"),
+            "RUNLOOM_LOG_FORMAT": "json",
+            "RUNLOOM_REPORT_DELTA_INTERVAL_S": "0.25",
+        }
+        for replica in ("1", "2"):
+            for service in SERVICES:
+                if int(replica) > self.replicas[service]:
+                    continue
+                own = {**env, "RUNLOOM_MANAGEMENT_PORT": str(free_port())}
+                if service == "gateway":
+                    port = free_port()
+                    own["RUNLOOM_GATEWAY_PORT"] = str(port)
+                    self.gateways.append(f"http://127.0.0.1:{port}")
+                proc = ServiceProcess(service, own, self.root / "logs", replica=replica)
+                proc.start()
+                self.procs[proc.name] = proc
+        for url, name in zip(self.gateways, ("gateway-1", "gateway-2"), strict=True):
+            await asyncio.to_thread(wait_http, f"{url}/readyz", 60.0, self.procs[name])
+
+    async def _bootstrap(self) -> None:
+        from runloom.corpus.store import seed_default_corpus
+        from runloom.runtime import bus, db
+        from runloom.runtime.config import Settings
+        from runloom.runtime.tenants import create_tenant
+
+        await db.ensure_database(self.database_url)
+        pool = await db.create_pool(self.database_url, max_size=2)
+        try:
+            await db.migrate(pool)
+            self.tenant = "chaos"
+            self.api_key = await create_tenant(pool, self.tenant, self.tenant)
+            await seed_default_corpus(pool, self.tenant)
+        finally:
+            await pool.close()
+        nc = await bus.connect(self.nats_url, "chaos-provision")
+        try:
+            settings = Settings(
+                nats_url=self.nats_url, database_url=self.database_url, stream_replicas=3
+            )
+            await bus.provision(nc.jetstream(), settings)
+        finally:
+            await nc.close()
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def stream_leader(self, stream: str = "RUN_EVENTS") -> int:
+        """Index of the node leading `stream`."""
+        from runloom.runtime import bus
+
+        nc = await bus.connect(self.nats_url, "chaos-leader")
+        try:
+            info = await nc.jetstream().stream_info(stream)
+        finally:
+            await nc.close()
+        assert self.cluster is not None and info.cluster is not None
+        return next(i for i, n in enumerate(self.cluster.nodes) if n.name == info.cluster.leader)
+
+    def pg_stop_immediate(self) -> None:
+        """`pg_ctl stop -m immediate`: no checkpoint, crash recovery on the next start."""
+        pg = self.postgres
+        subprocess.run(
+            [str(pg.bin / "pg_ctl"), "-D", str(pg.data), "stop", "-m", "immediate"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+            user=pg.user,
+        )
+        if pg.proc is not None:
+            pg.proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{p.log_tail(2000)}" for n, p in self.procs.items())
+
+    async def close(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(Exception):
+                proc.stop(timeout=5)
+        for proxy in self.proxies:
+            with contextlib.suppress(Exception):
+                await proxy.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
+        with contextlib.suppress(Exception):
+            self.postgres.remove_data()
+        self.lab.close()
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+async def _follow(
+    plat: ClusterPlatform, run_id: str, log: ClientLog, rng: random.Random, deadline: float
+) -> None:
+    """An SSE client that drops its connection now and then and resumes from its cursor."""
+    cursor: str | None = None
+    ended = False
+    last_arrival = time.monotonic()
+    turn = rng.randrange(2)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=15.0)) as client:
+        while not ended and time.monotonic() < deadline:
+            url = plat.gateways[turn % 2]
+            turn += 1
+            headers = plat.headers()
+            if cursor:
+                headers["Last-Event-ID"] = cursor
+            drop_after = time.monotonic() + rng.uniform(0.5, 3.0)
+            try:
+                async with client.stream(
+                    "GET", f"{url}/v1/runs/{run_id}/events", headers=headers
+                ) as resp:
+                    if resp.status_code != 200:
+                        await asyncio.sleep(0.2)
+                        continue
+                    data: list[str] = []
+                    event_id: str | None = None
+                    async for line in resp.aiter_lines():
+                        if line.startswith("id:"):
+                            event_id = line[3:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].lstrip())
+                        elif line == "" and data:
+                            payload = json.loads("\n".join(data))
+                            data = []
+                            if "seq" in payload and "type" in payload:
+                                now = time.monotonic()
+                                log.longest_stall_s = max(log.longest_stall_s, now - last_arrival)
+                                last_arrival = now
+                                log.events.append(
+                                    Seen(payload["seq"], payload["id"], payload["type"])
+                                )
+                                cursor = event_id or cursor
+                                if payload["type"] in TERMINAL:
+                                    ended = True
+                                    break
+                            if time.monotonic() > drop_after:
+                                break
+            except (httpx.HTTPError, OSError):
+                await asyncio.sleep(0.2)
+            log.reconnects += 1
+
+
+async def _post_run(plat: ClusterPlatform, i: int) -> str:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for attempt in range(40):
+            try:
+                r = await client.post(
+                    f"{plat.gateways[(i + attempt) % 2]}/v1/runs",
+                    json={"question": QUESTION, "options": {"deliverables": []}},
+                    headers={**plat.headers(), "Idempotency-Key": f"chaos-{i}-{time.time_ns()}"},
+                )
+                if r.status_code == 201:
+                    return str(r.json()["id"])
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise AssertionError("could not start a run through either gateway")
+
+
+async def _synthetic_writer(
+    plat: ClusterPlatform, run_ids: list[str], acked: dict[str, list[Seen]], stop: asyncio.Event
+) -> None:
+    """Appends `step.progress` to each synthetic run until `stop`, recording every ack."""
+    from runloom.runtime import bus
+    from runloom.runtime.eventlog import AppendConflict, EventLog
+
+    nc = await bus.connect(plat.nats_url, "chaos-writer")
+    log = EventLog(nc.jetstream(), "chaos-writer", publish_timeout=2.0)
+    n = 0
+    try:
+        while not stop.is_set():
+            for run_id in run_ids:
+                n += 1
+                try:
+                    ev = await log.append(
+                        run_id,
+                        plat.tenant,
+                        type="step.progress",
+                        data={"step_id": "s", "message": f"m{n}"},
+                    )
+                except (AppendConflict, TimeoutError, OSError, Exception):
+                    await asyncio.sleep(0.05)
+                    continue
+                acked[run_id].append(Seen(ev.seq, ev.id, ev.type))
+            await asyncio.sleep(0.02)
+        for run_id in run_ids:
+            with contextlib.suppress(Exception):
+                ev = await log.append(run_id, plat.tenant, type="run.completed", data={})
+                acked[run_id].append(Seen(ev.seq, ev.id, ev.type))
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _stream_view(plat: ClusterPlatform, run_id: str) -> list[Seen]:
+    from runloom.runtime import bus
+    from runloom.runtime.eventlog import EventLog
+
+    nc = await bus.connect(plat.nats_url, "chaos-reader")
+    try:
+        events = await EventLog(nc.jetstream(), "chaos-reader").events(run_id)
+    finally:
+        await nc.close()
+    return [Seen(e.seq, e.id, e.type) for e in events]
+
+
+async def _archive_view(plat: ClusterPlatform, run_ids: list[str]) -> dict[str, list[Seen]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(plat.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT run_id, seq, id, type FROM run_events WHERE run_id = ANY($1) ORDER BY seq",
+            run_ids,
+        )
+    finally:
+        await conn.close()
+    out: dict[str, list[Seen]] = {r: [] for r in run_ids}
+    for row in rows:
+        out[row["run_id"]].append(Seen(row["seq"], row["id"], row["type"]))
+    return out
+
+
+async def _ledger_calls(plat: ClusterPlatform, run_id: str) -> float:
+    """The billing ledger's calls for a run, as GET /v1/usage reports them."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        r = await client.get(
+            f"{plat.gateways[0]}/v1/usage", params={"run_id": run_id}, headers=plat.headers()
+        )
+        r.raise_for_status()
+        return float(r.json()["totals"]["calls"])
+
+
+async def run_fault(
+    plat: ClusterPlatform,
+    name: str,
+    fault: Any,
+    *,
+    runs: int = 3,
+    synthetic: int = 2,
+    seed: int = 13,
+    settle_s: float = 60.0,
+) -> Outcome:
+    """Load, then `await fault(plat)` while it runs, then collect and check."""
+    from runloom.contracts.ids import new_id
+
+    rng = random.Random(seed)
+    started = time.monotonic()
+    synth_ids = [new_id("run") for _ in range(synthetic)]
+    acked: dict[str, list[Seen]] = {r: [] for r in synth_ids}
+    stop = asyncio.Event()
+    writer = asyncio.ensure_future(_synthetic_writer(plat, synth_ids, acked, stop))
+    run_ids = [await _post_run(plat, i) for i in range(runs)]
+    deadline = time.monotonic() + settle_s + 60
+    clients = {(r, c): ClientLog() for r in run_ids for c in ("a", "b")}
+    followers = [
+        asyncio.ensure_future(_follow(plat, r, log, random.Random(rng.random()), deadline))
+        for (r, _c), log in clients.items()
+    ]
+    await asyncio.sleep(1.0)
+    await fault(plat)
+    stop.set()
+    await writer
+    await asyncio.wait(followers, timeout=max(1.0, deadline - time.monotonic()))
+    for f in followers:
+        f.cancel()
+    await wait_usage_settled(plat, run_ids, timeout=20)
+    histories: list[RunHistory] = []
+    archive: dict[str, list[Seen]] = {}
+    archive_deadline = time.monotonic() + 20
+    streams = {r: await _stream_view(plat, r) for r in [*run_ids, *synth_ids]}
+    while time.monotonic() < archive_deadline:
+        archive = await _archive_view(plat, run_ids)
+        if all(len(archive[r]) >= len(streams[r]) for r in run_ids):
+            break
+        await asyncio.sleep(0.5)
+    completed = 0
+    for r in run_ids:
+        stream = streams[r]
+        completed += bool(stream) and stream[-1].type == "run.completed"
+        usage_ids = await _usage_ids(plat, r)
+        ledger_calls = await _ledger_calls(plat, r)
+        histories.append(
+            RunHistory(
+                run_id=r,
+                stream=stream,
+                archive=archive.get(r, []),
+                clients={c: log.events for (rid, c), log in clients.items() if rid == r},
+                usage_events=float(usage_ids),
+                ledger=ledger_calls,
+            )
+        )
+    for r in synth_ids:
+        histories.append(
+            RunHistory(run_id=r, acked=acked[r], stream=streams[r], archive=streams[r])
+        )
+    verdict = check(histories)
+    return Outcome(
+        fault=name,
+        verdict=verdict,
+        runs_completed=completed,
+        runs=len(run_ids),
+        longest_stall_s=max((c.longest_stall_s for c in clients.values()), default=0.0),
+        acked=sum(len(a) for a in acked.values()),
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _usage_ids(plat: ClusterPlatform, run_id: str) -> int:
+    """Distinct usage ids among the run's usage.recorded events (what the ledger must count)."""
+    from runloom.runtime import bus
+    from runloom.runtime.eventlog import EventLog
+
+    nc = await bus.connect(plat.nats_url, "chaos-usage")
+    try:
+        events = await EventLog(nc.jetstream(), "chaos-usage").events(run_id)
+    finally:
+        await nc.close()
+    return len({e.data["usage_id"] for e in events if e.type == "usage.recorded"})
+
+
+async def wait_usage_settled(plat: ClusterPlatform, run_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = True
+        for r in run_ids:
+            want = await _usage_ids(plat, r)
+            got = await _ledger_calls(plat, r)
+            done = done and got >= want
+        if done:
+            return
+        await asyncio.sleep(0.5)
+
+
+COLUMNS = (
+    ("fault", "fault"),
+    ("acked", "acked"),
+    ("lost", "lost"),
+    ("duplicates", "dup"),
+    ("reorders", "reorder"),
+    ("holes", "holes"),
+    ("bad_terminal", "terminal!=1"),
+    ("ledger_mismatch", "ledger!=usage"),
+    ("runs_completed", "runs done"),
+    ("longest_stall_s", "longest stall s"),
+)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The fault table as Markdown (what `make chaos` prints and the README holds)."""
+    head = "| " + " | ".join(t for _k, t in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(str(r.get(k, "")) for k, _t in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+if __name__ == "__main__":
+    import sys
+
+    report = Path(sys.argv[1])
+    lines = report.read_text().splitlines() if report.exists() else []
+    print(table([json.loads(line) for line in lines if line.strip()]))

@@ -1,0 +1,151 @@
+"""Faults under load on a 3-node cluster (nodes in network namespaces), judged by the checker.
+
+Each fault runs under the same load (runs streaming to SSE clients that drop and resume, plus
+concurrent writers appending with acks) and must end with: 0 acknowledged events lost, 0
+duplicates / reorders / holes at any reader, exactly one terminal event per run, ledger = usage.
+`make test` runs the faults marked `quick`; `make chaos` (RUNLOOM_CHAOS=1) runs them all and
+prints the table (`RUNLOOM_CHAOS_REPORT` collects the rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from runloom.devkit import netns
+from runloom.devkit.chaos import ClusterPlatform, run_fault
+
+FULL = os.environ.get("RUNLOOM_CHAOS") == "1"
+Fault = Callable[[ClusterPlatform], Awaitable[None]]
+
+pytestmark = [
+    pytest.mark.skipif(netns.available() is not None, reason=str(netns.available())),
+    pytest.mark.timeout(420),
+]
+
+
+@pytest.fixture(scope="module")
+async def plat() -> AsyncIterator[ClusterPlatform]:
+    root = Path(tempfile.mkdtemp(prefix="runloom-chaos-", dir=os.environ.get("RUNLOOM_TEST_TMP")))
+    # The quick subset (make test) runs no deliverables and one orchestrator and billing.
+    quick = {"orchestrator": 1, "billing": 1, "deliverables": 0}
+    p = ClusterPlatform(root, replicas=None if FULL else quick)
+    try:
+        await p.start()
+        yield p
+    finally:
+        await p.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _heal(plat: ClusterPlatform) -> None:
+    """Every node up and current again before the next fault."""
+    assert plat.cluster is not None
+    for node in plat.cluster.nodes:
+        if not node.running:
+            await asyncio.to_thread(node.start)
+    await asyncio.to_thread(plat.cluster.wait_healthy, 60.0)
+
+
+async def leader_sigkill(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    node = plat.cluster.nodes[await plat.stream_leader()]
+    node.kill()
+    await asyncio.sleep(5)
+    await asyncio.to_thread(node.start)
+
+
+async def node_sigstop_10s(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    node = plat.cluster.nodes[await plat.stream_leader()]
+    node.pause()
+    await asyncio.sleep(10)
+    node.resume()
+
+
+async def partition_heal(plat: ClusterPlatform) -> None:
+    i = await plat.stream_leader()
+    plat.lab.partition(i)
+    await asyncio.sleep(10)
+    plat.lab.heal(i)
+
+
+async def rolling_restart(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    for node in plat.cluster.nodes:
+        await asyncio.to_thread(node.lame_duck)
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(plat.cluster.wait_healthy, 60.0, [node])
+
+
+async def service_replicas_sigkill(plat: ClusterPlatform) -> None:
+    killed = [plat.procs[f"{s}-1"] for s in ("gateway", "orchestrator", "deliverables", "billing")]
+    for proc in killed:
+        proc.kill()
+    await asyncio.sleep(5)
+    for proc in killed:
+        proc.start()
+
+
+async def postgres_immediate_stop(plat: ClusterPlatform) -> None:
+    await asyncio.to_thread(plat.pg_stop_immediate)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(plat.postgres.start)
+
+
+async def proxy_latency_and_resets(plat: ClusterPlatform) -> None:
+    for proxy in plat.proxies:
+        proxy.delay_s = 0.05
+    await asyncio.sleep(4)
+    for proxy in plat.proxies:
+        proxy.delay_s = 0.0
+    for _ in range(3):
+        for proxy in plat.proxies:
+            proxy.reset()
+        await asyncio.sleep(1.5)
+    plat.proxies[0].half_open = True
+    await asyncio.sleep(4)
+    plat.proxies[0].half_open = False
+
+
+FAULTS: list[tuple[str, Fault, bool]] = [
+    ("SIGKILL stream leader", leader_sigkill, True),
+    ("partition leader 10 s, heal", partition_heal, False),
+    ("SIGSTOP leader 10 s", node_sigstop_10s, False),
+    ("SIGKILL one replica of each service", service_replicas_sigkill, False),
+    ("proxy latency, resets, half-open", proxy_latency_and_resets, False),
+    ("PostgreSQL stop -m immediate", postgres_immediate_stop, False),
+    ("rolling restart, lame duck", rolling_restart, False),
+]
+
+
+@pytest.mark.parametrize(
+    "name,fault",
+    [
+        pytest.param(
+            n,
+            f,
+            marks=[] if quick or FULL else pytest.mark.skip("make chaos runs it"),
+            id=n.split(",")[0].replace(" ", "-"),
+        )
+        for n, f, quick in FAULTS
+    ],
+)
+async def test_fault_under_load(plat: ClusterPlatform, name: str, fault: Fault) -> None:
+    outcome = await run_fault(plat, name, fault, runs=3 if FULL else 2)
+    await _heal(plat)
+    row = outcome.row()
+    report = os.environ.get("RUNLOOM_CHAOS_REPORT")
+    if report:
+        with Path(report).open("a") as out:  # noqa: ASYNC230 (one short line)
+            out.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+    assert outcome.verdict.ok, (row, plat.logs()[-6000:])
+    assert outcome.runs_completed == outcome.runs, row
+    assert outcome.acked > 0, row
