@@ -219,6 +219,12 @@ async def test_http_agent_runs_through_an_interrupt_and_folds_what_runstate_fold
                 json.loads(line[5:]) for line in resp.text.splitlines() if line.startswith("data:")
             ]
 
+        nothing = await post(messages=[{"id": "a", "role": "assistant", "content": "hi"}])
+        assert (nothing[-1]["type"], nothing[-1]["code"]) == ("RUN_ERROR", "invalid_input")
+        assert (await http.post("/v1/agui", json={"threadId": "t"})).status_code == 422
+        assert (
+            await http.post("/v1/agui", json={}, headers={"Authorization": ""})
+        ).status_code == 401
         user = {"id": "u1", "role": "user", "content": "Can you help me?"}
         paused = await post(messages=[user])
         interrupt = paused[-1]["outcome"]["interrupts"][0]
