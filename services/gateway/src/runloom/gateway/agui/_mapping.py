@@ -191,9 +191,10 @@ class Projection:
             "protocolVersion": PROTOCOL_VERSION,
         }
         if self.parts == 1 and self.rs.question:
+            agui = self.rs.options.get("agui") or {}
             started["input"] = {
                 "threadId": self.thread_id,
-                "runId": self.run_id,
+                "runId": str(agui.get("run_id") or self.run_id),  # as the client sent it
                 "messages": [self._question()],
             }
         out.add(started)
