@@ -50,6 +50,8 @@ class Outcome:
     longest_stall_s: float
     acked: int
     seconds: float
+    endings: dict[str, int] = field(default_factory=dict)
+    """How the platform runs ended (terminal event type -> count)."""
 
     def row(self) -> dict[str, Any]:
         v = self.verdict
@@ -67,6 +69,7 @@ class Outcome:
             "runs_completed": f"{self.runs_completed}/{self.runs}",
             "longest_stall_s": round(self.longest_stall_s, 2),
             "seconds": round(self.seconds, 1),
+            "endings": self.endings,
             "problems": v.problems[:10],
         }
 
@@ -306,7 +309,8 @@ async def _synthetic_writer(
             await nc.close()
 
 
-async def _stream_view(plat: ClusterPlatform, run_id: str) -> list[Seen]:
+async def _stream_view(plat: ClusterPlatform, run_id: str) -> tuple[list[Seen], str]:
+    """The run's events as the stream holds them, and the last event's reason or error."""
     from runloom.runtime import bus
     from runloom.runtime.eventlog import EventLog
 
@@ -315,7 +319,9 @@ async def _stream_view(plat: ClusterPlatform, run_id: str) -> list[Seen]:
         events = await EventLog(nc.jetstream(), "chaos-reader").events(run_id)
     finally:
         await nc.close()
-    return [Seen(e.seq, e.id, e.type) for e in events]
+    last = events[-1].data if events else {}
+    why = str(last.get("error") or last.get("reason") or "")[:160]
+    return [Seen(e.seq, e.id, e.type) for e in events], why
 
 
 async def _archive_view(plat: ClusterPlatform, run_ids: list[str]) -> dict[str, list[Seen]]:
@@ -382,16 +388,24 @@ async def run_fault(
     histories: list[RunHistory] = []
     archive: dict[str, list[Seen]] = {}
     archive_deadline = time.monotonic() + 20
-    streams = {r: await _stream_view(plat, r) for r in [*run_ids, *synth_ids]}
+    streams: dict[str, list[Seen]] = {}
+    reasons: dict[str, str] = {}
+    for r in [*run_ids, *synth_ids]:
+        streams[r], reasons[r] = await _stream_view(plat, r)
     while time.monotonic() < archive_deadline:
         archive = await _archive_view(plat, run_ids)
         if all(len(archive[r]) >= len(streams[r]) for r in run_ids):
             break
         await asyncio.sleep(0.5)
     completed = 0
+    endings: dict[str, int] = {}
     for r in run_ids:
         stream = streams[r]
         completed += bool(stream) and stream[-1].type == "run.completed"
+        end = stream[-1].type if stream and stream[-1].type in TERMINAL else "none"
+        if end == "run.failed":
+            end += f" ({reasons.get(r, '?')})"
+        endings[end] = endings.get(end, 0) + 1
         usage_ids = await _usage_ids(plat, r)
         ledger_calls = await _ledger_calls(plat, r)
         histories.append(
@@ -417,6 +431,7 @@ async def run_fault(
         longest_stall_s=max((c.longest_stall_s for c in clients.values()), default=0.0),
         acked=sum(len(a) for a in acked.values()),
         seconds=time.monotonic() - started,
+        endings=endings,
     )
 
 

@@ -46,7 +46,9 @@ from runloom.runtime.telemetry import current_traceparent, inject_headers
 
 log = logging.getLogger(__name__)
 
-WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+"""JetStream's error codes for a failed expected-last-(subject-)sequence check: 10071 from a
+single server, 10164 (same description, no sequence) from the leader of a replicated stream."""
 DIRECT_READ_LIMIT = 32
 """Reads longer than this go on with a filtered consumer instead of one direct get each."""
 TAIL_CACHE = 10_000
@@ -298,7 +300,7 @@ class EventLog:
                     subject, encode_event(event), headers=headers, timeout=self.publish_timeout
                 )
             except APIError as exc:
-                if exc.err_code == WRONG_LAST_SEQUENCE:
+                if exc.err_code in WRONG_LAST_SEQUENCE:
                     # Lost the race, or an earlier attempt of ours did land: re-read and look.
                     uncertain.add(tail.stream_seq)
                     tail = None
