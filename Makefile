@@ -12,10 +12,11 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run cluster chaos netns-deps test pytest lint fmt contracts contracts-check bench browser-deps clean clean-data
+.PHONY: help setup run cluster chaos netns-deps test pytest lint fmt contracts contracts-check bench \
+	browser-deps clean clean-data k8s k8s-tools
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(UV_HOME)/bin/uv:
 	@echo "uv not found: installing it into $(UV_HOME) (a private virtualenv)"
@@ -32,9 +33,9 @@ run: setup ## start the whole platform (nats-server, PostgreSQL, every service) 
 cluster: setup ## the same on a 3-node NATS cluster (R3 streams) with 2 replicas of every service
 	$(UV) run --frozen runloom up --cluster
 
-test: setup browser-deps netns-deps lint contracts-check pytest ## lint, contracts check and every test
+test: setup browser-deps netns-deps k8s-tools lint contracts-check pytest ## lint, contracts check and every test
 
-pytest: setup ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
+pytest: setup k8s-tools ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
 	@rc=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests (exit 5): that is a failure, not a pass" >&2; fi; \
 	exit $$rc
@@ -75,6 +76,22 @@ netns-deps: ## install Debian's iproute2 (ip netns, veth, bridge) for the fault 
 	else \
 		echo "iproute2 missing and cannot be installed here: the fault tests will be skipped" >&2; \
 	fi
+
+CHECKOV_VERSION := 3.3.30
+CHECKOV := .cache/checkov/bin/checkov
+
+k8s-tools: $(CHECKOV) ## checkov in its own environment (.cache/checkov: its pins clash with ours)
+
+$(CHECKOV): | setup
+	$(UV) venv --quiet --allow-existing --python .venv/bin/python .cache/checkov
+	$(UV) pip install --quiet --python .cache/checkov/bin/python checkov==$(CHECKOV_VERSION)
+
+k8s: setup k8s-tools ## render every overlay and run all the Kubernetes checks, the image's environment included
+	@for o in deploy/k8s/overlays/*/; do \
+		n=$$($(UV) run --frozen kubectl kustomize $$o | grep -c '^kind:'); \
+		echo "$$o: $$n objects"; \
+	done
+	RUNLOOM_K8S_IMAGE=1 $(UV) run --frozen pytest tests/k8s -q $(PYTEST_ARGS)
 
 browser-deps: ## install Debian's chromium for the browser tests when missing (root + apt only)
 	@if [ -x /usr/bin/chromium ]; then \

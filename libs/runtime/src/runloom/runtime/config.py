@@ -42,6 +42,11 @@ class Settings:
     openai_model: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_MODEL", "gpt-4o-mini"))
     otel_exporter: str = field(default_factory=lambda: _env("RUNLOOM_OTEL_EXPORTER", "none"))
     replica_id: str = field(default_factory=lambda: _env("RUNLOOM_REPLICA_ID", ""))
+    migrate_on_start: bool = field(
+        default_factory=lambda: _flag(
+            "RUNLOOM_MIGRATE_ON_START", _env("RUNLOOM_MIGRATE_ON_START", "true")
+        )
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,3 +73,13 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def _flag(name: str, raw: str) -> bool:
+    """`true`/`1` or `false`/`0`; anything else fails loudly."""
+    value = raw.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise ValueError(f"{name}={raw!r} is neither true nor false")

@@ -1,4 +1,4 @@
-"""The shared frame of a worker service: connect, migrate, provision, run until SIGTERM, drain."""
+"""The frame of a worker service: connect, prepare (release.py), run until SIGTERM, drain."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from runloom.runtime import bus, db
+from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.telemetry import replica_suffix
 
@@ -46,10 +46,10 @@ async def serve(name: str, settings: Settings, body: Body) -> None:
             loop.add_signal_handler(sig, stop.set)
     nc = await bus.connect(settings.effective_nats_url, f"{name}-{replica_suffix()}")
     js = nc.jetstream()
-    await bus.provision(js, settings)
-    await db.ensure_database(settings.effective_database_url)
+    if settings.migrate_on_start:
+        await db.ensure_database(settings.effective_database_url)
     pool = await db.create_pool(settings.effective_database_url)
-    await db.migrate(pool)
+    await release.prepare(js, pool, settings)
     ctx = ServiceContext(name=name, settings=settings, nc=nc, js=js, pool=pool, stop=stop)
     log.info("%s replica %s started", name, ctx.replica)
     try:

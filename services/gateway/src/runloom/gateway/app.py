@@ -25,7 +25,7 @@ from runloom.gateway.routes import (
     usage,
 )
 from runloom.gateway.state import GatewayState
-from runloom.runtime import bus, db
+from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.telemetry import replica_suffix
@@ -52,10 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nc = await bus.connect(settings.effective_nats_url, f"gateway-{replica_suffix()}")
         js = nc.jetstream()
-        await bus.provision(js, settings)
-        await db.ensure_database(settings.effective_database_url)
+        if settings.migrate_on_start:
+            await db.ensure_database(settings.effective_database_url)
         pool = await db.create_pool(settings.effective_database_url, max_size=20)
-        await db.migrate(pool)
+        await release.prepare(js, pool, settings)
         state = GatewayState(
             settings=settings,
             nc=nc,
