@@ -1,0 +1,164 @@
+"""The rendered production overlay, run for real: its NATS configuration booted as a 3-node
+cluster, and each container's command and environment started against it until its probes
+answer (see local_cluster.py for what is mapped onto this machine, and nothing else is)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import re
+import secrets
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from k8s_manifests import SERVICES, config_map, container_env, containers, find, one
+from local_cluster import Cluster, Pod, port_env
+from runloom.devkit.embedded import free_port, nats_server_binary
+
+Objs = dict[str, list[dict[str, Any]]]
+NATS_PORTS = {"NATS_CLIENT_PORT": 4222, "NATS_CLUSTER_PORT": 6222, "NATS_MONITOR_PORT": 8222}
+HAS_MANAGEMENT = importlib.util.find_spec("runloom.runtime.management") is not None
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_nats_server_accepts_the_rendered_config(
+    rendered: Objs, overlay: str, tmp_path: Path
+) -> None:
+    objs = rendered[overlay]
+    (c,) = one(objs, "StatefulSet", "nats")["spec"]["template"]["spec"]["containers"]
+    conf = tmp_path / "nats.conf"
+    conf.write_text(config_map(objs, "nats-config")["data"]["nats.conf"])
+    env = container_env(objs, c, pod_name="nats-0")
+    done = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is valid" in done.stdout + done.stderr
+
+
+def test_the_image_tag_is_the_tested_nats_server(rendered: Objs) -> None:
+    (c,) = one(rendered["production"], "StatefulSet", "nats")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    tag = re.fullmatch(r"nats:(\d+\.\d+\.\d+)-alpine", c["image"])
+    assert tag, c["image"]
+    version = subprocess.run(
+        [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10
+    ).stdout
+    assert f"v{tag.group(1)}" in version, f"image {c['image']} but tests run {version}"
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    rendered: Objs, tmp_path_factory: pytest.TempPathFactory, servers: Any
+) -> Iterator[Cluster]:
+    """The production overlay's NATS StatefulSet as three local nodes, started and current."""
+    objs = rendered["production"]
+    database = f"k8s_{secrets.token_hex(4)}"
+    server = servers.database_url.rsplit("/", 1)[0]
+    url = f"{server}/{database}"
+    asyncio.run(_create_database(f"{server}/postgres", database))
+    secret_values = {(f"runloom-db-{name}", "url"): url for name in (*SERVICES, "admin")}
+    local = Cluster(objs, tmp_path_factory.mktemp("k8s-live"), secret_values)
+    sts = one(objs, "StatefulSet", "nats")
+    nodes = [local.pod(sts, i) for i in range(sts["spec"]["replicas"])]
+    try:
+        for node in nodes:
+            local.finish(node, extra=port_env(node, NATS_PORTS))
+            node.start()
+        for node in nodes:
+            node.wait_probe("startupProbe", timeout=60)
+        yield local
+    finally:
+        for pod in local.pods.values():
+            pod.kill()
+
+
+def test_three_rendered_nodes_form_a_durable_cluster(cluster: Cluster) -> None:
+    nodes = [cluster.pods[f"nats-{i}"] for i in range(3)]
+    for node in nodes:
+        node.wait_probe("readinessProbe", timeout=30)
+        node.wait_probe("livenessProbe", timeout=30)
+        monitor = node.local(8222)
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/jsz", timeout=5) as resp:
+            jsz = json.load(resp)
+        assert jsz["config"]["sync_always"] is True, "sync_interval: always"
+        assert jsz["meta_cluster"]["cluster_size"] == 3
+        assert node.env["NATS_SERVER_NAME"] == node.name
+
+
+@pytest.mark.skipif(
+    not HAS_MANAGEMENT, reason="the services' management port (runtime.management) is not built"
+)
+@pytest.mark.timeout(300)
+def test_rendered_services_start_wait_for_the_release_job_and_answer_their_probes(
+    cluster: Cluster, rendered: Objs
+) -> None:
+    objs = rendered["production"]
+    closed = free_port()  # the trace collector is not part of this test: export goes nowhere
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}"}
+    services: list[Pod] = []
+    for d in find(objs, "Deployment"):
+        pod = cluster.pod(d, 0)
+        names = {"RUNLOOM_MANAGEMENT_PORT": 9090}
+        if d["metadata"]["name"] == "gateway":
+            names["RUNLOOM_GATEWAY_PORT"] = 8080
+        cluster.finish(pod, extra={**port_env(pod, names), **otel})
+        services.append(pod)
+    # Services first, as `kubectl apply` would: they are alive but wait for the release.
+    for pod in services:
+        pod.start()
+    for pod in services:
+        pod.wait_probe("startupProbe", timeout=60)
+        status, _ = pod.probe("readinessProbe")
+        assert status != 200, f"{pod.name} is ready before the release Job ran"
+    # The release Job: each of its containers in order, as rendered.
+    job = one(objs, "Job", "runloom-release")
+    for c in containers(job):
+        step = cluster.finish(cluster.pod(job, 0, c["name"]), extra=otel)
+        step.start()
+        assert step.proc is not None
+        assert step.proc.wait(120) == 0, f"release step {c['name']} failed:\n{step.tail()}"
+    for pod in services:
+        pod.wait_probe("readinessProbe", timeout=90)
+        pod.wait_probe("livenessProbe", timeout=10)
+    # SIGTERM as the kubelet sends it (after preStop): each ends within its grace period.
+    for pod in services:
+        took = pod.terminate()
+        assert took < pod.grace_s, f"{pod.name} outlived terminationGracePeriodSeconds"
+
+
+def test_lame_duck_prestop_takes_a_node_out_within_its_grace(cluster: Cluster) -> None:
+    node = cluster.pods["nats-2"]
+    prestop = list(node.container["lifecycle"]["preStop"]["exec"]["command"])
+    assert prestop[0] == "nats-server"
+    argv = [nats_server_binary(), *prestop[1:]]
+    argv = [a if not a.startswith("ldm=") else "ldm=" + node.path(a[4:]) for a in argv]
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert node.proc is not None
+    node.proc.wait(node.grace_s)
+    assert time.monotonic() - started < node.grace_s
+    assert "lame duck" in node.tail().lower()
+    for survivor in ("nats-0", "nats-1"):
+        cluster.pods[survivor].wait_probe("livenessProbe", timeout=30)
+
+
+async def _create_database(url: str, name: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
