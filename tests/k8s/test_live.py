@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from conftest import ROOT
 from k8s_manifests import SERVICES, config_map, container_env, containers, find, one
 from local_cluster import Cluster, Pod, port_env
 from runloom.devkit.embedded import free_port, nats_server_binary
@@ -162,3 +163,10 @@ async def _create_database(url: str, name: str) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+def test_the_dev_kit_ships_the_same_nats_template() -> None:
+    """`runloom up --cluster` outside a clone uses the dev kit's copy: it must not drift."""
+    template = ROOT / "deploy" / "k8s" / "base" / "nats" / "nats.conf"
+    copy = ROOT / "libs" / "devkit" / "src" / "runloom" / "devkit" / "nats.conf"
+    assert copy.read_text() == template.read_text(), "copy deploy/k8s/base/nats/nats.conf over"
