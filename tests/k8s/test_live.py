@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from conftest import ROOT
 from k8s_manifests import SERVICES, config_map, container_env, containers, find, one
 from local_cluster import Cluster, Pod, port_env
 from runloom.devkit.embedded import free_port, nats_server_binary
+from runloom.devkit.testing import wait_ended
 
 Objs = dict[str, list[dict[str, Any]]]
 NATS_PORTS = {"NATS_CLIENT_PORT": 4222, "NATS_CLUSTER_PORT": 6222, "NATS_MONITOR_PORT": 8222}
@@ -99,31 +101,30 @@ def test_three_rendered_nodes_form_a_durable_cluster(cluster: Cluster) -> None:
         assert node.env["NATS_SERVER_NAME"] == node.name
 
 
-@pytest.mark.skipif(
-    not HAS_MANAGEMENT, reason="the services' management port (runtime.management) is not built"
-)
 @pytest.mark.timeout(300)
-def test_rendered_services_start_wait_for_the_release_job_and_answer_their_probes(
+def test_rendered_services_wait_for_the_release_then_serve_a_run_and_stop_in_time(
     cluster: Cluster, rendered: Objs
 ) -> None:
     objs = rendered["production"]
     closed = free_port()  # the trace collector is not part of this test: export goes nowhere
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{closed}"}
-    services: list[Pod] = []
+    services: dict[str, Pod] = {}
     for d in find(objs, "Deployment"):
         pod = cluster.pod(d, 0)
         names = {"RUNLOOM_MANAGEMENT_PORT": 9090}
         if d["metadata"]["name"] == "gateway":
             names["RUNLOOM_GATEWAY_PORT"] = 8080
         cluster.finish(pod, extra={**port_env(pod, names), **otel})
-        services.append(pod)
-    # Services first, as `kubectl apply` would: they are alive but wait for the release.
-    for pod in services:
+        services[d["metadata"]["name"]] = pod
+    # Services first, as `kubectl apply` would: alive, but waiting for the release.
+    for pod in services.values():
         pod.start()
-    for pod in services:
-        pod.wait_probe("startupProbe", timeout=60)
-        status, _ = pod.probe("readinessProbe")
-        assert status != 200, f"{pod.name} is ready before the release Job ran"
+    if HAS_MANAGEMENT:
+        for pod in services.values():
+            pod.wait_probe("startupProbe", timeout=60)
+            status, _ = pod.probe("readinessProbe")
+            assert status != 200, f"{pod.name} is ready before the release Job ran"
+    _wait_log(services["orchestrator"], "waiting for the release Job", timeout=60)
     # The release Job: each of its containers in order, as rendered.
     job = one(objs, "Job", "runloom-release")
     for c in containers(job):
@@ -131,13 +132,63 @@ def test_rendered_services_start_wait_for_the_release_job_and_answer_their_probe
         step.start()
         assert step.proc is not None
         assert step.proc.wait(120) == 0, f"release step {c['name']} failed:\n{step.tail()}"
-    for pod in services:
-        pod.wait_probe("readinessProbe", timeout=90)
-        pod.wait_probe("livenessProbe", timeout=10)
+    if HAS_MANAGEMENT:
+        for pod in services.values():
+            pod.wait_probe("readinessProbe", timeout=90)
+            pod.wait_probe("livenessProbe", timeout=10)
+    # A tenant (the README's `kubectl exec deploy/gateway -- python -m runloom.admin tenant`),
+    # a document and a run with a report: every service does its part on the R3 streams.
+    gateway = services["gateway"]
+    made = subprocess.run(
+        [gateway.argv[0], "-m", "runloom.admin", "tenant", "acme"],
+        env=gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    run = asyncio.run(_ask(f"http://127.0.0.1:{gateway.local(8080)}", key))
+    assert run["ended_by"] == "run.completed", run
+    assert run["spent_usd"] > 0, "billing recorded the run's usage"
     # SIGTERM as the kubelet sends it (after preStop): each ends within its grace period.
-    for pod in services:
+    for pod in services.values():
         took = pod.terminate()
         assert took < pod.grace_s, f"{pod.name} outlived terminationGracePeriodSeconds"
+        assert pod.proc is not None and pod.proc.returncode == 0, pod.tail()
+
+
+async def _ask(base: str, key: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        doc = await client.post("/v1/documents", json=DOCUMENT)
+        assert doc.status_code == 201, doc.text
+        created = await client.post(
+            "/v1/runs",
+            json={
+                "question": "How do JetStream work queues redeliver a message?",
+                "options": {"deliverables": ["report"]},
+            },
+        )
+        assert created.status_code == 201, created.text
+        return await wait_ended(client, created.json()["id"], timeout=120)
+
+
+DOCUMENT = {
+    "title": "JetStream work queues",
+    "text": "A JetStream work queue stream keeps each message until a consumer acknowledges "
+    "it. When the ack wait passes without an acknowledgement, the server redelivers the "
+    "message to the durable pull consumer, possibly to another client. A consumer extends "
+    "the deadline with an in-progress acknowledgement; max deliver bounds redeliveries.",
+}
+
+
+def _wait_log(pod: Pod, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in pod.tail():
+        assert pod.proc is not None and pod.proc.poll() is None, pod.tail()
+        assert time.monotonic() < deadline, f"{pod.name} never logged {text!r}:\n{pod.tail()}"
+        time.sleep(0.2)
 
 
 def test_lame_duck_prestop_takes_a_node_out_within_its_grace(cluster: Cluster) -> None:

@@ -13,6 +13,7 @@ import logging
 import time
 
 import asyncpg
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
@@ -32,7 +33,8 @@ async def prepare(js: JetStreamContext, pool: asyncpg.Pool, settings: Settings) 
 
 
 async def missing(js: JetStreamContext, pool: asyncpg.Pool, settings: Settings) -> list[str]:
-    """What the release has not put in place yet: stream names and migration file names."""
+    """What the release has not put in place yet (streams, migrations); a server that does not
+    answer now counts as not in place, so a waiting replica rides out restarts."""
     out: list[str] = []
     names = [str(cfg.name) for cfg in bus.stream_configs(settings)]
     names.append(f"OBJ_{subjects.ARTIFACTS_BUCKET}")
@@ -41,10 +43,14 @@ async def missing(js: JetStreamContext, pool: asyncpg.Pool, settings: Settings) 
             await js.stream_info(name)  # type: ignore[arg-type]
         except NotFoundError:
             out.append(f"stream {name}")
+        except (TimeoutError, nats.errors.Error) as exc:  # a node restarting, a leader moving
+            out.append(f"stream {name} (no answer: {exc!r})")
     try:
         done = {r["name"] for r in await pool.fetch("SELECT name FROM schema_migrations")}
     except asyncpg.UndefinedTableError:
         done = set()
+    except (OSError, asyncpg.PostgresError) as exc:
+        return [*out, f"migrations (no answer from PostgreSQL: {exc!r})"]
     out.extend(f"migration {name}" for name, _sql in db.migration_files() if name not in done)
     return out
 
