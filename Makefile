@@ -12,8 +12,8 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run cluster chaos netns-deps test pytest lint fmt contracts contracts-check bench \
-	browser-deps clean clean-data k8s k8s-tools
+.PHONY: help setup run cluster chaos netns-deps bench-cluster test pytest lint fmt contracts \
+	contracts-check bench browser-deps clean clean-data k8s k8s-tools
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ k8s: setup k8s-tools ## render every overlay and run all the Kubernetes checks, 
 		echo "$$o: $$n objects"; \
 	done
 	RUNLOOM_K8S_IMAGE=1 $(UV) run --frozen pytest tests/k8s -q $(PYTEST_ARGS)
+
+bench-cluster: setup ## event-log figures on one node vs a 3-node R3 cluster (appends/s, leader-loss stall)
+	$(UV) run --frozen python -m bench.cluster --rounds 3
 
 browser-deps: ## install Debian's chromium for the browser tests when missing (root + apt only)
 	@if [ -x /usr/bin/chromium ]; then \

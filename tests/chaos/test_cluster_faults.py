@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from runloom.devkit import netns
 from runloom.devkit.chaos import ClusterPlatform, run_fault
+from runloom.devkit.supervisor import wait_http
 
 FULL = os.environ.get("RUNLOOM_CHAOS") == "1"
 Fault = Callable[[ClusterPlatform], Awaitable[None]]
@@ -51,6 +52,11 @@ async def _heal(plat: ClusterPlatform) -> None:
         if not node.running:
             await asyncio.to_thread(node.start)
     await asyncio.to_thread(plat.cluster.wait_healthy, 60.0)
+    for proc in plat.procs.values():
+        if not proc.running:
+            proc.start()
+    for url in plat.gateways:
+        await asyncio.to_thread(wait_http, f"{url}/readyz", 60.0)
 
 
 async def leader_sigkill(plat: ClusterPlatform) -> None:
@@ -91,6 +97,7 @@ async def service_replicas_sigkill(plat: ClusterPlatform) -> None:
     await asyncio.sleep(5)
     for proc in killed:
         proc.start()
+    await asyncio.to_thread(wait_http, f"{plat.gateways[0]}/readyz", 60.0, killed[0])
 
 
 async def postgres_immediate_stop(plat: ClusterPlatform) -> None:

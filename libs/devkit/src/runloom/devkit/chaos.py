@@ -278,6 +278,7 @@ async def _synthetic_writer(
     plat: ClusterPlatform, run_ids: list[str], acked: dict[str, list[Seen]], stop: asyncio.Event
 ) -> None:
     """Appends `step.progress` to each synthetic run until `stop`, recording every ack."""
+    from runloom.contracts.ids import ulid
     from runloom.runtime import bus
     from runloom.runtime.eventlog import AppendConflict, EventLog
 
@@ -300,10 +301,26 @@ async def _synthetic_writer(
                     continue
                 acked[run_id].append(Seen(ev.seq, ev.id, ev.type))
             await asyncio.sleep(0.02)
+        # Each synthetic run ends once: the same event id on every attempt (a retry after an
+        # uncertain outcome finds it instead of appending it twice).
         for run_id in run_ids:
-            with contextlib.suppress(Exception):
-                ev = await log.append(run_id, plat.tenant, type="run.completed", data={})
+            end_id = ulid()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    ev = await log.append(
+                        run_id,
+                        plat.tenant,
+                        type="run.completed",
+                        data={},
+                        event_id=end_id,
+                        check_existing=True,
+                    )
+                except Exception:
+                    await asyncio.sleep(0.25)
+                    continue
                 acked[run_id].append(Seen(ev.seq, ev.id, ev.type))
+                break
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
@@ -342,13 +359,21 @@ async def _archive_view(plat: ClusterPlatform, run_ids: list[str]) -> dict[str, 
 
 
 async def _ledger_calls(plat: ClusterPlatform, run_id: str) -> float:
-    """The billing ledger's calls for a run, as GET /v1/usage reports them."""
+    """The billing ledger's calls for a run, as GET /v1/usage reports them (either gateway)."""
     async with httpx.AsyncClient(timeout=10.0) as client:
-        r = await client.get(
-            f"{plat.gateways[0]}/v1/usage", params={"run_id": run_id}, headers=plat.headers()
-        )
-        r.raise_for_status()
-        return float(r.json()["totals"]["calls"])
+        for attempt in range(40):
+            try:
+                r = await client.get(
+                    f"{plat.gateways[attempt % 2]}/v1/usage",
+                    params={"run_id": run_id},
+                    headers=plat.headers(),
+                )
+                if r.status_code == 200:
+                    return float(r.json()["totals"]["calls"])
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"no gateway answered GET /v1/usage for {run_id}")
 
 
 async def run_fault(

@@ -26,14 +26,14 @@ LAME_DUCK_GRACE_S = 5
 
 
 def nats_template() -> Path:
-    """The NATS configuration template: the repository's (deploy/k8s/base/nats/nats.conf) when
-    running from a clone, else the copy shipped with the dev kit."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
+    """The one NATS configuration template, deploy/k8s/base/nats/nats.conf of this clone."""
+    for parent in Path(__file__).resolve().parents:
         candidate = parent / "deploy" / "k8s" / "base" / "nats" / "nats.conf"
         if candidate.exists():
             return candidate
-    return here.with_name("nats.conf")
+    raise ServerError(
+        "deploy/k8s/base/nats/nats.conf not found: cluster mode runs from a clone of the repository"
+    )
 
 
 @dataclass

@@ -259,12 +259,16 @@ class RunFeed:
             interval = base
             log.warning("run %s: subscription missed events; repairing from the log", self.run_id)
             self.hub.gaps_repaired += 1
-            async with self.lock:
-                await self._repair_locked()
-                if not self.ended:
-                    await self._unsubscribe()
-                    with contextlib.suppress(Exception):
+            try:
+                async with self.lock:
+                    await self._repair_locked()
+                    if not self.ended:
+                        await self._unsubscribe()
                         await self._subscribe()
+            except Exception as exc:  # server away mid-repair: the next round tries again
+                log.warning("run %s: repair failed (%s); retrying", self.run_id, exc)
+                interval = base
+                continue
             self.last_activity = time.monotonic()
 
     async def close(self) -> None:
@@ -320,6 +324,10 @@ class Hub:
                 raise
         else:
             await feed.ready.wait()
+            if self.feeds.get(run_id) is not feed and not feed.ended:
+                # Its opening failed (the server was away): a client joining it would wait
+                # on a feed with no subscription and no watchdog. Open a fresh one.
+                return await self.attach(run_id)
         client = Client(feed, self.queue_size)
         feed.clients.add(client)
         return client

@@ -1,0 +1,105 @@
+"""`python -m bench.cluster [--rounds N]`: the event log on one node vs a 3-node R3 cluster.
+
+Figures (both with `sync_interval: always`, on loopback): appends/s to 1 run (each append waits
+for the previous one: the per-run order), appends/s to 100 runs at once, and on the cluster the
+longest append stall while the RUN_EVENTS leader is SIGKILLed (appends to one run, timed each).
+Medians over rounds; the machine is shared, so read them as orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from runloom.contracts.events import StepStarted
+from runloom.contracts.ids import new_id
+from runloom.devkit.cluster import NatsCluster
+from runloom.devkit.embedded import NatsServer, free_port
+from runloom.runtime import bus
+from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog
+
+
+async def _appends(url: str, replicas: int, runs: int, per_run: int) -> float:
+    nc = await bus.connect(url, "bench-cluster")
+    try:
+        js = nc.jetstream()
+        await bus.provision(js, Settings(nats_url=url, stream_replicas=replicas))
+        log = EventLog(js, "bench")
+        ids = [new_id("run") for _ in range(runs)]
+
+        async def one(run_id: str) -> None:
+            for i in range(per_run):
+                await log.append(run_id, "t", StepStarted(step_id=f"s{i}"))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(r) for r in ids))
+        return runs * per_run / (time.perf_counter() - t0)
+    finally:
+        await nc.close()
+
+
+async def _leader_stall(cluster: NatsCluster) -> float:
+    nc = await bus.connect(cluster.urls, "bench-stall")
+    try:
+        js = nc.jetstream()
+        log = EventLog(js, "bench", publish_timeout=1.0)
+        run_id = new_id("run")
+        await log.append(run_id, "t", StepStarted(step_id="s0"))
+        info = await js.stream_info("RUN_EVENTS")
+        leader = cluster.node(info.cluster.leader) if info.cluster else cluster.nodes[0]
+        worst, killed_at = 0.0, 0.0
+        for i in range(200):
+            if i == 20:
+                leader.kill()
+                killed_at = time.perf_counter()
+            t0 = time.perf_counter()
+            await log.append(run_id, "t", StepStarted(step_id=f"s{i + 1}"))
+            if killed_at:
+                worst = max(worst, time.perf_counter() - t0)
+            if killed_at and time.perf_counter() - killed_at > 6:
+                break
+        leader.start()
+        return worst
+    finally:
+        await nc.close()
+
+
+async def one_round() -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="runloom-bench-cluster-"))
+    single = NatsServer(root / "single", free_port())
+    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+    cluster = NatsCluster(root / "cluster", ["127.0.0.1"] * 3, ports)
+    try:
+        single.start()
+        cluster.start()
+        return {
+            "single: appends/s, 1 run": await _appends(single.url, 1, 1, 300),
+            "single: appends/s, 100 runs": await _appends(single.url, 1, 100, 10),
+            "cluster R3: appends/s, 1 run": await _appends(cluster.urls, 3, 1, 300),
+            "cluster R3: appends/s, 100 runs": await _appends(cluster.urls, 3, 100, 10),
+            "cluster R3: longest append stall, leader SIGKILLed (s)": await _leader_stall(cluster),
+        }
+    finally:
+        single.stop()
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rounds = [await one_round() for _ in range(args.rounds)]
+    print(f"{'figure':<58} {'median':>10}  (rounds: {args.rounds})")
+    for name in rounds[0]:
+        print(f"{name:<58} {statistics.median(r[name] for r in rounds):>10.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
