@@ -31,7 +31,7 @@ from runloom.contracts.events import (
     data_of,
     type_of,
 )
-from runloom.runtime.runstate import RunState, fold, snapshot
+from runloom.runtime.runstate import RunState, advance, fold, snapshot
 
 
 def events(*payloads: Any) -> list[Event]:
@@ -149,3 +149,10 @@ def test_chunks_and_overlaps_give_the_same_state(cuts: list[int], overlap: bool)
         prev = max(prev, cut)
     assert state is not None
     assert snapshot(state) == whole
+
+
+def test_advance_in_place_reaches_what_fold_reaches() -> None:
+    state = RunState()
+    for ev in STORY:
+        assert advance(state, [ev]) is state
+    assert state == fold(STORY)

@@ -36,7 +36,7 @@ import msgspec
 from runloom.contracts.events import TERMINAL_TYPES, Event
 from runloom.gateway.agui import _patch
 from runloom.gateway.agui._view import PROTOCOL_VERSION, AguiEvent, View
-from runloom.runtime.runstate import RunState, fold
+from runloom.runtime.runstate import RunState, advance
 
 INTERRUPT_REASON = "input_required"
 ANSWER_SCHEMA: dict[str, Any] = {
@@ -64,8 +64,24 @@ def artifact_url(artifact_id: str) -> str:
     return f"/v1/artifacts/{artifact_id}"
 
 
-def state_of(rs: RunState) -> dict[str, Any]:
-    """The AG-UI shared state of a run: a camelCase view of `runstate.fold`'s answer."""
+SourceCache = dict[str, tuple[Any, dict[str, Any]]]
+
+
+def _source(sid: str, source: Any, cache: SourceCache | None) -> dict[str, Any]:
+    hit = None if cache is None else cache.get(sid)
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    plain: dict[str, Any] = _plain(source)
+    if cache is not None:
+        cache[sid] = (source, plain)
+    return plain
+
+
+def state_of(rs: RunState, cache: SourceCache | None = None) -> dict[str, Any]:
+    """The AG-UI shared state of a run: a camelCase view of `runstate.fold`'s answer.
+
+    `cache` keeps each source's view while its object is unchanged (a follower rebuilds the
+    state per event; the sources are most of it)."""
     return {
         "runId": rs.run_id,
         "status": rs.status,
@@ -75,7 +91,7 @@ def state_of(rs: RunState) -> dict[str, Any]:
         "budgetUsd": rs.budget_usd,
         "spentUsd": rs.spent_usd,
         "plan": [_plain(s) for s in rs.steps],
-        "sources": {sid: _plain(s) for sid, s in rs.sources.items()},
+        "sources": {sid: _source(sid, s, cache) for sid, s in rs.sources.items()},
         "deliverables": {
             kind: {
                 **{k: v for k, v in _plain(d).items() if k != "artifacts"},
@@ -145,7 +161,8 @@ class Projection:
         self.report_sent = 0
         self.calls: set[str] = set()
         self.usage: dict[tuple[str | None, str | None], dict[str, int]] = {}
-        self.state: dict[str, Any] = state_of(self.rs)
+        self.sources: SourceCache = {}
+        self.state: dict[str, Any] = state_of(self.rs, self.sources)
 
     @property
     def thread_id(self) -> str:
@@ -155,8 +172,8 @@ class Projection:
         """The AG-UI events for the next stored event (applied to `self.view` already)."""
         if ev.seq <= self.rs.last_seq or self.rs.terminal is not None:
             return []
-        before = self.rs
-        self.rs = fold([ev], before)
+        new_usage = ev.type == "usage.recorded" and ev.data.get("usage_id") not in self.rs.usage_ids
+        advance(self.rs, [ev])
         if ev.type == "run.created":
             agui = (ev.data.get("options") or {}).get("agui") or {}
             self.view.thread_id = str(agui.get("thread_id") or self.run_id)
@@ -164,7 +181,7 @@ class Projection:
         if self.paused and ev.type != "clarification.answered" and ev.type not in TERMINAL_TYPES:
             # Paused: no run is open on the AG-UI side. The change shows in the state
             # snapshot of whatever reopens it.
-            self.state = state_of(self.rs)
+            self.state = state_of(self.rs, self.sources)
             return out.events
         if not self.view.open:
             self._open(out, ev)
@@ -172,9 +189,9 @@ class Projection:
             self._delta(out)
         handler = getattr(self, "_on_" + ev.type.replace(".", "_"), None)
         if handler is not None:
-            handler(out, ev, before)
-        if ev.type == "usage.recorded":
-            self._count_usage(ev, before)
+            handler(out, ev)
+        if new_usage:
+            self._count_usage(ev)
         return out.events
 
     # -- run parts ---------------------------------------------------------------------------
@@ -198,7 +215,7 @@ class Projection:
                 "messages": [self._question()],
             }
         out.add(started)
-        self.state = state_of(self.rs)
+        self.state = state_of(self.rs, self.sources)
         out.add({"type": "STATE_SNAPSHOT", "snapshot": self.state})
         # Steps still running when the previous part ended are open again in this one.
         for step in self.rs.steps:
@@ -211,7 +228,7 @@ class Projection:
         return {"id": mid, "role": "user", "content": self.rs.question or ""}
 
     def _delta(self, out: _Out) -> None:
-        new = state_of(self.rs)
+        new = state_of(self.rs, self.sources)
         ops = _patch.diff(self.state, new)
         self.state = new
         if ops:
@@ -245,9 +262,9 @@ class Projection:
             out.append(entry)
         return out
 
-    def _count_usage(self, ev: Event, before: RunState) -> None:
+    def _count_usage(self, ev: Event) -> None:
         d = ev.data
-        if d.get("kind") != "provider" or d.get("usage_id") in before.usage_ids:
+        if d.get("kind") != "provider":
             return
         u = d.get("usage") or {}
         counts = self.usage.setdefault(
@@ -325,19 +342,19 @@ class Projection:
                     }
                 )
 
-    def _on_step_started(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_step_started(self, out: _Out, ev: Event) -> None:
         self._start_step(out, ev.data["step_id"])
 
-    def _on_step_completed(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_step_completed(self, out: _Out, ev: Event) -> None:
         self._end_step(out, ev.data["step_id"], None)
 
-    def _on_step_failed(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_step_failed(self, out: _Out, ev: Event) -> None:
         d = ev.data
         self._end_step(out, d["step_id"], (d.get("error") or "failed", d.get("reason") or "error"))
 
     # -- text, tools, activities -------------------------------------------------------------
 
-    def _on_message_delta(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_message_delta(self, out: _Out, ev: Event) -> None:
         parts = self.rs.report_parts
         mid = report_message_id(self.run_id)
         while self.report_sent in parts:
@@ -349,7 +366,7 @@ class Projection:
                 out.add({"type": "TEXT_MESSAGE_START", "messageId": mid, "role": "assistant"})
             out.add({"type": "TEXT_MESSAGE_CONTENT", "messageId": mid, "delta": text})
 
-    def _on_tool_called(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_tool_called(self, out: _Out, ev: Event) -> None:
         d = ev.data
         call_id = d["call_id"]
         if call_id in self.calls:
@@ -365,7 +382,7 @@ class Projection:
         )
         out.add({"type": "TOOL_CALL_END", "toolCallId": call_id})
 
-    def _on_tool_result(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_tool_result(self, out: _Out, ev: Event) -> None:
         d = ev.data
         call_id = d["call_id"]
         if call_id not in self.calls or f"{call_id}:result" in self.view.messages:
@@ -383,7 +400,7 @@ class Projection:
             }
         )
 
-    def _on_deliverable_ready(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_deliverable_ready(self, out: _Out, ev: Event) -> None:
         kind = ev.data["kind"]
         out.add(
             {
@@ -394,12 +411,12 @@ class Projection:
             }
         )
 
-    def _on_budget_warning(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_budget_warning(self, out: _Out, ev: Event) -> None:
         out.add({"type": "CUSTOM", "name": "runloom:budget_warning", "value": _plain_data(ev)})
 
     # -- pauses and ends ---------------------------------------------------------------------
 
-    def _on_clarification_requested(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_clarification_requested(self, out: _Out, ev: Event) -> None:
         self._close_all(out, suspended=True)
         out.add({"type": "STATE_SNAPSHOT", "snapshot": self.state})
         out.add({"type": "MESSAGES_SNAPSHOT", "messages": self.view.transcript()})
@@ -415,7 +432,7 @@ class Projection:
         )
         self.paused = True
 
-    def _on_run_completed(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_run_completed(self, out: _Out, ev: Event) -> None:
         d = ev.data
         result: dict[str, Any] = {
             "status": "completed",
@@ -431,14 +448,14 @@ class Projection:
             result["summary"] = d["summary"]
         self._finish(out, result=result, outcome={"type": "success"})
 
-    def _on_run_cancelled(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_run_cancelled(self, out: _Out, ev: Event) -> None:
         self._finish(out, outcome={"type": "cancelled"})
 
-    def _on_run_failed(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_run_failed(self, out: _Out, ev: Event) -> None:
         d = ev.data
         self._error(out, d.get("error") or "The run failed.", d.get("reason") or "error")
 
-    def _on_run_budget_stopped(self, out: _Out, ev: Event, before: RunState) -> None:
+    def _on_run_budget_stopped(self, out: _Out, ev: Event) -> None:
         d = ev.data
         kept = ", ".join(d.get("kept") or []) or "nothing yet"
         message = (
