@@ -734,8 +734,7 @@ export interface SourceFailed {
 export interface UsageRecorded {
   /** Stable id of the metered call; the ledger counts each once. */
   usage_id: string;
-  /** provider | tool */
-  kind: string;
+  kind: "provider" | "tool";
   provider?: string | null;
   model?: string | null;
   tool?: string | null;
@@ -801,15 +800,14 @@ export interface ContentStored {
 }
 
 export interface DeliverableRequested {
-  /** report | website | slides */
-  kind: string;
+  kind: "report" | "slides" | "website";
   job_id: string;
   content_hash: string;
   formats?: string[];
 }
 
 export interface DeliverableProgress {
-  kind: string;
+  kind: "report" | "slides" | "website";
   job_id: string;
   message: string;
   attempt?: number;
@@ -817,7 +815,7 @@ export interface DeliverableProgress {
 }
 
 export interface DeliverableReady {
-  kind: string;
+  kind: "report" | "slides" | "website";
   job_id: string;
   artifacts: ArtifactRef[];
   attempt?: number;
@@ -834,7 +832,7 @@ export interface ArtifactRef {
 }
 
 export interface DeliverableFailed {
-  kind: string;
+  kind: "report" | "slides" | "website";
   job_id: string;
   error: string;
   attempt: number;
@@ -896,8 +894,7 @@ export interface DeliverableJob {
   job_id: string;
   run_id: string;
   tenant_id: string;
-  /** report | website | slides */
-  kind: string;
+  kind: "report" | "slides" | "website";
   content_hash: string;
   formats?: string[];
   causation_id?: string | null;
@@ -909,8 +906,7 @@ export interface ReserveRequest {
   tenant_id: string;
   run_id: string;
   estimated_usd: number;
-  /** provider | tool */
-  kind: string;
+  kind: "provider" | "tool";
   provider?: string | null;
   model?: string | null;
   tool?: string | null;

@@ -134,3 +134,19 @@ def test_adding_or_changing_a_bound_passes_and_is_reported() -> None:
     after = edit(bound)
     assert messages(after) == []
     assert compat.narrowings(BEFORE, after) == ["StepFailed.error", "StepFailed.step_id"]
+
+
+def test_a_string_becoming_a_closed_set_passes_and_gaining_a_value_fails() -> None:
+    def kinds(*values: Any) -> dict[str, Any]:
+        def set_enum(s: dict[str, Any], _: Any) -> None:
+            s["properties"]["step_id"] = {"enum": list(values)}
+
+        return edit(set_enum)
+
+    closed = kinds("research", "write")
+    assert messages(closed) == []
+    assert compat.narrowings(BEFORE, closed) == ["StepFailed.step_id"]
+    assert compat.compare(closed, kinds("research")) == []
+    (problem,) = compat.compare(closed, kinds("research", "write", "deliver"))
+    assert problem.field == "step_id" and "type changed" in problem.change
+    assert messages(kinds(1, 2)) != []

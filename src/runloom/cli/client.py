@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from runloom.contracts.kinds import DELIVERABLE_KINDS
 from runloom.runtime.runstate import RunState
 
 from runloom.cli._follow import Follower
 from runloom.cli._gateway import CliError, Gateway, resolve_config
 from runloom.cli._view import JsonView, TerminalView, money
 
-DELIVERABLE_KINDS = ("report", "website", "slides")
 DOC_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
 EXIT = {"completed": 0, "failed": 1, "cancelled": 130, "budget_stopped": 2}
 

@@ -50,6 +50,7 @@ from runloom.contracts.events import (
     UsageRecorded,
 )
 from runloom.contracts.headers import Header
+from runloom.contracts.kinds import UsageKind
 from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
 from runloom.runtime.telemetry import inject_headers
 
@@ -78,7 +79,7 @@ class Reservation:
     reservation_id: str
     run_id: str
     tenant_id: str
-    kind: str
+    kind: UsageKind
     estimated_usd: float
     provider: str | None = None
     model: str | None = None
@@ -154,7 +155,7 @@ class Meter:
         *,
         run_id: str,
         tenant_id: str,
-        kind: str,
+        kind: UsageKind,
         estimated_usd: float,
         reservation_id: str,
         provider: str | None = None,

@@ -8,6 +8,7 @@ import json
 import msgspec
 from runloom.contracts import commands, events, subjects
 from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
+from runloom.contracts.headers import Header
 from runloom.contracts.types import RUN_ID
 
 # -- AsyncAPI --------------------------------------------------------------------------------------
@@ -52,6 +53,11 @@ RUN_EVENT_HEADERS: Schema = {
             "description": "Optimistic concurrency: the stream sequence of the subject's "
             "last event the writer saw; a writer that lost the race re-reads and retries.",
         },
+        Header.EVENT_TYPE.value: {
+            "type": "string",
+            "enum": sorted(events.EVENT_TYPES),
+            "description": "The event's `type`: a consumer may skip events without decoding them.",
+        },
         "traceparent": {"type": "string", "description": "W3C trace context of the writer."},
     },
     "required": ["Nats-Msg-Id"],
@@ -67,6 +73,20 @@ TRACE_HEADERS: Schema = {
 }
 
 
+REPLY_HEADERS: Schema = {
+    "type": "object",
+    "description": "NATS headers of a billing reply.",
+    "properties": {
+        Header.ERROR.value: {
+            "type": "string",
+            "description": "Set when the request was not served: `unavailable` (retry later) or "
+            "why it is invalid (do not retry); the body is then empty.",
+        },
+        "traceparent": {"type": "string", "description": "W3C trace context of the replier."},
+    },
+}
+
+
 def asyncapi() -> Schema:
     """An AsyncAPI 3.0 document of every subject Runloom uses and its messages."""
     _, comps = components()
@@ -75,12 +95,16 @@ def asyncapi() -> Schema:
     schemas: dict[str, Schema] = {n: _asyncapi_schema(s) for n, s in comps.items()}
     schemas["RunEventHeaders"] = RUN_EVENT_HEADERS
     schemas["TraceHeaders"] = TRACE_HEADERS
+    schemas["ReplyHeaders"] = REPLY_HEADERS
 
     messages: dict[str, Schema] = {}
     for cls in env.values():
         messages[cls.__name__] = _message(cls.__name__, cls, "RunEventHeaders")
     for cls in c.COMMAND_TYPES.values():
-        messages[cls.__name__] = _message(cls.__name__, cls, "TraceHeaders")
+        reply = cls.__name__.endswith("Reply")
+        messages[cls.__name__] = _message(
+            cls.__name__, cls, "ReplyHeaders" if reply else "TraceHeaders"
+        )
 
     def refs(*names: str) -> dict[str, Schema]:
         return {n: {"$ref": f"#/components/messages/{n}"} for n in names}

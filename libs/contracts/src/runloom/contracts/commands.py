@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from runloom.contracts.events import Usage
+from runloom.contracts.kinds import DeliverableKind, UsageKind
 from runloom.contracts.types import RunId, Usd
 
 
@@ -35,8 +36,7 @@ class DeliverableJob(msgspec.Struct, kw_only=True, omit_defaults=True):
     """sha256 of (run_id, kind, content_hash): the same request is the same job."""
     run_id: RunId
     tenant_id: str
-    kind: str
-    """report | website | slides"""
+    kind: DeliverableKind
     content_hash: str
     formats: list[str] = []
     causation_id: str | None = None
@@ -48,8 +48,7 @@ class ReserveRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     tenant_id: str
     run_id: RunId
     estimated_usd: Usd
-    kind: str
-    """provider | tool"""
+    kind: UsageKind
     provider: str | None = None
     model: str | None = None
     tool: str | None = None

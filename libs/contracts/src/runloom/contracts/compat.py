@@ -7,7 +7,9 @@ default, making it required, adding a required field, or removing a type is not:
 writer built on the baseline would break. Each problem names the type and the field.
 
 Bounds (`pattern`, `minimum`/`maximum`, lengths) are not the type's shape: a bound added or
-changed is listed as a narrowing and passes. Bounds state what the stores and subjects can
+changed is listed as a narrowing and passes; so is a string field that becomes a closed set of
+values (a `Literal`), or an enum that loses values. An enum that gains a value fails: a reader
+built on the baseline would refuse it. Bounds state what the stores and subjects can
 hold (`types.py`), so a value outside them was never deliverable in the first place.
 
     python -m runloom.contracts.compat [--against HEAD|<git ref>|disk]
@@ -76,8 +78,23 @@ def _bounded_shape(prop: Schema) -> str:
     return json.dumps(_strip(prop, _DOC_KEYS), sort_keys=True)
 
 
+def _closed(before: Schema, after: Schema) -> bool:
+    """A string field given a closed set of values, or an enum that lost values: the values a
+    reader accepts shrink, as with a bound. (An enum that gains values breaks old readers.)"""
+    values = after.get("enum")
+    if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
+        return False
+    rest = _strip({k: v for k, v in after.items() if k != "enum"}, _DOC_KEYS | _BOUND_KEYS)
+    if rest not in ({}, {"type": "string"}):
+        return False
+    if "enum" in before:
+        return set(values) <= set(before["enum"])
+    return json.loads(_shape(before)) == {"type": "string"}
+
+
 def narrowings(old: dict[str, Schema], new: dict[str, Schema]) -> list[str]:
-    """Fields whose bounds changed (reported, not failed), as `Type.field`."""
+    """Fields whose bounds changed or whose values became a closed set (reported, not
+    failed), as `Type.field`."""
     old_c, new_c = components_of(old), components_of(new)
     out: list[str] = []
     for name in sorted(set(old_c) & set(new_c)):
@@ -85,7 +102,9 @@ def narrowings(old: dict[str, Schema], new: dict[str, Schema]) -> list[str]:
         after = new_c[name].get("properties", {})
         for field in sorted(set(before) & set(after)):
             a, b = before[field], after[field]
-            if _shape(a) == _shape(b) and _bounded_shape(a) != _bounded_shape(b):
+            if (_shape(a) == _shape(b) and _bounded_shape(a) != _bounded_shape(b)) or (
+                _shape(a) != _shape(b) and _closed(a, b)
+            ):
                 out.append(f"{name}.{field}")
     return out
 
@@ -164,7 +183,7 @@ def _compare_component(name: str, before: Schema, after: Schema) -> list[Incompa
             )
             continue
         now = new_props[field]
-        if _shape(prop) != _shape(now):
+        if _shape(prop) != _shape(now) and not _closed(prop, now):
             out.append(
                 Incompatibility(
                     type_name=name,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
+from runloom.contracts.kinds import DeliverableKind, UsageKind
 from runloom.contracts.types import InvalidValue, RunId, Text, Usd
 
 SCHEMA_VERSION = 1
@@ -172,8 +173,7 @@ class SourceFailed(msgspec.Struct, kw_only=True, omit_defaults=True):
 class UsageRecorded(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage_id: str
     """Stable id of the metered call; the ledger counts each once."""
-    kind: str
-    """provider | tool"""
+    kind: UsageKind
     provider: str | None = None
     model: str | None = None
     tool: str | None = None
@@ -217,15 +217,14 @@ class CancelRequested(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DeliverableRequested(msgspec.Struct, kw_only=True, omit_defaults=True):
-    kind: str
-    """report | website | slides"""
+    kind: DeliverableKind
     job_id: str
     content_hash: str
     formats: list[str] = []
 
 
 class DeliverableProgress(msgspec.Struct, kw_only=True, omit_defaults=True):
-    kind: str
+    kind: DeliverableKind
     job_id: str
     message: str
     attempt: int = 1
@@ -233,14 +232,14 @@ class DeliverableProgress(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class DeliverableReady(msgspec.Struct, kw_only=True, omit_defaults=True):
-    kind: str
+    kind: DeliverableKind
     job_id: str
     artifacts: list[ArtifactRef]
     attempt: int = 1
 
 
 class DeliverableFailed(msgspec.Struct, kw_only=True, omit_defaults=True):
-    kind: str
+    kind: DeliverableKind
     job_id: str
     error: str
     attempt: int

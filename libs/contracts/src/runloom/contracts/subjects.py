@@ -6,6 +6,7 @@ otherwise): an id with `*`, `>`, `.` or a space would name other subjects than i
 
 from __future__ import annotations
 
+from runloom.contracts.kinds import DELIVERABLE_KINDS
 from runloom.contracts.types import RUN_ID, check_token
 
 RUN_EVENTS_STREAM = "RUN_EVENTS"
@@ -32,7 +33,6 @@ ARTIFACTS_BUCKET = "artifacts"
 RUN_EVENTS_ADDRESS = "run.{runId}.events"
 """The run events subject as an AsyncAPI address template."""
 
-DELIVERABLE_KINDS = ("report", "website", "slides")
 DELIVERABLE_JOBS = "job.deliverable.>"
 """Every deliverable job subject (one per kind)."""
 DELIVERABLE_JOB_ADDRESS = "job.deliverable.{kind}"

@@ -1,0 +1,33 @@
+"""What two or more services need at run time: config, the bus, the event log, declared
+consumers, Postgres, the run-state fold, the service frame and telemetry.
+
+Modules: `config`, `bus` (connect, provision, publish), `consumer` (declared consumers and
+their serve loop), `eventlog` (append in order, at most once; read), `archive` (the Postgres
+archive and the runs read model), `runstate` (the fold of a run's events), `db`, `service`,
+`tenants`, `telemetry`, `logging`.
+"""
+
+from runloom.runtime.bus import PoisonMessage
+from runloom.runtime.config import Settings
+from runloom.runtime.consumer import Consumer, ConsumerStats, Delivery, Lock
+from runloom.runtime.eventlog import AppendConflict, EventLog, RunClosed, StoredEvent, Tail
+from runloom.runtime.runstate import RunState, fold, snapshot
+from runloom.runtime.service import ServiceContext
+
+__all__ = [
+    "AppendConflict",
+    "Consumer",
+    "ConsumerStats",
+    "Delivery",
+    "EventLog",
+    "Lock",
+    "PoisonMessage",
+    "RunClosed",
+    "RunState",
+    "ServiceContext",
+    "Settings",
+    "StoredEvent",
+    "Tail",
+    "fold",
+    "snapshot",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,13 +197,13 @@ async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record |
                 " ON CONFLICT (id) DO NOTHING",
                 run_id,
                 ev.tenant_id,
-                storable(d.get("question") or ""),
-                storable(title_of(d)),
-                storable(d.get("skill") or "research_report"),
+                _pg_safe(d.get("question") or ""),
+                _pg_safe(title_of(d)),
+                _pg_safe(d.get("skill") or "research_report"),
                 d.get("budget_usd"),
-                storable(d.get("options") or {}),
+                _pg_safe(d.get("options") or {}),
                 _time(ev.time),
-                storable(d.get("idempotency_key")),
+                _pg_safe(d.get("idempotency_key")),
             )
     except asyncpg.ForeignKeyViolationError:
         log.warning("run %s names unknown tenant %s: archived, not projected", run_id, ev.tenant_id)
@@ -244,16 +245,20 @@ async def _recount(
 _0 = Decimal(0)
 
 
-def storable(value: Any) -> Any:
-    """Text and JSON as PostgreSQL can hold them: NUL (which text and jsonb refuse) becomes
-    U+FFFD. The archive keeps the exact bytes; only the read model's copy is changed."""
+def _pg_safe(value: Any) -> Any:
+    """Text and JSON as PostgreSQL can hold them: NUL and lone surrogates (which text and jsonb
+    refuse) become U+FFFD. The archive keeps the exact bytes; only the read model's copy is
+    changed, so one event cannot keep its run's row from advancing."""
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {storable(k): storable(v) for k, v in value.items()}
+        return {_pg_safe(k): _pg_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [storable(v) for v in value]
+        return [_pg_safe(v) for v in value]
     return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def title_of(data: dict[str, Any]) -> str:
@@ -270,7 +275,7 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
     m["event_count"] += 1
     d, t = ev.data, ev.type
     if t == "run.created":
-        m["title"] = m["title"] or storable(title_of(d))
+        m["title"] = m["title"] or _pg_safe(title_of(d))
     elif t == "run.started":
         m["started_count"] += 1
         m["started_at"] = m["started_at"] or _time(ev.time)
@@ -300,13 +305,13 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
         m["ended_at"] = _time(ev.time)
         if t == "run.completed":
             m["partial"] = bool(d.get("partial"))
-            m["missing"] = storable(list(d.get("missing") or []))
+            m["missing"] = _pg_safe(list(d.get("missing") or []))
         elif t == "run.failed":
-            m["error"] = storable(d.get("error"))
+            m["error"] = _pg_safe(d.get("error"))
         elif t == "run.cancelled":
-            m["error"] = storable(d.get("reason"))
+            m["error"] = _pg_safe(d.get("reason"))
         elif t == "run.budget_stopped":
-            m["error"] = storable(
+            m["error"] = _pg_safe(
                 f"{d.get('scope', 'run')} budget of ${d.get('budget_usd')} reached "
                 f"(spent ${d.get('spent_usd')})"
             )

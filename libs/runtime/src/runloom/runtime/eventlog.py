@@ -93,10 +93,15 @@ class StoredEvent:
 
 
 @dataclass
-class _Tail:
+class Tail:
+    """Where a run's subject ends: the last stored message's stream position and run seq."""
+
     stream_seq: int
+    """The stream sequence of the run's last message (0: none); the expected one to append."""
     run_seq: int
+    """The run's last `seq` (0: no event yet)."""
     terminal: Event | None = None
+    """The terminal event, when the run has ended."""
 
 
 def now_rfc3339() -> str:
@@ -120,11 +125,11 @@ class EventLog:
         self.max_retries = max_retries
         self.publish_timeout = publish_timeout
         self.archive = archive
-        self._tails: OrderedDict[str, _Tail] = OrderedDict()
+        self._tails: OrderedDict[str, Tail] = OrderedDict()
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def tail(self, run_id: str) -> _Tail:
+    async def tail(self, run_id: str) -> Tail:
         """The run's last stored message, read from the server (or from the archive)."""
         try:
             msg = await self.js.get_msg(
@@ -135,10 +140,10 @@ class EventLog:
             # then the archive knows its last seq, and numbering goes on from there.
             last = await self.archive.last(run_id) if self.archive is not None else None
             if last is None:
-                return _Tail(0, 0)
-            return _Tail(0, last.seq, last if last.type in TERMINAL_TYPES else None)
+                return Tail(0, 0)
+            return Tail(0, last.seq, last if last.type in TERMINAL_TYPES else None)
         ev = decode_event(msg.data)  # type: ignore[arg-type]
-        return _Tail(msg.seq or 0, ev.seq, ev if ev.type in TERMINAL_TYPES else None)
+        return Tail(msg.seq or 0, ev.seq, ev if ev.type in TERMINAL_TYPES else None)
 
     async def first(self, run_id: str, after_stream_seq: int = 0) -> StoredEvent | None:
         """The run's first stored message after a stream position (one direct get, O(1))."""
@@ -325,7 +330,7 @@ class EventLog:
                 tail = None
                 continue
             self._remember(
-                run_id, _Tail(ack.seq, event.seq, event if type in TERMINAL_TYPES else None)
+                run_id, Tail(ack.seq, event.seq, event if type in TERMINAL_TYPES else None)
             )
             return event
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
@@ -352,7 +357,7 @@ class EventLog:
             positions.discard(position)  # another event holds that place: it never landed
         return None
 
-    def _remember(self, run_id: str, tail: _Tail | None) -> None:
+    def _remember(self, run_id: str, tail: Tail | None) -> None:
         if tail is None:
             self._tails.pop(run_id, None)
             return

@@ -26,25 +26,10 @@ from runloom.contracts.events import (
     SourceFound,
     Usage,
 )
+from runloom.contracts.kinds import TERMINAL_STATUS, RunStatus
 
-RunStatus = Literal[
-    "created",
-    "running",
-    "waiting_clarification",
-    "completed",
-    "failed",
-    "cancelled",
-    "budget_stopped",
-]
 StepStatus = Literal["pending", "running", "done", "failed", "skipped"]
 DeliverableStatus = Literal["requested", "running", "ready", "failed"]
-
-TERMINAL_STATUS: dict[str, RunStatus] = {
-    "run.completed": "completed",
-    "run.failed": "failed",
-    "run.cancelled": "cancelled",
-    "run.budget_stopped": "budget_stopped",
-}
 
 
 class StepState(msgspec.Struct, kw_only=True):

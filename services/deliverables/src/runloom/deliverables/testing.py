@@ -25,6 +25,7 @@ from runloom.contracts.events import (
     RunCreated,
 )
 from runloom.contracts.ids import new_id
+from runloom.contracts.kinds import DeliverableKind
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.tenants import hash_key
@@ -56,7 +57,7 @@ class TestRun:
     log: EventLog
     js: Any
 
-    def job(self, kind: str, formats: list[str] | None = None) -> DeliverableJob:
+    def job(self, kind: DeliverableKind, formats: list[str] | None = None) -> DeliverableJob:
         job_id = hashlib.sha256(f"{self.run_id}:{kind}:{self.hash}".encode()).hexdigest()
         return DeliverableJob(
             job_id=job_id,
@@ -67,7 +68,7 @@ class TestRun:
             formats=formats or [],
         )
 
-    async def request(self, kind: str, *, msg_id: str | None = None) -> DeliverableJob:
+    async def request(self, kind: DeliverableKind, *, msg_id: str | None = None) -> DeliverableJob:
         job = self.job(kind)
         await self.log.append(
             self.run_id,

@@ -7,34 +7,34 @@ import contextlib
 import hashlib
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import cast
 
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeliverableJob
 from runloom.contracts.content import ContentModel, content_hash
 from runloom.contracts.events import ContentStored, DeliverableRequested, Event
+from runloom.contracts.kinds import DELIVERABLE_KINDS, DeliverableKind
+from runloom.orchestrator.phase import RunContext
 from runloom.runtime import bus
 from runloom.runtime.runstate import RunState
 
-if TYPE_CHECKING:
-    from runloom.orchestrator.run import RunDriver
-
-DEFAULT_DELIVERABLES = ("report", "website", "slides")
+DEFAULT_DELIVERABLES = DELIVERABLE_KINDS
 
 
-async def store(run: RunDriver, content: ContentModel) -> Event:
+async def store(run: RunContext, content: ContentModel) -> Event:
     digest = content_hash(content)
     return await run.emit(ContentStored(content_hash=digest, content=content), "content")
 
 
-def kinds(run: RunDriver) -> list[str]:
+def kinds(run: RunContext) -> list[DeliverableKind]:
     kinds = (run.state.options or {}).get("deliverables")
     if kinds is None:
         return list(DEFAULT_DELIVERABLES)
-    return [str(k) for k in kinds]
+    # Checked at the edge (the gateway); an unknown kind still fails at deliverable_job.
+    return [cast(DeliverableKind, str(k)) for k in kinds]
 
 
-async def request(run: RunDriver, kinds: list[str], stored: Event) -> None:
+async def request(run: RunContext, kinds: list[DeliverableKind], stored: Event) -> None:
     digest = stored.data["content_hash"]
     for kind in kinds:
         job_id = hashlib.sha256(f"{run.run_id}:{kind}:{digest}".encode()).hexdigest()
@@ -58,7 +58,7 @@ async def request(run: RunDriver, kinds: list[str], stored: Event) -> None:
         )
 
 
-async def await_ready(run: RunDriver, kinds: list[str]) -> list[str]:
+async def await_ready(run: RunContext, kinds: list[DeliverableKind]) -> list[str]:
     """Wait until every deliverable is ready or failed for good; returns what is missing."""
     if not kinds:
         return []

@@ -8,7 +8,6 @@ sources (source id = chunk id; a passage another sub-agent already kept is not k
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import msgspec
 from runloom.contracts.events import (
@@ -25,24 +24,27 @@ from runloom.contracts.events import (
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
 from runloom.orchestrator import planner
-
-if TYPE_CHECKING:
-    from runloom.orchestrator.run import RunDriver
+from runloom.orchestrator.phase import RunContext
 
 
 async def research(
-    run: RunDriver, subs: list[planner.SubQuestion], plan_ev: Event
+    run: RunContext, subs: list[planner.SubQuestion], plan_ev: Event
 ) -> dict[int, list[corpus.Hit]]:
-    run.claimed_sources = set(run.state.sources)
+    claimed = set(run.state.sources)
+    """Sources already found (by this or another sub-agent): each is announced once."""
     results: dict[int, list[corpus.Hit]] = {}
     async with asyncio.TaskGroup() as tg:
         for s in subs:
-            tg.create_task(_agent(run, s, plan_ev, results))
+            tg.create_task(_agent(run, s, plan_ev, results, claimed))
     return results
 
 
 async def _agent(
-    run: RunDriver, s: planner.SubQuestion, plan_ev: Event, results: dict[int, list[corpus.Hit]]
+    run: RunContext,
+    s: planner.SubQuestion,
+    plan_ev: Event,
+    results: dict[int, list[corpus.Hit]],
+    claimed: set[str],
 ) -> None:
     step_id = s.research_step
     saved = await run.checkpoint(f"hits:{step_id}")
@@ -67,9 +69,9 @@ async def _agent(
     await run.save(f"hits:{step_id}", [msgspec.to_builtins(h.__dict__) for h in hits])
     results[s.index] = hits
     for h in hits:
-        if h.chunk_id in run.claimed_sources:
+        if h.chunk_id in claimed:
             continue  # already found (by this or another sub-agent): never twice
-        run.claimed_sources.add(h.chunk_id)
+        claimed.add(h.chunk_id)
         await run.emit(
             SourceFound(
                 source_id=h.chunk_id,
@@ -112,7 +114,7 @@ async def _agent(
 
 
 async def _search(
-    run: RunDriver,
+    run: RunContext,
     s: planner.SubQuestion,
     query: str,
     attempt: int,

@@ -1,7 +1,9 @@
 """One run, driven by the replica that owns it: research_report from plan to terminal event.
 
 The flow reads top to bottom in `RunDriver._work`: start, clarify or plan, research
-(`research.py`), write (`writing.py`), store and deliver (`delivery.py`), end.
+(`research.py`), write (`writing.py`), store and deliver (`delivery.py`), end. The phases see
+the run through `phase.RunContext` (emit, catch up, checkpoints, state), which the driver
+implements; they do not import it.
 
 Every event has a deterministic id (`<run_id>:<key>`), so a replica that takes a run over
 replays the stored events, skips what is already there and carries on: no completed step is
@@ -20,11 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import msgspec
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from runloom.billing_client import BudgetExceeded, Meter
+from runloom.billing_client import BudgetExceeded
 from runloom.contracts import subjects
 from runloom.contracts.content import Section
 from runloom.contracts.events import (
@@ -41,9 +40,7 @@ from runloom.contracts.events import (
 from runloom.contracts.headers import Header
 from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, writing
-from runloom.orchestrator.config import OrchestratorOptions
-from runloom.orchestrator.providers import Provider
-from runloom.runtime.eventlog import EventLog
+from runloom.orchestrator.phase import Services
 from runloom.runtime.runstate import RunState, fold
 
 log = logging.getLogger(__name__)
@@ -58,20 +55,6 @@ class _Budget:
 
 
 @dataclass
-class Services:
-    """What a run needs from its replica."""
-
-    nc: NATS
-    js: JetStreamContext
-    pool: asyncpg.Pool
-    log: EventLog
-    meter: Meter
-    provider: Provider
-    options: OrchestratorOptions
-    worker: str
-
-
-@dataclass
 class RunDriver:
     svc: Services
     run_id: str
@@ -83,7 +66,6 @@ class RunDriver:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_event_id: str | None = None
-    claimed_sources: set[str] = field(default_factory=set)
     _confirming: asyncio.Task[None] | None = None
 
     # -- the log ------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from runloom.contracts.events import (
     decode_event,
 )
 from runloom.orchestrator.config import OrchestratorOptions
+from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
-from runloom.orchestrator.run import RunDriver, Services
+from runloom.orchestrator.run import RunDriver
 from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock

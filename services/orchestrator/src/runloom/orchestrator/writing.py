@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import msgspec
 from runloom.contracts.content import ContentModel, Section, Source
@@ -26,13 +25,11 @@ from runloom.contracts.events import (
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
 from runloom.orchestrator import citations, planner
+from runloom.orchestrator.phase import RunContext
 from runloom.orchestrator.providers import Passage, ProviderError, WriteRequest, WriteResult
 
-if TYPE_CHECKING:
-    from runloom.orchestrator.run import RunDriver
 
-
-def numbered(run: RunDriver) -> tuple[dict[str, int], dict[str, Source]]:
+def numbered(run: RunContext) -> tuple[dict[str, int], dict[str, Source]]:
     """The run's sources in log order, numbered for the writer's prompts."""
     numbers: dict[str, int] = {}
     sources: dict[str, Source] = {}
@@ -49,7 +46,7 @@ def numbered(run: RunDriver) -> tuple[dict[str, int], dict[str, Source]]:
 
 
 async def write_done_only(
-    run: RunDriver, subs: list[planner.SubQuestion], out: list[Section]
+    run: RunContext, subs: list[planner.SubQuestion], out: list[Section]
 ) -> None:
     """After a budget stop: keep the sections already written, write no more."""
     for s in subs:
@@ -60,7 +57,7 @@ async def write_done_only(
 
 
 async def write(
-    run: RunDriver,
+    run: RunContext,
     subs: list[planner.SubQuestion],
     hits: dict[int, list[corpus.Hit]],
     out: list[Section],
@@ -139,7 +136,7 @@ async def write(
 
 
 async def _compose(
-    run: RunDriver,
+    run: RunContext,
     s: planner.SubQuestion,
     found: list[corpus.Hit],
     numbers: dict[str, int],
@@ -233,7 +230,7 @@ async def _compose(
     return Section(section_id=f"s{s.index}", title=s.title, claims=claims, summary=summary)
 
 
-def title(run: RunDriver) -> str:
+def title(run: RunContext) -> str:
     st = run.state
     return (
         st.title
@@ -243,7 +240,7 @@ def title(run: RunDriver) -> str:
 
 
 def content(
-    run: RunDriver,
+    run: RunContext,
     subs: list[planner.SubQuestion],
     sections: list[Section],
     missing: list[str],
@@ -275,7 +272,7 @@ class ReportStream:
     rebuilt deterministically from checkpoints, so only what lies beyond is emitted.
     """
 
-    def __init__(self, run: RunDriver, interval: float) -> None:
+    def __init__(self, run: RunContext, interval: float) -> None:
         self.run = run
         self.interval = interval
         self.target = ""

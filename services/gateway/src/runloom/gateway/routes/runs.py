@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Query
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
 from runloom.contracts.commands import StartRun
 from runloom.contracts.events import CancelRequested, RunCreated
-from runloom.contracts.ids import new_id
+from runloom.contracts.ids import derived_ulid, new_id
+from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
 from runloom.gateway.state import GatewayState, get_state, streaming
@@ -32,9 +33,6 @@ from runloom.runtime.eventlog import RunClosed
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
-
-DELIVERABLE_KINDS = ("report", "website", "slides")
-
 
 # -- models -----------------------------------------------------------------------------------
 
@@ -195,7 +193,7 @@ async def create_run(
             idempotency_key=idempotency_key,
         )
         # One id per run: concurrent replays of the same key append it once.
-        await state.log.append(run_id, who.tenant_id, created, event_id=_created_id(run_id))
+        await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     await state.pool.execute(
         "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
         " idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
@@ -222,21 +220,6 @@ async def create_run(
     )
 
 
-def _created_id(run_id: str) -> str:
-    """A ULID for the run's run.created: the run's own time, bits derived from its id."""
-    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-    stamp = run_id.rsplit("_", 1)[-1][:10]
-    try:
-        ms = 0
-        for ch in stamp:
-            ms = ms * 32 + alphabet.index(ch)
-    except ValueError:
-        ms = 0
-    rnd = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:10], "big")
-    value = (ms << 80) | rnd
-    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
 def _page_cursor(row: asyncpg.Record) -> str:
     raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -259,16 +242,7 @@ async def list_runs(
     who: Principal = Depends(principal),
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
-    status: Literal[
-        "created",
-        "running",
-        "waiting_clarification",
-        "completed",
-        "failed",
-        "cancelled",
-        "budget_stopped",
-    ]
-    | None = None,
+    status: RunStatus | None = None,
 ) -> dict[str, Any]:
     """The tenant's runs, newest first, a page at a time."""
     _api_only(who)

@@ -25,7 +25,7 @@ export function writer(runId) {
 /** A completed run: clarification, a plan with two parallel sub-agents, sources, a rate
  * limit, a streamed report, usage, content stored, one deliverable failing once. */
 export function completedRun() {
-  const e = writer("run_A");
+  const e = writer("run_0000000000000000000000000A");
   return [
     e("run.created", { question: "How do Python generators work?", budget_usd: 1, options: { deliverables: ["report", "slides"] } }),
     e("run.started", { worker: "orchestrator-1" }),
@@ -60,7 +60,7 @@ export function completedRun() {
     e("content.stored", {
       content_hash: "h1",
       content: {
-        run_id: "run_A",
+        run_id: "run_0000000000000000000000000A",
         title: "Python generators",
         question: "How do Python generators work?",
         sections: [
@@ -96,7 +96,7 @@ export function completedRun() {
 
 /** A run stopped by its budget after one research step. */
 export function budgetStoppedRun() {
-  const e = writer("run_B");
+  const e = writer("run_0000000000000000000000000B");
   return [
     e("run.created", { question: "Explain asyncio", budget_usd: 0.001 }),
     e("run.started", { worker: "orchestrator-1" }),

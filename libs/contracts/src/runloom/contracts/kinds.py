@@ -1,0 +1,33 @@
+"""Closed sets of wire names as `Literal` types: codegen turns each into a JSON Schema `enum`,
+a TypeScript union and an AsyncAPI enum, so no reader spells them again."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+DeliverableKind = Literal["report", "website", "slides"]
+"""What a run can deliver (each renders to several formats)."""
+DELIVERABLE_KINDS: tuple[DeliverableKind, ...] = get_args(DeliverableKind)
+
+UsageKind = Literal["provider", "tool"]
+"""What a metered call was."""
+
+RunStatus = Literal[
+    "created",
+    "running",
+    "waiting_clarification",
+    "completed",
+    "failed",
+    "cancelled",
+    "budget_stopped",
+]
+"""A run's status, as every fold of its events derives it."""
+RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+
+TERMINAL_STATUS: dict[str, RunStatus] = {
+    "run.completed": "completed",
+    "run.failed": "failed",
+    "run.cancelled": "cancelled",
+    "run.budget_stopped": "budget_stopped",
+}
+"""The status each terminal event type leaves a run in."""
