@@ -228,6 +228,7 @@ async def test_http_agent_runs_through_an_interrupt_and_folds_what_runstate_fold
         user = {"id": "u1", "role": "user", "content": "Can you help me?"}
         paused = await post(messages=[user])
         interrupt = paused[-1]["outcome"]["interrupts"][0]
+        assert await post(messages=[user]) == paused  # the same input again: the same answer
         # Watching the paused run: its first part, then heartbeats (SSE comments) while it waits.
         async with http.stream("GET", f"/v1/agui/runs/{paused[0]['runId']}", timeout=30) as resp:
             seen = ""

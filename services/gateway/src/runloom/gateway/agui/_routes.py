@@ -213,6 +213,8 @@ async def run_agent(
     rs = fold(events)
     if body.resume:
         return await _resume(state, who, body, current, events, rs)
+    if current is not None and (rs.options.get("agui") or {}).get("run_id") == body.runId:
+        return await _stream(state, current, one_part=True)  # the same input again
     if rs.clarification is not None and current is not None:
         return _error_stream(
             f"Thread {body.threadId} has an open interrupt (run {current} asks: "
