@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
 .PHONY: help setup run cluster chaos netns-deps bench-cluster test pytest lint fmt contracts \
-	contracts-check bench browser-deps clean clean-data k8s k8s-tools
+	contracts-check bench browser-deps promtool clean clean-data k8s k8s-tools
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ run: setup ## start the whole platform (nats-server, PostgreSQL, every service) 
 cluster: setup ## the same on a 3-node NATS cluster (R3 streams) with 2 replicas of every service
 	$(UV) run --frozen runloom up --cluster
 
-test: setup browser-deps netns-deps k8s-tools lint contracts-check pytest ## lint, contracts check and every test
+test: setup browser-deps netns-deps k8s-tools promtool lint contracts-check pytest ## lint, contracts check and every test
 
 pytest: setup k8s-tools ## only the tests (PYTEST_ARGS="tests/foundation -x" to choose)
 	@rc=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || rc=$$?; \
@@ -106,6 +106,18 @@ browser-deps: ## install Debian's chromium for the browser tests when missing (r
 	else \
 		echo "chromium missing and cannot be installed here (needs root and apt-get):" \
 		     "install it (e.g. sudo apt-get install chromium) for the browser tests" >&2; \
+	fi
+
+promtool: ## install Debian's prometheus (for promtool: alert rules, /metrics checks) when missing
+	@if command -v promtool >/dev/null; then \
+		echo "promtool: $$(command -v promtool)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "promtool missing: installing Debian's prometheus with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+		echo "promtool missing and cannot be installed here (needs root and apt-get):" \
+		     "install it (e.g. sudo apt-get install prometheus) for the observability tests" >&2; \
 	fi
 
 clean: ## remove caches, build output and the virtualenv (keeps .runloom data)

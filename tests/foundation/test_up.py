@@ -55,6 +55,9 @@ class UpProcess:
             "RUNLOOM_NATS_PORT": str(ports.nats),
             "RUNLOOM_POSTGRES_PORT": str(ports.postgres),
             "RUNLOOM_GATEWAY_PORT": str(ports.gateway),
+            # The four management ports follow this one (not the default 19090: tests may run
+            # side by side).
+            "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
         }
         for external in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL"):
             self.env.pop(external, None)

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from runloom.devkit.cluster import NatsCluster, NatsNode
-from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, free_port, port_open
+from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
 from runloom.devkit.supervisor import SERVICES, ServiceProcess
 from runloom.runtime.config import Settings
 
@@ -36,6 +36,8 @@ DEV_TENANT = "dev"
 READY_TIMEOUT_S = 90.0
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
+MANAGEMENT_BASE_PORT = 19090
+"""First management port of a local `up` (not 9090, which a local Prometheus may hold)."""
 STABLE_AFTER_S = 30.0
 """A process that stayed up this long has its backoff reset."""
 
@@ -279,6 +281,12 @@ class Up:
     def gateway_url(self) -> str:
         return f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
 
+    def management_ports(self) -> dict[str, int]:
+        """Each process its own management port: RUNLOOM_MANAGEMENT_PORT (default 19090) and up."""
+        base = int(os.environ.get("RUNLOOM_MANAGEMENT_PORT") or MANAGEMENT_BASE_PORT)
+        names = [f"{svc}-{r}" for r in range(1, self.replicas + 1) for svc in SERVICES]
+        return {name: base + i for i, name in enumerate(names)}
+
     def _signal(self, signum: int, _frame: Any) -> None:
         first = not self.stop.is_set()
         self.stop.set()
@@ -328,6 +336,8 @@ class Up:
             _check_port(s.postgres_port, "PostgreSQL", "RUNLOOM_POSTGRES_PORT")
         for replica in range(self.replicas):
             _check_port(s.gateway_port + replica, "gateway", "RUNLOOM_GATEWAY_PORT")
+        for port in self.management_ports().values():
+            _check_port(port, "management", "RUNLOOM_MANAGEMENT_PORT")
 
         if embedded_nats and self.want_cluster:
             self.start_cluster()
@@ -375,13 +385,14 @@ class Up:
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
         }
+        management = self.management_ports()
         for replica in range(1, self.replicas + 1):
             for service in SERVICES:
                 own = dict(env)
                 if self.replicas > 1:
                     own["RUNLOOM_GATEWAY_PORT"] = str(s.gateway_port + replica - 1)
-                    own["RUNLOOM_MANAGEMENT_PORT"] = str(free_port())
                 proc = ServiceProcess(service, own, self.logs, replica=str(replica))
+                proc.env["RUNLOOM_MANAGEMENT_PORT"] = str(management[proc.name])
                 unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")
                 unit.launch()
                 self.services.append(proc)
@@ -462,6 +473,9 @@ class Up:
             )
         lines = ["", "Runloom is up.", ""]
         lines += [f"  {k:<9} {v}" for k, v in rows]
+        lines.append("  Management (/metrics /healthz /readyz)")
+        for name, port in self.management_ports().items():
+            lines.append(f"    {name:<15} http://{s.management_host}:{port}/metrics")
         lines.append("  Logs")
         for unit in self.units:
             lines.append(f"    {unit.name:<15} {unit.log_file}")

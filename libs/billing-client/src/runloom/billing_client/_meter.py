@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
+from runloom.billing_client import _metrics as metrics
 from runloom.billing_client._prices import PriceTable, default_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
@@ -52,7 +53,7 @@ from runloom.contracts.events import (
 from runloom.contracts.headers import Header
 from runloom.contracts.kinds import UsageKind
 from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
-from runloom.runtime.telemetry import inject_headers
+from runloom.runtime.telemetry import producer_span
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,7 @@ class Meter:
                 if reply.scope == "run"
                 else (reply.tenant_spent_usd, reply.tenant_budget_usd)
             )
+            metrics.BUDGET_STOPS.labels(reply.scope).inc()
             raise BudgetExceeded(reply.scope, spent, budget or 0.0)
         return Reservation(
             reservation_id, run_id, tenant_id, kind, estimated_usd, provider, model, tool
@@ -244,6 +246,11 @@ class Meter:
         assert reply is not None
         if not reply.ok:
             raise MeteringError(f"billing refused the commit: {reply.error}")
+        if not reply.replayed:
+            metrics.committed(
+                reservation.kind, reservation.provider, reservation.model, reservation.tool,
+                usage.input_tokens, usage.output_tokens, reply.cost_usd,
+            )  # fmt: skip
         try:
             await self.log.append(
                 reservation.run_id,
@@ -319,12 +326,11 @@ class Meter:
             problem: str
             sent_at = time.monotonic()
             try:
-                msg = await self.nc.request(
-                    subject,
-                    payload,
-                    timeout=self.options.request_timeout_s,
-                    headers=inject_headers(),
-                )
+                headers: dict[str, str] = {}
+                with producer_span(subject, headers, message_id=key, conversation_id=run_id):
+                    msg = await self.nc.request(
+                        subject, payload, timeout=self.options.request_timeout_s, headers=headers
+                    )
                 error = (msg.headers or {}).get(Header.ERROR)
                 if error is None:
                     reply = msgspec.json.decode(msg.data, type=reply_type)

@@ -218,6 +218,8 @@ class Platform:
             **env,
         }
         self.procs: dict[str, Any] = {}
+        self.management: dict[str, str] = {}
+        """Process name -> base URL of its management port."""
         self.api_key = ""
 
     @property
@@ -228,9 +230,12 @@ class Platform:
         from runloom.devkit.supervisor import ServiceProcess
 
         replica = replica or str(1 + sum(1 for p in self.procs.values() if p.service == service))
-        proc = ServiceProcess(service, self.env, self.root / "logs", replica=replica)
+        port = free_port()  # each process its own management port (/metrics, /readyz)
+        env = {**self.env, "RUNLOOM_MANAGEMENT_PORT": str(port)}
+        proc = ServiceProcess(service, env, self.root / "logs", replica=replica)
         proc.start()
         self.procs[proc.name] = proc
+        self.management[proc.name] = f"http://127.0.0.1:{port}"
         if service == "gateway":
             self.wait_ready(proc)
         return proc

@@ -1,7 +1,9 @@
 """NATS JetStream: connection, stream provisioning, publish and consume helpers.
 
-Every publish carries the current W3C trace context in its headers. Consumers are declared
-and served by `runloom.runtime.consumer`, which dead-letters what it cannot apply (`dead_letter`).
+Every publish is a PRODUCER span whose W3C trace context rides in the message's headers
+(`runloom.runtime.telemetry`). Consumers are declared and served by `runloom.runtime.consumer`,
+which handles each message in a CONSUMER span and dead-letters what it cannot apply
+(`dead_letter`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
+from runloom.runtime import metrics
 from runloom.runtime.config import Settings
-from runloom.runtime.telemetry import inject_headers
+from runloom.runtime.telemetry import destination_template, producer_span
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +126,21 @@ async def publish(
     msg_id: str | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
+    conversation_id: str | None = None,
 ) -> js_api.PubAck:
-    """Publish to JetStream with trace context (and dedup id) in the headers."""
-    hdrs = inject_headers(headers)
+    """Publish to JetStream in a PRODUCER span, its context (and the dedup id) in the headers.
+
+    `conversation_id`: the run the message belongs to (defaults to the message's `run_id`).
+    """
+    hdrs = dict(headers or {})
     if msg_id:
         hdrs[js_api.Header.MSG_ID] = msg_id
     body = message if isinstance(message, bytes) else _encoder.encode(message)
-    return await js.publish(subject, body, headers=hdrs, timeout=timeout)
+    run_id = conversation_id or getattr(message, "run_id", None)
+    with producer_span(subject, hdrs, message_id=msg_id, conversation_id=run_id):
+        ack = await js.publish(subject, body, headers=hdrs, timeout=timeout)
+    metrics.MESSAGES_PUBLISHED.labels(destination_template(subject)).inc()
+    return ack
 
 
 async def dead_letter(
@@ -145,4 +156,5 @@ async def dead_letter(
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     await publish(js, subjects.dead_letter(stream, consumer), letter)
+    metrics.DEAD_LETTERS.labels(stream, consumer).inc()
     log.error("dead-lettered message on %s: %s", msg.subject, reason)

@@ -40,7 +40,14 @@ class Settings:
     )
     openai_api_key: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_API_KEY", ""))
     openai_model: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_MODEL", "gpt-4o-mini"))
-    otel_exporter: str = field(default_factory=lambda: _env("RUNLOOM_OTEL_EXPORTER", "none"))
+    otel_exporter: str = field(default_factory=lambda: _env("RUNLOOM_OTEL_EXPORTER", ""))
+    """none | console | otlp; empty: otlp when an OTEL_EXPORTER_OTLP_*ENDPOINT is set."""
+    management_host: str = field(
+        default_factory=lambda: _env("RUNLOOM_MANAGEMENT_HOST", "127.0.0.1")
+    )
+    management_port: int = field(
+        default_factory=lambda: int(_env("RUNLOOM_MANAGEMENT_PORT", "9090"))
+    )
     replica_id: str = field(default_factory=lambda: _env("RUNLOOM_REPLICA_ID", ""))
     migrate_on_start: bool = field(
         default_factory=lambda: _flag(

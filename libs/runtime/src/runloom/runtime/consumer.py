@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -34,12 +35,24 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from runloom.contracts import subjects
 from runloom.contracts.events import Event, RunFailed, decode_event
 from runloom.contracts.headers import Header
+from runloom.runtime import metrics
 from runloom.runtime.bus import PoisonMessage, dead_letter
 from runloom.runtime.eventlog import EventLog, RunClosed
-from runloom.runtime.telemetry import context_from_headers, tracer
+from runloom.runtime.telemetry import (
+    consumer_span,
+    context_from_headers,
+    destination_template,
+    work_span,
+)
 
 log = logging.getLogger(__name__)
 
@@ -209,21 +222,28 @@ async def serve(
     *,
     events: EventLog | None = None,
     lock_pool: asyncpg.Pool | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve `consumer` until `stop` is set (then hand unfinished messages back)."""
+    """Serve `consumer` until `stop` is set (then hand unfinished messages back).
+
+    `ready` is called once the durable is bound (the service's /readyz may then answer 200).
+    """
     if consumer.lock is not None and lock_pool is None:
         raise ValueError(f"{consumer.name} declares a lock: pass lock_pool")
     if (consumer.handler is None) == (consumer.batch_handler is None):
         raise ValueError(f"{consumer.name} needs exactly one of handler and batch_handler")
     rt = Runtime(js, stop, events, lock_pool, stats(consumer))
-    loop = _Loop(consumer, rt)
+    loop = _Loop(consumer, rt, ready)
     await loop.run()
 
 
 class _Loop:
-    def __init__(self, consumer: Consumer[Any], rt: Runtime) -> None:
+    def __init__(
+        self, consumer: Consumer[Any], rt: Runtime, ready: Callable[[], None] | None = None
+    ) -> None:
         self.c = consumer
         self.rt = rt
+        self.ready = ready
         self.sem = asyncio.Semaphore(consumer.concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -235,6 +255,8 @@ class _Loop:
                 if sub is None:
                     await ensure(rt.js, c)
                     sub = await rt.js.pull_subscribe_bind(c.durable, c.stream)
+                    if self.ready is not None:
+                        self.ready()
                 # Pull only what a free slot can start now: a fetched message waits without
                 # keep-alive, and its ack deadline would run out in our queue.
                 await self.sem.acquire()
@@ -270,14 +292,24 @@ class _Loop:
     # -- one message at a time --------------------------------------------------------------
 
     async def _one(self, msg: Msg) -> None:
+        started = time.perf_counter()
         try:
-            with tracer("runloom.bus").start_as_current_span(
-                f"consume {self.c.filter_subject}", context=context_from_headers(msg.headers)
+            if self._skip(msg):
+                await msg.ack()
+                self.rt.counters.skipped += 1
+                return
+            delivered = _delivered(msg)
+            if delivered > 1:
+                metrics.MESSAGE_REDELIVERIES.labels(self.c.durable).inc()
+            # A CONSUMER span: the message's creation context is its parent on the first
+            # delivery, a link on a redelivery (not part of the original request any more).
+            with consumer_span(
+                msg.subject,
+                msg.headers,
+                consumer=self.c.durable,
+                delivered=delivered,
+                message_id=(msg.headers or {}).get(js_api.Header.MSG_ID),
             ):
-                if self._skip(msg):
-                    await msg.ack()
-                    self.rt.counters.skipped += 1
-                    return
                 body = self._decode(msg)
                 delivery = Delivery(msg)
                 async with self._alive(msg), self._locked(body, delivery) as owned:
@@ -301,6 +333,7 @@ class _Loop:
             await self._nak(msg)
         finally:
             self.sem.release()
+            metrics.MESSAGE_DURATION.labels(self.c.durable).observe(time.perf_counter() - started)
 
     def _skip(self, msg: Msg) -> bool:
         if self.c.event_types is None:
@@ -372,7 +405,9 @@ class _Loop:
         handler = self.c.batch_handler
         assert handler is not None
         try:
-            await handler([(body, Delivery(msg)) for msg, body in items])
+            # One CONSUMER span for the batch, linked to each message's creation context.
+            with batch_span(self.c, [msg for msg, _ in items]):
+                await handler([(body, Delivery(msg)) for msg, body in items])
         except Exception as exc:
             if len(items) == 1:
                 await self._failed(items[0][0], exc)
@@ -457,6 +492,67 @@ class _Loop:
         finally:
             events.forget(run_id)
         self.rt.counters.runs_failed += 1
+
+
+def _delivered(msg: Msg) -> int:
+    """How many times the server delivered this message (1 the first time)."""
+    try:
+        return int(msg.metadata.num_delivered or 1) if msg.reply else 1
+    except Exception:  # not a JetStream message
+        return 1
+
+
+def batch_span(consumer: Consumer[Any], msgs: Sequence[Msg]) -> Any:
+    """`process {template}` for a batch: no parent, a link to each message's creation context."""
+    links = [
+        trace.get_current_span(context_from_headers(m.headers)).get_span_context() for m in msgs
+    ]
+    return work_span(
+        f"process {destination_template(consumer.filter_subject)}",
+        parent=otel_context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.consumer.group.name": consumer.durable,
+            "messaging.batch.message_count": len(msgs),
+        },
+    )
+
+
+class _StatsCollector(Collector):
+    """The consumers' counters of this process, as Prometheus counters."""
+
+    OUTCOMES = (
+        ("handled", "ok"),
+        ("skipped", "skipped"),
+        ("retried", "retry"),
+        ("dead_lettered", "dead_letter"),
+    )
+
+    def collect(self) -> Any:
+        processed = CounterMetricFamily(
+            "runloom_messages_processed",
+            "Messages taken by a durable consumer, by outcome: ok (applied and acked), skipped "
+            "(another event type, acked unread), retry (handed back), dead_letter (set apart)",
+            labels=["stream", "durable", "outcome"],
+        )
+        failed = CounterMetricFamily(
+            "runloom_poison_runs_failed",
+            "Runs ended with run.failed because one of their messages was poison",
+            labels=["stream", "durable"],
+        )
+        for name, st in list(STATS.items()):
+            stream, durable = name.split("/", 1)
+            for attr, outcome in self.OUTCOMES:
+                processed.add_metric([stream, durable, outcome], getattr(st, attr))
+            failed.add_metric([stream, durable], st.runs_failed)
+        yield processed
+        yield failed
+
+
+REGISTRY.register(_StatsCollector())
 
 
 def run_of(msg: Msg) -> str | None:

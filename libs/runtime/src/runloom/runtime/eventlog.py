@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import nats.errors
@@ -42,7 +43,8 @@ from runloom.contracts.events import (
 )
 from runloom.contracts.headers import Header
 from runloom.contracts.ids import ulid
-from runloom.runtime.telemetry import current_traceparent, inject_headers
+from runloom.runtime import metrics
+from runloom.runtime.telemetry import current_traceparent, inject_headers, producer_span
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,28 @@ class Tail:
     """The run's last `seq` (0: no event yet)."""
     terminal: Event | None = None
     """The terminal event, when the run has ended."""
+
+
+_Append = TypeVar("_Append", bound=Callable[..., Awaitable[Event]])
+
+
+def _observed(append: _Append) -> _Append:
+    """Each append in a PRODUCER span (its context becomes the event's `trace` unless one is
+    given), counted and timed in the event-log metrics."""
+
+    @functools.wraps(append)
+    async def observed(
+        self: Any, run_id: str, tenant_id: str, *args: Any, event_id: str | None = None, **kw: Any
+    ) -> Event:
+        event_id = event_id or ulid()
+        started = time.perf_counter()
+        with producer_span(subjects.run_events(run_id), {}, message_id=event_id):
+            event: Event = await append(self, run_id, tenant_id, *args, event_id=event_id, **kw)
+        metrics.APPEND_DURATION.observe(time.perf_counter() - started)
+        metrics.EVENTS_APPENDED.labels(event.type).inc()
+        return event
+
+    return cast(_Append, observed)
 
 
 def now_rfc3339() -> str:
@@ -231,6 +255,7 @@ class EventLog:
 
     # -- writing ----------------------------------------------------------------------------
 
+    @_observed
     async def append(
         self,
         run_id: str,
@@ -307,12 +332,14 @@ class EventLog:
             except APIError as exc:
                 if exc.err_code in WRONG_LAST_SEQUENCE:
                     # Lost the race, or an earlier attempt of ours did land: re-read and look.
+                    metrics.APPEND_CONFLICTS.inc()
                     uncertain.add(tail.stream_seq)
                     tail = None
                     await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
                     continue
                 raise
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, TimeoutError):
+                metrics.APPEND_RETRIES.labels("timeout").inc()
                 uncertain.add(tail.stream_seq)
                 tail = None
                 await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))

@@ -1,4 +1,4 @@
-"""Structured logging: one JSON object per line, with run and trace ids when known."""
+"""Structured logging: one JSON object per line, with run, trace and span ids when known."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from runloom.runtime.telemetry import current_ids
 
 run_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_id", default=None)
 
@@ -29,11 +31,9 @@ class JsonFormatter(logging.Formatter):
         run_id = getattr(record, "run_id", None) or run_id_var.get()
         if run_id:
             out["run_id"] = run_id
-        from runloom.runtime.telemetry import current_trace_id
-
-        trace_id = current_trace_id()
-        if trace_id:
-            out["trace_id"] = trace_id
+        ids = current_ids()
+        if ids is not None:
+            out["trace_id"], out["span_id"] = ids
         for key in ("event_type", "seq", "subject", "consumer", "attempt"):
             value = getattr(record, key, None)
             if value is not None:

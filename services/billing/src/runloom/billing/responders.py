@@ -27,12 +27,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from runloom.billing import metrics
 from runloom.billing.accounts import Accounts, Reply, Request
 from runloom.contracts import subjects
-from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveRequest
+from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveReply, ReserveRequest
 from runloom.contracts.headers import Header
 from runloom.runtime import bus
-from runloom.runtime.telemetry import context_from_headers, inject_headers, tracer
+from runloom.runtime.telemetry import consumer_span, inject_headers
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class Responders:
 
     async def _serve(self, route: _Route, msg: Msg) -> None:
         try:
-            ctx = context_from_headers(msg.headers)
-            with tracer("runloom.billing").start_as_current_span(route.subject, context=ctx):
+            operation = route.subject.rsplit(".", 1)[-1]
+            with consumer_span(route.subject, msg.headers, consumer=QUEUE):
                 try:
                     request = route.decoder.decode(msg.data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -195,9 +196,15 @@ class Responders:
                     reply = await route.handle(request)
                 except Exception:
                     log.exception("%s failed; the caller will retry", route.subject)
+                    metrics.REQUESTS.labels(operation, "error").inc()
                     await self._reply(msg, b"", error=UNAVAILABLE)
                     return
                 await self._reply(msg, _encoder.encode(reply))
+                metrics.REQUESTS.labels(operation, "ok").inc()
+                if isinstance(reply, ReserveReply):
+                    metrics.RESERVATIONS.labels("granted" if reply.granted else "refused").inc()
+                    if not reply.granted and reply.scope:
+                        metrics.REFUSALS.labels(reply.scope).inc()
         finally:
             assert self._sem is not None
             self._sem.release()

@@ -22,6 +22,7 @@ from runloom.billing_client import load_prices
 from runloom.runtime import consumer, db
 from runloom.runtime.config import Settings, env_float
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.service import ServiceContext, serve
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,17 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
         ctx.nc, ctx.js, accounts, concurrency=options.concurrency, lanes=options.lanes
     )
     await responders.start()
-    ledger = LedgerConsumer(ctx.pool, prices.version)
+    ledger = LedgerConsumer(ctx.pool, prices.version).consumer()
+    if ctx.management is not None:
+        ctx.management.add_scrape_hook(consumer_gauges(ctx.js, ledger.stream, ledger.durable))
     tasks = [
         asyncio.create_task(
             consumer.serve(
-                ledger.consumer(), ctx.js, ctx.stop, events=EventLog(ctx.js, ctx.producer)
+                ledger,
+                ctx.js,
+                ctx.stop,
+                events=EventLog(ctx.js, ctx.producer),
+                ready=ctx.ready,
             ),
             name="ledger",
         ),

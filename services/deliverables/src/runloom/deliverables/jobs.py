@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
 from runloom.contracts.commands import DeliverableJob
 from runloom.contracts.content import ContentModel
 from runloom.contracts.events import (
@@ -33,6 +34,7 @@ from runloom.contracts.events import (
     DeliverableReady,
     payload_of,
 )
+from runloom.deliverables import metrics
 from runloom.deliverables.options import Options
 from runloom.deliverables.render import Document, Format, file_name, formats_of
 from runloom.deliverables.store import ArtifactStore
@@ -151,6 +153,11 @@ class JobRunner:
             job.job_id,
             attempt,
         )
+        metrics.JOB_ATTEMPTS.labels(job.kind).inc()
+        span = trace.get_current_span()
+        span.set_attribute("messaging.message.conversation_id", job.run_id)
+        span.set_attribute("runloom.job.kind", job.kind)
+        span.set_attribute("runloom.job.attempt", attempt)
         log.info(
             "rendering %s (attempt %d, delivery %d)",
             job.kind,
@@ -179,6 +186,7 @@ class JobRunner:
             DeliverableReady(kind=job.kind, job_id=job.job_id, artifacts=refs, attempt=attempt),
             f"{job.job_id}:ready",
         )
+        metrics.JOBS_READY.labels(job.kind).inc()
         await conn.execute(
             "UPDATE deliverable_jobs SET status='ready', error=NULL, completed_at=now(),"
             " updated_at=now() WHERE job_id=$1",
@@ -344,6 +352,7 @@ class JobRunner:
         delay = self.options.retry_delay(attempt) if will_retry else 0.0
         retry_at = _rfc3339(time.time() + delay) if will_retry else None
         error = reason if will_retry else f"gave up after attempt {attempt}: {reason}"
+        metrics.JOB_FAILURES.labels(job.kind, "false" if will_retry else "true").inc()
         await self._append(
             job,
             DeliverableFailed(

@@ -19,6 +19,7 @@ from runloom.runtime import consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Lock
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.service import ServiceContext, serve
 
 log = logging.getLogger("runloom.deliverables")
@@ -53,13 +54,18 @@ async def main(ctx: ServiceContext) -> None:
         store=await ArtifactStore.open(ctx.js),
         options=options,
     )
+    if ctx.management is not None:
+        ctx.management.add_scrape_hook(consumer_gauges(ctx.js, subjects.JOBS_STREAM, DURABLE))
     log.info(
         "consuming %s (max %d attempts, concurrency %d)",
         FILTER,
         options.max_attempts,
         options.concurrency,
     )
-    await consumer.serve(jobs(runner, options), ctx.js, ctx.stop, events=events, lock_pool=ctx.pool)
+    declared = jobs(runner, options)
+    await consumer.serve(
+        declared, ctx.js, ctx.stop, events=events, lock_pool=ctx.pool, ready=ctx.ready
+    )
 
 
 async def run(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from nats.js import api as js_api
 from runloom.contracts import subjects
 from runloom.contracts.events import decode_event
 from runloom.gateway._history import Epoch, Frame, History
+from runloom.gateway.metrics import observe_event_latency
 from runloom.runtime.eventlog import EventLog
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ class RunFeed:
                     return
             epoch = await self.hub.epoch.current()
             self._dispatch(self.hub.history.frame(epoch, ev, raw, stream_seq))
+            observe_event_latency(ev.time)
 
     async def _repair_locked(self) -> None:
         """Hand out what the log holds after the high-water mark (the subscription missed it)."""

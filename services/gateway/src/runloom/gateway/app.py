@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 from fastapi import FastAPI
-from runloom.gateway import _streaming, agui, problems
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from runloom.contracts import subjects
+from runloom.gateway import _streaming, agui, metrics, problems
 from runloom.gateway.routes import (
     clarifications,
     console,
@@ -25,9 +27,11 @@ from runloom.gateway.routes import (
     usage,
 )
 from runloom.gateway.state import GatewayState
-from runloom.runtime import bus, db, release
+from runloom.runtime import archive, bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.management import ManagementServer, nats_check, postgres_check
+from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.telemetry import replica_suffix
 
 log = logging.getLogger("runloom.gateway")
@@ -50,6 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        management = ManagementServer(settings.management_host, settings.management_port)
+        await management.start()
+        try:
+            async with _serving(app, management):
+                yield
+        finally:
+            await management.close()
+
+    @contextlib.asynccontextmanager
+    async def _serving(app: FastAPI, management: ManagementServer) -> AsyncIterator[None]:
         nc = await bus.connect(settings.effective_nats_url, f"gateway-{replica_suffix()}")
         js = nc.jetstream()
         if settings.migrate_on_start:
@@ -64,14 +78,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log=EventLog(js, f"gateway/{replica_suffix()}"),
         )
         app.state.runloom = state
+        management.add_check("nats", nats_check(nc))
+        management.add_check("postgres", postgres_check(pool))
         state.streaming = await _streaming.start(state)
         for feature in FEATURES:
             hook = getattr(feature, "startup", None)
             if hook is not None:
                 await hook(state)
+        metrics.STREAMING.hub = state.streaming.hub
+        management.add_scrape_hook(metrics.archive_lag(js))
+        management.add_scrape_hook(consumer_gauges(js, subjects.RUN_EVENTS_STREAM, archive.DURABLE))
+        management.started = True
         try:
             yield
         finally:
+            management.started = False
             for feature in reversed(FEATURES):
                 hook = getattr(feature, "shutdown", None)
                 if hook is not None:
@@ -94,4 +115,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for feature in FEATURES:
         app.include_router(feature.router)
+    # One server span per request, the root of a run's trace; none per body chunk (an SSE
+    # stream sends thousands). Not exported, a span only makes the trace id events carry.
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+    )
+    app.add_middleware(metrics.HttpMetrics)
     return app

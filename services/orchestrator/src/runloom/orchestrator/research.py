@@ -25,6 +25,7 @@ from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
 from runloom.orchestrator import planner
 from runloom.orchestrator.phase import RunContext
+from runloom.runtime.telemetry import work_span
 
 
 async def research(
@@ -35,8 +36,21 @@ async def research(
     results: dict[int, list[corpus.Hit]] = {}
     async with asyncio.TaskGroup() as tg:
         for s in subs:
-            tg.create_task(_agent(run, s, plan_ev, results, claimed))
+            tg.create_task(_traced_agent(run, s, plan_ev, results, claimed))
     return results
+
+
+async def _traced_agent(
+    run: RunContext,
+    s: planner.SubQuestion,
+    plan_ev: Event,
+    results: dict[int, list[corpus.Hit]],
+    claimed: set[str],
+) -> None:
+    """One sub-agent, as one span of the run's trace."""
+    attributes = {"runloom.run_id": run.run_id, "runloom.step_id": s.research_step}
+    with work_span("research sub-agent", attributes=attributes):
+        await _agent(run, s, plan_ev, results, claimed)
 
 
 async def _agent(

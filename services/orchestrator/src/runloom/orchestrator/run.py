@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 from runloom.billing_client import BudgetExceeded
 from runloom.contracts import subjects
 from runloom.contracts.content import Section
@@ -42,6 +43,7 @@ from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, writing
 from runloom.orchestrator.phase import Services
 from runloom.runtime.runstate import RunState, fold
+from runloom.runtime.telemetry import context_from_traceparent, span_context_of, work_span
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ class RunDriver:
                     "failed",
                 )
                 return "failed"
-            work = asyncio.create_task(self._work())
+            work = asyncio.create_task(self._traced_work())
             stop = asyncio.create_task(self.cancelled.wait())
             try:
                 done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -180,6 +182,34 @@ class RunDriver:
         await self.emit(
             RunCancelled(reason="cancelled on request"), "cancelled", cause=self.cancel_event_id
         )
+
+    async def _traced_work(self) -> str:
+        """`_work` in one span of the run's trace (the trace its `run.created` carries).
+
+        The first delivery of a start command is already in that trace (the span is its
+        child); a redelivery, a takeover or a resume is not: then the span joins the run's
+        trace under its creation and links to what woke it and to the attempt before it.
+        """
+        here = trace.get_current_span().get_span_context()
+        created = next((e for e in self.existing.values() if e.type == "run.created"), None)
+        root = span_context_of(created.trace if created else None)
+        before = max(
+            (e for e in self.existing.values() if e.type == "run.started"),
+            key=lambda e: e.seq,
+            default=None,
+        )
+        parent = None
+        links: list[trace.SpanContext | None] = [span_context_of(before.trace if before else None)]
+        if root is not None and here.trace_id != root.trace_id:
+            parent = context_from_traceparent(created.trace if created else None)
+            links.append(here)
+        attributes = {
+            "runloom.run_id": self.run_id,
+            "runloom.attempt": self.state.started_count + 1,
+            "runloom.worker": self.svc.worker,
+        }
+        with work_span("run research_report", parent=parent, links=links, attributes=attributes):
+            return await self._work()
 
     async def _work(self) -> str:
         st = self.state

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 from runloom.billing_client import Meter
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun, StartRun
@@ -28,6 +29,7 @@ from runloom.contracts.events import (
     RunFailed,
     decode_event,
 )
+from runloom.orchestrator import metrics
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -36,6 +38,7 @@ from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.runstate import fold
 from runloom.runtime.service import ServiceContext, serve
 from runloom.runtime.telemetry import context_from_traceparent, tracer
@@ -78,6 +81,7 @@ class Orchestrator:
 
     async def drive(self, cmd: StartRun | ResumeRun, delivery: Delivery) -> None:
         """Drive the run from its events (it holds the run's lock) until it ends or pauses."""
+        trace.get_current_span().set_attribute("messaging.message.conversation_id", cmd.run_id)
         driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
         try:
             outcome = await driver.drive()
@@ -86,6 +90,7 @@ class Orchestrator:
         if outcome == "missing":
             raise bus.PoisonMessage(f"run {cmd.run_id} has no run.created event; nothing to start")
         log.info("run %s: %s", cmd.run_id, outcome)
+        metrics.RUNS_DRIVEN.labels(outcome.split(" ")[0]).inc()
         if outcome != "paused":  # ended: its checkpoints served their purpose
             await self.ctx.pool.execute("DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id)
 
@@ -199,6 +204,10 @@ class Orchestrator:
             max_size=self.options.concurrency + 2,
         )
         sweeper = asyncio.create_task(self.sweep_clarifications())
+        if self.ctx.management is not None:
+            self.ctx.management.add_scrape_hook(
+                consumer_gauges(self.ctx.js, subjects.COMMANDS_STREAM, DURABLE)
+            )
         try:
             await consumer.serve(
                 commands(self, self.options),
@@ -206,6 +215,7 @@ class Orchestrator:
                 self.ctx.stop,
                 events=self.log,
                 lock_pool=self.lock_pool,
+                ready=self.ctx.ready,
             )
         finally:
             sweeper.cancel()

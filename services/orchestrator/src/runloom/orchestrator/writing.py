@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+from opentelemetry.trace import SpanKind
 from runloom.contracts.content import ContentModel, Section, Source
 from runloom.contracts.events import (
     Event,
@@ -24,9 +25,10 @@ from runloom.contracts.events import (
 )
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
-from runloom.orchestrator import citations, planner
+from runloom.orchestrator import citations, metrics, planner
 from runloom.orchestrator.phase import RunContext
 from runloom.orchestrator.providers import Passage, ProviderError, WriteRequest, WriteResult
+from runloom.runtime.telemetry import work_span
 
 
 def numbered(run: RunContext) -> tuple[dict[str, int], dict[str, Source]]:
@@ -184,6 +186,7 @@ async def _compose(
     async def rate_limited(wait_s: float, attempt: int) -> None:
         nonlocal limits
         limits += 1
+        metrics.RATE_LIMITS.labels(provider.name).inc()
         at = datetime.now(UTC) + timedelta(seconds=wait_s)
         await run.emit(
             RateLimited(
@@ -199,22 +202,34 @@ async def _compose(
 
     tick = time.monotonic()
     progress = 0
-    try:
-        async for _ in provider.stream(request, result, rate_limited):
-            if time.monotonic() - tick >= 1.0:
-                tick = time.monotonic()
-                progress += 1
-                await run.emit(
-                    StepProgress(
-                        step_id=step_id,
-                        message=f"writing: {textlib.count_tokens(result.text)} tokens",
-                    ),
-                    f"{step_id}:progress:{progress}",
-                    cause=started,
-                )
-    except BaseException:
-        await meter.release(res)
-        raise
+    # A provider call is a CLIENT span named by the GenAI conventions (`chat {model}`).
+    with work_span(
+        f"chat {provider.model}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider.name,
+            "gen_ai.request.model": provider.model,
+        },
+    ) as span:
+        try:
+            async for _ in provider.stream(request, result, rate_limited):
+                if time.monotonic() - tick >= 1.0:
+                    tick = time.monotonic()
+                    progress += 1
+                    await run.emit(
+                        StepProgress(
+                            step_id=step_id,
+                            message=f"writing: {textlib.count_tokens(result.text)} tokens",
+                        ),
+                        f"{step_id}:progress:{progress}",
+                        cause=started,
+                    )
+        except BaseException:
+            await meter.release(res)
+            raise
+        span.set_attribute("gen_ai.usage.input_tokens", result.usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", result.usage.output_tokens)
     await meter.commit(
         res, result.usage, usage_id=usage_id, step_id=step_id, causation_id=started.id
     )

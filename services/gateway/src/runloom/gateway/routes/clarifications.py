@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun
@@ -21,6 +22,7 @@ from runloom.gateway.state import GatewayState, get_state
 from runloom.runtime import bus
 from runloom.runtime.eventlog import RunClosed
 from runloom.runtime.runstate import fold
+from runloom.runtime.telemetry import context_from_traceparent, work_span
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -75,30 +77,40 @@ async def answer_clarification(
             run.status,
         )
     asked = [e for e in events if e.type == "clarification.requested"]
-    try:
-        answered = await state.log.append(
-            run_id,
-            who.tenant_id,
-            ClarificationAnswered(answer=body.answer),
-            event_id=f"{run_id}:answer:{len(asked)}",
-            causation_id=asked[-1].id,
+    # The answer and the resumed run belong to the run's trace (one per run), linked to this
+    # request's own.
+    with work_span(
+        "answer clarification",
+        parent=context_from_traceparent(events[0].trace),
+        links=[trace.get_current_span().get_span_context()],
+        attributes={"runloom.run_id": run_id},
+    ):
+        try:
+            answered = await state.log.append(
+                run_id,
+                who.tenant_id,
+                ClarificationAnswered(answer=body.answer),
+                event_id=f"{run_id}:answer:{len(asked)}",
+                causation_id=asked[-1].id,
+            )
+        except RunClosed as exc:
+            raise _conflict(
+                run_id, f"The run ended ({exc.terminal.type}) before the answer arrived.", "ended"
+            ) from exc
+        if answered.data.get("answer") != body.answer:
+            raise _conflict(
+                run_id, "The question was already answered by another request.", "running"
+            )
+        await bus.publish(
+            state.js,
+            subjects.RESUME_RUN,
+            ResumeRun(
+                command_id=new_id("cmd"),
+                run_id=run_id,
+                tenant_id=who.tenant_id,
+                reason="clarification_answered",
+                causation_id=answered.id,
+            ),
+            msg_id=f"resume-{answered.id}",
         )
-    except RunClosed as exc:
-        raise _conflict(
-            run_id, f"The run ended ({exc.terminal.type}) before the answer arrived.", "ended"
-        ) from exc
-    if answered.data.get("answer") != body.answer:
-        raise _conflict(run_id, "The question was already answered by another request.", "running")
-    await bus.publish(
-        state.js,
-        subjects.RESUME_RUN,
-        ResumeRun(
-            command_id=new_id("cmd"),
-            run_id=run_id,
-            tenant_id=who.tenant_id,
-            reason="clarification_answered",
-            causation_id=answered.id,
-        ),
-        msg_id=f"resume-{answered.id}",
-    )
     return {"run_id": run_id, "status": "running", "event_id": answered.id, "seq": answered.seq}

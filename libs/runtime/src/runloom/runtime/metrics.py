@@ -1,0 +1,92 @@
+"""Prometheus metrics every service shares: the event log, publishing, consumers, dead letters.
+
+Names follow Prometheus conventions (`runloom_` prefix, base units, `_total` on counters, which
+prometheus-client adds, `_seconds` histograms). Labels are low-cardinality: event types,
+durables, streams, never a run or tenant id. The consumers' per-outcome counts
+(`runloom_messages_processed_total`) are collected from `runloom.runtime.consumer.STATS`.
+Service-specific metrics live beside their service (`runloom.<service>.metrics`) in the same
+process registry. The README lists them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Seconds; for operations that take milliseconds normally and seconds when something is wrong."""
+WORK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+"""Seconds; for handlers that run a whole run or render a deliverable."""
+
+# -- the event log ------------------------------------------------------------------------------
+EVENTS_APPENDED = Counter(
+    "runloom_events_appended", "Events appended to run logs by this process", ["type"]
+)
+APPEND_DURATION = Histogram(
+    "runloom_event_append_duration_seconds",
+    "Time from append() to the stored acknowledgement, retries included",
+    buckets=LATENCY_BUCKETS,
+)
+APPEND_CONFLICTS = Counter(
+    "runloom_event_append_conflicts",
+    "Appends that lost the race for a run's next seq (expected last sequence mismatch)",
+)
+APPEND_RETRIES = Counter(
+    "runloom_event_append_retries",
+    "Append attempts made again after an unknown outcome, by reason (timeout)",
+    ["reason"],
+)
+
+# -- publishing and consuming -------------------------------------------------------------------
+MESSAGES_PUBLISHED = Counter(
+    "runloom_messages_published",
+    "Messages published to JetStream (commands, jobs, dead letters), by destination template",
+    ["destination"],
+)
+MESSAGE_REDELIVERIES = Counter(
+    "runloom_message_redeliveries",
+    "Messages this process received again (delivered more than once)",
+    ["durable"],
+)
+MESSAGE_DURATION = Histogram(
+    "runloom_message_process_duration_seconds",
+    "Time a handler took on one message",
+    ["durable"],
+    buckets=WORK_BUCKETS,
+)
+DEAD_LETTERS = Counter(
+    "runloom_dead_letters",
+    "Messages set apart on the dead-letter stream, with their reason",
+    ["stream", "consumer"],
+)
+CONSUMER_PENDING = Gauge(
+    "runloom_consumer_pending_messages",
+    "Messages stored for a durable consumer and not yet delivered (the server's count)",
+    ["stream", "durable"],
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "runloom_consumer_ack_pending_messages",
+    "Messages delivered to a durable consumer and not yet acknowledged",
+    ["stream", "durable"],
+)
+CONSUMER_REDELIVERED = Gauge(
+    "runloom_consumer_redelivered_messages",
+    "Messages of a durable consumer delivered more than once and still unacknowledged",
+    ["stream", "durable"],
+)
+
+
+def consumer_gauges(js: Any, stream: str, durable: str) -> Any:
+    """A scrape hook refreshing the consumer gauges of one durable from the server."""
+
+    async def refresh() -> None:
+        info = await js.consumer_info(stream, durable)
+        CONSUMER_PENDING.labels(stream, durable).set(int(info.num_pending or 0))
+        CONSUMER_ACK_PENDING.labels(stream, durable).set(int(info.num_ack_pending or 0))
+        CONSUMER_REDELIVERED.labels(stream, durable).set(int(info.num_redelivered or 0))
+
+    return refresh
