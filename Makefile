@@ -57,8 +57,9 @@ contracts-check: setup ## fail on drift of the generated contracts or on a break
 	$(UV) run --frozen python -m runloom.contracts.codegen --check
 	$(UV) run --frozen python -m runloom.contracts.compat --against $(CONTRACTS_BASE)
 
-bench: setup ## run the benchmarks (bench/)
+bench: setup ## run the benchmarks (bench/): streaming figures, then what tracing costs (export on vs off)
 	@if [ -d bench ]; then $(UV) run --frozen python -m bench; else echo "no bench/ folder yet: nothing to run"; fi
+	@if [ -f bench/tracing.py ]; then $(UV) run --frozen python -m bench.tracing; fi
 
 chaos: setup netns-deps ## the fault matrix on a 3-node cluster in network namespaces (<= 10 min); prints the table
 	@mkdir -p test-artifacts; rm -f test-artifacts/chaos.jsonl; rc=0; \

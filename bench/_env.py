@@ -29,7 +29,9 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def platform(sync_interval: str = "always") -> AsyncIterator[Env]:
+async def platform(
+    sync_interval: str = "always", extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Env]:
     root = Path(tempfile.mkdtemp(prefix="runloom-bench-"))
     nats = NatsServer(root / "nats", free_port(), sync_interval=sync_interval)
     pg = PostgresServer(root / "pg", free_port())
@@ -52,6 +54,8 @@ async def platform(sync_interval: str = "always") -> AsyncIterator[Env]:
             "RUNLOOM_HOME": str(root / "home"),
             "RUNLOOM_LOG_LEVEL": "WARNING",
             "RUNLOOM_SSE_QUEUE": "20000",
+            "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
+            **(extra_env or {}),
         }
         gateway = ServiceProcess("gateway", env, root / "logs")
         gateway.start()

@@ -298,7 +298,8 @@ class _Loop:
                 await msg.ack()
                 self.rt.counters.skipped += 1
                 return
-            delivered = _delivered(msg)
+            delivery = Delivery(msg)
+            delivered = delivery.delivered
             if delivered > 1:
                 metrics.MESSAGE_REDELIVERIES.labels(self.c.durable).inc()
             # A CONSUMER span: the message's creation context is its parent on the first
@@ -311,7 +312,6 @@ class _Loop:
                 message_id=(msg.headers or {}).get(js_api.Header.MSG_ID),
             ):
                 body = self._decode(msg)
-                delivery = Delivery(msg)
                 async with self._alive(msg), self._locked(body, delivery) as owned:
                     if owned:
                         await self.c.handler(body, delivery)  # type: ignore[misc]
@@ -492,14 +492,6 @@ class _Loop:
         finally:
             events.forget(run_id)
         self.rt.counters.runs_failed += 1
-
-
-def _delivered(msg: Msg) -> int:
-    """How many times the server delivered this message (1 the first time)."""
-    try:
-        return int(msg.metadata.num_delivered or 1) if msg.reply else 1
-    except Exception:  # not a JetStream message
-        return 1
 
 
 def batch_span(consumer: Consumer[Any], msgs: Sequence[Msg]) -> Any:

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from runloom.contracts import subjects
-from runloom.gateway import _streaming, agui, metrics, problems
+from runloom.gateway import _streaming, _telemetry, agui, metrics, problems
 from runloom.gateway.routes import (
     clarifications,
     console,
@@ -115,10 +114,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     for feature in FEATURES:
         app.include_router(feature.router)
-    # One server span per request, the root of a run's trace; none per body chunk (an SSE
-    # stream sends thousands). Not exported, a span only makes the trace id events carry.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
-    )
+    _telemetry.instrument(app)
     app.add_middleware(metrics.HttpMetrics)
     return app

@@ -10,19 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun
 from runloom.contracts.events import ClarificationAnswered
 from runloom.contracts.ids import new_id
+from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
 from runloom.gateway.state import GatewayState, get_state
 from runloom.runtime import bus
 from runloom.runtime.eventlog import RunClosed
 from runloom.runtime.runstate import fold
-from runloom.runtime.telemetry import context_from_traceparent, work_span
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -77,14 +76,8 @@ async def answer_clarification(
             run.status,
         )
     asked = [e for e in events if e.type == "clarification.requested"]
-    # The answer and the resumed run belong to the run's trace (one per run), linked to this
-    # request's own.
-    with work_span(
-        "answer clarification",
-        parent=context_from_traceparent(events[0].trace),
-        links=[trace.get_current_span().get_span_context()],
-        attributes={"runloom.run_id": run_id},
-    ):
+    # The answer and the resumed run belong to the run's trace (one per run).
+    async with in_run_trace(state.log, run_id, "answer clarification", events[0]):
         try:
             answered = await state.log.append(
                 run_id,

@@ -23,6 +23,7 @@ from runloom.contracts.commands import StartRun
 from runloom.contracts.events import CancelRequested, RunCreated
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
+from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
 from runloom.gateway.state import GatewayState, get_state, streaming
@@ -301,11 +302,12 @@ async def cancel_run(
     _api_only(who)
     await load_run(state, who, run_id)
     try:
-        ev = await state.log.append(
-            run_id,
-            who.tenant_id,
-            CancelRequested(reason=body.reason if body else None, requested_by="api"),
-        )
+        async with in_run_trace(state.log, run_id, "cancel run"):
+            ev = await state.log.append(
+                run_id,
+                who.tenant_id,
+                CancelRequested(reason=body.reason if body else None, requested_by="api"),
+            )
     except RunClosed as closed:
         raise _ended_problem(run_id, closed.terminal.type, closed.terminal.seq) from None
     return JSONResponse(
