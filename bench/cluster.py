@@ -59,7 +59,12 @@ async def _leader_stall(cluster: NatsCluster) -> float:
                 leader.kill()
                 killed_at = time.perf_counter()
             t0 = time.perf_counter()
-            await log.append(run_id, "t", StepStarted(step_id=f"s{i + 1}"))
+            for _attempt in range(60):  # an append that gives up is tried again: the stall
+                try:
+                    await log.append(run_id, "t", StepStarted(step_id=f"s{i + 1}"))
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
             if killed_at:
                 worst = max(worst, time.perf_counter() - t0)
             if killed_at and time.perf_counter() - killed_at > 6:

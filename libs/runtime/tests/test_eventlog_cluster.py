@@ -59,3 +59,23 @@ async def test_concurrent_writers_on_r3_keep_seq_dense_and_unique(cluster_js: An
     events = await logs[0].events(run_id)
     assert [e.seq for e in events] == list(range(1, 34))
     assert len({e.id for e in events}) == 33
+
+
+async def test_appends_go_on_while_the_stream_leader_dies(
+    cluster: NatsCluster, cluster_js: Any
+) -> None:
+    log = EventLog(cluster_js, "w", publish_timeout=1.0)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    info = await cluster_js.stream_info("RUN_EVENTS")
+    leader = cluster.node(info.cluster.leader)
+    leader.kill()
+    try:
+        for i in range(20):
+            await asyncio.wait_for(log.append(run_id, "t1", StepStarted(step_id=f"s{i}")), 60)
+    finally:
+        await asyncio.to_thread(leader.start)
+        await asyncio.to_thread(cluster.wait_healthy, 60.0)
+    events = await log.events(run_id)
+    assert [e.seq for e in events] == list(range(1, 22))
+    assert len({e.id for e in events}) == 21

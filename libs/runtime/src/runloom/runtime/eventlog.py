@@ -30,7 +30,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.api import Header as NatsHeader
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import (
     EVENT_TYPES,
@@ -51,6 +51,14 @@ log = logging.getLogger(__name__)
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 """JetStream's error codes for a failed expected-last-(subject-)sequence check: 10071 from a
 single server, 10164 (same description, no sequence) from the leader of a replicated stream."""
+TRANSIENT_ERRORS = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoRespondersError,
+    NoStreamResponseError,
+    TimeoutError,
+)
+"""What a server away or a stream between leaders (an election in a cluster) raises: retried."""
 DIRECT_READ_LIMIT = 32
 """Reads longer than this go on with a filtered consumer instead of one direct get each."""
 TAIL_CACHE = 10_000
@@ -297,13 +305,18 @@ class EventLog:
         uncertain: set[int] = set()
         """Expected positions of attempts that may have landed."""
         for attempt in range(self.max_retries):
-            if uncertain:
-                found = await self._landed(run_id, event_id, uncertain)
-                if found is not None:
-                    self._remember(run_id, None)
-                    return found
-            if tail is None:
-                tail = await self.tail(run_id)
+            try:
+                if uncertain:
+                    found = await self._landed(run_id, event_id, uncertain)
+                    if found is not None:
+                        self._remember(run_id, None)
+                        return found
+                if tail is None:
+                    tail = await self.tail(run_id)
+            except TRANSIENT_ERRORS:
+                # The stream is between leaders or the server is away: read again shortly.
+                await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
             if tail.terminal is not None:
                 raise RunClosed(run_id, tail.terminal)
             event = Event(
@@ -338,7 +351,7 @@ class EventLog:
                     await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
                     continue
                 raise
-            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, TimeoutError):
+            except TRANSIENT_ERRORS:
                 metrics.APPEND_RETRIES.labels("timeout").inc()
                 uncertain.add(tail.stream_seq)
                 tail = None
