@@ -3,6 +3,11 @@
 The lifespan connects NATS and PostgreSQL, starts the streaming core (`_streaming`), then each
 feature's hooks. Each feature lives in its own module under `routes/` exposing `router` and,
 optionally, `async def startup(state)` / `async def shutdown(state)` hooks.
+
+Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `runtime.archive.consumer`,
+served by `_streaming`) into the archive and the runs read model; each followed run's subject
+(ordered, one per run per process) for SSE. Publishes: `run.created`, `cancel.requested`,
+`clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
 """
 
 from __future__ import annotations
