@@ -26,7 +26,6 @@ import msgspec
 from opentelemetry import trace
 from runloom.billing_client import BudgetExceeded
 from runloom.contracts import subjects
-from runloom.contracts.content import Section
 from runloom.contracts.events import (
     ClarificationRequested,
     Event,
@@ -265,15 +264,14 @@ class RunDriver:
         except* BudgetExceeded as eg:
             budget = _Budget(eg.exceptions[0])  # type: ignore[arg-type]
         await self.catch_up()  # sources in log order: their reference numbers
-        sections: list[Section] = []
-        missing: list[str] = []
         if budget is None:
             try:
-                await writing.write(self, subs, hits, sections, missing)
-            except BudgetExceeded as exc:
-                budget = _Budget(exc)
+                written = await writing.write(self, subs, hits)
+            except writing.BudgetStop as stop:
+                budget, written = _Budget(stop.budget), stop.written
         else:
-            await writing.write_done_only(self, subs, sections)
+            written = await writing.write_done_only(self, subs)
+        sections, missing = written.sections, written.missing
         for s in subs:
             step = self.state.step(s.research_step)
             if step is not None and step.status == "failed" and step.error:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 from opentelemetry.trace import SpanKind
+from runloom.billing_client import BudgetExceeded
 from runloom.contracts.content import ContentModel, Section, Source
 from runloom.contracts.events import (
     Event,
@@ -47,25 +49,58 @@ def numbered(run: RunContext) -> tuple[dict[str, int], dict[str, Source]]:
     return numbers, sources
 
 
-async def write_done_only(
-    run: RunContext, subs: list[planner.SubQuestion], out: list[Section]
-) -> None:
+@dataclass
+class Written:
+    """What the writing phase produced."""
+
+    sections: list[Section] = field(default_factory=list)
+    """The sections written and verified, in the plan's order."""
+    missing: list[str] = field(default_factory=list)
+    """What could not be written, and why, in words a reader understands."""
+
+
+class BudgetStop(Exception):
+    """A budget stopped the writing; `written` is what was written before it."""
+
+    def __init__(self, budget: BudgetExceeded, written: Written) -> None:
+        super().__init__(str(budget))
+        self.budget = budget
+        self.written = written
+
+
+async def write_done_only(run: RunContext, subs: list[planner.SubQuestion]) -> Written:
     """After a budget stop: keep the sections already written, write no more."""
+    written = Written()
     for s in subs:
         saved = await run.checkpoint(f"section:{s.write_step}")
         step = run.state.step(s.write_step)
         if saved is not None and step is not None and step.status == "done":
-            out.append(msgspec.convert(saved, Section))
+            written.sections.append(msgspec.convert(saved, Section))
+    return written
 
 
 async def write(
     run: RunContext,
     subs: list[planner.SubQuestion],
     hits: dict[int, list[corpus.Hit]],
+) -> Written:
+    """Write, verify, checkpoint and stream each section. Raises BudgetStop (with what was
+    written so far) when a budget refuses the next call."""
+    written = Written()
+    try:
+        await _write(run, subs, hits, written.sections, written.missing)
+    except BudgetExceeded as exc:
+        raise BudgetStop(exc, written) from exc
+    return written
+
+
+async def _write(
+    run: RunContext,
+    subs: list[planner.SubQuestion],
+    hits: dict[int, list[corpus.Hit]],
     out: list[Section],
     missing: list[str],
 ) -> None:
-    """Write, verify, checkpoint and stream each section; `out` and `missing` collect results."""
     numbers, sources = numbered(run)
     display: dict[str, int] = {}
     """Reference numbers as the reader sees them: in order of first citation."""
