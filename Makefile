@@ -97,6 +97,9 @@ k8s: setup k8s-tools ## render every overlay and run all the Kubernetes checks, 
 bench-cluster: setup ## event-log figures on one node vs a 3-node R3 cluster (appends/s, leader-loss stall)
 	$(UV) run --frozen python -m bench.cluster --rounds 3
 
+eval: setup ## research quality: retrieval recall and on-topic sections, keyword-only vs hybrid
+	$(UV) run --frozen python -m evaluation $(EVAL_ARGS)
+
 browser-deps: ## install Debian's chromium for the browser tests when missing (root + apt only)
 	@if [ -x /usr/bin/chromium ]; then \
 		echo "chromium: /usr/bin/chromium"; \

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 
 import httpx
 import pytest
+from runloom.corpus import embed, hybrid
 from runloom.orchestrator.testing import sse_events
 from runloom.runtime.tenants import create_tenant
 
@@ -83,6 +85,20 @@ async def test_upload_list_search_and_delete(platform, pool) -> None:
         assert (await client.delete(f"{url}/{docs[0]['id']}", headers=other)).status_code == 404
         nobody = await client.get(url, headers={"Authorization": "Bearer rlk_nope"})
         assert nobody.status_code == 401
+        # The orchestrator's job embeds what was stored; then the documents are found by meaning
+        # (no word of this question is in the otters' page).
+        ids = [d["id"] for d in docs]
+        async with asyncio.timeout(60):
+            while await pool.fetchval(
+                "SELECT count(*) FROM chunks c WHERE c.document_id = ANY($1) AND NOT EXISTS"
+                " (SELECT 1 FROM chunk_embeddings e WHERE e.chunk_id = c.id)",
+                ids,
+            ):
+                await asyncio.sleep(0.1)
+        tenant = await pool.fetchval("SELECT tenant_id FROM documents WHERE id=$1", ids[0])
+        vector = embed.shared().embed_one("Which animals use tools to get at their food?")
+        near = await hybrid.search(pool, tenant, "", vector, limit=1)
+        assert [h.title for h in near] == ["Otter field notes"]
         # A run researches the uploaded documents (and cites them).
         run = await client.post(
             f"{platform.url}/v1/runs",

@@ -43,3 +43,30 @@ def test_sentences_skip_headings_and_code() -> None:
     )
     assert text.sentences(doc) == ["The first sentence is here.", "The second one follows it."]
     assert text.count_tokens("Hello, world!") == 4
+
+
+def test_sub_questions_are_questions_about_the_topics() -> None:
+    plan = planner.plan("How do generators and the yield statement work?")
+    assert [s.question for s in plan] == [
+        "How do generators and the yield statement work?",
+        "What are generators, and how do they work?",
+        "What is the yield statement, and how does it work?",
+    ]
+    assert [s.title for s in plan] == ["Overview", "Generators", "The yield statement"]
+    assert plan[2].queries == ["yield statement", "yield or statement"]
+
+
+def test_one_topic_is_asked_about_the_documents_nearest_it() -> None:
+    near = [("doc_f", "Function definitions"), ("doc_c", "Class definitions")]
+    plan = planner.plan("What are decorators?", aspects=near)
+    assert [s.question for s in plan] == [
+        "What are decorators?",
+        "What does 'Function definitions' say about decorators?",
+        "What does 'Class definitions' say about decorators?",
+    ]
+    # Each is answered from its document, matched by the meaning of the user's question.
+    assert [(s.document, s.meaning) for s in plan[1:]] == [
+        ("doc_f", "What are decorators?"),
+        ("doc_c", "What are decorators?"),
+    ]
+    assert plan == planner.plan("What are decorators?", aspects=near)

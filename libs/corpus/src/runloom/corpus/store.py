@@ -15,6 +15,8 @@ from typing import Any
 import asyncpg
 from runloom.contracts.ids import new_id
 from runloom.corpus import text as textlib
+from runloom.corpus import vectors
+from runloom.corpus.embed import shared as shared_embedder
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,18 @@ class Hit:
     rank: float
     headline: str
 
+    @classmethod
+    def from_row(cls, r: asyncpg.Record, rank: str = "rank") -> Hit:
+        return cls(
+            chunk_id=r["id"],
+            document_id=r["document_id"],
+            title=r["title"],
+            url=r["url"],
+            text=r["text"],
+            rank=float(r[rank]),
+            headline=textlib.normalize_space(r["headline"]),
+        )
+
 
 def _document(row: asyncpg.Record) -> Document:
     return Document(
@@ -96,10 +110,10 @@ async def add_document(
     With a `document_id` the call is idempotent: an existing document of that id is returned.
     Raises CorpusError for an empty title or text, or text over MAX_DOCUMENT_CHARS.
     """
-    title = textlib.normalize_space(title)[:300]
+    title = clean_title(title)
     if not title:
         raise CorpusError("The document needs a title (a non-empty 'title').")
-    body = text.replace("\r\n", "\n").replace("\x00", "")
+    body = clean_text(text)
     if not body.strip():
         raise CorpusError(f"The document {title!r} has no text to index.")
     if len(body) > MAX_DOCUMENT_CHARS:
@@ -134,7 +148,17 @@ async def add_document(
             " VALUES ($1,$2,$3,$4,$5,$6)",
             [(f"{doc_id}-c{i:04d}", doc_id, tenant_id, i, title, p) for i, p in enumerate(pieces)],
         )
+        # Wakes the embedding job once this commits (the chunks are its truth, not the note).
+        await conn.execute("SELECT pg_notify($1, $2)", vectors.CHANNEL, tenant_id)
     return _document(row)
+
+
+def clean_title(title: str) -> str:
+    return textlib.normalize_space(title)[:300]
+
+
+def clean_text(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\x00", "")
 
 
 async def list_documents(
@@ -198,18 +222,7 @@ async def search(pool: asyncpg.Pool, tenant_id: str, query: str, *, limit: int =
     if not query.strip():
         return []
     rows = await pool.fetch(_SEARCH, tenant_id, query, limit)
-    return [
-        Hit(
-            chunk_id=r["id"],
-            document_id=r["document_id"],
-            title=r["title"],
-            url=r["url"],
-            text=r["text"],
-            rank=float(r["rank"]),
-            headline=textlib.normalize_space(r["headline"]),
-        )
-        for r in rows
-    ]
+    return [Hit.from_row(r) for r in rows]
 
 
 async def term_frequencies(
@@ -267,4 +280,6 @@ async def seed_default_corpus(pool: asyncpg.Pool, tenant_id: str) -> int:
         added += 1
     if added:
         log.info("seeded %d default documents for tenant %s", added, tenant_id)
+    # Their embeddings come from the shipped cache: no forward pass for the default corpus.
+    await vectors.embed_pending(pool, shared_embedder(), tenant_id=tenant_id, wait=True)
     return added

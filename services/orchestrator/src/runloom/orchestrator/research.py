@@ -1,6 +1,7 @@
 """Research: one sub-agent per sub-question, in parallel, each a concurrent writer to the log.
 
-A sub-agent searches the corpus (a precise query first, a wider one only if it found nothing),
+A sub-agent searches the corpus by keywords and meaning together (`retrieval.search`; a precise
+keyword query first, a wider one only if nothing was found),
 each search metered and recorded as tool.called / tool.result, and keeps its passages as
 sources (source id = chunk id; a passage another sub-agent already kept is not kept twice).
 """
@@ -23,7 +24,7 @@ from runloom.contracts.events import (
 )
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
-from runloom.orchestrator import planner
+from runloom.orchestrator import planner, retrieval
 from runloom.orchestrator.phase import RunContext
 from runloom.runtime.telemetry import work_span
 
@@ -143,7 +144,7 @@ async def _search(
         ToolCalled(
             call_id=call_id,
             tool="corpus_search",
-            arguments={"query": query, "limit": limit},
+            arguments={"query": query, "question": s.question, "limit": limit},
             step_id=step_id,
         ),
         f"{key}:called",
@@ -167,7 +168,9 @@ async def _search(
         if saved is not None:
             hits = [corpus.Hit(**h) for h in saved]
         else:
-            hits = await corpus.search(run.svc.pool, run.tenant_id, query, limit=limit)
+            hits = await retrieval.search(
+                run.svc.pool, run.tenant_id, query, s.meaning, limit=limit, document_id=s.document
+            )
             await run.save(f"hits:{key}", [msgspec.to_builtins(h.__dict__) for h in hits])
     except BaseException:
         await meter.release(res)

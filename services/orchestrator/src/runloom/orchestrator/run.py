@@ -39,7 +39,7 @@ from runloom.contracts.events import (
 )
 from runloom.contracts.headers import Header
 from runloom.corpus import store as corpus
-from runloom.orchestrator import delivery, planner, research, writing
+from runloom.orchestrator import delivery, planner, research, retrieval, writing
 from runloom.orchestrator.phase import Services
 from runloom.runtime.runstate import RunState, fold
 from runloom.runtime.telemetry import context_from_traceparent, span_context_of, work_span
@@ -235,9 +235,9 @@ class RunDriver:
                     await self._pause(reason, started)
                     return "paused"
             common = frozenset(t for t, n in freqs.items() if total and n > 0.2 * total)
-            await self.save(
-                "plan", [dataclasses.asdict(s) for s in planner.plan(question, answer, common)]
-            )
+            aspects = await retrieval.aspects(self.svc.pool, self.tenant_id, full)
+            made = planner.plan(question, answer, common, aspects)
+            await self.save("plan", [dataclasses.asdict(s) for s in made])
             subs = await self._saved_plan()
             assert subs is not None
         with contextlib.suppress(Exception):

@@ -29,7 +29,7 @@ from runloom.contracts.events import (
     RunFailed,
     decode_event,
 )
-from runloom.orchestrator import metrics
+from runloom.orchestrator import metrics, retrieval
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -208,6 +208,7 @@ class Orchestrator:
             self.ctx.management.add_scrape_hook(
                 consumer_gauges(self.ctx.js, subjects.COMMANDS_STREAM, DURABLE)
             )
+        embedder = asyncio.create_task(retrieval.embedding_job(self.ctx.pool))
         try:
             await consumer.serve(
                 commands(self, self.options),
@@ -218,9 +219,10 @@ class Orchestrator:
                 ready=self.ctx.ready,
             )
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(BaseException):
-                await sweeper
+            for task in (sweeper, embedder):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             await self.lock_pool.close()
 
 

@@ -155,12 +155,14 @@ async def _write(
             for part in citations.render_section_parts(s.title, section.claims, display):
                 await report.add(part, section.section_id)
             out.append(section)
+        else:  # dropped, not padded with passages that merely share its words
+            missing.append(not_found(s))
         await run.emit(
             StepCompleted(
                 step_id=step_id,
                 summary=f"{len(section.claims)} cited claims"
                 if section.claims
-                else "nothing new beyond the earlier sections",
+                else "nothing found that answers it beyond the earlier sections",
                 source_count=len({c.source_id for cl in section.claims for c in cl.citations}),
             ),
             f"{step_id}:completed",
@@ -183,21 +185,7 @@ async def _compose(
 ) -> Section:
     step_id = s.write_step
     provider = run.svc.provider
-    request = WriteRequest(
-        question=run.state.question or "",
-        section_title=s.title,
-        sub_question=s.question,
-        avoid=sorted(used),
-        passages=[
-            Passage(
-                number=numbers[h.chunk_id],
-                source_id=h.chunk_id,
-                title=h.title,
-                text=sources[h.chunk_id].text,
-            )
-            for h in found
-        ],
-    )
+    request = write_request(run.state.question or "", s, found, numbers, used)
     meter = run.svc.meter
     usage_id = run.eid(f"{step_id}:provider")
     res = await meter.reserve(
@@ -278,6 +266,42 @@ async def _compose(
     if draft.dropped:
         summary = f"{len(draft.dropped)} unsupported claim(s) dropped"
     return Section(section_id=f"s{s.index}", title=s.title, claims=claims, summary=summary)
+
+
+def write_request(
+    question: str,
+    s: planner.SubQuestion,
+    found: list[corpus.Hit],
+    numbers: dict[str, int],
+    used: set[str],
+) -> WriteRequest:
+    """What the provider is asked for one section: the sub-question and its numbered passages."""
+    return WriteRequest(
+        question=question,
+        section_title=s.title,
+        sub_question=s.question,
+        focus=s.focus,
+        avoid=sorted(used),
+        passages=[
+            Passage(
+                number=numbers[h.chunk_id],
+                source_id=h.chunk_id,
+                title=h.title,
+                # As stored, lines and all: the sentence splitter tells prose from grammar and
+                # code by its lines (the source's flattened text would hide them).
+                text=h.text,
+            )
+            for h in found
+        ],
+    )
+
+
+def not_found(s: planner.SubQuestion) -> str:
+    """The report's note for a sub-question no passage answered."""
+    return (
+        f"Section '{s.title}' left out: no passage found answers \"{s.question}\""
+        " (beyond what the sections above say)."
+    )
 
 
 def title(run: RunContext) -> str:

@@ -28,6 +28,8 @@ class WriteRequest:
     max_output_tokens: int = 600
     avoid: list[str] = field(default_factory=list)
     """Sentences earlier sections already said: not to be repeated."""
+    focus: str = ""
+    """What the section must be about, to match by meaning (the sub-question when empty)."""
 
 
 @dataclass

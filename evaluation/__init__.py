@@ -1,0 +1,1 @@
+"""`make eval`: the research quality figures (see runloom.orchestrator.evaluation)."""

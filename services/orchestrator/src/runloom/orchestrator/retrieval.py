@@ -1,0 +1,47 @@
+"""Retrieval for a run: hybrid corpus search and the corpus's view of a question.
+
+The sub-question is embedded (all-MiniLM-L6-v2, off the event loop) and searched together
+with its keyword query (`runloom.corpus.hybrid`); the planner asks which documents lie
+nearest the question to phrase sub-questions about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from runloom.corpus import embed, hybrid, vectors
+from runloom.corpus.store import Hit
+
+
+async def embedding(text: str) -> embed.Vectors:
+    return await asyncio.to_thread(embed.shared().embed_one, text)
+
+
+async def search(
+    pool: asyncpg.Pool,
+    tenant_id: str,
+    query: str,
+    question: str,
+    *,
+    limit: int,
+    document_id: str | None = None,
+) -> list[Hit]:
+    """The best passages for a sub-question: its keyword `query` fused with its meaning."""
+    vector = await embedding(question)
+    return await hybrid.search(pool, tenant_id, query, vector, limit=limit, document_id=document_id)
+
+
+async def aspects(
+    pool: asyncpg.Pool, tenant_id: str, question: str, *, limit: int = 3
+) -> list[tuple[str, str]]:
+    """(id, title) of the documents nearest the question in meaning, best first."""
+    near = await hybrid.nearest_documents(
+        pool, tenant_id, await embedding(question), limit=limit, min_similarity=0.35
+    )
+    return [(doc_id, title) for doc_id, title, _ in near]
+
+
+async def embedding_job(pool: asyncpg.Pool) -> None:
+    """Embed uploaded documents' chunks as they are stored, for as long as the replica runs."""
+    await vectors.EmbeddingWorker(pool, embed.shared()).run()
