@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from runloom.corpus import store
+from runloom.devkit.embedded import PostgresServer, free_port
 from runloom.orchestrator.evaluation import MODES, CaseResult, cases, evaluate_all, summarize
 from runloom.runtime import db
-from runloom.runtime.embedded import PostgresServer, free_port
 
 
 def report(results: list[CaseResult], *, sections: bool) -> str:
@@ -76,7 +76,7 @@ async def main() -> None:
         finally:
             await pool.close()
     finally:
-        pg.stop()
+        pg.remove_data()
         shutil.rmtree(root, ignore_errors=True)
     print(report(results, sections=args.sections))
     print(f"\ncorpus loaded in {loaded:.1f} s; evaluation took {took:.1f} s")
