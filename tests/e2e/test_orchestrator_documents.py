@@ -86,7 +86,7 @@ async def test_upload_list_search_and_delete(platform, pool) -> None:
         nobody = await client.get(url, headers={"Authorization": "Bearer rlk_nope"})
         assert nobody.status_code == 401
         # The orchestrator's job embeds what was stored; then the documents are found by meaning
-        # (no word of this question is in the otters' page).
+        # (the question names neither otters nor shellfish).
         ids = [d["id"] for d in docs]
         async with asyncio.timeout(60):
             while await pool.fetchval(
@@ -96,7 +96,7 @@ async def test_upload_list_search_and_delete(platform, pool) -> None:
             ):
                 await asyncio.sleep(0.1)
         tenant = await pool.fetchval("SELECT tenant_id FROM documents WHERE id=$1", ids[0])
-        vector = embed.shared().embed_one("Which animals use tools to get at their food?")
+        vector = embed.shared().embed_one("Which furry swimmers use rocks to open clams?")
         near = await hybrid.search(pool, tenant, "", vector, limit=1)
         assert [h.title for h in near] == ["Otter field notes"]
         # A run researches the uploaded documents (and cites them).

@@ -15,10 +15,11 @@ from typing import Any
 import asyncpg
 from runloom.contracts.ids import new_id
 from runloom.corpus import text as textlib
-from runloom.corpus import vectors
-from runloom.corpus.embed import shared as shared_embedder
 
 log = logging.getLogger(__name__)
+
+CHANNEL = "runloom_corpus_chunks"
+"""NOTIFY channel: chunks were stored (payload: the tenant id); wakes the embedding job."""
 
 MAX_DOCUMENT_CHARS = 2_000_000
 """A document's extracted text may not exceed this (about 400 pages)."""
@@ -149,7 +150,7 @@ async def add_document(
             [(f"{doc_id}-c{i:04d}", doc_id, tenant_id, i, title, p) for i, p in enumerate(pieces)],
         )
         # Wakes the embedding job once this commits (the chunks are its truth, not the note).
-        await conn.execute("SELECT pg_notify($1, $2)", vectors.CHANNEL, tenant_id)
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, tenant_id)
     return _document(row)
 
 
@@ -281,5 +282,8 @@ async def seed_default_corpus(pool: asyncpg.Pool, tenant_id: str) -> int:
     if added:
         log.info("seeded %d default documents for tenant %s", added, tenant_id)
     # Their embeddings come from the shipped cache: no forward pass for the default corpus.
-    await vectors.embed_pending(pool, shared_embedder(), tenant_id=tenant_id, wait=True)
+    # (Imported here: the gateway stores documents and needs no numpy for that.)
+    from runloom.corpus import embed, vectors
+
+    await vectors.embed_pending(pool, embed.shared(), tenant_id=tenant_id, wait=True)
     return added

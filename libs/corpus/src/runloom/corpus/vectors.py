@@ -22,6 +22,7 @@ from importlib import resources
 import asyncpg
 import numpy as np
 from runloom.corpus.embed import MODEL_NAME, Embedder, Vectors
+from runloom.corpus.store import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +185,6 @@ class EmbeddingWorker:
             with contextlib.suppress(Exception):
                 await conn.remove_listener(CHANNEL, self._notified)
             await self.pool.release(conn)
-
-
-CHANNEL = "runloom_corpus_chunks"
-"""NOTIFY channel: chunks were stored (payload: the tenant id)."""
 
 
 def default_texts() -> list[str]:
