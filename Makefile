@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
 .PHONY: help setup run cluster chaos netns-deps bench-cluster test pytest lint fmt contracts \
-	contracts-check bench browser-deps promtool clean clean-data k8s k8s-tools
+	contracts-check bench eval browser-deps promtool clean clean-data k8s k8s-tools
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
