@@ -15,6 +15,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun
 from runloom.contracts.events import ClarificationAnswered
 from runloom.contracts.ids import new_id
+from runloom.contracts.types import RUN_ID
 from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found
@@ -59,8 +60,8 @@ async def answer_clarification(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """Answer the run's clarification question; the run continues with the answer."""
-    if who.run_scope is not None and who.run_scope != run_id:
-        raise not_found("run", run_id)
+    if not RUN_ID.matches(run_id) or (who.run_scope is not None and who.run_scope != run_id):
+        raise not_found("run", run_id)  # not a run id: no such run (never a subject token)
     events = await state.log.events(run_id)
     if not events or events[0].tenant_id != who.tenant_id:
         raise not_found("run", run_id)
