@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import uuid
 
+from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import RunCompleted, RunCreated, StepStarted
 from runloom.contracts.ids import new_id, ulid
@@ -145,3 +146,140 @@ async def test_concurrent_writers_of_the_same_event_store_it_once(js):
     )
     assert {r.seq for r in results} == {2}
     assert [e.id for e in await log.events(run_id)].count(event_id) == 1
+
+
+# -- group commit ---------------------------------------------------------------------------
+
+
+async def batch_ids(js, run_id: str) -> list[str | None]:
+    """The `Nats-Batch-Id` each stored message of the run carries (None: appended alone)."""
+    out: list[str | None] = []
+    seq = 0
+    while True:
+        try:
+            msg = await js.get_msg(
+                subjects.RUN_EVENTS_STREAM,
+                seq=seq + 1,
+                subject=subjects.run_events(run_id),
+                next=True,
+                direct=True,
+            )
+        except NotFoundError:
+            return out
+        seq = msg.seq
+        out.append((msg.headers or {}).get("Nats-Batch-Id"))
+
+
+async def test_appends_waiting_together_are_stored_as_one_batch_in_call_order(js):
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    stored = await asyncio.gather(
+        *(log.append(run_id, "t1", StepStarted(step_id=f"s{i}")) for i in range(41))
+    )
+    assert [e.seq for e in stored] == list(range(2, 43))
+    events = await log.events(run_id)
+    assert [e.seq for e in events] == list(range(1, 43))
+    assert [e.data["step_id"] for e in events[1:]] == [f"s{i}" for i in range(41)]
+    assert [e.id for e in events[1:]] == [e.id for e in stored]
+    batches = await batch_ids(js, run_id)
+    assert batches[0] is None and batches[1] is not None
+    assert set(batches[1:]) == {batches[1]}
+
+
+async def test_nothing_follows_a_terminal_event_in_the_same_group(js):
+    run_id = new_id("run")
+    log = EventLog(js, "w", batch_min=2)
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    payloads = [StepStarted(step_id=f"a{i}") for i in range(5)]
+    payloads += [RunCompleted()] + [StepStarted(step_id=f"b{i}") for i in range(5)]
+    results = await asyncio.gather(
+        *(log.append(run_id, "t1", p) for p in payloads), return_exceptions=True
+    )
+    assert [r.seq for r in results[:6]] == list(range(2, 8))
+    assert all(isinstance(r, RunClosed) for r in results[6:])
+    events = await EventLog(js, "reader").events(run_id)
+    assert [e.seq for e in events] == list(range(1, 8))
+    assert events[-1].type == "run.completed"
+
+
+async def test_a_batch_that_landed_unheard_is_not_appended_again(js, settings):
+    """The writer never heard its batch was stored: within the dedup window (the server
+    refuses the repeated ids) and after it (the expected sequence is stale)."""
+    for window in (None, 0.5):
+        run_id = new_id("run")
+        log = EventLog(js, "w", batch_min=2)
+        await log.append(run_id, "t1", RunCreated(question="q"))
+        stale = await log.tail(run_id)
+        ids = [ulid() for _ in range(6)]
+        payloads = [StepStarted(step_id=f"s{i}") for i in range(6)]
+        ghost = EventLog(js, "ghost", batch_min=2)
+        landed = await asyncio.gather(
+            *(ghost.append(run_id, "t1", p, event_id=i) for p, i in zip(payloads, ids, strict=True))
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            if window is not None:
+                await stack.enter_async_context(short_dedup_window(js, settings, window))
+                await asyncio.sleep(window + 0.7)  # the window itself must pass
+            log._tails[run_id] = stale  # what the writer believed before its batch went
+            again = await asyncio.gather(
+                *(
+                    log.append(run_id, "t1", p, event_id=i)
+                    for p, i in zip(payloads, ids, strict=True)
+                )
+            )
+        assert [e.seq for e in again] == [e.seq for e in landed]
+        events = await log.events(run_id)
+        assert [e.id for e in events[1:]] == ids
+        assert [e.seq for e in events] == list(range(1, 8))
+
+
+async def test_an_id_another_writer_stored_sends_the_rest_of_its_group_one_by_one(js):
+    run_id = new_id("run")
+    log = EventLog(js, "w", batch_min=2)
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    shared = ulid()
+    other = await EventLog(js, "other").append(
+        run_id, "t1", StepStarted(step_id="x"), event_id=shared
+    )
+    ids = [ulid(), ulid(), shared, ulid(), ulid()]
+    results = await asyncio.gather(
+        *(log.append(run_id, "t1", StepStarted(step_id="x"), event_id=i) for i in ids)
+    )
+    assert results[2].seq == other.seq == 2
+    events = await log.events(run_id)
+    assert [e.seq for e in events] == list(range(1, 7))
+    assert sorted(e.id for e in events[1:]) == sorted(ids)
+
+
+async def test_an_append_given_up_before_it_was_sent_is_not_stored(js):
+    run_id = new_id("run")
+    log = EventLog(js, "w", batch_min=2)
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    tasks = [
+        asyncio.create_task(log.append(run_id, "t1", StepStarted(step_id=f"s{i}")))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0)  # each has queued its event; the run's group is not taken yet
+    tasks[2].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    events = await log.events(run_id)
+    assert [e.data.get("step_id") for e in events[1:]] == ["s0", "s1", "s3"]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+
+
+async def test_a_stream_without_atomic_batches_gets_one_append_at_a_time(js, settings):
+    info = await js.stream_info(subjects.RUN_EVENTS_STREAM)
+    await js.update_stream(dataclasses.replace(info.config, allow_atomic=False))
+    try:
+        run_id = new_id("run")
+        log = EventLog(js, "w", batch_min=2)
+        await log.append(run_id, "t1", RunCreated(question="q"))
+        await asyncio.gather(
+            *(log.append(run_id, "t1", StepStarted(step_id=f"s{i}")) for i in range(10))
+        )
+    finally:
+        await bus.provision(js, settings)
+    assert [e.seq for e in await log.events(run_id)] == list(range(1, 12))
+    assert set(await batch_ids(js, run_id)) == {None}

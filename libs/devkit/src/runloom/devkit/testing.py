@@ -86,7 +86,7 @@ def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Dock
     from testcontainers.core.container import DockerContainer
     from testcontainers.postgres import PostgresContainer
 
-    nats = DockerContainer("nats:2.11").with_command("-js").with_exposed_ports(4222)
+    nats = DockerContainer("nats:2.12").with_command("-js").with_exposed_ports(4222)
     nats.start()
     pg = PostgresContainer(
         "postgres:16", username="postgres", password="postgres", dbname="runloom"

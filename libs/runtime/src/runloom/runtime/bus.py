@@ -65,6 +65,7 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
             duplicate_window=settings.duplicate_window_s,
             num_replicas=r,
             allow_direct=True,
+            allow_atomic=True,
         ),
         js_api.StreamConfig(
             name=subjects.COMMANDS_STREAM,
