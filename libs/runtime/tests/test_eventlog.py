@@ -283,3 +283,13 @@ async def test_a_stream_without_atomic_batches_gets_one_append_at_a_time(js, set
         await bus.provision(js, settings)
     assert [e.seq for e in await log.events(run_id)] == list(range(1, 12))
     assert set(await batch_ids(js, run_id)) == {None}
+
+
+async def test_a_wrong_guess_that_a_run_is_new_is_corrected_by_the_expected_sequence(js):
+    run_id = new_id("run")
+    await EventLog(js, "other").append(run_id, "t1", RunCreated(question="q"))
+    log = EventLog(js, "w")
+    log.expect_new(run_id)  # wrong: the run has an event already
+    ev = await log.append(run_id, "t1", StepStarted(step_id="a"))
+    assert ev.seq == 2
+    assert [e.seq for e in await log.events(run_id)] == [1, 2]

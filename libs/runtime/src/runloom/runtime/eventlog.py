@@ -639,6 +639,13 @@ class EventLog:
         while len(self._tails) > TAIL_CACHE:
             self._tails.popitem(last=False)
 
+    def expect_new(self, run_id: str) -> None:
+        """A run id this process has just made has no events yet: its first append expects an
+        empty subject instead of reading the tail first (if the guess were wrong, the expected
+        sequence check would refuse the append and the tail would be read)."""
+        if run_id not in self._tails:
+            self._remember(run_id, Tail(0, 0))
+
     def forget(self, run_id: str) -> None:
         """Drop the cached tail of a run (e.g. when the run ended)."""
         with contextlib.suppress(KeyError):

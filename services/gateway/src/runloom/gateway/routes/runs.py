@@ -1,11 +1,12 @@
 """Runs: create (idempotent), list, read, cancel, and stream tokens.
 
-`POST /v1/runs` answers once `run.created` is durably stored (and the read-model row is in),
-then sends the start command.
+`POST /v1/runs` answers once `run.created` is durably stored, the read-model row is in and
+the start command is stored (those two go out together, after `run.created`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -184,6 +185,8 @@ async def create_run(
                 )
             run_id, replay = prior["run_id"], True
     # A replay finishes whatever the first request may not have (it may have crashed).
+    if not replay:
+        state.log.expect_new(run_id)  # a fresh id: no tail to read before the first append
     if not (replay and await state.log.first(run_id) is not None):
         created = RunCreated(
             question=body.question,
@@ -195,25 +198,30 @@ async def create_run(
         )
         # One id per run: concurrent replays of the same key append it once.
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
-    await state.pool.execute(
-        "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
-        " idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-        run_id,
-        who.tenant_id,
-        body.question,
-        title_of({"question": body.question}),
-        body.skill or "research_report",
-        body.budget_usd,
-        body.options,
-        idempotency_key,
+    # run.created is durable: the read-model row and the start command go out together.
+    inserted, _ = await asyncio.gather(
+        state.pool.fetchrow(
+            "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
+            " idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            f" ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}",
+            run_id,
+            who.tenant_id,
+            body.question,
+            title_of({"question": body.question}),
+            body.skill or "research_report",
+            body.budget_usd,
+            body.options,
+            idempotency_key,
+        ),
+        bus.publish(
+            state.js,
+            subjects.START_RUN,
+            StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
+            msg_id=f"start-{run_id}",
+        ),
     )
-    await bus.publish(
-        state.js,
-        subjects.START_RUN,
-        StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
-        msg_id=f"start-{run_id}",
-    )
-    row = await load_run(state, who, run_id)
+    # Already there (a replay, or the archive projected run.created first): read it.
+    row = inserted if inserted is not None else await load_run(state, who, run_id)
     return JSONResponse(
         run_view(row),
         status_code=200 if replay else 201,
