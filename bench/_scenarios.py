@@ -1,4 +1,5 @@
-"""The six figures of issue 3, each measured for Runloom and for raw nats-py on the same server.
+"""Figures (a)-(f), each measured for Runloom and for raw nats-py on the same server ((g) and
+(h) live in `_streaming.py`).
 
 Raw nats-py baselines: core subscribers on a JetStream subject (fan-out, latency, memory), an
 ordered consumer (catch-up) and awaited `js.publish` (appends), on a `BENCH_RAW` stream with
@@ -132,7 +133,7 @@ class Bench:
                 raise TimeoutError("benchmark condition not reached")
             await asyncio.sleep(0.005)
 
-    # -- the six figures --------------------------------------------------------------------
+    # -- figures (a)-(f) -------------------------------------------------------------------
 
     async def fanout(self) -> Figure:
         clients, events = self.n(500), self.n(300)
@@ -287,12 +288,21 @@ class Bench:
         raw = float(out.decode().strip())
         return Figure(f"(e) memory per idle client ({len(streams)})", "KiB", ours, raw, False)
 
-    async def appends(self) -> tuple[Figure, Figure]:
+    async def appends(self) -> tuple[Figure, ...]:
         n = self.n(2000)
-        (run_id,) = await self.runs(1)
+        (run_id, awaited_id) = await self.runs(2)
         t0 = time.perf_counter()
-        await self.append(run_id, n, end=False)
+        # All n waiting at once, stored in call order: the log commits them in groups.
+        await asyncio.gather(
+            *(
+                self.log.append(run_id, TENANT, StepProgress(step_id="s", message=f"e{i}"))
+                for i in range(n)
+            )
+        )
         one = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await self.append(awaited_id, n, end=False)
+        one_awaited = n / (time.perf_counter() - t0)
         t0 = time.perf_counter()
         await self.raw_publish("raw.append.one", n)
         raw_one = n / (time.perf_counter() - t0)
@@ -307,6 +317,7 @@ class Bench:
         raw_many = runs * each / (time.perf_counter() - t0)
         return (
             Figure("(f) ordered appends, 1 run", "appends/s", one, raw_one),
+            Figure("(f) ordered appends, 1 run, each awaited", "appends/s", one_awaited, raw_one),
             Figure(f"(f) ordered appends, {runs} runs", "appends/s", many, raw_many),
         )
 
@@ -318,11 +329,13 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-FIGURES = "abcdef"
+FIGURES = "abcdefgh"
 """The figures' letters, in the order they are measured."""
 
 
 async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure]:
+    from bench import _streaming
+
     out: list[Figure] = []
     async with Bench(env, scale) as b:
         # (e) first: it is the gateway's RSS growth, which earlier figures would hide (the
@@ -334,6 +347,8 @@ async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure
             "c": b.catch_up,
             "d": b.latency,
             "f": b.appends,
+            "g": lambda: _streaming.one_run(b),
+            "h": lambda: _streaming.many_runs(b),
         }
         for letter, step in steps.items():
             if letter not in figures:
