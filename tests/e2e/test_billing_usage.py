@@ -103,11 +103,12 @@ async def test_budget_is_set_read_and_bad_input_is_explained(platform):
             ({"group_by": "week"}, "group_by"),
             ({"from": "yesterday"}, "from"),
             ({"from": "2026-11-02", "to": "2026-11-01"}, "before"),
-            ({"run_id": "run_x", "group_by": "day"}, "not both"),
+            ({"run_id": "run_01JD6Q0W7XKZ3T9M4N5P6R8S2V", "group_by": "day"}, "not both"),
+            ({"run_id": "run_x"}, "run_id"),
         ]:
             r = await client.get("/v1/usage", params=params)
             assert r.status_code == 422, (params, r.text)
             assert word in r.json()["detail"]
-        r = await client.get("/v1/usage", params={"run_id": "run_nope"})
+        r = await client.get("/v1/usage", params={"run_id": "run_01JD6Q0W7XKZ3T9M4N5P6R8S2V"})
         assert r.status_code == 404
         assert (await client.get("/v1/usage", headers={"Authorization": ""})).status_code == 401

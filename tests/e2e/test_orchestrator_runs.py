@@ -78,7 +78,9 @@ async def test_vague_question_pauses_for_clarification_and_continues(platform, c
         assert asked["question"] and asked["timeout_s"] > 0
         # Answering something that is not a question of this run is refused clearly.
         other = await client.post(
-            f"{platform.url}/v1/runs/run_nope/clarification", json={"answer": "x"}, headers=h
+            f"{platform.url}/v1/runs/run_01JD6Q0W7XKZ3T9M4N5P6R8S2V/clarification",
+            json={"answer": "x"},
+            headers=h,
         )
         assert other.status_code == 404
         empty = await client.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvicorn
+from runloom.gateway._server import ServerLimits, protocol_class
 from runloom.gateway.app import create_app
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging
@@ -13,8 +14,11 @@ def main() -> None:
     settings = Settings.from_env()
     setup_logging("gateway", settings.log_level, settings.log_format)
     setup_tracing("gateway", settings.otel_exporter)
+    limits = ServerLimits.from_env()
     uvicorn.run(
         create_app(settings),
+        http=protocol_class(limits),
+        timeout_keep_alive=int(limits.keep_alive_s),
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,

@@ -11,7 +11,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from runloom.contracts.types import RUN_ID
+
 PREFIX = "c1"
+MAX_SEQ = 2**63 - 1
+"""No run seq or stream sequence is larger (JetStream counts in unsigned 64 bits)."""
 
 
 class CursorError(ValueError):
@@ -50,13 +54,14 @@ def decode(text: str) -> Cursor:
         parts = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().split(":")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise malformed from None
-    if len(parts) != 4 or not parts[0] or not parts[1]:
+    if len(parts) != 4 or not parts[1] or not RUN_ID.matches(parts[1]):
         raise malformed
-    try:
-        seq, stream_seq = int(parts[2]), int(parts[3])
-    except ValueError:
-        raise malformed from None
-    if seq < 0 or stream_seq < 0:
+    if not parts[0].isascii() or not parts[0].isalnum():
+        raise malformed
+    if not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts[2:]):
+        raise malformed
+    seq, stream_seq = int(parts[2]), int(parts[3])
+    if seq > MAX_SEQ or stream_seq > MAX_SEQ:
         raise malformed
     return Cursor(parts[0], parts[1], seq, stream_seq)
 

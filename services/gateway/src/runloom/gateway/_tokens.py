@@ -71,6 +71,8 @@ class StreamTokens:
         if not token.startswith("st_") or len(token) > 1000:
             return None
         payload, _, mac = token[3:].partition(".")
+        if not (payload.isascii() and mac.isascii()):
+            return None
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
         try:

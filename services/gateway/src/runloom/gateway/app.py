@@ -20,6 +20,7 @@ from types import ModuleType
 from fastapi import FastAPI
 from runloom.contracts import subjects
 from runloom.gateway import _streaming, _telemetry, agui, metrics, problems
+from runloom.gateway._edge import Edge
 from runloom.gateway.routes import (
     clarifications,
     console,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(Edge)
     for feature in FEATURES:
         app.include_router(feature.router)
     _telemetry.instrument(app)

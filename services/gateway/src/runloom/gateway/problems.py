@@ -7,9 +7,53 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from runloom.contracts.types import InvalidValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem: `detail` says what to change."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring each status as an `application/problem+json` body.
+
+    Every route also declares 401, 413, 422 and 500 (authentication, body limit, validation,
+    the unexpected)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, 401, 413, 422, 500}):
+        out[code] = {
+            "description": _TITLES.get(code, "Error"),
+            "content": {PROBLEM_JSON: {"schema": ProblemDetails.model_json_schema()}},
+        }
+    return out
 
 
 class Problem(Exception):
@@ -43,17 +87,40 @@ def not_found(what: str, ident: str) -> Problem:
     return Problem(404, "Not Found", f"No {what} {ident!r} exists for this API key's tenant.")
 
 
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in _flat(request.app.router.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _flat(routes: list[Any]) -> list[Any]:
+    """Routes, with those of included routers listed in place."""
+    out: list[Any] = []
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        out.extend(_flat(inner) if inner is not None else [route])
+    return out
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return exc.response(request.url.path)
+
+    @app.exception_handler(InvalidValue)
+    async def _invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:
+        return Problem(422, "Invalid request", str(exc)).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
                 "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                "message": e["msg"],
+                "message": str(e["msg"]).removeprefix("Value error, "),
             }
             for e in exc.errors()
         ]
@@ -67,22 +134,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not Found", 405: "Method Not Allowed", 401: "Unauthorized"}
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"There is no endpoint at {request.url.path}. See /docs for the API."
-        return Problem(exc.status_code, titles.get(exc.status_code, "Error"), detail).response(
-            request.url.path
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; "
+                f"use {headers['Allow'] or 'another method'}."
+            )
+        problem = Problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail)
+        problem.headers.update(headers)
+        return problem.response(request.url.path)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        import logging
-
-        logging.getLogger("runloom.gateway").exception("unhandled error on %s", request.url.path)
-        return Problem(
-            500,
-            "Internal Server Error",
-            "The gateway hit an unexpected error; nothing was lost. Retry the request; if it "
-            "keeps failing, the gateway log has the details.",
-        ).response(request.url.path)
+    # Unexpected errors are answered (and logged once) by `_edge.Edge`, outside this layer.

@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun
 from runloom.contracts.events import ClarificationAnswered
 from runloom.contracts.ids import new_id
-from runloom.contracts.types import RUN_ID
 from runloom.gateway._telemetry import in_run_trace
+from runloom.gateway._params import NonBlankText, RunIdPath, text
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
+from runloom.gateway.routes.runs import load_run
 from runloom.gateway.state import GatewayState, get_state
 from runloom.runtime import bus
 from runloom.runtime.eventlog import RunClosed
@@ -30,15 +31,7 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 class ClarificationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answer: str = Field(max_length=5000, description="The answer to the run's question.")
-
-    @field_validator("answer")
-    @classmethod
-    def _answer(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("answer must not be empty: say what the report should cover")
-        return value
+    answer: NonBlankText = text(5000, "The answer to the run's question.", nonblank=True)
 
 
 def _conflict(run_id: str, detail: str, status: str) -> Problem:
@@ -52,16 +45,15 @@ def _conflict(run_id: str, detail: str, status: str) -> Problem:
     )
 
 
-@router.post("/{run_id}/clarification", status_code=202)
+@router.post("/{run_id}/clarification", status_code=202, responses=responses(404, 409))
 async def answer_clarification(
-    run_id: str,
+    run_id: RunIdPath,
     body: ClarificationIn,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """Answer the run's clarification question; the run continues with the answer."""
-    if not RUN_ID.matches(run_id) or (who.run_scope is not None and who.run_scope != run_id):
-        raise not_found("run", run_id)  # not a run id: no such run (never a subject token)
+    await load_run(state, who, run_id)  # the id is valid and the run is this tenant's
     events = await state.log.events(run_id)
     if not events or events[0].tenant_id != who.tenant_id:
         raise not_found("run", run_id)

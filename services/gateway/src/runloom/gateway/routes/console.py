@@ -46,6 +46,8 @@ def _file(path: Path) -> FileResponse:
 
 def resolve(name: str) -> Path | None:
     """The console file for a request path, or None if it is not a servable console file."""
+    if "\x00" in name:
+        return None
     candidate = (CONSOLE_DIR / name).resolve()
     if not candidate.is_relative_to(CONSOLE_DIR) or not candidate.is_file():
         return None

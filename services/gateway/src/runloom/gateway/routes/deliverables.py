@@ -19,8 +19,9 @@ from fastapi.responses import Response
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import DeliverableRequested, decode_event, payload_of
+from runloom.gateway._params import ArtifactIdPath, RunIdPath
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(tags=["deliverables"])
@@ -77,9 +78,9 @@ async def _requested(state: GatewayState, run_id: str) -> list[DeliverableReques
     return out
 
 
-@router.get("/v1/runs/{run_id}/deliverables")
+@router.get("/v1/runs/{run_id}/deliverables", responses=responses(404))
 async def list_deliverables(
-    run_id: str,
+    run_id: RunIdPath,
     p: Principal = Depends(principal),
     state: GatewayState = Depends(get_state),
 ) -> dict[str, Any]:
@@ -136,9 +137,16 @@ async def list_deliverables(
     return {"run_id": run_id, "deliverables": out, "items": items}
 
 
-@router.get("/v1/artifacts/{artifact_id}")
+_DOWNLOAD = responses(404, 410)
+_DOWNLOAD[200] = {
+    "description": "The artifact's bytes, with its media type and file name.",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+@router.get("/v1/artifacts/{artifact_id}", response_class=Response, responses=_DOWNLOAD)
 async def download_artifact(
-    artifact_id: str,
+    artifact_id: ArtifactIdPath,
     p: Principal = Depends(principal),
     state: GatewayState = Depends(get_state),
 ) -> Response:

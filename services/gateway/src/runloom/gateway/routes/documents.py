@@ -8,143 +8,56 @@ indexed for full-text search by the corpus module the orchestrator searches.
 from __future__ import annotations
 
 import asyncio
-import io
-from html.parser import HTMLParser
-from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from runloom.corpus import store as corpus
+from runloom.corpus.store import MAX_DOCUMENT_CHARS
+from runloom.gateway._extract import ParseLimits, extract, storable, warm_up
+from runloom.gateway._params import (
+    MAX_OFFSET,
+    DocumentIdPath,
+    NonBlankText,
+    StorableText,
+)
+from runloom.gateway._params import (
+    text as text_field,
+)
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_FILES = 20
-TYPES = {
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".pdf": "application/pdf",
-}
+"""One request's whole body is bounded by the edge (`_edge.BODY_LIMITS`)."""
 
 
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=300)
-    text: str = Field(min_length=1)
-    url: str | None = Field(default=None, max_length=2000)
+    title: NonBlankText = text_field(300, "The document's title.", nonblank=True)
+    text: NonBlankText = text_field(MAX_DOCUMENT_CHARS, "The document's text.", nonblank=True)
+    url: StorableText | None = text_field(2000, "Where the document comes from.")
 
 
 def _bad(detail: str, status: int = 422, title: str = "Invalid document") -> Problem:
     return Problem(status, title, detail, type="https://runloom.dev/problems/invalid-document")
 
 
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page (scripts and styles skipped), and its <title>."""
-
-    SKIP = frozenset({"script", "style", "noscript", "template", "svg"})
-    BLOCK = frozenset(
-        {
-            "p",
-            "div",
-            "br",
-            "li",
-            "ul",
-            "ol",
-            "h1",
-            "h2",
-            "h3",
-            "h4",
-            "h5",
-            "h6",
-            "tr",
-            "pre",
-            "section",
-            "article",
-            "header",
-            "footer",
-            "blockquote",
-            "table",
-            "hr",
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title = ""
-        self._skip = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in self.SKIP:
-            self._skip += 1
-        elif tag == "title":
-            self._in_title = True
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self._skip:
-            self._skip -= 1
-        elif tag == "title":
-            self._in_title = False
-        elif tag in self.BLOCK:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        if self._in_title:
-            self.title += data
-            return
-        self.parts.append(data)
+_LIMITS = ParseLimits.from_env()
+_SLOTS = asyncio.Semaphore(_LIMITS.workers)
+"""Parse workers running at once in this process."""
 
 
-def extract(filename: str, data: bytes) -> tuple[str, str, str]:
-    """(title, text, media_type) of an uploaded file; Problem for what cannot be read."""
-    suffix = PurePath(filename).suffix.lower()
-    media_type = TYPES.get(suffix)
-    if media_type is None:
-        raise _bad(
-            f"{filename!r} is not a supported file type; upload .txt, .md, .html or .pdf "
-            '(or send JSON {"title", "text"}).',
-            status=415,
-            title="Unsupported document type",
-        )
-    stem = PurePath(filename).stem or filename
-    if suffix == ".pdf":
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
+async def startup(state: GatewayState) -> None:
+    # Not awaited: readiness does not wait for the parse workers' forkserver.
+    _warming.append(asyncio.get_running_loop().run_in_executor(None, warm_up))
 
-        try:
-            reader = PdfReader(io.BytesIO(data))
-            text = "\n\n".join((page.extract_text() or "") for page in reader.pages)
-            meta_title = (reader.metadata.title if reader.metadata else None) or ""
-        except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-            raise _bad(f"{filename!r} is not a readable PDF ({exc}).") from exc
-        return (meta_title.strip() or stem), text, media_type
-    try:
-        raw = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _bad(f"{filename!r} is not UTF-8 text (byte {exc.start} is invalid).") from exc
-    if media_type == "text/html":
-        parser = _HTMLText()
-        parser.feed(raw)
-        parser.close()
-        return (parser.title.strip() or stem), "".join(parser.parts), media_type
-    if media_type == "text/markdown":
-        for line in raw.splitlines():
-            if line.startswith("# "):
-                return line[2:].strip() or stem, raw, media_type
-    return stem, raw, media_type
+
+_warming: list[asyncio.Future[None]] = []
 
 
 async def _add(
@@ -165,7 +78,26 @@ def _api_only(who: Principal) -> None:
         raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
 
 
-@router.post("", status_code=201)
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "application/json": {"schema": DocumentIn.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post("", status_code=201, responses=responses(415), openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
     request: Request,
     state: GatewayState = Depends(get_state),
@@ -190,14 +122,6 @@ async def upload_documents(
             status=415,
             title="Unsupported content type",
         )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_FILES * MAX_FILE_BYTES:
-        raise _bad(
-            f"The upload is {int(length) // (1024 * 1024)} MB; at most {MAX_FILES} files of "
-            f"{MAX_FILE_BYTES // (1024 * 1024)} MB each fit in one request.",
-            status=413,
-            title="Upload too large",
-        )
     form = await request.form(max_files=MAX_FILES, max_part_size=MAX_FILE_BYTES)
     try:
         uploads = [v for _, v in form.multi_items() if not isinstance(v, str)]
@@ -206,29 +130,28 @@ async def upload_documents(
         out = []
         for upload in uploads:
             data = await upload.read(MAX_FILE_BYTES + 1)
-            name = upload.filename or "upload.txt"
+            name = storable(upload.filename or "") or "upload.txt"
             if len(data) > MAX_FILE_BYTES:
                 raise _bad(
                     f"{name!r} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; split it.",
                     status=413,
                     title="Document too large",
                 )
-            # PDF and HTML parsing is CPU work: keep it off the loop that serves SSE streams.
-            title, text, media_type = await asyncio.to_thread(extract, name, data)
-            if not text.strip():
+            title, body_text, media_type = await extract(name, data, _LIMITS, _SLOTS)
+            if not body_text.strip():
                 raise _bad(f"{name!r} has no text to index (empty, or a scanned PDF).")
-            out.append(await _add(state, who, title, text, None, media_type))
+            out.append(await _add(state, who, title, body_text, None, media_type))
         return {"documents": out}
     finally:
         await form.close()
 
 
-@router.get("")
+@router.get("", responses=responses())
 async def list_documents(
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
     """The tenant's documents, newest first."""
     _api_only(who)
@@ -236,9 +159,9 @@ async def list_documents(
     return {"documents": [d.as_dict() for d in docs], "total": total}
 
 
-@router.delete("/{document_id}", status_code=204)
+@router.delete("/{document_id}", status_code=204, responses=responses(404))
 async def delete_document(
-    document_id: str,
+    document_id: DocumentIdPath,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
 ) -> Response:

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from runloom.contracts import subjects
 from runloom.gateway import _cursor
+from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem
-from runloom.gateway.routes.runs import load_run
+from runloom.gateway.problems import Problem, responses
+from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import archive
 
@@ -44,7 +45,7 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
     s = streaming(state)
     after_seq, after_stream_seq = await s.history.position(cursor)
     tail = await state.log.tail(run_id)
-    if after_seq > tail.run_seq:
+    if after_seq > tail.run_seq or (tail.stream_seq and after_stream_seq > tail.stream_seq):
         raise _bad_cursor(
             f"This cursor is from the future: it points at event {after_seq} but the run has "
             f"{tail.run_seq} so far. Send the id of an event you received."
@@ -52,9 +53,16 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
     return after_seq, after_stream_seq
 
 
-@router.get("/v1/runs/{run_id}/events", response_model=None)
+_SSE_RESPONSES = responses(400, 404, 503)
+_SSE_RESPONSES[200] = {
+    "description": "Server-sent events (default), or a JSON page with `format=json`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}, "application/json": {}},
+}
+
+
+@router.get("/v1/runs/{run_id}/events", response_model=None, responses=_SSE_RESPONSES)
 async def run_events(
-    run_id: str,
+    run_id: RunIdPath,
     request: Request,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
@@ -114,9 +122,14 @@ async def _page(
     return {"events": items, "next_cursor": next_cursor, "done": done}
 
 
-@router.get("/metrics/streaming")
-async def streaming_metrics(state: GatewayState = Depends(get_state)) -> dict[str, Any]:
-    """This replica's streaming figures (counts only, no tenant data) and the archive's lag."""
+@router.get("/metrics/streaming", responses=responses())
+async def streaming_metrics(
+    state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
+) -> dict[str, Any]:
+    """This replica's streaming figures (counts only, no tenant data) and the archive's lag.
+
+    Needs an API key (any tenant's) until the management port serves metrics."""
+    _api_only(who)
     s = streaming(state)
     lag: int | None = None
     try:

@@ -25,8 +25,18 @@ from runloom.contracts.events import CancelRequested, RunCreated
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
 from runloom.gateway._telemetry import in_run_trace
+from runloom.contracts.types import JSON_MAX_BYTES, JSON_MAX_DEPTH, MAX_USD, RUN_ID, InvalidValue
+from runloom.gateway._params import (
+    KEY_PATTERN,
+    JsonObject,
+    NonBlankText,
+    RunIdPath,
+    StorableText,
+    Usd,
+    text,
+)
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import bus
 from runloom.runtime.archive import title_of
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
+
 # -- models -----------------------------------------------------------------------------------
 
 
@@ -44,20 +55,18 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(max_length=20_000, description="What the run should answer.")
+    question: NonBlankText = text(20_000, "What the run should answer.", nonblank=True)
     skill: str | None = Field(
         default=None, max_length=100, pattern=r"^[a-z][a-z0-9_]*$", description="Plan template."
     )
-    budget_usd: float | None = Field(default=None, ge=0, description="Spending cap for the run.")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("question")
-    @classmethod
-    def _question(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("question must not be empty: say what the run should find out")
-        return value
+    budget_usd: Usd | None = Field(
+        default=None, description=f"Spending cap for the run, 0 to {MAX_USD:,} USD."
+    )
+    options: JsonObject = Field(
+        default_factory=dict,
+        description=f"Free-form options (at most {JSON_MAX_BYTES // 1024} KiB of JSON, "
+        f"{JSON_MAX_DEPTH} levels deep); `deliverables`: a list of report|website|slides.",
+    )
 
     @field_validator("options")
     @classmethod
@@ -78,7 +87,7 @@ class RunIn(BaseModel):
 
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: StorableText | None = text(2000, "Why the run is cancelled.")
 
 
 RUN_COLUMNS = (
@@ -144,23 +153,28 @@ def _api_only(who: Principal) -> None:
 # -- routes -----------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=responses())
 async def create_run(
     body: RunIn,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
-    idempotency_key: str | None = Header(default=None, max_length=200),
+    idempotency_key: str | None = Header(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="The same key and body return the same run (1-200 visible ASCII).",
+    ),
 ) -> JSONResponse:
-    """Start a run. With `Idempotency-Key`, the same key and body return the same run."""
+    """Start a run. With `Idempotency-Key`, the same key and body return the same run.
+
+    Everything is validated before the first write. The writes go in an order a retry with
+    the same key completes: key, `run.created`, read-model row, start command."""
     _api_only(who)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     run_id = new_id("run")
     replay = False
     if idempotency_key is not None:
-        key = idempotency_key.strip()
-        if not key:
-            raise Problem(422, "Invalid request", "Idempotency-Key must not be blank.")
+        key = idempotency_key
         inserted = await state.pool.fetchval(
             "INSERT INTO idempotency_keys(tenant_id, key, request_hash, run_id)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING run_id",
@@ -235,22 +249,29 @@ def _page_cursor(row: asyncpg.Record) -> str:
 
 
 def _parse_page_cursor(text: str) -> tuple[datetime, str]:
+    """(created_at, run id) of a page cursor; 400 for anything `_page_cursor` did not write."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         created, _, run_id = raw.partition("|")
-        return datetime.fromisoformat(created), run_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        at = datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("naive time")
+        at = at.astimezone(UTC)  # OverflowError past the calendar's ends
+        return at, RUN_ID.check(run_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, InvalidValue):
         raise Problem(
             400, "Bad cursor", "This page cursor is malformed; pass back `next_cursor` as given."
         ) from None
 
 
-@router.get("")
+@router.get("", responses=responses(400))
 async def list_runs(
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
     limit: int = Query(20, ge=1, le=100),
-    cursor: str | None = Query(None, max_length=200),
+    cursor: str | None = Query(
+        None, max_length=200, description="`next_cursor` of the previous page, as given."
+    ),
     status: RunStatus | None = None,
 ) -> dict[str, Any]:
     """The tenant's runs, newest first, a page at a time."""
@@ -275,9 +296,9 @@ async def list_runs(
     }
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", responses=responses(404))
 async def get_run(
-    run_id: str, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
+    run_id: RunIdPath, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
 ) -> dict[str, Any]:
     _api_only(who)
     return run_view(await load_run(state, who, run_id))
@@ -299,9 +320,9 @@ def _ended_problem(run_id: str, how: str, seq: int) -> Problem:
     )
 
 
-@router.post("/{run_id}/cancel", status_code=202)
+@router.post("/{run_id}/cancel", status_code=202, responses=responses(404, 409))
 async def cancel_run(
-    run_id: str,
+    run_id: RunIdPath,
     body: CancelIn | None = None,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
@@ -324,9 +345,9 @@ async def cancel_run(
     )
 
 
-@router.post("/{run_id}/stream-token", status_code=201)
+@router.post("/{run_id}/stream-token", status_code=201, responses=responses(404))
 async def stream_token(
-    run_id: str, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
+    run_id: RunIdPath, state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
 ) -> dict[str, Any]:
     """A short-lived token for `GET /v1/runs/{id}/events?token=...` (EventSource)."""
     _api_only(who)

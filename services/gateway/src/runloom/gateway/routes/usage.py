@@ -9,21 +9,26 @@ Everything is scoped to the API key's tenant; another tenant's run answers 404.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+from runloom.contracts.types import MAX_USD
+from runloom.gateway._params import RunIdQuery
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(tags=["usage"])
 
 GROUPS = ("day", "run", "model")
-MAX_BUDGET_USD = 1_000_000_000
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""Times a usage query may name (UTC): a range is clipped to them, never overflows."""
+TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+ -]\d{2}:\d{2})?)?$"
+"""A date, or an RFC 3339 time (a `+` left unescaped in a URL arrives as a space)."""
 
 
 def _usd(value: Decimal | None) -> float | None:
@@ -40,20 +45,24 @@ def _invalid(detail: str, field: str) -> Problem:
 
 
 def _parse_time(raw: str, name: str, *, end: bool) -> datetime:
-    """RFC 3339 time or a date (a date as `to` means the end of that day)."""
+    """RFC 3339 time or a date (a date as `to` means the end of that day), in UTC, clipped
+    to [EARLIEST, LATEST]."""
     try:
         if len(raw) == 10:
             d = date.fromisoformat(raw)
             at = datetime(d.year, d.month, d.day, tzinfo=UTC)
-            return at + timedelta(days=1) if end else at
-        at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
+            if end:
+                at = at + timedelta(days=1) if at < LATEST else LATEST
+        else:
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
+            at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _invalid(
             f"'{name}' must be a date (2026-11-01) or an RFC 3339 time "
-            f"(2026-11-01T00:00:00Z), not {raw!r}.",
+            f"(2026-11-01T00:00:00Z) between years 1 and 9999, not {raw[:60]!r}.",
             name,
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return min(max(at, EARLIEST), LATEST)
 
 
 def _month_start(now: datetime) -> datetime:
@@ -87,16 +96,23 @@ def _totals(rows: list[Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", responses=responses(403, 404))
 async def get_usage(
-    run_id: str | None = Query(None, description="One run's usage."),
+    run_id: RunIdQuery = None,
     from_: str | None = Query(
-        None, alias="from", description="Start (date or RFC 3339); default: this month's start."
+        None,
+        alias="from",
+        pattern=TIME_PATTERN,
+        description="Start (date or RFC 3339); default: this month's start.",
     ),
     to: str | None = Query(
-        None, description="End, exclusive (a date means the end of that day); default: now."
+        None,
+        pattern=TIME_PATTERN,
+        description="End, exclusive (a date means the end of that day); default: now.",
     ),
-    group_by: str | None = Query(None, description="day | run | model (default: day)."),
+    group_by: Literal["day", "run", "model"] | None = Query(
+        None, description="day | run | model (default: day)."
+    ),
     who: Principal = Depends(principal),
     state: GatewayState = Depends(get_state),
 ) -> dict[str, Any]:
@@ -201,18 +217,14 @@ class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount_usd: float = Field(
-        ge=0, le=MAX_BUDGET_USD, description="Spending limit per period, in USD (0 stops all)."
+        ge=0,
+        le=MAX_USD,
+        allow_inf_nan=False,
+        description="Spending limit per period, in USD (0 stops all).",
     )
     period: Literal["month"] = Field(
         "month", description="The budget period (calendar month, UTC)."
     )
-
-    @field_validator("amount_usd")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("amount_usd must be a finite number")
-        return v
 
 
 async def _budget_view(state: GatewayState, tenant_id: str) -> dict[str, Any]:
@@ -246,7 +258,7 @@ def _no_stream_tokens(who: Principal) -> None:
         raise Problem(403, "Forbidden", "Budgets need an API key; a stream token cannot use them.")
 
 
-@router.get("/v1/budget")
+@router.get("/v1/budget", responses=responses(403))
 async def get_budget(
     who: Principal = Depends(principal), state: GatewayState = Depends(get_state)
 ) -> dict[str, Any]:
@@ -255,7 +267,7 @@ async def get_budget(
     return await _budget_view(state, who.tenant_id)
 
 
-@router.put("/v1/budget")
+@router.put("/v1/budget", responses=responses(403))
 async def put_budget(
     body: BudgetIn,
     who: Principal = Depends(principal),

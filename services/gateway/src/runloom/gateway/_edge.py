@@ -1,0 +1,150 @@
+"""The outermost layer of every request: body limits per route, and unexpected errors.
+
+- A request body over its route's limit answers 413 before anything parses it: at once from
+  `Content-Length`, or as soon as a streamed body crosses the limit.
+- An exception no route handled is logged once, with its traceback, and answers a 500
+  problem (when nothing was sent yet); the connection stays usable for the next request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import HTTPException
+from runloom.gateway.problems import PROBLEM_JSON
+
+log = logging.getLogger("runloom.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KIB = 1024
+MIB = 1024 * 1024
+
+DEFAULT_BODY_LIMIT = 64 * KIB
+"""Every route not listed in BODY_LIMITS."""
+BODY_LIMITS: list[tuple[str, re.Pattern[str], int]] = [
+    ("POST", re.compile(r"/v1/documents"), 50 * MIB),
+    ("POST", re.compile(r"/v1/runs"), 256 * KIB),
+    ("PUT", re.compile(r"/v1/budget"), 4 * KIB),
+]
+"""(method, path, bytes): the largest request body each route takes."""
+
+
+def body_limit(method: str, path: str) -> int:
+    for m, pattern, limit in BODY_LIMITS:
+        if m == method and pattern.fullmatch(path):
+            return limit
+    return DEFAULT_BODY_LIMIT
+
+
+class _TooLarge(HTTPException):
+    """Raised from `receive` when a streamed body crosses the limit (FastAPI lets an
+    HTTPException from body parsing through, so the client gets the 413 with this detail)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_detail(limit))
+
+
+def _too_large_detail(limit: int) -> str:
+    shown = f"{limit // MIB} MB" if limit >= MIB else f"{limit // KIB} KB"
+    return (
+        f"This endpoint takes a request body of at most {shown}; send less (split uploads, "
+        "shorten text, move large material into documents)."
+    )
+
+
+def _problem(status: int, title: str, detail: str, path: str) -> tuple[Message, Message]:
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": path,
+        }
+    ).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", PROBLEM_JSON.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+def _too_large(limit: int, path: str) -> tuple[Message, Message]:
+    return _problem(413, "Request body too large", _too_large_detail(limit), path)
+
+
+class Edge:
+    """ASGI middleware: per-route body limits and one log line per unexpected error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        limit = body_limit(scope["method"], path)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            for message in _too_large(limit, path):
+                await send(message)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                for message in _too_large(limit, path):
+                    await send(message)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], path)
+            if not started:
+                for message in _problem(
+                    500,
+                    "Internal Server Error",
+                    "The gateway hit an unexpected error; nothing was lost. Retry the request; "
+                    "if it keeps failing, the gateway log has the details.",
+                    path,
+                ):
+                    await send(message)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,136 @@
+"""The gateway's HTTP server: uvicorn on httptools, with the limits a public edge needs.
+
+uvicorn's httptools protocol has no bound on a request head and no deadline for reading it:
+an 8 MB header reached the application, and a client sending nothing kept its connection
+forever. `GatewayHttpProtocol` adds both (431 and 408, then the connection is closed);
+idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from runloom.runtime.config import env_float
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    """Limits of the HTTP edge (RUNLOOM_HTTP_* environment variables)."""
+
+    max_head_bytes: int = 16 * 1024
+    """Request line plus headers, in bytes (RUNLOOM_HTTP_MAX_HEAD_BYTES); more answers 431."""
+    head_timeout_s: float = 10.0
+    """Time to receive a request's head once it starts or the connection opens (408 after)."""
+    keep_alive_s: float = 30.0
+    """An idle keep-alive connection is closed after this (RUNLOOM_HTTP_KEEP_ALIVE_S)."""
+
+    @classmethod
+    def from_env(cls) -> ServerLimits:
+        return cls(
+            max_head_bytes=int(env_float("RUNLOOM_HTTP_MAX_HEAD_BYTES", 16 * 1024)),
+            head_timeout_s=env_float("RUNLOOM_HTTP_HEAD_TIMEOUT_S", 10.0),
+            keep_alive_s=env_float("RUNLOOM_HTTP_KEEP_ALIVE_S", 30.0),
+        )
+
+
+def _problem(status: int, reason: str, title: str, detail: str) -> bytes:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
+    ).encode()
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """httptools with a bounded request head and a deadline to receive it."""
+
+    limits = ServerLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._head_too_large = False
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head and self._head_timer is None:
+            self._arm()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._in_head = True
+        if self._head_timer is None:
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._reject(
+                431,
+                "Request Header Fields Too Large",
+                f"The request line and headers exceed {self.limits.max_head_bytes:,} bytes; "
+                "send fewer or shorter headers.",
+            )
+            return
+        super().send_400_response(msg)
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.limits.max_head_bytes:
+            self._head_too_large = True
+            raise ValueError("request head too large")  # httptools turns it into a parser error
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._in_head:
+            self._reject(
+                408,
+                "Request Timeout",
+                f"The request head was not received within {self.limits.head_timeout_s:g} s.",
+            )
+
+    def _reject(self, status: int, reason: str, detail: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_problem(status, reason, reason, detail))
+            self.transport.close()
+
+
+def protocol_class(limits: ServerLimits) -> type[GatewayHttpProtocol]:
+    """The protocol class uvicorn instantiates per connection, bound to `limits`."""
+    return type("GatewayHttpProtocol", (GatewayHttpProtocol,), {"limits": limits})

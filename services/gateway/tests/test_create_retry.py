@@ -1,0 +1,107 @@
+"""POST /v1/runs that fails after its first write: the read model shows the run, and a retry
+with the same Idempotency-Key completes it (the gateway app in process, on the real servers,
+with one write made to fail)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from runloom.contracts import subjects
+from runloom.gateway.app import create_app
+from runloom.runtime import bus
+from runloom.runtime.eventlog import EventLog
+from runloom.runtime.tenants import create_tenant
+
+
+class _FailingPool:
+    """The gateway's pool, whose first `INSERT INTO runs(` fails as a lost connection would."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("INSERT INTO runs(") and not self.failed:
+            self.failed = True
+            raise ConnectionResetError("injected: connection lost before the runs row")
+        return await self._pool.execute(sql, *args)
+
+
+@contextlib.asynccontextmanager
+async def _gateway(settings: Any, pool: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    app = create_app(settings)
+    key = await create_tenant(pool, f"t-{uuid.uuid4().hex[:10]}", "retry")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gw", headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            yield client, app.state.runloom
+
+
+async def _started(nc: Any, run_id: str, post: Any) -> httpx.Response:
+    """Run `post()` and wait for the start command it sends for `run_id`."""
+    seen = asyncio.get_running_loop().create_future()
+
+    async def on_msg(msg: Any) -> None:
+        if msgspec.json.decode(msg.data).get("run_id") == run_id and not seen.done():
+            seen.set_result(True)
+
+    sub = await nc.subscribe(subjects.START_RUN, cb=on_msg)
+    try:
+        answer = await post()
+        await asyncio.wait_for(seen, 10)
+        return answer  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.mark.parametrize("failure", ["runs row", "start command"])
+async def test_a_retry_with_the_same_key_completes_a_half_created_run(
+    failure: str, settings: Any, pool: Any, nc: Any, js: Any, poll: Any, monkeypatch: Any
+) -> None:
+    async with asyncio.timeout(60), _gateway(settings, pool) as (client, state):
+        if failure == "runs row":
+            state.pool = _FailingPool(state.pool)
+        else:
+            real = bus.publish
+            calls = {"n": 0}
+
+            async def publish(js_: Any, subject: str, *args: Any, **kwargs: Any) -> Any:
+                if subject == subjects.START_RUN and calls["n"] == 0:
+                    calls["n"] += 1
+                    raise TimeoutError("injected: no answer from NATS")
+                return await real(js_, subject, *args, **kwargs)
+
+            monkeypatch.setattr(bus, "publish", publish)
+        body = {"question": "What survives a crash halfway?"}
+        headers = {"Idempotency-Key": f"key-{failure.replace(' ', '-')}"}
+        first = await client.post("/v1/runs", json=body, headers=headers)
+        assert first.status_code == 500, first.text
+        assert first.headers["content-type"].startswith("application/problem+json")
+
+        async def listed() -> bool:
+            items = (await client.get("/v1/runs")).json()["items"]
+            return len(items) == 1 and items[0]["status"] == "created"
+
+        await poll(listed)  # the read model shows the run the failed request stored
+        run_id = (await client.get("/v1/runs")).json()["items"][0]["id"]
+
+        retry = await _started(
+            nc, run_id, lambda: client.post("/v1/runs", json=body, headers=headers)
+        )
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["id"] == run_id
+        events = await EventLog(js, "test").events(run_id)
+        assert [e.type for e in events] == ["run.created"]
+        assert (await client.get("/v1/runs")).json()["items"][0]["id"] == run_id
