@@ -33,6 +33,7 @@ from runloom.contracts.commands import (
     ReserveReply,
     ReserveRequest,
 )
+from runloom.contracts.types import MAX_USD, check_usd
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,18 @@ def period_start(now: datetime | None = None) -> date:
 
 
 def usd(value: float) -> Decimal:
-    """A wire amount as an exact decimal (the float's shortest repr)."""
-    return Decimal(repr(float(value))).quantize(QUANTUM)
+    """A wire amount as an exact decimal (the float's shortest repr); InvalidValue outside
+    [0, MAX_USD] (a quantize of 1e300 would raise decimal.InvalidOperation)."""
+    return Decimal(repr(check_usd(float(value), "amount"))).quantize(QUANTUM)
 
 
 def _budget(value: Decimal | None) -> Decimal | None:
     """A stored budget to the ledger's precision (a float written to numeric keeps its binary
-    expansion: 3.7e-05 arrives as 0.0000369999...)."""
-    return None if value is None else value.quantize(QUANTUM)
+    expansion: 3.7e-05 arrives as 0.0000369999...). One stored before budgets were bounded
+    counts as MAX_USD, which no run reaches."""
+    if value is None:
+        return None
+    return min(value, Decimal(MAX_USD)).quantize(QUANTUM)
 
 
 def _f(value: Decimal | None) -> float | None:

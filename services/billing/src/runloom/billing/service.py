@@ -19,6 +19,7 @@ from runloom.billing.ledger import LedgerConsumer
 from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
 from runloom.billing_client import load_prices
+from runloom.contracts.types import MAX_USD
 from runloom.runtime import consumer, db
 from runloom.runtime.config import Settings, env_float
 from runloom.runtime.eventlog import EventLog
@@ -52,7 +53,9 @@ def run_budget_from_events(js: JetStreamContext) -> RunBudgetLookup:
             if ev.type != "run.created":
                 return None
             budget = ev.data.get("budget_usd")
-            return ev.tenant_id, None if budget is None else Decimal(repr(float(budget)))
+            if budget is None:
+                return ev.tenant_id, None
+            return ev.tenant_id, min(Decimal(repr(float(budget))), Decimal(MAX_USD))
         return None
 
     return lookup

@@ -41,10 +41,15 @@ def _nonblank(value: str, info: ValidationInfo) -> str:
     return value
 
 
-def text(max_length: int, description: str = "", *, nonblank: bool = False) -> Any:
-    """A body field holding storable text (refused with a message naming the character)."""
+def text(
+    max_length: int | None, description: str = "", *, nonblank: bool = False, optional: bool = False
+) -> Any:
+    """A body field holding storable text (refused with a message naming the character);
+    `optional` ones default to None."""
     pattern = NONBLANK_PATTERN if nonblank else TEXT_PATTERN
+    extra: dict[str, Any] = {"default": None} if optional else {}
     return Field(
+        **extra,
         max_length=max_length,
         min_length=1 if nonblank else 0,
         description=description or None,
@@ -81,5 +86,5 @@ RunIdQuery = Annotated[
     Query(pattern=RUN_ID.pattern, description="One run's id.", examples=[RUN_ID.example]),
 ]
 
-Usd = Annotated[float, Field(ge=0, le=MAX_USD, allow_inf_nan=False)]
+Usd = Annotated[float, Field(ge=0, le=MAX_USD, allow_inf_nan=False, strict=True)]
 """An amount in USD: finite, 0 to MAX_USD."""

@@ -29,7 +29,7 @@ from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found
+from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.routes import clarifications, runs
 from runloom.gateway.routes.events import _position, _Raw
 from runloom.gateway.state import GatewayState, get_state, streaming
@@ -175,7 +175,14 @@ async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> st
 # -- routes -----------------------------------------------------------------------------------
 
 
-@router.get("/v1/agui/capabilities")
+_STREAM = responses(400, 404)
+_STREAM[200] = {
+    "description": "AG-UI events as server-sent events.",
+    "content": {"text/event-stream": {}},
+}
+
+
+@router.get("/v1/agui/capabilities", responses=responses())
 async def capabilities(who: Principal = Depends(principal)) -> dict[str, Any]:
     """AG-UI `AgentCapabilities`: what this agent does, `transport.resumable` included."""
     return {
@@ -199,7 +206,7 @@ async def capabilities(who: Principal = Depends(principal)) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/agui", response_model=None)
+@router.post("/v1/agui", response_model=None, responses=_STREAM)
 async def run_agent(
     body: RunAgentInput,
     state: GatewayState = Depends(get_state),
@@ -323,7 +330,7 @@ def _expired(deadline: str) -> bool:
     return when < datetime.now(UTC)
 
 
-@router.get("/v1/agui/runs/{run_id}", response_model=None)
+@router.get("/v1/agui/runs/{run_id}", response_model=None, responses=_STREAM)
 async def run_stream(
     run_id: str,
     state: GatewayState = Depends(get_state),

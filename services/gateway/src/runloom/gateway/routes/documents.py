@@ -39,8 +39,12 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: NonBlankText = text_field(300, "The document's title.", nonblank=True)
-    text: NonBlankText = text_field(MAX_DOCUMENT_CHARS, "The document's text.", nonblank=True)
-    url: StorableText | None = text_field(2000, "Where the document comes from.")
+    text: NonBlankText = text_field(
+        None,
+        f"The document's text (over {MAX_DOCUMENT_CHARS:,} characters answers 413).",
+        nonblank=True,
+    )
+    url: StorableText | None = text_field(2000, "Where the document comes from.", optional=True)
 
 
 def _bad(detail: str, status: int = 422, title: str = "Invalid document") -> Problem:

@@ -56,7 +56,7 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
 _SSE_RESPONSES = responses(400, 404, 503)
 _SSE_RESPONSES[200] = {
     "description": "Server-sent events (default), or a JSON page with `format=json`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}, "application/json": {}},
+    "content": {"text/event-stream": {}, "application/json": {}},
 }
 
 

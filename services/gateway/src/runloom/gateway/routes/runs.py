@@ -25,7 +25,14 @@ from runloom.contracts.events import CancelRequested, RunCreated
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
 from runloom.gateway._telemetry import in_run_trace
-from runloom.contracts.types import JSON_MAX_BYTES, JSON_MAX_DEPTH, MAX_USD, RUN_ID, InvalidValue
+from runloom.contracts.types import (
+    JSON_MAX_BYTES,
+    JSON_MAX_DEPTH,
+    MAX_USD,
+    RUN_ID,
+    InvalidValue,
+    check_text,
+)
 from runloom.gateway._params import (
     KEY_PATTERN,
     JsonObject,
@@ -87,7 +94,7 @@ class RunIn(BaseModel):
 
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: StorableText | None = text(2000, "Why the run is cancelled.")
+    reason: StorableText | None = text(2000, "Why the run is cancelled.", optional=True)
 
 
 RUN_COLUMNS = (
@@ -174,7 +181,7 @@ async def create_run(
     run_id = new_id("run")
     replay = False
     if idempotency_key is not None:
-        key = idempotency_key
+        key = check_text(idempotency_key, "Idempotency-Key")  # direct callers too (AG-UI)
         inserted = await state.pool.fetchval(
             "INSERT INTO idempotency_keys(tenant_id, key, request_hash, run_id)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING run_id",

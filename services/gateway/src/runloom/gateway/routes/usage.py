@@ -220,6 +220,7 @@ class BudgetIn(BaseModel):
         ge=0,
         le=MAX_USD,
         allow_inf_nan=False,
+        strict=True,
         description="Spending limit per period, in USD (0 stops all).",
     )
     period: Literal["month"] = Field(
