@@ -173,3 +173,27 @@ async def test_metrics_need_an_api_key(platform, js) -> None:
         assert r.status_code == 200 and "archive_lag_events" in r.json()
     info = await js.consumer_info("RUN_EVENTS", archive.DURABLE)
     assert info is not None
+
+
+async def test_the_cli_says_what_a_run_id_looks_like(platform) -> None:
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    runloom = Path(sys.executable).parent / "runloom"
+    proc = await asyncio.create_subprocess_exec(
+        str(runloom),
+        "cancel",
+        "--url",
+        platform.url,
+        "--key",
+        platform.api_key,
+        "run_*",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = (out + err).decode()
+    assert proc.returncode != 0, text
+    assert "run_id" in text and "e.g. 'run_01JD6Q0W7XKZ3T9M4N5P6R8S2V'" in text, text
+    assert "Traceback" not in text

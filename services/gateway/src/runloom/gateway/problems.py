@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from runloom.contracts.types import InvalidValue
+from runloom.contracts.types import ARTIFACT_ID, DOCUMENT_ID, RUN_ID, InvalidValue
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -106,6 +106,16 @@ def _flat(routes: list[Any]) -> list[Any]:
     return out
 
 
+_EXAMPLES = {kind.pattern: kind.example for kind in (RUN_ID, DOCUMENT_ID, ARTIFACT_ID)}
+
+
+def _message(error: Any) -> str:
+    """A validation error in words, with an example of a valid id where a pattern failed."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    example = _EXAMPLES.get(str((error.get("ctx") or {}).get("pattern", "")))
+    return f"{message}, e.g. {example!r}" if example else message
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -120,7 +130,7 @@ def install(app: FastAPI) -> None:
         errors = [
             {
                 "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                "message": str(e["msg"]).removeprefix("Value error, "),
+                "message": _message(e),
             }
             for e in exc.errors()
         ]

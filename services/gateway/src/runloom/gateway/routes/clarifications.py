@@ -15,8 +15,8 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ResumeRun
 from runloom.contracts.events import ClarificationAnswered
 from runloom.contracts.ids import new_id
-from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway._params import NonBlankText, RunIdPath, text
+from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.routes.runs import load_run

@@ -24,7 +24,6 @@ from runloom.contracts.commands import StartRun
 from runloom.contracts.events import CancelRequested, RunCreated
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
-from runloom.gateway._telemetry import in_run_trace
 from runloom.contracts.types import (
     JSON_MAX_BYTES,
     JSON_MAX_DEPTH,
@@ -42,6 +41,7 @@ from runloom.gateway._params import (
     Usd,
     text,
 )
+from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state, streaming
