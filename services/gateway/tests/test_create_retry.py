@@ -30,11 +30,18 @@ class _FailingPool:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
-    async def execute(self, sql: str, *args: Any) -> Any:
+    def _fail_once(self, sql: str) -> None:
         if sql.startswith("INSERT INTO runs(") and not self.failed:
             self.failed = True
             raise ConnectionResetError("injected: connection lost before the runs row")
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        self._fail_once(sql)
         return await self._pool.execute(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self._fail_once(sql)
+        return await self._pool.fetchrow(sql, *args)
 
 
 @contextlib.asynccontextmanager

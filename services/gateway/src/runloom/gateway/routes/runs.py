@@ -174,7 +174,7 @@ async def create_run(
     """Start a run. With `Idempotency-Key`, the same key and body return the same run.
 
     Everything is validated before the first write. The writes go in an order a retry with
-    the same key completes: key, `run.created`, read-model row, start command."""
+    the same key completes: key, `run.created`, then the read-model row and the start command."""
     _api_only(who)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
