@@ -8,28 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, OVERLAYS
+from conftest import KUBERNETES_VERSIONS, OVERLAYS
 from k8s_manifests import SERVICES, config_map, find, one
 
-# The oldest minor version we support and the newest the validator knows.
-KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
 
-
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_overlays_validate_strictly(
-    rendered_text: dict[str, str], version: str, tmp_path: Path
+    checkers: dict[str, tuple[subprocess.Popen[bytes], Path]], version: str
 ) -> None:
-    files = []
-    for overlay, text in rendered_text.items():
-        files.append(tmp_path / f"{overlay}.yaml")
-        files[-1].write_text(text)
-    done = subprocess.run(
-        [str(BIN / "kubernetes-validate"), "--strict", "-k", version, "--quiet", *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    proc, out = checkers[f"validate-{version}"]
+    returncode = proc.wait(timeout=280)
+    assert returncode == 0, out.read_text() + out.with_suffix(".err").read_text()
 
 
 def _replicas(objs: list[dict[str, Any]], name: str) -> int:
