@@ -54,6 +54,19 @@ def _layer_norm(
     return ((x - mean) / np.sqrt(var + _EPS) * weight + bias).astype(np.float32)
 
 
+def _one_blas_thread() -> None:
+    """Run BLAS on the calling thread only, in this whole process.
+
+    OpenBLAS's worker threads spin while they wait: with several forward passes at once (the
+    parallel research sub-agents, each embedding its sub-question) on a busy machine, three
+    searches took 7.4 s instead of tens of milliseconds. Callers get parallelism from their own
+    threads (numpy releases the GIL in matmul).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class Embedder:
     """all-MiniLM-L6-v2 sentence embeddings (384 floats, unit length) for lists of texts.
 
@@ -82,6 +95,7 @@ class Embedder:
     def _weights(self) -> dict[str, NDArray[np.float32]]:
         from safetensors.numpy import load_file
 
+        _one_blas_thread()
         raw = load_file(str(self.path / "model.safetensors"))
         w = {k: v.astype(np.float32) for k, v in raw.items() if v.dtype != np.int64}
         for i in range(_LAYERS):

@@ -35,6 +35,7 @@ async def research(
     claimed = set(run.state.sources)
     """Sources already found (by this or another sub-agent): each is announced once."""
     results: dict[int, list[corpus.Hit]] = {}
+    await retrieval.embed_all([s.meaning for s in subs])  # one batch; each search reuses its own
     async with asyncio.TaskGroup() as tg:
         for s in subs:
             tg.create_task(_traced_agent(run, s, plan_ev, results, claimed))

@@ -15,7 +15,14 @@ from runloom.corpus.store import Hit
 
 
 async def embedding(text: str) -> embed.Vectors:
-    return await asyncio.to_thread(embed.shared().embed_one, text)
+    """The text's embedding; the process keeps recent ones, which the writer then reuses."""
+    return (await embed_all([text]))[0]
+
+
+async def embed_all(texts: list[str]) -> embed.Vectors:
+    """Embed several texts in one forward pass (e.g. a plan's sub-questions, before their
+    parallel searches), off the event loop."""
+    return await asyncio.to_thread(vectors.vectors_for, texts, embed.shared())
 
 
 async def search(
