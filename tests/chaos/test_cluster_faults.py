@@ -138,7 +138,7 @@ FAULTS: list[tuple[str, Fault, bool]] = [
         pytest.param(
             n,
             f,
-            marks=[] if quick or FULL else pytest.mark.skip("make chaos runs it"),
+            marks=[] if quick else pytest.mark.make_target("chaos", env="RUNLOOM_CHAOS"),
             id=n.split(",")[0].replace(" ", "-"),
         )
         for n, f, quick in FAULTS

@@ -88,10 +88,8 @@ def test_the_build_context_leaves_local_state_and_secrets_out() -> None:
     assert {".git", ".venv", ".cache", ".runloom", ".env"} <= ignored
 
 
-@pytest.mark.skipif(
-    os.environ.get("RUNLOOM_K8S_IMAGE") != "1",
-    reason="builds the image's environment for real (~40 s): `make k8s` runs it",
-)
+# Builds the image's environment for real (~40 s): `make k8s` runs it.
+@pytest.mark.make_target("k8s", env="RUNLOOM_K8S_IMAGE")
 @pytest.mark.timeout(600)
 def test_the_image_environment_runs_every_command(tmp_path: Path) -> None:
     """The Dockerfile's own `uv sync` steps, run into a fresh environment: every command the

@@ -311,6 +311,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "platform_env(**env): environment for platform processes")
     config.addinivalue_line("markers", "platform_services(*names): services the platform starts")
+    config.addinivalue_line(
+        "markers",
+        "make_target(name, env): collected only when `env`=1, which `make <name>` sets",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) tests that belong to a longer make target: `make test` reports them as
+    deselected, so a skip always means something could not run."""
+    keep, dropped = [], []
+    for item in items:
+        mark = item.get_closest_marker("make_target")
+        on = mark is None or os.environ.get(mark.kwargs["env"]) == "1"
+        (keep if on else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 # -- HTTP helpers for tests that drive the platform as a user would -----------------------------
