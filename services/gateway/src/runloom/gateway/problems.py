@@ -148,13 +148,19 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"There is no endpoint at {request.url.path}. See /docs for the API."
         headers = dict(exc.headers or {})
-        if exc.status_code == 405:
+        status = exc.status_code
+        if status == 400 and detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not JSON: a validation failure like any other
+            # (422, declared on every route), said so that the client knows what to send.
+            status = 422
+            detail = "The request body is not valid JSON: send a UTF-8 JSON document."
+        if status == 405:
             headers["Allow"] = _allowed(request) or headers.get("Allow", "")
             detail = (
                 f"{request.method} is not allowed on {request.url.path}; "
                 f"use {headers['Allow'] or 'another method'}."
             )
-        problem = Problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail)
+        problem = Problem(status, _TITLES.get(status, "Error"), detail)
         problem.headers.update(headers)
         return problem.response(request.url.path)
 
