@@ -45,6 +45,9 @@ def test_sse_parser_follows_the_event_stream_rules() -> None:
     ]
 
 
+RUN = "run_01JD6Q0W7XKZ3T9M4N5P6R8S2V"  # a well-formed run id: the envelope checks it
+
+
 def _events(n: int) -> list[Event]:
     types = ["run.created", "run.started"] + ["step.progress"] * (n - 3) + ["run.completed"]
     data: list[dict[str, Any]] = [{"question": "q"}, {"worker": "w"}]
@@ -52,7 +55,7 @@ def _events(n: int) -> list[Event]:
     return [
         Event(
             id=f"e{i}",
-            run_id="r",
+            run_id=RUN,
             tenant_id="t",
             seq=i,
             type=t,
@@ -109,7 +112,7 @@ def follow(scripts: list[list[int | str]], n: int = 12) -> tuple[Recorder, Scrip
     events = _events(n)
     gw = ScriptedGateway(events, scripts)
     view = Recorder()
-    state = Follower(gw, "r", view).run()  # type: ignore[arg-type]
+    state = Follower(gw, RUN, view).run()  # type: ignore[arg-type]
     return view, gw, state
 
 

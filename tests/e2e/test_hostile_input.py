@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -109,7 +110,9 @@ async def test_no_input_breaks_the_platform(platform: Any) -> None:
         method, path, payload, ident = req
         if path.startswith("/v1/agui/runs/") and ident == "$run":
             ident = "run_01JD6Q0W7XKZ3T9M4N5P6R8S2V"  # a real run's stream lasts until it ends
-        path = path.replace("{id}", (ident or "x").replace("$run", anchor["id"]))
+        # A client puts any text in a path segment percent-encoded (httpx refuses raw controls).
+        segment = quote((ident or "x").replace("$run", anchor["id"]), safe="")
+        path = path.replace("{id}", segment)
         path = path.replace("$run", anchor["id"])
         if path.endswith("/events") and isinstance(payload, dict):
             payload = {**payload, "format": "json"}  # pages, not a stream that lasts the run

@@ -88,7 +88,7 @@ async def test_another_tenants_run_and_artifacts_answer_404(platform, pool, new_
         assert r.status_code == 404, (path, r.status_code, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert run.run_id not in r.text or "No run" in r.json()["detail"]
-    missing = await _get(platform, "/v1/artifacts/art_doesnotexist")
+    missing = await _get(platform, "/v1/artifacts/art_" + "0" * 32)
     assert missing.status_code == 404
     assert (await _get(platform, art["url"], headers={})).status_code == 401
 
