@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 from runloom.billing.accounts import Accounts
+from runloom.billing.service import run_budget_from_events
 from runloom.billing_client import Meter, load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest, ReserveReply, ReserveRequest
@@ -114,9 +115,9 @@ async def _latency(nc: Any, js: Any, tenant: str, run_id: str, calls: int) -> di
     }
 
 
-async def _db_only(pool: Any, tenant: str, run_id: str, n: int) -> float:
-    """One reserve transaction in this process (no NATS, no billing process): the floor."""
-    accounts = Accounts(pool=pool, prices=load_prices())
+async def _db_only(pool: Any, js: Any, tenant: str, run_id: str, n: int) -> float:
+    """One reserve transaction in this process (no billing process): the floor."""
+    accounts = Accounts(pool=pool, prices=load_prices(), run_budget=run_budget_from_events(js))
     ms = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -163,20 +164,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await _wait_billing(nc, proc)
 
         tenant = "bench"
-        await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tenant)
+        log = EventLog(js, "bench")
 
         async def new_run(owner: str = tenant) -> str:
+            """A run as billing learns of it: its run.created, with a budget no bench reaches."""
             run_id = new_id("run")
-            await pool.execute(
-                "INSERT INTO runs(id, tenant_id, question, budget_usd) VALUES ($1,$2,'q',1e6)",
-                run_id,
-                owner,
-            )
+            await log.append(run_id, owner, RunCreated(question="bench", budget_usd=1e6))
             return run_id
 
         tenants = [f"bench-{i}" for i in range(8)]
-        for t in tenants:
-            await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", t)
 
         await _throughput(nc, tenant, [await new_run()], 200, args.concurrency)  # warm up
         one_run = [
@@ -194,9 +190,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             many.append(await _throughput(nc, tenants, runs, args.reservations, args.concurrency))
 
         run_id = await new_run()
-        await EventLog(js, "bench").append(run_id, tenant, RunCreated(question="bench"))
         latency = await _latency(nc, js, tenant, run_id, args.calls)
-        latency["db_only_reserve_p50_ms"] = await _db_only(pool, tenant, await new_run(), 200)
+        latency["db_only_reserve_p50_ms"] = await _db_only(pool, js, tenant, await new_run(), 200)
         return {
             "reservations": args.reservations,
             "concurrency": args.concurrency,

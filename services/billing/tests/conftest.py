@@ -1,4 +1,4 @@
-"""Fixtures: a fresh tenant and run in the real Postgres, and a real billing process."""
+"""Fixtures: a fresh tenant, a run (its run.created on the real bus), a real billing process."""
 
 from __future__ import annotations
 
@@ -11,44 +11,42 @@ from typing import Any
 
 import pytest
 from runloom.billing.accounts import Accounts
+from runloom.billing.service import run_budget_from_events
 from runloom.billing_client import load_prices
 from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest
+from runloom.contracts.events import RunCreated
 from runloom.contracts.ids import new_id
 from runloom.devkit.supervisor import ServiceProcess
 from runloom.runtime.config import Settings
+from runloom.runtime.eventlog import EventLog
 
 
 @pytest.fixture
-async def tenant(pool: Any) -> str:
-    tenant_id = f"t-{uuid.uuid4().hex[:12]}"
-    await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tenant_id)
-    return tenant_id
+def tenant() -> str:
+    """A fresh tenant id (billing keeps no tenant table: a tenant is an id on requests)."""
+    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 MakeRun = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-def make_run(pool: Any) -> MakeRun:
-    """Insert a run (as the gateway does at POST /v1/runs) with its budget."""
+def make_run(js: Any) -> MakeRun:
+    """Store a run's run.created with its budget (as the gateway does at POST /v1/runs)."""
+    log = EventLog(js, "gateway")
 
     async def make(tenant_id: str, budget_usd: float | None = None) -> str:
         run_id = new_id("run")
-        await pool.execute(
-            "INSERT INTO runs(id, tenant_id, question, budget_usd) VALUES ($1, $2, 'q', $3)",
-            run_id,
-            tenant_id,
-            budget_usd,
-        )
+        await log.append(run_id, tenant_id, RunCreated(question="q", budget_usd=budget_usd))
         return run_id
 
     return make
 
 
 @pytest.fixture
-def accounts(pool: Any) -> Accounts:
-    return Accounts(pool=pool, prices=load_prices())
+def accounts(pool: Any, js: Any) -> Accounts:
+    return Accounts(pool=pool, prices=load_prices(), run_budget=run_budget_from_events(js))
 
 
 class Billing:

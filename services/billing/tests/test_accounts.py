@@ -160,7 +160,7 @@ async def test_run_budget_from_run_created_when_runs_row_is_missing(pool, tenant
     async def lookup(run_id: str) -> tuple[str, Decimal]:
         return tenant, Decimal("0.02")
 
-    accounts = Accounts(pool=pool, prices=load_prices(), run_budget_fallback=lookup)
+    accounts = Accounts(pool=pool, prices=load_prices(), run_budget=lookup)
     run_id = new_id("run")
     assert (await accounts.reserve(_req(run_id, tenant, 0.02))).granted
     refused = await accounts.reserve(_req(run_id, tenant, 0.001))

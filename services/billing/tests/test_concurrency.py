@@ -58,7 +58,6 @@ async def test_100_concurrent_reservations_grant_exactly_the_37_that_fit(
     billing, nc, pool, make_run, unit_micro, slack, scope, seed, retried
 ):
     tenant = f"t-{new_id('x')[-10:].lower()}"
-    await pool.execute("INSERT INTO tenants(id, name) VALUES ($1, $1)", tenant)
     budget_micro = FITS * unit_micro + int(slack * unit_micro)  # 37 fit, a 38th does not
     budget = budget_micro / 1_000_000
     if scope == "tenant":

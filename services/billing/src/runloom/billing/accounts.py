@@ -43,7 +43,7 @@ MIN_TTL_S = 1.0
 MAX_TTL_S = 3600.0
 
 RunBudgetLookup = Callable[[str], Awaitable[tuple[str | None, Decimal | None] | None]]
-"""run_id -> (tenant_id, budget_usd) from another source (the run.created event), or None."""
+"""run_id -> (tenant_id, budget_usd) from the run's run.created event, or None."""
 
 
 def period_start(now: datetime | None = None) -> date:
@@ -165,8 +165,8 @@ class Accounts:
     """Connection pool on the migrated database."""
     prices: PriceTable
     """Prices for committed usage."""
-    run_budget_fallback: RunBudgetLookup | None = None
-    """Where a run's budget comes from when the `runs` row is not there (yet)."""
+    run_budget: RunBudgetLookup
+    """Where a new run account's owner and budget come from (the run's run.created event)."""
     _have: set[Any] = field(default_factory=set, repr=False, compare=False)
     """Run ids and (tenant, period) keys whose rows are known to exist."""
 
@@ -260,7 +260,7 @@ class Accounts:
     async def _ensure_rows(
         self, conn: asyncpg.Connection, runs: dict[str, str], tenants: set[tuple[str, date]]
     ) -> None:
-        """Create missing run accounts (budget from `runs` or run.created) and tenant periods."""
+        """Create missing run accounts (budget from run.created) and tenant periods."""
         if len(self._have) > 200_000:
             self._have.clear()
         runs = {k: v for k, v in runs.items() if k not in self._have}
@@ -275,7 +275,7 @@ class Accounts:
             )
         }
         for run_id in sorted(set(runs) - have):
-            owner, budget = await self._run_budget(conn, run_id)
+            owner, budget = await self._run_budget(run_id)
             await conn.execute(
                 "INSERT INTO billing_run_accounts(run_id, tenant_id, budget_usd) VALUES ($1,$2,$3)"
                 " ON CONFLICT (run_id) DO NOTHING",
@@ -295,17 +295,11 @@ class Accounts:
         self._have.update(runs)
         self._have.update(tenants)
 
-    async def _run_budget(
-        self, conn: asyncpg.Connection, run_id: str
-    ) -> tuple[str | None, Decimal | None]:
-        row = await conn.fetchrow("SELECT tenant_id, budget_usd FROM runs WHERE id=$1", run_id)
-        if row is not None:
-            return row["tenant_id"], row["budget_usd"]
-        if self.run_budget_fallback is not None:
-            found = await self.run_budget_fallback(run_id)
-            if found is not None:
-                return found
-        log.warning("run %s has no runs row and no run.created event: no run budget", run_id)
+    async def _run_budget(self, run_id: str) -> tuple[str | None, Decimal | None]:
+        found = await self.run_budget(run_id)
+        if found is not None:
+            return found
+        log.warning("run %s has no run.created event: no run budget", run_id)
         return None, None
 
     async def _lock(

@@ -44,19 +44,22 @@ class BillingOptions:
 
 
 def run_budget_from_events(js: JetStreamContext) -> RunBudgetLookup:
-    """A lookup of a run's (tenant, budget) in its run.created event, for runs not in `runs`."""
+    """A run's (tenant, budget), read from its first stored event, run.created (one direct get).
+
+    The gateway stores run.created before any service hears of the run, so a reservation
+    never arrives before it; billing keeps no copy of the gateway's `runs` table.
+    """
     events = EventLog(js, "billing")
 
     async def lookup(run_id: str) -> tuple[str | None, Decimal | None] | None:
-        async for stored in events.read(run_id):
-            ev = stored.event
-            if ev.type != "run.created":
-                return None
-            budget = ev.data.get("budget_usd")
-            if budget is None:
-                return ev.tenant_id, None
-            return ev.tenant_id, min(Decimal(repr(float(budget))), Decimal(MAX_USD))
-        return None
+        stored = await events.first(run_id)
+        if stored is None or stored.event.type != "run.created":
+            return None
+        ev = stored.event
+        budget = ev.data.get("budget_usd")
+        if budget is None:
+            return ev.tenant_id, None
+        return ev.tenant_id, min(Decimal(repr(float(budget))), Decimal(MAX_USD))
 
     return lookup
 
@@ -73,7 +76,7 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
     accounts = Accounts(
         pool=accounts_pool,
         prices=prices,
-        run_budget_fallback=run_budget_from_events(ctx.js),
+        run_budget=run_budget_from_events(ctx.js),
     )
     responders = Responders(
         ctx.nc, ctx.js, accounts, concurrency=options.concurrency, lanes=options.lanes
