@@ -46,6 +46,12 @@ async def test_billing_killed_mid_run_the_run_waits_resumes_and_the_ledger_adds_
         assert "billing" in waiting["data"]["message"]
         assert not any(e["type"] in TERMINAL_TYPES for e in events)  # waiting, not failed
         usage_before = sum(e["type"] == "usage.recorded" for e in events)
+        # Usage and budgets are billing's: while it is away they say so, and when to retry.
+        for path, params in (("/v1/usage", {"run_id": run_id}), ("/v1/budget", {})):
+            r = await c.get(path, params=params)
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert int(r.headers["retry-after"]) > 0 and "billing" in r.json()["detail"]
         platform["billing-1"].start()
 
         run = await _ended(c, run_id)

@@ -960,6 +960,90 @@ export interface ReleaseReply {
   ok: boolean;
 }
 
+/** The tenant's period budget and this period's spend. */
+export interface BudgetGetRequest {
+  tenant_id: string;
+}
+
+/** Set the tenant's budget per period (reservations beyond it are refused from then on). */
+export interface BudgetSetRequest {
+  tenant_id: string;
+  amount_usd: number;
+  period?: "month";
+}
+
+export interface BudgetReply {
+  /** None: the tenant has no budget. */
+  amount_usd?: number | null;
+  period?: "month";
+  period_start: string;
+  spent_usd?: number;
+  held_usd?: number;
+  remaining_usd?: number | null;
+  updated_at?: string | null;
+}
+
+/** One run's metered calls (only the tenant's own). */
+export interface RunUsageRequest {
+  tenant_id: string;
+  run_id: string;
+}
+
+export interface RunUsageReply {
+  run_id: string;
+  /** Reserved and not yet committed. */
+  held_usd?: number;
+  totals: UsageTotals;
+  items?: UsageItem[];
+}
+
+export interface UsageTotals {
+  cost_usd?: number;
+  input_tokens?: number;
+  output_tokens?: number;
+  tool_calls?: number;
+  calls?: number;
+}
+
+/** One metered call, as billing's ledger counted it. */
+export interface UsageItem {
+  usage_id: string;
+  time: string;
+  kind: string;
+  provider?: string | null;
+  model?: string | null;
+  tool?: string | null;
+  input_tokens?: number;
+  output_tokens?: number;
+  tool_calls?: number;
+  cost_usd?: number;
+  step_id?: string | null;
+  price_version?: string | null;
+}
+
+/** The tenant's spend in [start, end), grouped. */
+export interface UsageRangeRequest {
+  tenant_id: string;
+  start: string;
+  end: string;
+  group_by?: "day" | "model" | "run";
+}
+
+export interface UsageRangeReply {
+  total_usd?: number;
+  groups?: UsageGroup[];
+}
+
+export interface UsageGroup {
+  /** The day (YYYY-MM-DD, UTC), the run id, or `provider/model` (`tool:<name>` for tools). */
+  key: string;
+  cost_usd?: number;
+  input_tokens?: number;
+  output_tokens?: number;
+  tool_calls?: number;
+  calls?: number;
+}
+
 /** A message a consumer could not process, with the reason; stored on `dlq.>`. */
 export interface DeadLetter {
   stream: string;

@@ -17,6 +17,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest
 from runloom.contracts.events import RunCreated
 from runloom.contracts.ids import new_id
+from runloom.devkit.embedded import free_port
 from runloom.devkit.supervisor import ServiceProcess
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
@@ -66,6 +67,7 @@ class Billing:
                 "RUNLOOM_DATABASE_URL": settings.effective_database_url,
                 "RUNLOOM_HOME": str(root),
                 "RUNLOOM_LOG_FORMAT": "json",
+                "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
                 **(env or {}),
             },
             root / "logs",

@@ -11,7 +11,7 @@ import pytest
 from runloom.runtime import archive
 from runloom.runtime.tenants import create_tenant
 
-pytestmark = pytest.mark.platform_services("gateway")
+pytestmark = pytest.mark.platform_services("gateway", "billing")  # budgets are billing's
 
 RUN = "run_01JD6Q0W7XKZ3T9M4N5P6R8S2V"
 DEEP = b'{"question":"q","options":' + b'{"x":' * 300 + b"1" + b"}" * 301

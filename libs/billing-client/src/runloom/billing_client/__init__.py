@@ -3,13 +3,13 @@
 A caller reserves before every provider or tool call and commits or releases after, over
 request/reply (`Meter`); `BudgetExceeded` stops it before the spend. The price table (the
 estimate a caller reserves, the cost billing commits) is billing's, shipped here so both sides
-price a call the same way.
+price a call the same way. `BillingQueries` asks billing for the budget and usage views (the
+gateway's `/v1/budget` and `/v1/usage`); `BillingUnavailable` says billing did not answer.
 """
 
 from runloom.billing_client._meter import (
     BudgetExceeded,
     Meter,
-    MeteringError,
     MeterOptions,
     Reservation,
 )
@@ -22,9 +22,13 @@ from runloom.billing_client._prices import (
     load_prices,
     parse_prices,
 )
+from runloom.billing_client._queries import BillingQueries
+from runloom.billing_client._request import BillingUnavailable, MeteringError
 
 __all__ = [
     "QUANTUM",
+    "BillingQueries",
+    "BillingUnavailable",
     "BudgetExceeded",
     "Meter",
     "MeterOptions",

@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
 from runloom.billing_client import _metrics as metrics
 from runloom.billing_client._prices import PriceTable, default_prices
+from runloom.billing_client._request import BillingUnavailable, MeteringError, ask
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     CommitReply,
@@ -50,14 +50,10 @@ from runloom.contracts.events import (
     Usage,
     UsageRecorded,
 )
-from runloom.contracts.headers import Header
 from runloom.contracts.kinds import UsageKind
 from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
-from runloom.runtime.telemetry import producer_span
 
 log = logging.getLogger(__name__)
-
-UNAVAILABLE = "unavailable"
 
 R = TypeVar("R", bound=msgspec.Struct)
 _encoder = msgspec.json.Encoder()
@@ -69,10 +65,6 @@ class BudgetExceeded(Exception):
         self.scope = scope
         self.spent_usd = spent_usd
         self.budget_usd = budget_usd
-
-
-class MeteringError(Exception):
-    """Billing refused a request as invalid (a bug on the caller's side, not an outage)."""
 
 
 @dataclass(frozen=True)
@@ -326,25 +318,22 @@ class Meter:
             problem: str
             sent_at = time.monotonic()
             try:
-                headers: dict[str, str] = {}
-                with producer_span(subject, headers, message_id=key, conversation_id=run_id):
-                    msg = await self.nc.request(
-                        subject, payload, timeout=self.options.request_timeout_s, headers=headers
-                    )
-                error = (msg.headers or {}).get(Header.ERROR)
-                if error is None:
-                    reply = msgspec.json.decode(msg.data, type=reply_type)
-                    self._answered[run_id] = time.monotonic()
-                    if give_up_after_s is None:
-                        await self._resumed(run_id, tenant_id, causation_id)
-                    return reply
-                if error != UNAVAILABLE:
-                    raise MeteringError(f"billing rejected {subject}: {error}")
-                problem = "billing cannot reach its database"
-            except nats.errors.NoRespondersError:
-                problem = "no billing replica is running"
-            except (nats.errors.Error, TimeoutError) as exc:
-                problem = f"billing did not answer ({type(exc).__name__})"
+                reply = await ask(
+                    self.nc,
+                    subject,
+                    payload,
+                    reply_type,
+                    timeout_s=self.options.request_timeout_s,
+                    message_id=key,
+                    conversation_id=run_id,
+                )
+            except BillingUnavailable as exc:
+                problem = exc.problem
+            else:
+                self._answered[run_id] = time.monotonic()
+                if give_up_after_s is None:
+                    await self._resumed(run_id, tenant_id, causation_id)
+                return reply
             if give_up_after_s is not None:
                 if time.monotonic() - started >= give_up_after_s:
                     return None

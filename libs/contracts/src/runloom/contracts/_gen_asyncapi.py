@@ -229,8 +229,12 @@ def asyncapi() -> Schema:
         ("reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply"),
         ("commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply"),
         ("release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply"),
+        ("budgetGet", subjects.BILLING_BUDGET_GET, "BudgetGetRequest", "BudgetReply"),
+        ("budgetSet", subjects.BILLING_BUDGET_SET, "BudgetSetRequest", "BudgetReply"),
+        ("usageRun", subjects.BILLING_USAGE_RUN, "RunUsageRequest", "RunUsageReply"),
+        ("usageRange", subjects.BILLING_USAGE_RANGE, "UsageRangeRequest", "UsageRangeReply"),
     ):
-        cap = verb.capitalize()
+        cap = verb[0].upper() + verb[1:]
         channels[f"billing{cap}"] = {
             "address": subject,
             "title": f"Billing: {verb}",
@@ -246,7 +250,9 @@ def asyncapi() -> Schema:
         operations[f"billing{cap}"] = {
             "action": "receive",
             "channel": chan(f"billing{cap}"),
-            "summary": f"Billing answers a {verb} request (idempotent by reservation id).",
+            "summary": f"Billing answers a {verb} request (idempotent by reservation id)."
+            if verb in ("reserve", "commit", "release")
+            else f"Billing answers {subject} (the gateway's budget and usage views).",
             "messages": ops_msgs(f"billing{cap}", request),
             "reply": {
                 "channel": chan(f"billing{cap}Reply"),

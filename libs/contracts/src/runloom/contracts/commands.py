@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Literal
 
 import msgspec
 from runloom.contracts.events import Usage
@@ -102,6 +103,99 @@ class ReleaseReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     ok: bool
 
 
+BudgetPeriod = Literal["month"]
+UsageGrouping = Literal["day", "run", "model"]
+
+
+class BudgetGetRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The tenant's period budget and this period's spend."""
+
+    tenant_id: str
+
+
+class BudgetSetRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Set the tenant's budget per period (reservations beyond it are refused from then on)."""
+
+    tenant_id: str
+    amount_usd: Usd
+    period: BudgetPeriod = "month"
+
+
+class BudgetReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    amount_usd: float | None = None
+    """None: the tenant has no budget."""
+    period: BudgetPeriod = "month"
+    period_start: date
+    spent_usd: float = 0.0
+    held_usd: float = 0.0
+    remaining_usd: float | None = None
+    updated_at: datetime | None = None
+
+
+class RunUsageRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One run's metered calls (only the tenant's own)."""
+
+    tenant_id: str
+    run_id: RunId
+
+
+class UsageTotals(msgspec.Struct, kw_only=True, omit_defaults=True):
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    calls: int = 0
+
+
+class UsageItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One metered call, as billing's ledger counted it."""
+
+    usage_id: str
+    time: datetime
+    kind: str
+    provider: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    cost_usd: float = 0.0
+    step_id: str | None = None
+    price_version: str | None = None
+
+
+class RunUsageReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    run_id: RunId
+    held_usd: float = 0.0
+    """Reserved and not yet committed."""
+    totals: UsageTotals
+    items: list[UsageItem] = []
+
+
+class UsageRangeRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The tenant's spend in [start, end), grouped."""
+
+    tenant_id: str
+    start: datetime
+    end: datetime
+    group_by: UsageGrouping = "day"
+
+
+class UsageGroup(msgspec.Struct, kw_only=True, omit_defaults=True):
+    key: str
+    """The day (YYYY-MM-DD, UTC), the run id, or `provider/model` (`tool:<name>` for tools)."""
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    calls: int = 0
+
+
+class UsageRangeReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    total_usd: float = 0.0
+    groups: list[UsageGroup] = []
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -125,5 +219,12 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "CommitReply": CommitReply,
     "ReleaseRequest": ReleaseRequest,
     "ReleaseReply": ReleaseReply,
+    "BudgetGetRequest": BudgetGetRequest,
+    "BudgetSetRequest": BudgetSetRequest,
+    "BudgetReply": BudgetReply,
+    "RunUsageRequest": RunUsageRequest,
+    "RunUsageReply": RunUsageReply,
+    "UsageRangeRequest": UsageRangeRequest,
+    "UsageRangeReply": UsageRangeReply,
     "DeadLetter": DeadLetter,
 }

@@ -26,6 +26,10 @@ DLQ_SUBJECTS = "dlq.>"
 BILLING_RESERVE = "billing.reserve"
 BILLING_COMMIT = "billing.commit"
 BILLING_RELEASE = "billing.release"
+BILLING_BUDGET_GET = "billing.budget.get"
+BILLING_BUDGET_SET = "billing.budget.set"
+BILLING_USAGE_RUN = "billing.usage.run"
+BILLING_USAGE_RANGE = "billing.usage.range"
 
 ARTIFACTS_BUCKET = "artifacts"
 

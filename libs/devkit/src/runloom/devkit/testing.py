@@ -238,6 +238,11 @@ class Platform:
         self.management[proc.name] = f"http://127.0.0.1:{port}"
         if service == "gateway":
             self.wait_ready(proc)
+        elif service == "billing":
+            # The gateway's usage and budget routes ask billing: a test may call them at once.
+            from runloom.devkit.supervisor import wait_http
+
+            wait_http(f"http://127.0.0.1:{port}/readyz", timeout=30.0, proc=proc)
         return proc
 
     def wait_ready(self, proc: Any = None, timeout: float = 30.0) -> None:

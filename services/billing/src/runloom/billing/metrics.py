@@ -16,6 +16,7 @@ REFUSALS = Counter(
 )
 REQUESTS = Counter(
     "runloom_billing_requests",
-    "Billing requests answered, by operation (reserve, commit, release) and result (ok, error)",
+    "Billing requests answered, by operation (reserve, commit, release, budget.get, budget.set,"
+    " usage.run, usage.range) and result (ok, error)",
     ["operation", "result"],
 )

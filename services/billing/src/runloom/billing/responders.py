@@ -1,4 +1,5 @@
-"""Request/reply over core NATS: reserve, commit and release, in the queue group `billing`.
+"""Request/reply over core NATS, in the queue group `billing`: reserve, commit and release,
+and the budget and usage views (`billing.budget.get|set`, `billing.usage.run|range`).
 
 Every replica subscribes in the same queue group, so each request reaches one of them. nats-py
 runs the callbacks of one subscription one after another, so each request is handled in its
@@ -29,8 +30,18 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from runloom.billing import metrics
 from runloom.billing.accounts import Accounts, Reply, Request
+from runloom.billing.queries import Queries
 from runloom.contracts import subjects
-from runloom.contracts.commands import CommitRequest, ReleaseRequest, ReserveReply, ReserveRequest
+from runloom.contracts.commands import (
+    BudgetGetRequest,
+    BudgetSetRequest,
+    CommitRequest,
+    ReleaseRequest,
+    ReserveReply,
+    ReserveRequest,
+    RunUsageRequest,
+    UsageRangeRequest,
+)
 from runloom.contracts.headers import Header
 from runloom.runtime import bus
 from runloom.runtime.telemetry import consumer_span, inject_headers
@@ -125,11 +136,13 @@ class Batcher:
 
 @dataclass
 class Responders:
-    """The three billing subjects, served from one replica."""
+    """The billing subjects, served from one replica."""
 
     nc: NATS
     js: JetStreamContext
     accounts: Accounts
+    queries: Queries | None = None
+    """Budget and usage views (not served when None)."""
     concurrency: int = 64
     """Requests handled at once by this replica."""
     lanes: int = 4
@@ -142,11 +155,23 @@ class Responders:
     def routes(self) -> list[_Route]:
         assert self.batcher is not None
         submit = self.batcher.submit
-        return [
+        routes = [
             _Route(subjects.BILLING_RESERVE, msgspec.json.Decoder(ReserveRequest), submit),
             _Route(subjects.BILLING_COMMIT, msgspec.json.Decoder(CommitRequest), submit),
             _Route(subjects.BILLING_RELEASE, msgspec.json.Decoder(ReleaseRequest), submit),
         ]
+        if self.queries is not None:
+            q = self.queries
+            routes += [
+                _Route(subject, msgspec.json.Decoder(request), handle)
+                for subject, request, handle in (
+                    (subjects.BILLING_BUDGET_GET, BudgetGetRequest, q.budget),
+                    (subjects.BILLING_BUDGET_SET, BudgetSetRequest, q.set_budget),
+                    (subjects.BILLING_USAGE_RUN, RunUsageRequest, q.run_usage),
+                    (subjects.BILLING_USAGE_RANGE, UsageRangeRequest, q.usage_range),
+                )
+            ]
+        return routes
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
@@ -180,7 +205,7 @@ class Responders:
 
     async def _serve(self, route: _Route, msg: Msg) -> None:
         try:
-            operation = route.subject.rsplit(".", 1)[-1]
+            operation = route.subject.removeprefix("billing.")
             with consumer_span(route.subject, msg.headers, consumer=QUEUE):
                 try:
                     request = route.decoder.decode(msg.data)

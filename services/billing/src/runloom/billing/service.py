@@ -2,8 +2,9 @@
 
 Consumes: every run's `usage.recorded` (RUN_EVENTS, durable `billing-ledger`, declared in
 `ledger.LedgerConsumer.consumer`). Serves (request/reply, queue group `billing`):
-`billing.reserve|commit|release`. Publishes: the replies, and dead letters of requests it
-cannot read.
+`billing.reserve|commit|release` and the gateway's views, `billing.budget.get|set` and
+`billing.usage.run|range` (`queries.Queries`). Publishes: the replies, and dead letters of
+requests it cannot read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from decimal import Decimal
 from nats.js import JetStreamContext
 from runloom.billing.accounts import Accounts, RunBudgetLookup
 from runloom.billing.ledger import LedgerConsumer
+from runloom.billing.queries import Queries
 from runloom.billing.responders import Responders
 from runloom.billing.sweeper import sweep
 from runloom.billing_client import load_prices
@@ -79,7 +81,12 @@ async def main(ctx: ServiceContext, options: BillingOptions | None = None) -> No
         run_budget=run_budget_from_events(ctx.js),
     )
     responders = Responders(
-        ctx.nc, ctx.js, accounts, concurrency=options.concurrency, lanes=options.lanes
+        ctx.nc,
+        ctx.js,
+        accounts,
+        queries=Queries(ctx.pool),
+        concurrency=options.concurrency,
+        lanes=options.lanes,
     )
     await responders.start()
     ledger = LedgerConsumer(ctx.pool, prices.version).consumer()

@@ -1,20 +1,25 @@
-"""Usage and budgets: what the tenant spent (from billing's ledger) and the period budget.
+"""Usage and budgets: what the tenant spent (billing's ledger) and the period budget.
 
 - `GET /v1/usage?run_id=…`: one run's metered calls and totals.
 - `GET /v1/usage?from=…&to=…&group_by=day|run|model`: the tenant's spend over a time range.
 - `PUT /v1/budget` `{"amount_usd": 25, "period": "month"}` and `GET /v1/budget`.
 
-Everything is scoped to the API key's tenant; another tenant's run answers 404.
+Billing owns the ledger and the budgets: each route asks it over request/reply
+(`runloom.billing_client.BillingQueries`); when no billing replica answers, the route answers
+503 with `Retry-After`. Everything is scoped to the API key's tenant; another tenant's run
+answers 404.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
+from runloom.billing_client import BillingQueries, BillingUnavailable, MeteringError
+from runloom.contracts.commands import BudgetReply, UsageItem
 from runloom.contracts.types import MAX_USD
 from runloom.gateway._params import RunIdQuery
 from runloom.gateway.auth import Principal, principal
@@ -29,10 +34,35 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 """Times a usage query may name (UTC): a range is clipped to them, never overflows."""
 TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+ -]\d{2}:\d{2})?)?$"
 """A date, or an RFC 3339 time (a `+` left unescaped in a URL arrives as a space)."""
+RETRY_AFTER_S = 5
+"""What a client is told to wait when billing does not answer."""
+
+T = TypeVar("T")
 
 
-def _usd(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def _billing(call: Awaitable[T]) -> T:
+    """Billing's answer; 503 + Retry-After when it does not answer, 422 when it refuses."""
+    try:
+        return await call
+    except BillingUnavailable as exc:
+        problem = Problem(
+            503,
+            "Billing unavailable",
+            f"Usage and budgets are served by billing, which did not answer ({exc.problem}). "
+            f"Try again in {RETRY_AFTER_S} s.",
+        )
+        problem.headers["Retry-After"] = str(RETRY_AFTER_S)
+        raise problem from None
+    except MeteringError as exc:
+        raise Problem(422, "Invalid request", str(exc)) from None
+
+
+def _queries(state: GatewayState) -> BillingQueries:
+    return BillingQueries(state.nc)
 
 
 def _invalid(detail: str, field: str) -> Problem:
@@ -69,34 +99,24 @@ def _month_start(now: datetime) -> datetime:
     return datetime(now.year, now.month, 1, tzinfo=UTC)
 
 
-def _item(r: Any) -> dict[str, Any]:
+def _item(item: UsageItem) -> dict[str, Any]:
     return {
-        "usage_id": r["usage_id"],
-        "time": r["occurred_at"].isoformat().replace("+00:00", "Z"),
-        "kind": r["kind"],
-        "provider": r["provider"],
-        "model": r["model"],
-        "tool": r["tool"],
-        "input_tokens": r["input_tokens"],
-        "output_tokens": r["output_tokens"],
-        "tool_calls": r["tool_calls"],
-        "cost_usd": float(r["cost_usd"]),
-        "step_id": r["step_id"],
-        "price_version": r["price_version"],
+        "usage_id": item.usage_id,
+        "time": _rfc3339(item.time),
+        "kind": item.kind,
+        "provider": item.provider,
+        "model": item.model,
+        "tool": item.tool,
+        "input_tokens": item.input_tokens,
+        "output_tokens": item.output_tokens,
+        "tool_calls": item.tool_calls,
+        "cost_usd": item.cost_usd,
+        "step_id": item.step_id,
+        "price_version": item.price_version,
     }
 
 
-def _totals(rows: list[Any]) -> dict[str, Any]:
-    return {
-        "cost_usd": float(sum((r["cost_usd"] for r in rows), Decimal(0))),
-        "input_tokens": sum(r["input_tokens"] for r in rows),
-        "output_tokens": sum(r["output_tokens"] for r in rows),
-        "tool_calls": sum(r["tool_calls"] for r in rows),
-        "calls": len(rows),
-    }
-
-
-@router.get("/v1/usage", responses=responses(403, 404))
+@router.get("/v1/usage", responses=responses(403, 404, 503))
 async def get_usage(
     run_id: RunIdQuery = None,
     from_: str | None = Query(
@@ -143,38 +163,23 @@ async def get_usage(
         raise _invalid(
             f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()}).", "from"
         )
-    key_sql = {
-        "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-        "run": "run_id",
-        "model": "CASE WHEN kind = 'tool' THEN 'tool:' || coalesce(tool, '?')"
-        " ELSE coalesce(provider, '?') || '/' || coalesce(model, '?') END",
-    }[group]
-    rows = await state.pool.fetch(
-        f"SELECT {key_sql} AS key, sum(cost_usd) AS cost_usd,"
-        " sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens,"
-        " sum(tool_calls)::bigint AS tool_calls, count(*) AS calls"
-        " FROM billing_ledger WHERE tenant_id=$1 AND occurred_at >= $2 AND occurred_at < $3"
-        " GROUP BY 1 ORDER BY 1",
-        who.tenant_id,
-        start,
-        end,
-    )
+    reply = await _billing(_queries(state).usage(who.tenant_id, start, end, group))
     groups = [
         {
-            group: r["key"],
-            "cost_usd": float(r["cost_usd"]),
-            "input_tokens": r["input_tokens"],
-            "output_tokens": r["output_tokens"],
-            "tool_calls": r["tool_calls"],
-            "calls": r["calls"],
+            group: g.key,
+            "cost_usd": g.cost_usd,
+            "input_tokens": g.input_tokens,
+            "output_tokens": g.output_tokens,
+            "tool_calls": g.tool_calls,
+            "calls": g.calls,
         }
-        for r in rows
+        for g in reply.groups
     ]
     return {
-        "from": start.isoformat().replace("+00:00", "Z"),
-        "to": end.isoformat().replace("+00:00", "Z"),
+        "from": _rfc3339(start),
+        "to": _rfc3339(end),
         "group_by": group,
-        "total_usd": float(sum((r["cost_usd"] for r in rows), Decimal(0))),
+        "total_usd": reply.total_usd,
         "groups": groups,
     }
 
@@ -185,26 +190,24 @@ async def _run_usage(state: GatewayState, who: Principal, run_id: str) -> dict[s
     run = await state.pool.fetchrow(
         "SELECT budget_usd FROM runs WHERE id=$1 AND tenant_id=$2", run_id, who.tenant_id
     )
-    rows = await state.pool.fetch(
-        "SELECT * FROM billing_ledger WHERE run_id=$1 AND tenant_id=$2"
-        " ORDER BY occurred_at, usage_id",
-        run_id,
-        who.tenant_id,
-    )
-    if run is None and not rows:
+    usage = await _billing(_queries(state).run_usage(who.tenant_id, run_id))
+    if run is None and not usage.items:
         raise not_found("run", run_id)
-    account = await state.pool.fetchrow(
-        "SELECT held_usd FROM billing_run_accounts WHERE run_id=$1 AND tenant_id=$2",
-        run_id,
-        who.tenant_id,
-    )
+    budget = run["budget_usd"] if run is not None else None
+    totals = usage.totals
     return {
         "run_id": run_id,
-        "budget_usd": _usd(run["budget_usd"]) if run is not None else None,
-        "total_usd": _totals(rows)["cost_usd"],
-        "held_usd": _usd(account["held_usd"]) if account is not None else 0.0,
-        "totals": _totals(rows),
-        "items": [_item(r) for r in rows],
+        "budget_usd": None if budget is None else float(budget),
+        "total_usd": totals.cost_usd,
+        "held_usd": usage.held_usd,
+        "totals": {
+            "cost_usd": totals.cost_usd,
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "tool_calls": totals.tool_calls,
+            "calls": totals.calls,
+        },
+        "items": [_item(i) for i in usage.items],
     }
 
 
@@ -228,29 +231,15 @@ class BudgetIn(BaseModel):
     )
 
 
-async def _budget_view(state: GatewayState, tenant_id: str) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    period_start = now.date().replace(day=1)
-    budget = await state.pool.fetchrow(
-        "SELECT amount_usd, period, updated_at FROM billing_budgets WHERE tenant_id=$1", tenant_id
-    )
-    spend = await state.pool.fetchrow(
-        "SELECT held_usd, spent_usd FROM billing_tenant_periods"
-        " WHERE tenant_id=$1 AND period_start=$2",
-        tenant_id,
-        period_start,
-    )
-    spent = spend["spent_usd"] if spend else Decimal(0)
-    held = spend["held_usd"] if spend else Decimal(0)
-    amount = budget["amount_usd"] if budget else None
+def _budget_view(b: BudgetReply) -> dict[str, Any]:
     return {
-        "amount_usd": _usd(amount),
-        "period": budget["period"] if budget else "month",
-        "period_start": period_start.isoformat(),
-        "spent_usd": float(spent),
-        "held_usd": float(held),
-        "remaining_usd": None if amount is None else float(max(amount - spent - held, Decimal(0))),
-        "updated_at": budget["updated_at"].isoformat().replace("+00:00", "Z") if budget else None,
+        "amount_usd": b.amount_usd,
+        "period": b.period,
+        "period_start": b.period_start.isoformat(),
+        "spent_usd": b.spent_usd,
+        "held_usd": b.held_usd,
+        "remaining_usd": b.remaining_usd,
+        "updated_at": None if b.updated_at is None else _rfc3339(b.updated_at),
     }
 
 
@@ -259,16 +248,16 @@ def _no_stream_tokens(who: Principal) -> None:
         raise Problem(403, "Forbidden", "Budgets need an API key; a stream token cannot use them.")
 
 
-@router.get("/v1/budget", responses=responses(403))
+@router.get("/v1/budget", responses=responses(403, 503))
 async def get_budget(
     who: Principal = Depends(principal), state: GatewayState = Depends(get_state)
 ) -> dict[str, Any]:
     """The tenant's period budget and this period's spend (amount_usd null: no budget)."""
     _no_stream_tokens(who)
-    return await _budget_view(state, who.tenant_id)
+    return _budget_view(await _billing(_queries(state).budget(who.tenant_id)))
 
 
-@router.put("/v1/budget", responses=responses(403))
+@router.put("/v1/budget", responses=responses(403, 503))
 async def put_budget(
     body: BudgetIn,
     who: Principal = Depends(principal),
@@ -276,12 +265,5 @@ async def put_budget(
 ) -> dict[str, Any]:
     """Set the tenant's budget per period; reservations beyond it are refused from now on."""
     _no_stream_tokens(who)
-    await state.pool.execute(
-        "INSERT INTO billing_budgets(tenant_id, period, amount_usd) VALUES ($1, $2, $3)"
-        " ON CONFLICT (tenant_id) DO UPDATE SET period=EXCLUDED.period,"
-        " amount_usd=EXCLUDED.amount_usd, updated_at=now()",
-        who.tenant_id,
-        body.period,
-        Decimal(repr(body.amount_usd)),
-    )
-    return await _budget_view(state, who.tenant_id)
+    reply = await _billing(_queries(state).set_budget(who.tenant_id, body.amount_usd, body.period))
+    return _budget_view(reply)
