@@ -232,7 +232,7 @@ def test_errors_say_what_to_do(platform: Any, tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown deliverable poster" in r.stderr
 
 
-@pytest.mark.platform_services("gateway")
+@pytest.mark.platform_services("gateway", "orchestrator")
 def test_docs_add_uploads_files_and_folders_then_runs_lists(platform: Any, tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     (folder / "sub").mkdir(parents=True)

@@ -149,3 +149,77 @@ async def test_bad_uploads_get_a_clear_problem(platform) -> None:
             assert resp.status_code == status, (kwargs, resp.text)
             assert resp.headers["content-type"].startswith("application/problem+json")
             assert words in resp.json()["detail"], resp.json()
+
+
+OTTERS = (
+    "Sea otters float on their backs and crack shellfish open on a stone held on the chest. "
+    "Each otter keeps a favourite stone in a loose pouch of skin under its forelimb. "
+    "River otters dive after fish in clear streams and hunt mostly at night. "
+)
+
+
+@pytest.mark.platform_env(RUNLOOM_CORPUS_INLINE_MAX_BYTES="2048")
+async def test_a_large_upload_travels_as_an_object_and_a_run_cites_it(platform, js) -> None:
+    """Text larger than one request message goes through the object store; the orchestrator
+    stores it, removes the object, and a run researches and cites it."""
+    from runloom.contracts import subjects
+
+    h = platform.headers()
+    text = "\n\n".join(f"Field note {i}. {OTTERS.strip()}" for i in range(60))  # ~15 KB
+    async with httpx.AsyncClient(timeout=60) as client:
+        resp = await client.post(
+            f"{platform.url}/v1/documents",
+            json={"title": "Otter field guide", "text": text},
+            headers=h,
+        )
+        assert resp.status_code == 201, resp.text
+        doc = resp.json()
+        assert doc["size_chars"] == len(text) and doc["chunk_count"] > 1
+        bucket = await js.object_store(subjects.CORPUS_UPLOADS_BUCKET)
+        info = await bucket.get_info(doc["id"], show_deleted=True)
+        assert info.deleted  # the text came as an object, deleted once stored
+        run = await client.post(
+            f"{platform.url}/v1/runs",
+            json={"question": "How do sea otters open shellfish?", "options": {"deliverables": []}},
+            headers=h,
+        )
+        events, _ = await sse_events(client, platform.url, run.json()["id"], h)
+    assert events[-1]["type"] == "run.completed", events[-1]
+    guide = {
+        e["data"]["source_id"]
+        for e in events
+        if e["type"] == "source.found" and e["data"]["title"] == "Otter field guide"
+    }
+    content = next(e for e in events if e["type"] == "content.stored")["data"]["content"]
+    cited = {
+        c["source_id"] for s in content["sections"] for cl in s["claims"] for c in cl["citations"]
+    }
+    assert guide & cited, content
+
+
+@pytest.mark.platform_services("gateway")
+async def test_documents_answer_503_with_retry_after_until_an_orchestrator_runs(platform) -> None:
+    h = platform.headers()
+    url = f"{platform.url}/v1/documents"
+    async with httpx.AsyncClient(timeout=30) as client:
+        for method, path, kwargs in [
+            ("POST", url, {"json": {"title": "Kingfishers", "text": "Kingfishers dive."}}),
+            ("POST", url, {"files": [("file", ("k.md", b"# Kingfishers\n\nThey dive.\n"))]}),
+            ("GET", url, {}),
+            ("DELETE", f"{url}/doc_01JD6Q0W7XKZ3T9M4N5P6R8S2V", {}),
+        ]:
+            r = await client.request(method, path, headers=h, **kwargs)
+            assert r.status_code == 503, (method, r.status_code, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert int(r.headers["retry-after"]) > 0
+            assert "no orchestrator is running" in r.json()["detail"]
+        assert (await client.get(f"{platform.url}/readyz")).status_code == 200
+        platform.add("orchestrator")
+        async with asyncio.timeout(90):
+            while (await client.get(url, headers=h)).status_code == 503:
+                await asyncio.sleep(0.2)
+        resp = await client.post(
+            url, json={"title": "Kingfishers", "text": "Kingfishers dive."}, headers=h
+        )
+        assert resp.status_code == 201, resp.text
+        assert (await client.get(url, headers=h)).json()["total"] == 1

@@ -1056,6 +1056,63 @@ export interface DeadLetter {
   time: string;
 }
 
+/** Store a document's extracted text (idempotent by `document_id`: a retry stores it once). */
+export interface AddDocumentRequest {
+  document_id: string;
+  tenant_id: string;
+  title: string;
+  media_type: string;
+  url?: string | null;
+  /** The text itself, when the request fits in one NATS message. */
+  text?: string | null;
+  /** Otherwise the name of an object holding the text (UTF-8) in the `corpus-uploads` bucket. */
+  text_object?: string | null;
+}
+
+export interface AddDocumentReply {
+  /** The stored document (absent when refused). */
+  document?: CorpusDocument | null;
+  /** Why the text was not stored: nothing to index / no title, or over MAX_DOCUMENT_CHARS. */
+  refused?: "invalid" | "too_large" | null;
+  /** What to change, in words a person can act on. */
+  detail?: string | null;
+}
+
+/** One document of a tenant's corpus, as stored. */
+export interface CorpusDocument {
+  id: string;
+  title: string;
+  url?: string | null;
+  media_type: string;
+  /** `upload` (the documents API) or `default` (the shipped Python docs). */
+  origin: string;
+  size_chars: number;
+  chunk_count: number;
+  created_at: string;
+}
+
+export interface ListDocumentsRequest {
+  tenant_id: string;
+  limit?: number;
+  offset?: number;
+}
+
+export interface ListDocumentsReply {
+  /** Newest first. */
+  documents?: CorpusDocument[];
+  total?: number;
+}
+
+export interface DeleteDocumentRequest {
+  tenant_id: string;
+  document_id: string;
+}
+
+export interface DeleteDocumentReply {
+  /** False when the tenant has no such document. */
+  deleted: boolean;
+}
+
 // ----------------------------------------------------------------------------------------------
 // The content model every deliverable renders from
 

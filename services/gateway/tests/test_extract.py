@@ -10,7 +10,7 @@ import pytest
 from pypdf import PdfWriter
 
 pytestmark = [
-    pytest.mark.platform_services("gateway"),
+    pytest.mark.platform_services("gateway", "orchestrator"),
     pytest.mark.platform_env(RUNLOOM_PARSE_TIMEOUT_S="5"),
 ]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.platform_services("gateway")
+pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")  # every route
 
 CHECKS = ",".join(
     [

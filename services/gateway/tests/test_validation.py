@@ -119,6 +119,7 @@ def _stream_cases(run: str) -> list[tuple[dict[str, Any], str]]:
     ]
 
 
+@pytest.mark.platform_services("gateway", "billing", "orchestrator")  # it lists the corpus too
 async def test_hostile_values_answer_a_problem_saying_what_to_change(platform) -> None:
     async with httpx.AsyncClient(base_url=platform.url, headers=platform.headers()) as c:
         for method, path, kwargs, status, words in CASES:

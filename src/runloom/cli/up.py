@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -203,7 +202,8 @@ def _check_port(port: int, what: str, variable: str) -> None:
 
 
 async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
-    """Create the database, migrate, provision streams, ensure the dev tenant and its corpus.
+    """Create the database, migrate, provision streams, ensure the dev tenant (its default
+    corpus is the orchestrator's to load: RUNLOOM_DEFAULT_CORPUS_TENANTS).
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
@@ -230,30 +230,9 @@ async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
             )
         if owner != DEV_TENANT:
             key, created = await create_tenant(pool, DEV_TENANT, "Local development"), True
-        await _seed_corpus(pool)
         return key, created
     finally:
         await pool.close()
-
-
-async def _seed_corpus(pool: Any) -> None:
-    try:
-        from runloom.corpus import store as corpus
-    except ImportError:
-        say("no default corpus loader (runloom.corpus.store) yet; skipping the corpus")
-        return
-    seed = getattr(corpus, "seed_default_corpus", None)
-    if seed is None:
-        say("runloom.corpus.store has no seed_default_corpus yet; skipping the corpus")
-        return
-    result = seed(pool, DEV_TENANT)
-    if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, int):
-        detail = f"{result} documents added" if result else "already loaded"
-        say(f"default corpus for '{DEV_TENANT}': {detail}")
-    else:
-        say(f"default corpus for '{DEV_TENANT}' is ready")
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -384,6 +363,7 @@ class Up:
             "RUNLOOM_GATEWAY_HOST": s.gateway_host,
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
+            "RUNLOOM_DEFAULT_CORPUS_TENANTS": DEV_TENANT,
         }
         management = self.management_ports()
         for replica in range(1, self.replicas + 1):
@@ -397,7 +377,10 @@ class Up:
                 unit.launch()
                 self.services.append(proc)
                 self.units.append(unit)
-        say(f"started {', '.join(p.name for p in self.services)}; waiting for the gateway")
+        say(
+            f"started {', '.join(p.name for p in self.services)}; waiting for the gateway and "
+            f"the orchestrator (it loads the default corpus for '{DEV_TENANT}')"
+        )
         self.wait_ready()
 
     def _nats_ports(self) -> list[int]:
@@ -426,28 +409,37 @@ class Up:
         self.settings = replace(self.settings, nats_url=self.cluster.urls, stream_replicas=3)
 
     def wait_ready(self) -> None:
+        """Until the gateway and the first orchestrator answer /readyz (the orchestrator is
+        ready once the default corpus is loaded and it takes runs)."""
         import httpx
 
-        url = f"{self.gateway_url}/readyz"
+        management = self.management_ports()
+        waits = [
+            ("gateway", f"{self.gateway_url}/readyz", "gateway-1"),
+            ("orchestrator",
+             f"http://{self.settings.management_host}:{management['orchestrator-1']}/readyz",
+             "orchestrator-1"),
+        ]  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT_S
-        last = ""
-        while not self.stop.is_set():
-            now = time.monotonic()
-            for unit in self.units:
-                unit.check(now)
-            try:
-                r = httpx.get(url, timeout=1.0)
-                if r.status_code == 200:
-                    return
-                last = f"{r.status_code} {r.text[:300]}"
-            except httpx.HTTPError as exc:
-                last = str(exc) or type(exc).__name__
-            if now > deadline:
-                raise UpError(
-                    f"the gateway was not ready within {READY_TIMEOUT_S:.0f}s ({last}); "
-                    f"see {self.logs / 'gateway-1.log'}"
-                )
-            self.stop.wait(0.2)
+        for what, url, name in waits:
+            last = ""
+            while not self.stop.is_set():
+                now = time.monotonic()
+                for unit in self.units:
+                    unit.check(now)
+                try:
+                    r = httpx.get(url, timeout=1.0)
+                    if r.status_code == 200:
+                        break
+                    last = f"{r.status_code} {r.text[:300]}"
+                except httpx.HTTPError as exc:
+                    last = str(exc) or type(exc).__name__
+                if now > deadline:
+                    raise UpError(
+                        f"the {what} was not ready within {READY_TIMEOUT_S:.0f}s ({last}); "
+                        f"see {self.logs / f'{name}.log'}"
+                    )
+                self.stop.wait(0.2)
 
     def print_summary(self) -> None:
         s = self.settings

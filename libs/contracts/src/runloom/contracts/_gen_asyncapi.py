@@ -225,38 +225,55 @@ def asyncapi() -> Schema:
             "messages": ops_msgs("deadLetters", "DeadLetter"),
         },
     }
-    for verb, subject, request, reply in (
-        ("reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply"),
-        ("commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply"),
-        ("release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply"),
-        ("budgetGet", subjects.BILLING_BUDGET_GET, "BudgetGetRequest", "BudgetReply"),
-        ("budgetSet", subjects.BILLING_BUDGET_SET, "BudgetSetRequest", "BudgetReply"),
-        ("usageRun", subjects.BILLING_USAGE_RUN, "RunUsageRequest", "RunUsageReply"),
-        ("usageRange", subjects.BILLING_USAGE_RANGE, "UsageRangeRequest", "UsageRangeReply"),
-    ):
-        cap = verb[0].upper() + verb[1:]
-        channels[f"billing{cap}"] = {
+    answers = {
+        "billing": "billing answers on the request's inbox",
+        "corpus": "the orchestrator (which owns the corpus) answers on the request's inbox",
+    }
+    idempotent = "(idempotent by reservation id)"
+    views = "(the gateway's budget and usage views)"
+    for owner, verb, subject, request, reply, summary in (
+        ("billing", "reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply",
+         f"Billing answers a reserve request {idempotent}."),
+        ("billing", "commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply",
+         f"Billing answers a commit request {idempotent}."),
+        ("billing", "release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply",
+         f"Billing answers a release request {idempotent}."),
+        ("billing", "budgetGet", subjects.BILLING_BUDGET_GET, "BudgetGetRequest", "BudgetReply",
+         f"Billing answers {subjects.BILLING_BUDGET_GET} {views}."),
+        ("billing", "budgetSet", subjects.BILLING_BUDGET_SET, "BudgetSetRequest", "BudgetReply",
+         f"Billing answers {subjects.BILLING_BUDGET_SET} {views}."),
+        ("billing", "usageRun", subjects.BILLING_USAGE_RUN, "RunUsageRequest", "RunUsageReply",
+         f"Billing answers {subjects.BILLING_USAGE_RUN} {views}."),
+        ("billing", "usageRange", subjects.BILLING_USAGE_RANGE, "UsageRangeRequest",
+         "UsageRangeReply", f"Billing answers {subjects.BILLING_USAGE_RANGE} {views}."),
+        ("corpus", "add", subjects.CORPUS_ADD, "AddDocumentRequest", "AddDocumentReply",
+         "The orchestrator stores a document (idempotent by document id)."),
+        ("corpus", "list", subjects.CORPUS_LIST, "ListDocumentsRequest", "ListDocumentsReply",
+         "The orchestrator lists a tenant's documents."),
+        ("corpus", "delete", subjects.CORPUS_DELETE, "DeleteDocumentRequest",
+         "DeleteDocumentReply", "The orchestrator deletes a document and its passages."),
+    ):  # fmt: skip
+        name = owner + verb[0].upper() + verb[1:]
+        channels[name] = {
             "address": subject,
-            "title": f"Billing: {verb}",
-            "description": "Core NATS request/reply; billing answers on the request's inbox.",
+            "title": f"{owner.capitalize()}: {verb}",
+            "description": f"Core NATS request/reply; {answers[owner]}.",
             "messages": refs(request),
         }
-        channels[f"billing{cap}Reply"] = {
+        channels[f"{name}Reply"] = {
             "address": None,
-            "title": f"Billing: {verb} reply",
+            "title": f"{owner.capitalize()}: {verb} reply",
             "description": "The requester's reply inbox (dynamic).",
             "messages": refs(reply),
         }
-        operations[f"billing{cap}"] = {
+        operations[name] = {
             "action": "receive",
-            "channel": chan(f"billing{cap}"),
-            "summary": f"Billing answers a {verb} request (idempotent by reservation id)."
-            if verb in ("reserve", "commit", "release")
-            else f"Billing answers {subject} (the gateway's budget and usage views).",
-            "messages": ops_msgs(f"billing{cap}", request),
+            "channel": chan(name),
+            "summary": summary,
+            "messages": ops_msgs(name, request),
             "reply": {
-                "channel": chan(f"billing{cap}Reply"),
-                "messages": ops_msgs(f"billing{cap}Reply", reply),
+                "channel": chan(f"{name}Reply"),
+                "messages": ops_msgs(f"{name}Reply", reply),
             },
         }
     return {
@@ -266,7 +283,7 @@ def asyncapi() -> Schema:
             "version": f"{events.SCHEMA_VERSION}.0.0",
             "description": (
                 f"{HEADER}\n\nThe subjects of Runloom's NATS JetStream bus: run events, "
-                "commands and jobs on work queues, billing request/reply, dead letters."
+                "commands and jobs on work queues, billing and corpus request/reply, dead letters."
             ),
         },
         "defaultContentType": "application/json",

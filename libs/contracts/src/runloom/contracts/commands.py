@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgspec
 from runloom.contracts.events import Usage
 from runloom.contracts.kinds import DeliverableKind, UsageKind
-from runloom.contracts.types import RunId, Usd
+from runloom.contracts.types import DocumentId, RunId, Usd
 
 
 class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -209,6 +209,71 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     time: str
 
 
+# -- the corpus (owned by the orchestrator), request/reply on `corpus.*` -------------------------
+
+MAX_DOCUMENT_CHARS = 2_000_000
+"""A document's extracted text may not exceed this (about 400 pages)."""
+
+
+class CorpusDocument(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One document of a tenant's corpus, as stored."""
+
+    id: str
+    title: str
+    url: str | None = None
+    media_type: str
+    origin: str
+    """`upload` (the documents API) or `default` (the shipped Python docs)."""
+    size_chars: int
+    chunk_count: int
+    created_at: datetime
+
+
+class AddDocumentRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Store a document's extracted text (idempotent by `document_id`: a retry stores it once)."""
+
+    document_id: DocumentId
+    tenant_id: str
+    title: str
+    media_type: str
+    url: str | None = None
+    text: str | None = None
+    """The text itself, when the request fits in one NATS message."""
+    text_object: str | None = None
+    """Otherwise the name of an object holding the text (UTF-8) in the `corpus-uploads` bucket."""
+
+
+class AddDocumentReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    document: CorpusDocument | None = None
+    """The stored document (absent when refused)."""
+    refused: Literal["invalid", "too_large"] | None = None
+    """Why the text was not stored: nothing to index / no title, or over MAX_DOCUMENT_CHARS."""
+    detail: str | None = None
+    """What to change, in words a person can act on."""
+
+
+class ListDocumentsRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    tenant_id: str
+    limit: int = 100
+    offset: int = 0
+
+
+class ListDocumentsReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    documents: list[CorpusDocument] = []
+    """Newest first."""
+    total: int = 0
+
+
+class DeleteDocumentRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    tenant_id: str
+    document_id: str
+
+
+class DeleteDocumentReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    deleted: bool
+    """False when the tenant has no such document."""
+
+
 COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "StartRun": StartRun,
     "ResumeRun": ResumeRun,
@@ -227,4 +292,10 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "UsageRangeRequest": UsageRangeRequest,
     "UsageRangeReply": UsageRangeReply,
     "DeadLetter": DeadLetter,
+    "AddDocumentRequest": AddDocumentRequest,
+    "AddDocumentReply": AddDocumentReply,
+    "ListDocumentsRequest": ListDocumentsRequest,
+    "ListDocumentsReply": ListDocumentsReply,
+    "DeleteDocumentRequest": DeleteDocumentRequest,
+    "DeleteDocumentReply": DeleteDocumentReply,
 }

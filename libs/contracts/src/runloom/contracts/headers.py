@@ -11,4 +11,5 @@ class Header(StrEnum):
     EVENT_TYPE = "Runloom-Event-Type"
     """On a run event: its `type`, so a consumer can skip events without decoding them."""
     ERROR = "Runloom-Error"
-    """On a billing reply: why the request was refused (`invalid`) or not served (`unavailable`)."""
+    """On a billing or corpus reply: why the request was refused (`invalid`) or not served
+    (`unavailable`)."""

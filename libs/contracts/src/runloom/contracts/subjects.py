@@ -31,7 +31,13 @@ BILLING_BUDGET_SET = "billing.budget.set"
 BILLING_USAGE_RUN = "billing.usage.run"
 BILLING_USAGE_RANGE = "billing.usage.range"
 
+CORPUS_ADD = "corpus.add"
+CORPUS_LIST = "corpus.list"
+CORPUS_DELETE = "corpus.delete"
+
 ARTIFACTS_BUCKET = "artifacts"
+CORPUS_UPLOADS_BUCKET = "corpus-uploads"
+"""Document text too large for one request message, named in `AddDocumentRequest.text_object`."""
 
 
 RUN_EVENTS_ADDRESS = "run.{runId}.events"

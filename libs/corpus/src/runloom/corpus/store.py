@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
 import asyncpg
+from runloom.contracts.commands import MAX_DOCUMENT_CHARS, CorpusDocument
 from runloom.contracts.ids import new_id
 from runloom.corpus import text as textlib
 
@@ -20,9 +21,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "runloom_corpus_chunks"
 """NOTIFY channel: chunks were stored (payload: the tenant id); wakes the embedding job."""
-
-MAX_DOCUMENT_CHARS = 2_000_000
-"""A document's extracted text may not exceed this (about 400 pages)."""
 
 
 class CorpusError(ValueError):
@@ -43,19 +41,20 @@ class Document:
     origin: str
     size_chars: int
     chunk_count: int
-    created_at: str
+    created_at: datetime
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "url": self.url,
-            "media_type": self.media_type,
-            "origin": self.origin,
-            "size_chars": self.size_chars,
-            "chunk_count": self.chunk_count,
-            "created_at": self.created_at,
-        }
+    def as_contract(self) -> CorpusDocument:
+        """The document as the `corpus.*` replies carry it."""
+        return CorpusDocument(
+            id=self.id,
+            title=self.title,
+            url=self.url,
+            media_type=self.media_type,
+            origin=self.origin,
+            size_chars=self.size_chars,
+            chunk_count=self.chunk_count,
+            created_at=self.created_at,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,7 +90,7 @@ def _document(row: asyncpg.Record) -> Document:
         origin=row["origin"],
         size_chars=row["size_chars"],
         chunk_count=row["chunk_count"],
-        created_at=row["created_at"].isoformat(),
+        created_at=row["created_at"],
     )
 
 

@@ -250,6 +250,14 @@ class Platform:
 
         wait_http(f"{self.url}/readyz", timeout=timeout, proc=proc or self.procs.get("gateway-1"))
 
+    def wait_all_ready(self, timeout: float = 60.0) -> None:
+        """Until every process answers /readyz on its management port (consumers and
+        responders started: e.g. the documents API needs the orchestrator, which owns them)."""
+        from runloom.devkit.supervisor import wait_http
+
+        for name, base in self.management.items():
+            wait_http(f"{base}/readyz", timeout=timeout, proc=self.procs[name])
+
     def __getitem__(self, name: str) -> Any:
         return self.procs[name]
 
@@ -299,6 +307,7 @@ async def platform(
     try:
         for service in services:
             plat.add(service)
+        plat.wait_all_ready()
         yield plat
     finally:
         plat.stop()

@@ -22,9 +22,10 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
+from runloom.contracts.headers import Header
 from runloom.runtime import metrics
 from runloom.runtime.config import Settings
-from runloom.runtime.telemetry import destination_template, producer_span
+from runloom.runtime.telemetry import destination_template, inject_headers, producer_span
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,27 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
         except NotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):
                 await js.add_stream(cfg)
-    with contextlib.suppress(Exception):
-        await js.object_store(subjects.ARTIFACTS_BUCKET)
-        return
-    await js.create_object_store(
-        subjects.ARTIFACTS_BUCKET,
-        config=js_api.ObjectStoreConfig(
-            bucket=subjects.ARTIFACTS_BUCKET,
-            storage=js_api.StorageType.FILE,
-            replicas=settings.stream_replicas,
-        ),
-    )
+    for bucket, ttl in BUCKETS.items():
+        with contextlib.suppress(Exception):
+            await js.object_store(bucket)
+            continue
+        await js.create_object_store(
+            bucket,
+            config=js_api.ObjectStoreConfig(
+                bucket=bucket,
+                storage=js_api.StorageType.FILE,
+                replicas=settings.stream_replicas,
+                ttl=ttl,
+            ),
+        )
+
+
+BUCKETS: dict[str, float | None] = {
+    subjects.ARTIFACTS_BUCKET: None,
+    subjects.CORPUS_UPLOADS_BUCKET: 3600.0,
+}
+"""Object stores and how long an object lives (None: forever). An upload's text is read once
+by the orchestrator and deleted; the hour only sweeps what a crash left behind."""
 
 
 _encoder = msgspec.json.Encoder()
@@ -159,3 +170,18 @@ async def dead_letter(
     await publish(js, subjects.dead_letter(stream, consumer), letter)
     metrics.DEAD_LETTERS.labels(stream, consumer).inc()
     log.error("dead-lettered message on %s: %s", msg.subject, reason)
+
+
+async def reply(nc: NATS, msg: Msg, body: bytes = b"", *, error: str | None = None) -> None:
+    """Answer a core NATS request (if it asked for an answer), with the trace context.
+
+    `error` goes in the `Runloom-Error` header (one line; the body is then empty): `unavailable`
+    (retry later) or why the request is invalid. A requester gone meanwhile is not an error.
+    """
+    if not msg.reply:
+        return
+    if error:
+        error = " ".join(error.split())[:1000]
+    headers = inject_headers({Header.ERROR: error} if error else None)
+    with contextlib.suppress(Exception):
+        await nc.publish(msg.reply, body, headers=headers or None)

@@ -16,7 +16,6 @@ import asyncpg
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from runloom.contracts import subjects
 from runloom.runtime import bus, db
 from runloom.runtime.config import Settings
 
@@ -37,7 +36,7 @@ async def missing(js: JetStreamContext, pool: asyncpg.Pool, settings: Settings) 
     answer now counts as not in place, so a waiting replica rides out restarts."""
     out: list[str] = []
     names = [str(cfg.name) for cfg in bus.stream_configs(settings)]
-    names.append(f"OBJ_{subjects.ARTIFACTS_BUCKET}")
+    names.extend(f"OBJ_{bucket}" for bucket in bus.BUCKETS)
     for name in names:
         try:
             await js.stream_info(name)  # type: ignore[arg-type]

@@ -42,9 +42,8 @@ from runloom.contracts.commands import (
     RunUsageRequest,
     UsageRangeRequest,
 )
-from runloom.contracts.headers import Header
 from runloom.runtime import bus
-from runloom.runtime.telemetry import consumer_span, inject_headers
+from runloom.runtime.telemetry import consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +210,7 @@ class Responders:
                     request = route.decoder.decode(msg.data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                     reason = f"malformed {route.subject} request: {exc}"
-                    await self._reply(msg, b"", error=reason)
+                    await bus.reply(self.nc, msg, b"", error=reason)
                     with contextlib.suppress(Exception):
                         await bus.dead_letter(
                             self.js, msg, stream=DEAD_LETTER_STREAM, consumer=QUEUE, reason=reason
@@ -222,9 +221,9 @@ class Responders:
                 except Exception:
                     log.exception("%s failed; the caller will retry", route.subject)
                     metrics.REQUESTS.labels(operation, "error").inc()
-                    await self._reply(msg, b"", error=UNAVAILABLE)
+                    await bus.reply(self.nc, msg, b"", error=UNAVAILABLE)
                     return
-                await self._reply(msg, _encoder.encode(reply))
+                await bus.reply(self.nc, msg, _encoder.encode(reply))
                 metrics.REQUESTS.labels(operation, "ok").inc()
                 if isinstance(reply, ReserveReply):
                     metrics.RESERVATIONS.labels("granted" if reply.granted else "refused").inc()
@@ -233,12 +232,3 @@ class Responders:
         finally:
             assert self._sem is not None
             self._sem.release()
-
-    async def _reply(self, msg: Msg, body: bytes, *, error: str | None = None) -> None:
-        if not msg.reply:
-            return
-        if error:
-            error = " ".join(error.split())[:1000]  # a header value is one line
-        headers = inject_headers({Header.ERROR: error} if error else None)
-        with contextlib.suppress(Exception):
-            await self.nc.publish(msg.reply, body, headers=headers or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from runloom.runtime.config import env_float
@@ -35,5 +36,14 @@ class OrchestratorOptions:
         default_factory=lambda: env_float("RUNLOOM_CLARIFICATION_SWEEP_S", 1.0)
     )
     """How often a replica looks for paused runs whose clarification deadline passed."""
+    default_corpus_tenants: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            t.strip()
+            for t in os.environ.get("RUNLOOM_DEFAULT_CORPUS_TENANTS", "").split(",")
+            if t.strip()
+        )
+    )
+    """Tenants given the default corpus (the Python docs) when a replica starts (`runloom up`:
+    the local tenant `dev`)."""
     hits_per_step: int = field(default_factory=lambda: int(env_float("RUNLOOM_HITS_PER_STEP", 5)))
     """Sources a research sub-agent keeps per sub-question."""

@@ -29,7 +29,7 @@ from runloom.contracts.events import (
     RunFailed,
     decode_event,
 )
-from runloom.orchestrator import metrics, retrieval
+from runloom.orchestrator import documents, metrics, retrieval
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -209,7 +209,10 @@ class Orchestrator:
                 consumer_gauges(self.ctx.js, subjects.COMMANDS_STREAM, DURABLE)
             )
         embedder = asyncio.create_task(retrieval.embedding_job(self.ctx.pool))
+        corpus = documents.Documents(self.ctx.nc, self.ctx.js, self.ctx.pool)
         try:
+            await corpus.start()
+            await documents.seed_default_corpus(self.ctx.pool, self.options.default_corpus_tenants)
             await consumer.serve(
                 commands(self, self.options),
                 self.ctx.js,
@@ -219,6 +222,7 @@ class Orchestrator:
                 ready=self.ctx.ready,
             )
         finally:
+            await corpus.stop()
             for task in (sweeper, embedder):
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -248,7 +252,8 @@ def commands(orchestrator: Orchestrator, options: OrchestratorOptions) -> Consum
     keeps the command alive while it drives; if it dies, its lock dies with its connection
     and the command is redelivered within `ack_wait` to a replica that carries the run on.
     Publishes: the run's events (RUN_EVENTS), `cmd.run.resume`, deliverable jobs (JOBS),
-    billing requests (`billing.reserve|commit|release`, request/reply).
+    billing requests (`billing.reserve|commit|release`, request/reply). Beside it the replica
+    answers `corpus.add|list|delete` (request/reply, `documents.Documents`).
     """
     return Consumer(
         stream=subjects.COMMANDS_STREAM,

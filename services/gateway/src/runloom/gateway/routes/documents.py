@@ -1,8 +1,9 @@
 """Documents: the tenant's research corpus. Upload (multipart or JSON), list, delete.
 
 Multipart uploads take `.txt`, `.md`, `.html`/`.htm` and `.pdf` files (field `file`, one or
-more); JSON takes `{"title", "text", "url"?}`. Text is extracted here, then chunked and
-indexed for full-text search by the corpus module the orchestrator searches.
+more); JSON takes `{"title", "text", "url"?}`. Text is extracted here; the orchestrator, which owns
+the corpus, stores, chunks, indexes and embeds it (`corpus.*` request/reply, `_corpus`). No
+orchestrator answering: 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
-from runloom.corpus import store as corpus
-from runloom.corpus.store import MAX_DOCUMENT_CHARS
+from runloom.contracts.commands import MAX_DOCUMENT_CHARS, AddDocumentRequest
+from runloom.contracts.ids import new_id
+from runloom.gateway import _corpus as corpus
 from runloom.gateway._extract import ParseLimits, extract, storable, warm_up
 from runloom.gateway._params import (
     MAX_OFFSET,
@@ -67,14 +69,18 @@ _warming: list[asyncio.Future[None]] = []
 async def _add(
     state: GatewayState, who: Principal, title: str, text: str, url: str | None, media_type: str
 ) -> dict[str, Any]:
-    try:
-        doc = await corpus.add_document(
-            state.pool, who.tenant_id, title=title, text=text, url=url, media_type=media_type
-        )
-    except corpus.CorpusError as exc:
-        status = 413 if isinstance(exc, corpus.DocumentTooLarge) else 422
-        raise _bad(str(exc), status=status) from exc
-    return doc.as_dict()
+    req = AddDocumentRequest(
+        document_id=new_id("doc"),
+        tenant_id=who.tenant_id,
+        title=title,
+        media_type=media_type,
+        url=url,
+    )
+    reply = await corpus.add(state.nc, state.js, req, text)
+    if reply.document is None:
+        status = 413 if reply.refused == "too_large" else 422
+        raise _bad(reply.detail or "The document was refused.", status=status)
+    return corpus.as_json(reply.document)
 
 
 def _api_only(who: Principal) -> None:
@@ -101,7 +107,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", status_code=201, responses=responses(415), openapi_extra=_UPLOAD_BODY)
+@router.post("", status_code=201, responses=responses(415, 503), openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
     request: Request,
     state: GatewayState = Depends(get_state),
@@ -150,7 +156,7 @@ async def upload_documents(
         await form.close()
 
 
-@router.get("", responses=responses())
+@router.get("", responses=responses(503))
 async def list_documents(
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
@@ -159,11 +165,11 @@ async def list_documents(
 ) -> dict[str, Any]:
     """The tenant's documents, newest first."""
     _api_only(who)
-    docs, total = await corpus.list_documents(state.pool, who.tenant_id, limit=limit, offset=offset)
-    return {"documents": [d.as_dict() for d in docs], "total": total}
+    page = await corpus.list_documents(state.nc, who.tenant_id, limit, offset)
+    return {"documents": [corpus.as_json(d) for d in page.documents], "total": page.total}
 
 
-@router.delete("/{document_id}", status_code=204, responses=responses(404))
+@router.delete("/{document_id}", status_code=204, responses=responses(404, 503))
 async def delete_document(
     document_id: DocumentIdPath,
     state: GatewayState = Depends(get_state),
@@ -171,6 +177,6 @@ async def delete_document(
 ) -> Response:
     """Delete a document and its passages (runs that cited it keep their stored sources)."""
     _api_only(who)
-    if not await corpus.delete_document(state.pool, who.tenant_id, document_id):
+    if not await corpus.delete(state.nc, who.tenant_id, document_id):
         raise not_found("document", document_id)
     return Response(status_code=204)

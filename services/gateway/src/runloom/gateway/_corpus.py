@@ -1,0 +1,114 @@
+"""The corpus's client: the orchestrator owns the documents; the gateway asks it over NATS.
+
+`corpus.add|list|delete` are core NATS request/reply. A document's text rides in the request
+when it fits in one message (the server's `max_payload`); larger text goes first into the
+`corpus-uploads` object store and the request names the object. When no orchestrator answers
+(none running, or too slow), the routes answer 503 with `Retry-After`, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from runloom.contracts import subjects
+from runloom.contracts.commands import (
+    AddDocumentReply,
+    AddDocumentRequest,
+    CorpusDocument,
+    DeleteDocumentReply,
+    DeleteDocumentRequest,
+    ListDocumentsReply,
+    ListDocumentsRequest,
+)
+from runloom.contracts.headers import Header
+from runloom.gateway.problems import Problem
+from runloom.runtime.config import env_float
+from runloom.runtime.telemetry import inject_headers
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+RETRY_AFTER_S = 5
+ADD_TIMEOUT_S = 60.0
+"""Storing 2,000,000 characters (chunks and their full-text index) takes seconds, not minutes."""
+READ_TIMEOUT_S = 10.0
+HEADROOM = 8 * 1024
+"""Bytes of a message kept for headers (trace context) below the server's max_payload."""
+INLINE_MAX_BYTES = int(env_float("RUNLOOM_CORPUS_INLINE_MAX_BYTES", 1024 * 1024))
+"""A request larger than this (or than the server's max_payload) sends its text as an object:
+one big core NATS message holds up everything else on the connection meanwhile."""
+
+_encoder = msgspec.json.Encoder()
+
+
+def unavailable(why: str) -> Problem:
+    problem = Problem(
+        503,
+        "Corpus unavailable",
+        f"The documents cannot be reached right now ({why}); retry in {RETRY_AFTER_S} s.",
+        type="https://runloom.dev/problems/corpus-unavailable",
+    )
+    problem.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return problem
+
+
+async def _ask(nc: NATS, subject: str, body: msgspec.Struct, reply: type[T], timeout: float) -> T:
+    try:
+        msg = await nc.request(
+            subject, _encoder.encode(body), timeout=timeout, headers=inject_headers() or None
+        )
+    except nats.errors.NoRespondersError as exc:
+        raise unavailable("no orchestrator is running") from exc
+    except (TimeoutError, nats.errors.TimeoutError) as exc:
+        raise unavailable(f"the orchestrator did not answer within {timeout:.0f} s") from exc
+    except nats.errors.Error as exc:  # connection closed or draining
+        raise unavailable(f"NATS: {type(exc).__name__}") from exc
+    error = (msg.headers or {}).get(Header.ERROR)
+    if error:
+        if error == "unavailable":
+            raise unavailable("the orchestrator could not reach its database")
+        raise RuntimeError(f"{subject} refused the gateway's request: {error}")
+    return msgspec.json.decode(msg.data, type=reply)
+
+
+async def add(
+    nc: NATS, js: JetStreamContext, req: AddDocumentRequest, text: str
+) -> AddDocumentReply:
+    """Store `text` as the document `req` describes (the text inline or as an object)."""
+    req.text = text
+    if len(_encoder.encode(req)) > min(INLINE_MAX_BYTES, nc.max_payload - HEADROOM):
+        req.text, req.text_object = None, req.document_id
+        try:
+            bucket = await js.object_store(subjects.CORPUS_UPLOADS_BUCKET)
+            await bucket.put(req.document_id, text.encode())
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise unavailable(f"the upload bucket did not take the text: {exc!r}") from exc
+    return await _ask(nc, subjects.CORPUS_ADD, req, AddDocumentReply, ADD_TIMEOUT_S)
+
+
+async def list_documents(nc: NATS, tenant_id: str, limit: int, offset: int) -> ListDocumentsReply:
+    req = ListDocumentsRequest(tenant_id=tenant_id, limit=limit, offset=offset)
+    return await _ask(nc, subjects.CORPUS_LIST, req, ListDocumentsReply, READ_TIMEOUT_S)
+
+
+async def delete(nc: NATS, tenant_id: str, document_id: str) -> bool:
+    req = DeleteDocumentRequest(tenant_id=tenant_id, document_id=document_id)
+    reply = await _ask(nc, subjects.CORPUS_DELETE, req, DeleteDocumentReply, READ_TIMEOUT_S)
+    return reply.deleted
+
+
+def as_json(doc: CorpusDocument) -> dict[str, Any]:
+    """A document as the API shows it."""
+    return {
+        "id": doc.id,
+        "title": doc.title,
+        "url": doc.url,
+        "media_type": doc.media_type,
+        "origin": doc.origin,
+        "size_chars": doc.size_chars,
+        "chunk_count": doc.chunk_count,
+        "created_at": doc.created_at.isoformat(),
+    }
