@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
 .PHONY: help setup run cluster chaos netns-deps bench-cluster test pytest lint fmt contracts \
-	contracts-check bench eval browser-deps promtool clean clean-data k8s k8s-tools
+	contracts-check bench bench-run eval browser-deps promtool clean clean-data k8s k8s-tools
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ k8s: setup k8s-tools ## render every overlay and run all the Kubernetes checks, 
 		echo "$$o: $$n objects"; \
 	done
 	RUNLOOM_K8S_IMAGE=1 $(UV) run --frozen pytest tests/k8s -q $(PYTEST_ARGS)
+
+bench-run: setup ## one research run end to end, this tree vs BEFORE=<git ref> interleaved (5 rounds, medians)
+	$(UV) run --frozen python -m bench.research_run $(if $(BEFORE),--before $(BEFORE)) $(BENCH_RUN_ARGS)
 
 bench-cluster: setup ## event-log figures on one node vs a 3-node R3 cluster (appends/s, leader-loss stall)
 	$(UV) run --frozen python -m bench.cluster --rounds 3
