@@ -30,14 +30,21 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def platform(
-    sync_interval: str = "always", extra_env: dict[str, str] | None = None
+    sync_interval: str = "always",
+    extra_env: dict[str, str] | None = None,
+    *,
+    nats_url: str | None = None,
 ) -> AsyncIterator[Env]:
+    """`nats_url`: servers already running (e.g. a cluster; its streams' replicas through
+    RUNLOOM_STREAM_REPLICAS in `extra_env`) instead of a private nats-server."""
     root = Path(tempfile.mkdtemp(prefix="runloom-bench-"))
-    nats = NatsServer(root / "nats", free_port(), sync_interval=sync_interval)
+    nats = None if nats_url else NatsServer(root / "nats", free_port(), sync_interval=sync_interval)
+    url = nats.url if nats is not None else str(nats_url)
     pg = PostgresServer(root / "pg", free_port())
     gateway: ServiceProcess | None = None
     try:
-        nats.start()
+        if nats is not None:
+            nats.start()
         pg.start()
         await db.ensure_database(pg.url)
         pool = await db.create_pool(pg.url, max_size=2)
@@ -48,7 +55,7 @@ async def platform(
         await pool.close()
         port = free_port()
         env = {
-            "RUNLOOM_NATS_URL": nats.url,
+            "RUNLOOM_NATS_URL": url,
             "RUNLOOM_DATABASE_URL": pg.url,
             "RUNLOOM_GATEWAY_PORT": str(port),
             "RUNLOOM_HOME": str(root / "home"),
@@ -60,12 +67,13 @@ async def platform(
         gateway = ServiceProcess("gateway", env, root / "logs")
         gateway.start()
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=gateway)
-        nc = await bus.connect(nats.url, "bench-provision")
+        nc = await bus.connect(url, "bench-provision")
         await nc.close()
-        yield Env(nats.url, pg.url, gateway, port, key, root)
+        yield Env(url, pg.url, gateway, port, key, root)
     finally:
         if gateway is not None:
             gateway.stop(5)
-        nats.stop()
+        if nats is not None:
+            nats.stop()
         pg.remove_data()
         shutil.rmtree(root, ignore_errors=True)

@@ -1,9 +1,11 @@
 """`python -m bench.cluster [--rounds N]`: the event log on one node vs a 3-node R3 cluster.
 
 Figures (both with `sync_interval: always`, on loopback): appends/s to 1 run (each append waits
-for the previous one: the per-run order), appends/s to 100 runs at once, and on the cluster the
-longest append stall while the RUN_EVENTS leader is SIGKILLed (appends to one run, timed each).
-Medians over rounds; the machine is shared, so read them as orders of magnitude.
+for the previous one: the per-run order), appends/s to 100 runs at once, publish -> SSE latency
+p50/p99 through a gateway (a paced writer process, 10 clients on 2 runs), and on the cluster the
+longest append stall and the longest publish -> SSE delay a client sees while the RUN_EVENTS
+leader is SIGKILLed. Medians over rounds; the machine is shared, so read them as orders of
+magnitude.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from runloom.devkit.embedded import NatsServer, free_port
 from runloom.runtime import bus
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
+
+from bench._env import platform
+from bench._scenarios import Bench
+
+SSE_RATE = 200.0
+"""Events/s the paced writer sends for the latency figures (both runs together)."""
 
 
 async def _appends(url: str, replicas: int, runs: int, per_run: int) -> float:
@@ -75,6 +83,37 @@ async def _leader_stall(cluster: NatsCluster) -> float:
         await nc.close()
 
 
+async def _sse_latency(
+    url: str, replicas: int, kill: NatsCluster | None = None
+) -> tuple[float, float, float]:
+    """(p50, p99, worst) publish -> SSE delay in ms, through a gateway; with `kill`, the
+    RUN_EVENTS leader of that cluster is SIGKILLed 2 s into the writing (and restarted)."""
+    extra = {"RUNLOOM_STREAM_REPLICAS": str(replicas)}
+    async with platform(nats_url=url, extra_env=extra) as env, Bench(env) as b:
+        run_ids = await b.runs(2)
+        latencies: list[float] = []
+        streams = await b.connect(run_ids, 5, latencies)
+        writer = asyncio.create_task(b._writer("runloom", SSE_RATE, 8.0, run_ids))
+        if kill is not None:
+            await asyncio.sleep(2.0)
+            info = await b.js.stream_info("RUN_EVENTS")
+            leader = kill.node(info.cluster.leader) if info.cluster else kill.nodes[0]
+            leader.kill()
+        await writer
+        await b.until(lambda: len(latencies) >= int(SSE_RATE * 8.0) * 5 * 0.99, 60)
+        for s in streams:
+            s.close()
+        if kill is not None:
+            await asyncio.to_thread(leader.start)
+            await asyncio.to_thread(kill.wait_healthy, 60.0)
+    ordered = sorted(latencies)
+    return (
+        ordered[len(ordered) // 2],
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        ordered[-1],
+    )
+
+
 async def one_round() -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="runloom-bench-cluster-"))
     single = NatsServer(root / "single", free_port())
@@ -83,13 +122,22 @@ async def one_round() -> dict[str, float]:
     try:
         single.start()
         cluster.start()
-        return {
+        figures = {
             "single: appends/s, 1 run": await _appends(single.url, 1, 1, 300),
             "single: appends/s, 100 runs": await _appends(single.url, 1, 100, 10),
             "cluster R3: appends/s, 1 run": await _appends(cluster.urls, 3, 1, 300),
             "cluster R3: appends/s, 100 runs": await _appends(cluster.urls, 3, 100, 10),
             "cluster R3: longest append stall, leader SIGKILLed (s)": await _leader_stall(cluster),
         }
+        p50, p99, _ = await _sse_latency(single.url, 1)
+        figures["single: publish -> SSE p50 (ms)"] = p50
+        figures["single: publish -> SSE p99 (ms)"] = p99
+        p50, p99, _ = await _sse_latency(cluster.urls, 3)
+        figures["cluster R3: publish -> SSE p50 (ms)"] = p50
+        figures["cluster R3: publish -> SSE p99 (ms)"] = p99
+        *_, worst = await _sse_latency(cluster.urls, 3, kill=cluster)
+        figures["cluster R3: longest publish -> SSE, leader SIGKILLed (s)"] = worst / 1000
+        return figures
     finally:
         single.stop()
         cluster.stop()

@@ -82,6 +82,33 @@ async def partition_heal(plat: ClusterPlatform) -> None:
     plat.lab.heal(i)
 
 
+async def majority_loss(plat: ClusterPlatform) -> None:
+    """Two of three nodes SIGKILLed for 10 s: the stream has no quorum, so an append fails with
+    a clear error (nothing acknowledged is lost); after they return everything resumes."""
+    from runloom.contracts.ids import new_id
+    from runloom.runtime import bus
+    from runloom.runtime.eventlog import EventLog, StoreUnavailable
+
+    assert plat.cluster is not None
+    leader = await plat.stream_leader()
+    lost = [plat.cluster.nodes[leader], plat.cluster.nodes[(leader + 1) % 3]]
+    began = asyncio.get_running_loop().time()
+    for node in lost:
+        node.kill()
+    try:
+        nc = await bus.connect(plat.nats_url, "chaos-probe")
+        try:
+            probe = EventLog(nc.jetstream(), "chaos-probe", max_retries=4, publish_timeout=1.0)
+            with pytest.raises(StoreUnavailable, match="majority"):
+                await probe.append(new_id("run"), plat.tenant, type="step.progress", data={})
+        finally:
+            await nc.close()
+        await asyncio.sleep(max(0.0, 10.0 - (asyncio.get_running_loop().time() - began)))
+    finally:
+        for node in lost:
+            await asyncio.to_thread(node.start)
+
+
 async def rolling_restart(plat: ClusterPlatform) -> None:
     assert plat.cluster is not None
     for node in plat.cluster.nodes:
@@ -129,6 +156,7 @@ FAULTS: list[tuple[str, Fault, bool]] = [
     ("proxy latency, resets, half-open", proxy_latency_and_resets, False),
     ("PostgreSQL stop -m immediate", postgres_immediate_stop, False),
     ("rolling restart, lame duck", rolling_restart, False),
+    ("majority (2 of 3 nodes) lost 10 s", majority_loss, False),
 ]
 
 
@@ -154,5 +182,6 @@ async def test_fault_under_load(plat: ClusterPlatform, name: str, fault: Fault) 
             out.write(json.dumps(row) + "\n")
     print(json.dumps(row))
     assert outcome.verdict.ok, (row, plat.logs()[-6000:])
+    assert outcome.server_errors == 0, row
     assert outcome.runs_completed == outcome.runs, row
     assert outcome.acked > 0, row

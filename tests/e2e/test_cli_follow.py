@@ -16,7 +16,7 @@ from runloom.contracts.events import Event
 from runloom.runtime.runstate import RunState
 
 from runloom.cli._follow import Follower
-from runloom.cli._gateway import OPENED, SseMessage, parse_sse
+from runloom.cli._gateway import OPENED, SseMessage, Unavailable, parse_sse
 
 
 def test_sse_parser_follows_the_event_stream_rules() -> None:
@@ -81,6 +81,8 @@ class ScriptedGateway:
         for item in self.scripts.pop(0) if self.scripts else []:
             if item == "drop":
                 raise httpx.ReadError("connection reset")
+            if item == "503":
+                raise Unavailable("Service Unavailable (503): electing a leader", 0.01)
             ev = self.events[int(item) - 1]
             yield SseMessage(ev.type, msgspec.json.encode(ev).decode(), f"c{ev.seq}")
 
@@ -135,3 +137,9 @@ def test_a_drop_resumes_from_the_last_shown_cursor() -> None:
     assert view.shown == list(range(1, 13))
     assert gw.cursors == [None]
     assert view.notes == ["lost ReadError", "back after 3"]
+
+
+def test_a_503_on_attach_waits_as_told_and_resumes() -> None:
+    view, gw, _ = follow([[1, 2, "503"], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    assert view.shown == list(range(1, 13))
+    assert view.notes[0] == "lost Service Unavailable (503): electing a leader"

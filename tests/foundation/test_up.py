@@ -307,7 +307,11 @@ def test_external_servers_are_used_and_none_is_started(servers: Any, tmp_path: P
         up.kill_all()
 
 
-def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(tmp_path: Path) -> None:
+def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(
+    servers: Any, tmp_path: Path
+) -> None:
+    # The session's PostgreSQL (embedded PostgreSQL is the single-node tests' business): the
+    # cluster's own parts are the three nodes, R3 streams and the replicas.
     base = free_port()
     while any(port_open(base + off + i) for off in (0, 10, 20) for i in range(3)):
         base = free_port()
@@ -315,7 +319,13 @@ def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(tmp_path: Path)
     while port_open(gateway + 1):
         gateway = free_port()
     ports = Ports(nats=base, postgres=free_port(), gateway=gateway)
-    up = UpProcess(tmp_path / "home", ports, 0, args=["--cluster"])
+    up = UpProcess(
+        tmp_path / "home",
+        ports,
+        0,
+        args=["--cluster"],
+        extra={"RUNLOOM_DATABASE_URL": servers.database_url},
+    )
     try:
         up.wait_ready(timeout=90)
         out = up.output()

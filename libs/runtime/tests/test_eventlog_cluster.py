@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from runloom.contracts.events import RunCreated, StepStarted
-from runloom.contracts.ids import new_id
+from runloom.contracts.ids import new_id, ulid
 from runloom.devkit.cluster import NatsCluster
 from runloom.devkit.embedded import free_port
 from runloom.runtime import bus
 from runloom.runtime.config import Settings
-from runloom.runtime.eventlog import EventLog
+from runloom.runtime.eventlog import EventLog, StoreUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,34 @@ async def test_appends_go_on_while_the_stream_leader_dies(
     events = await log.events(run_id)
     assert [e.seq for e in events] == list(range(1, 22))
     assert len({e.id for e in events}) == 21
+
+
+async def test_without_a_majority_an_append_fails_clearly_and_its_retry_lands_once(
+    cluster: NatsCluster, cluster_js: Any
+) -> None:
+    log = EventLog(cluster_js, "w", publish_timeout=0.5, max_retries=4)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    info = await cluster_js.stream_info("RUN_EVENTS")
+    leader = cluster.node(info.cluster.leader)
+    lost = [leader, next(n for n in cluster.nodes if n is not leader)]
+    for node in lost:
+        node.kill()
+    event_id = ulid()
+    try:
+        with pytest.raises(StoreUnavailable, match="majority"):
+            await log.append(run_id, "t1", StepStarted(step_id="s"), event_id=event_id)
+    finally:
+        for node in lost:
+            await asyncio.to_thread(node.start)
+        await asyncio.to_thread(cluster.wait_healthy, 60.0)
+    patient = EventLog(cluster_js, "w", publish_timeout=1.0)
+    await asyncio.wait_for(
+        patient.append(
+            run_id, "t1", StepStarted(step_id="s"), event_id=event_id, check_existing=True
+        ),
+        60,
+    )
+    events = await patient.events(run_id)
+    assert [e.seq for e in events] == [1, 2]
+    assert events[1].id == event_id

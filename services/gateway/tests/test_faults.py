@@ -60,6 +60,31 @@ async def test_nats_server_sigkilled_mid_stream(platform, servers, js, reader):
         assert [e.seq for e in events] == list(range(1, 33))
 
 
+async def test_attaching_while_nats_is_away_answers_503_and_the_retry_streams(
+    platform, servers, js, reader
+):
+    async with httpx.AsyncClient(
+        base_url=platform.url, headers=platform.headers(), timeout=30
+    ) as c:
+        run_id = (await c.post("/v1/runs", json={"question": "away"})).json()["id"]
+        log = EventLog(js, "w", publish_timeout=1.0)
+        tenant = (await log.events(run_id))[0].tenant_id
+        servers.nats.kill()
+        try:
+            async with c.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+                body = await resp.aread()
+        finally:
+            servers.nats.start()
+        assert resp.status_code == 503, body
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert float(resp.headers["Retry-After"]) >= 1
+        assert "retry" in resp.json()["detail"].lower()
+        await append_surely(log, run_id, tenant, RunCompleted())
+        r = reader()
+        await r.follow(c, f"/v1/runs/{run_id}/events")
+        assert r.seqs() == [1, 2]
+
+
 async def test_gateway_killed_mid_stream_and_replaced(platform, js, reader):
     async with httpx.AsyncClient(
         base_url=platform.url, headers=platform.headers(), timeout=10

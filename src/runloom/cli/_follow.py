@@ -18,7 +18,7 @@ import msgspec
 from runloom.contracts.events import Event, decode_event
 from runloom.runtime.runstate import RunState, fold
 
-from runloom.cli._gateway import OPENED, Gateway
+from runloom.cli._gateway import OPENED, Gateway, Unavailable
 
 
 class View(Protocol):
@@ -49,6 +49,7 @@ class Follower:
         """Follow until the terminal event; reconnects with backoff (Ctrl-C propagates)."""
         attempt = 0
         while self.state.terminal is None:
+            wait = 0.0
             try:
                 self._stream_once()
                 if self.state.terminal is not None:
@@ -56,10 +57,12 @@ class Follower:
                 reason = "the stream ended before the run did"
             except (httpx.TransportError, httpx.StreamError) as exc:
                 reason = type(exc).__name__
+            except Unavailable as exc:
+                reason, wait = str(exc), exc.retry_after_s
             attempt += 1
             self.drops += 1
             self.view.connection_lost(attempt, reason)
-            time.sleep(min(0.25 * 2 ** (attempt - 1), 5.0))
+            time.sleep(max(wait, min(0.25 * 2 ** (attempt - 1), 5.0)))
             # The gateway may be down: wait for it without spamming, each try is one request.
             try:
                 before = self.state.last_seq

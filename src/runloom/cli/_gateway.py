@@ -19,6 +19,14 @@ class CliError(Exception):
         self.code = code
 
 
+class Unavailable(CliError):
+    """The gateway answered 503 (restarting, or its event store is electing a leader)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, code=3)
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClientConfig:
     url: str
@@ -124,7 +132,14 @@ class Gateway:
                 code=4,
             )
         title = body.get("title") if isinstance(body, dict) else None
-        return CliError(f"{title or 'Error'} ({response.status_code}): {detail}")
+        message = f"{title or 'Error'} ({response.status_code}): {detail}"
+        if response.status_code == 503:
+            try:
+                retry_after = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                retry_after = 1.0
+            return Unavailable(message, min(max(retry_after, 0.0), 30.0))
+        return CliError(message)
 
     # -- requests -----------------------------------------------------------------------------
 

@@ -35,8 +35,40 @@ class ClientLog:
     """One SSE client across its reconnects."""
 
     events: list[Seen] = field(default_factory=list)
-    longest_stall_s: float = 0.0
+    arrived: dict[str, float] = field(default_factory=dict)
+    """Event id -> wall-clock time it first reached this client."""
+    longest_gap_s: float = 0.0
+    """Longest time between two events (the run's own pauses included)."""
     reconnects: int = 0
+    refusals: dict[int, int] = field(default_factory=dict)
+    """HTTP status -> how often the gateway refused to attach (503 is expected during a
+    fault; a 5xx other than 503 is a bug a user would see)."""
+
+    failures: list[str] = field(default_factory=list)
+    """Unexpected errors while reading (each followed by a reconnect)."""
+    attempts: list[tuple[float, int, int]] = field(default_factory=list)
+    """(wall-clock time, gateway index, HTTP status or 0 for a transport error) per attach."""
+
+    def longest_delay_s(self, stored: dict[str, float]) -> float:
+        """Longest time from an event being stored (its append acknowledged) to this client
+        receiving it: what the fault held back, not the run's own pauses."""
+        return max(
+            (max(0.0, at - stored[i]) for i, at in self.arrived.items() if i in stored),
+            default=0.0,
+        )
+
+    def explain_delay(self, stored: dict[str, float]) -> str:
+        """The slowest event and what this client did meanwhile (attaches, statuses)."""
+        worst = max(
+            (i for i in self.arrived if i in stored),
+            key=lambda i: self.arrived[i] - stored[i],
+            default=None,
+        )
+        if worst is None:
+            return ""
+        t0, t1 = stored[worst], self.arrived[worst]
+        during = [(round(t - t0, 2), g, st) for t, g, st in self.attempts if t0 - 1 <= t <= t1]
+        return f"stored->received {t1 - t0:.2f}s; attaches (s after store, gw, status) {during}"
 
 
 @dataclass
@@ -47,11 +79,23 @@ class Outcome:
     verdict: Verdict
     runs_completed: int
     runs: int
-    longest_stall_s: float
+    longest_delay_s: float
+    """Longest time from an event's append being acknowledged to an SSE client receiving it."""
+    longest_gap_s: float
+    """Longest time between two events at a client (includes the runs' own pauses)."""
+    longest_append_s: float
+    """Longest time a synthetic writer's append took (call to ack)."""
+    server_errors: int
+    """SSE attaches answered with a 5xx other than 503 (a 503 says: retry)."""
     acked: int
     seconds: float
     endings: dict[str, int] = field(default_factory=dict)
     """How the platform runs ended (terminal event type -> count)."""
+    slowest: str = ""
+    """The longest ack -> client delay explained (which client did what meanwhile)."""
+    archive_wait_s: float = 0.0
+    """How long after the load the PostgreSQL archive still lacked stored events."""
+    client_failures: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         v = self.verdict
@@ -67,9 +111,15 @@ class Outcome:
             "bad_terminal": v.bad_terminal,
             "ledger_mismatch": v.ledger_mismatch,
             "runs_completed": f"{self.runs_completed}/{self.runs}",
-            "longest_stall_s": round(self.longest_stall_s, 2),
+            "longest_delay_s": round(self.longest_delay_s, 2),
+            "longest_gap_s": round(self.longest_gap_s, 2),
+            "longest_append_s": round(self.longest_append_s, 2),
+            "server_errors": self.server_errors,
             "seconds": round(self.seconds, 1),
             "endings": self.endings,
+            "slowest": self.slowest,
+            "archive_wait_s": round(self.archive_wait_s, 1),
+            "client_failures": self.client_failures[:5],
             "problems": v.problems[:10],
         }
 
@@ -105,10 +155,12 @@ class ClusterPlatform:
             [(4222, 6222, 8222)] * 3,
             netns=self.lab.names,
         )
-        await asyncio.to_thread(self.cluster.start)
+        # The cluster and PostgreSQL start side by side (each waits on its own readiness).
+        await asyncio.gather(
+            asyncio.to_thread(self.cluster.start), asyncio.to_thread(self.postgres.start)
+        )
         for node in self.cluster.nodes:
             self.proxies.append(await FaultProxy(node.host, node.port).start())
-        await asyncio.to_thread(self.postgres.start)
         await self._bootstrap()
         env = {
             "RUNLOOM_NATS_URL": self.nats_url,
@@ -189,18 +241,26 @@ class ClusterPlatform:
         return "\n".join(f"--- {n}\n{p.log_tail(2000)}" for n, p in self.procs.items())
 
     async def close(self) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(Exception):
-                proc.stop(timeout=5)
+        # Every service stops at once (each may take its drain time), then the servers.
+        await asyncio.gather(
+            *(asyncio.to_thread(proc.stop, 5) for proc in self.procs.values()),
+            return_exceptions=True,
+        )
         for proxy in self.proxies:
             with contextlib.suppress(Exception):
                 await proxy.close()
-        if self.cluster is not None:
-            with contextlib.suppress(Exception):
-                self.cluster.stop()
-        with contextlib.suppress(Exception):
-            self.postgres.remove_data()
+        nodes = self.cluster.nodes if self.cluster is not None else []
+        await asyncio.gather(
+            *(asyncio.to_thread(_stop_node, n) for n in nodes),
+            asyncio.to_thread(self.postgres.remove_data),
+            return_exceptions=True,
+        )
         self.lab.close()
+
+
+def _stop_node(node: Any) -> None:
+    node.resume()  # a paused node would not see its stop signal
+    node.stop()
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -222,12 +282,16 @@ async def _follow(
             if cursor:
                 headers["Last-Event-ID"] = cursor
             drop_after = time.monotonic() + rng.uniform(0.5, 3.0)
+            began = time.time()
             try:
                 async with client.stream(
                     "GET", f"{url}/v1/runs/{run_id}/events", headers=headers
                 ) as resp:
+                    log.attempts.append((began, (turn - 1) % 2, resp.status_code))
                     if resp.status_code != 200:
-                        await asyncio.sleep(0.2)
+                        code = resp.status_code
+                        log.refusals[code] = log.refusals.get(code, 0) + 1
+                        await asyncio.sleep(_retry_after(resp))
                         continue
                     data: list[str] = []
                     event_id: str | None = None
@@ -241,8 +305,9 @@ async def _follow(
                             data = []
                             if "seq" in payload and "type" in payload:
                                 now = time.monotonic()
-                                log.longest_stall_s = max(log.longest_stall_s, now - last_arrival)
+                                log.longest_gap_s = max(log.longest_gap_s, now - last_arrival)
                                 last_arrival = now
+                                log.arrived.setdefault(payload["id"], time.time())
                                 log.events.append(
                                     Seen(payload["seq"], payload["id"], payload["type"])
                                 )
@@ -253,8 +318,20 @@ async def _follow(
                             if time.monotonic() > drop_after:
                                 break
             except (httpx.HTTPError, OSError):
+                log.attempts.append((began, (turn - 1) % 2, 0))
+                await asyncio.sleep(0.2)
+            except Exception as exc:  # what a client library may raise mid-stream: retried
+                log.failures.append(f"{type(exc).__name__}: {exc}"[:200])
                 await asyncio.sleep(0.2)
             log.reconnects += 1
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    """The wait a 503 asks for (capped at 1 s), else a short pause."""
+    try:
+        return min(float(resp.headers.get("Retry-After", "0.2")), 1.0)
+    except ValueError:
+        return 0.2
 
 
 async def _post_run(plat: ClusterPlatform, i: int) -> str:
@@ -275,7 +352,11 @@ async def _post_run(plat: ClusterPlatform, i: int) -> str:
 
 
 async def _synthetic_writer(
-    plat: ClusterPlatform, run_ids: list[str], acked: dict[str, list[Seen]], stop: asyncio.Event
+    plat: ClusterPlatform,
+    run_ids: list[str],
+    acked: dict[str, list[Seen]],
+    stop: asyncio.Event,
+    slowest: list[float],
 ) -> None:
     """Appends `step.progress` to each synthetic run until `stop`, recording every ack."""
     from runloom.contracts.ids import ulid
@@ -289,6 +370,7 @@ async def _synthetic_writer(
         while not stop.is_set():
             for run_id in run_ids:
                 n += 1
+                began = time.monotonic()
                 try:
                     ev = await log.append(
                         run_id,
@@ -299,6 +381,7 @@ async def _synthetic_writer(
                 except (AppendConflict, TimeoutError, OSError, Exception):
                     await asyncio.sleep(0.05)
                     continue
+                slowest.append(time.monotonic() - began)
                 acked[run_id].append(Seen(ev.seq, ev.id, ev.type))
             await asyncio.sleep(0.02)
         # Each synthetic run ends once: the same event id on every attempt (a retry after an
@@ -326,16 +409,26 @@ async def _synthetic_writer(
             await nc.close()
 
 
-async def _stream_view(plat: ClusterPlatform, run_id: str) -> tuple[list[Seen], str]:
-    """The run's events as the stream holds them, and the last event's reason or error."""
+async def _stream_view(
+    plat: ClusterPlatform, run_id: str, stored: dict[str, float]
+) -> tuple[list[Seen], str]:
+    """The run's events as the stream holds them, and the last event's reason or error;
+    `stored` gets each event's stream timestamp (when its append was acknowledged)."""
+    from runloom.contracts import subjects
     from runloom.runtime import bus
     from runloom.runtime.eventlog import EventLog
 
     nc = await bus.connect(plat.nats_url, "chaos-reader")
     try:
-        events = await EventLog(nc.jetstream(), "chaos-reader").events(run_id)
+        js = nc.jetstream()
+        read = [se async for se in EventLog(js, "chaos-reader").read(run_id)]
+        for se in read:
+            msg = await js.get_msg(subjects.RUN_EVENTS_STREAM, seq=se.stream_seq)
+            if msg.time is not None:
+                stored[se.event.id] = msg.time.timestamp()
     finally:
         await nc.close()
+    events = [se.event for se in read]
     last = events[-1].data if events else {}
     why = str(last.get("error") or last.get("reason") or "")[:160]
     return [Seen(e.seq, e.id, e.type) for e in events], why
@@ -394,7 +487,8 @@ async def run_fault(
     synth_ids = [new_id("run") for _ in range(synthetic)]
     acked: dict[str, list[Seen]] = {r: [] for r in synth_ids}
     stop = asyncio.Event()
-    writer = asyncio.ensure_future(_synthetic_writer(plat, synth_ids, acked, stop))
+    appends: list[float] = []
+    writer = asyncio.ensure_future(_synthetic_writer(plat, synth_ids, acked, stop, appends))
     run_ids = [await _post_run(plat, i) for i in range(runs)]
     deadline = time.monotonic() + settle_s + 60
     clients = {(r, c): ClientLog() for r in run_ids for c in ("a", "b")}
@@ -412,16 +506,19 @@ async def run_fault(
     await wait_usage_settled(plat, run_ids, timeout=20)
     histories: list[RunHistory] = []
     archive: dict[str, list[Seen]] = {}
-    archive_deadline = time.monotonic() + 20
+    archive_began = time.monotonic()
+    archive_deadline = archive_began + 60
     streams: dict[str, list[Seen]] = {}
     reasons: dict[str, str] = {}
+    stored: dict[str, float] = {}
     for r in [*run_ids, *synth_ids]:
-        streams[r], reasons[r] = await _stream_view(plat, r)
+        streams[r], reasons[r] = await _stream_view(plat, r, stored)
     while time.monotonic() < archive_deadline:
         archive = await _archive_view(plat, run_ids)
         if all(len(archive[r]) >= len(streams[r]) for r in run_ids):
             break
         await asyncio.sleep(0.5)
+    archive_wait_s = time.monotonic() - archive_began
     completed = 0
     endings: dict[str, int] = {}
     for r in run_ids:
@@ -448,15 +545,27 @@ async def run_fault(
             RunHistory(run_id=r, acked=acked[r], stream=streams[r], archive=streams[r])
         )
     verdict = check(histories)
+    logs = list(clients.values())
+    slowest = max(logs, key=lambda c: c.longest_delay_s(stored), default=None)
+    crashed = [f for f in followers if f.done() and not f.cancelled() and f.exception()]
     return Outcome(
         fault=name,
         verdict=verdict,
         runs_completed=completed,
         runs=len(run_ids),
-        longest_stall_s=max((c.longest_stall_s for c in clients.values()), default=0.0),
+        longest_delay_s=max((c.longest_delay_s(stored) for c in logs), default=0.0),
+        longest_gap_s=max((c.longest_gap_s for c in logs), default=0.0),
+        longest_append_s=max(appends, default=0.0),
+        server_errors=sum(
+            n for c in logs for code, n in c.refusals.items() if code >= 500 and code != 503
+        ),
         acked=sum(len(a) for a in acked.values()),
         seconds=time.monotonic() - started,
         endings=endings,
+        archive_wait_s=archive_wait_s,
+        client_failures=[f for c in logs for f in c.failures]
+        + [repr(f.exception()) for f in crashed],
+        slowest=slowest.explain_delay(stored) if slowest is not None else "",
     )
 
 
@@ -495,8 +604,11 @@ COLUMNS = (
     ("holes", "holes"),
     ("bad_terminal", "terminal!=1"),
     ("ledger_mismatch", "ledger!=usage"),
+    ("server_errors", "5xx"),
     ("runs_completed", "runs done"),
-    ("longest_stall_s", "longest stall s"),
+    ("longest_delay_s", "longest ack->client s"),
+    ("longest_gap_s", "longest gap s"),
+    ("longest_append_s", "longest append s"),
 )
 
 

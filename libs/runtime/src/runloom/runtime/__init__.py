@@ -10,7 +10,14 @@ archive and the runs read model), `runstate` (the fold of a run's events), `db`,
 from runloom.runtime.bus import PoisonMessage
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, ConsumerStats, Delivery, Lock
-from runloom.runtime.eventlog import AppendConflict, EventLog, RunClosed, StoredEvent, Tail
+from runloom.runtime.eventlog import (
+    AppendConflict,
+    EventLog,
+    RunClosed,
+    StoredEvent,
+    StoreUnavailable,
+    Tail,
+)
 from runloom.runtime.runstate import RunState, fold, snapshot
 from runloom.runtime.service import ServiceContext
 
@@ -26,6 +33,7 @@ __all__ = [
     "RunState",
     "ServiceContext",
     "Settings",
+    "StoreUnavailable",
     "StoredEvent",
     "Tail",
     "fold",

@@ -34,24 +34,34 @@ class PoisonMessage(Exception):
     """Raised by a handler for a message that can never be processed: set apart, acked."""
 
 
+PING_INTERVAL_S = 2.0
+"""How often the client pings its server. A server that is partitioned away or stopped
+(SIGSTOP) leaves the TCP connection open and silent: only unanswered pings reveal it, after
+at most (MAX_OUTSTANDING_PINGS + 1) intervals, and the client then moves to another server.
+nats-py's default (120 s) kept clients on a partitioned cluster node for the whole partition."""
+MAX_OUTSTANDING_PINGS = 2
+
+
 async def connect(url: str, name: str, **kwargs: Any) -> NATS:
     """Connect with reconnects forever: a restarted nats-server is picked up again.
 
     `url` may list every server of a cluster, comma-separated; the client then fails over
-    between them (and learns the others from the cluster)."""
+    between them (and learns the others from the cluster). A silent server is given up
+    within about 6 s (`PING_INTERVAL_S`)."""
 
     async def _error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
-    return await nats.connect(
-        [u.strip() for u in url.split(",") if u.strip()],
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
-        connect_timeout=2,
-        error_cb=_error_cb,
-        **kwargs,
-    )
+    options: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.25,
+        "connect_timeout": 2,
+        "ping_interval": PING_INTERVAL_S,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+        "error_cb": _error_cb,
+    }
+    return await nats.connect([u.strip() for u in url.split(",") if u.strip()], **options | kwargs)
 
 
 def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:

@@ -35,7 +35,12 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.api import Header as NatsHeader
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from runloom.contracts import subjects
 from runloom.contracts.events import (
     EVENT_TYPES,
@@ -62,9 +67,12 @@ TRANSIENT_ERRORS = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoRespondersError,
     NoStreamResponseError,
+    ServiceUnavailableError,
     TimeoutError,
 )
-"""What a server away or a stream between leaders (an election in a cluster) raises: retried."""
+"""What a server away or a stream between leaders (an election in a cluster) raises: retried.
+ServiceUnavailableError is JetStream's 503 (10008 'temporarily unavailable'), which a node
+answers while it catches up after a partition heals."""
 DIRECT_READ_LIMIT = 32
 """Reads longer than this go on with a filtered consumer instead of one direct get each."""
 TAIL_CACHE = 10_000
@@ -79,6 +87,12 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 class AppendConflict(Exception):
     """Too many lost races in a row (the bounded retries ran out)."""
+
+
+class StoreUnavailable(AppendConflict):
+    """The bounded retries ran out while the stream did not answer (no quorum, servers away).
+
+    The outcome of the last try is unknown: retry with the same event id (`check_existing`)."""
 
 
 class RunClosed(Exception):
@@ -327,7 +341,8 @@ class EventLog:
         Pass a deterministic `event_id` for an event that a crashed writer may append again
         (with `check_existing=True` the run is searched for it first); a random one is made
         otherwise. Raises RunClosed if the run already has its terminal event, and
-        AppendConflict when `max_retries` attempts in a row lost their race.
+        AppendConflict when `max_retries` attempts in a row lost their race;
+        StoreUnavailable (an AppendConflict) when the last of them got no answer.
 
         Appends that are not awaited one by one (tasks, gather) are stored in the order they
         were called, and those waiting together for one run are committed together (group
@@ -512,7 +527,10 @@ class EventLog:
         tail = self._tails.get(run_id)
         uncertain: set[int] = set()
         """Expected positions of attempts that may have landed."""
+        unanswered: Exception | None = None
+        """The last try's transient error (None: the last try was answered)."""
         for attempt in range(self.max_retries):
+            unanswered = None
             try:
                 if uncertain:
                     landed = await self._landed(run_id, group, uncertain)
@@ -521,8 +539,9 @@ class EventLog:
                         return landed or None
                 if tail is None:
                     tail = await self.tail(run_id)
-            except TRANSIENT_ERRORS:
+            except TRANSIENT_ERRORS as exc:
                 # The stream is between leaders or the server is away: read again shortly.
+                unanswered = exc
                 await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
                 continue
             if tail.terminal is not None:
@@ -543,6 +562,13 @@ class EventLog:
                     ack = await atomic.publish_batch(
                         self.js, subject, messages, timeout=self.publish_timeout
                     )
+            except TRANSIENT_ERRORS as exc:
+                unanswered = exc
+                metrics.APPEND_RETRIES.labels("timeout").inc()
+                uncertain.add(tail.stream_seq)
+                tail = None
+                await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
             except APIError as exc:
                 if exc.err_code in WRONG_LAST_SEQUENCE:
                     # Lost the race, or an earlier attempt of ours did land: re-read and look.
@@ -563,12 +589,6 @@ class EventLog:
                     self._atomic = None  # the stream changed: ask again next time
                 # Refused with nothing stored (too many open batches, ...): one at a time.
                 return None
-            except TRANSIENT_ERRORS:
-                metrics.APPEND_RETRIES.labels("timeout").inc()
-                uncertain.add(tail.stream_seq)
-                tail = None
-                await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
-                continue
             if ack.duplicate:
                 # Dropped by dedup: an event with this id is stored (an earlier attempt, or
                 # a concurrent writer of the same event); the ack names its position.
@@ -587,6 +607,13 @@ class EventLog:
                 run_id, Tail(ack.seq, last.seq, last if last.type in TERMINAL_TYPES else None)
             )
             return events
+        if unanswered is not None:
+            raise StoreUnavailable(
+                f"append to {run_id}: the event store did not answer {self.max_retries} tries "
+                f"in a row (last: {type(unanswered).__name__}); it stores nothing while fewer "
+                "than a majority of a cluster's servers are up. The last try may have landed: "
+                "retry with the same event id."
+            ) from unanswered
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
 
     async def _stored_at(self, stream_seq: int, run_id: str, event_id: str) -> Event | None:

@@ -16,6 +16,10 @@ class StreamingOptions:
     """Frames queued per client before a live client counts as stalled (RUNLOOM_SSE_QUEUE)."""
     watch_interval_s: float = 1.0
     """How long a run's subscription may stay quiet before it is checked against the log."""
+    attach_timeout_s: float = 3.0
+    """Longest an SSE attach may wait on the event store (cursor check, feed opening) before it
+    answers 503 with Retry-After (RUNLOOM_SSE_ATTACH_TIMEOUT_S): a client retried at once,
+    perhaps through another gateway, beats one kept waiting on a server that is away."""
     token_ttl_s: float = 300.0
     """Lifetime of a stream token (RUNLOOM_STREAM_TOKEN_TTL_S)."""
     archive: bool = True
@@ -27,6 +31,7 @@ class StreamingOptions:
             heartbeat_s=env_float("RUNLOOM_SSE_HEARTBEAT_S", 15.0),
             queue_size=int(env_float("RUNLOOM_SSE_QUEUE", 1024)),
             watch_interval_s=env_float("RUNLOOM_SSE_WATCH_S", 1.0),
+            attach_timeout_s=env_float("RUNLOOM_SSE_ATTACH_TIMEOUT_S", 3.0),
             token_ttl_s=env_float("RUNLOOM_STREAM_TOKEN_TTL_S", 300.0),
             archive=os.environ.get("RUNLOOM_ARCHIVE", "1") != "0",
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -83,6 +85,35 @@ class Problem(Exception):
         )
 
 
+BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+"""What NATS raises while the gateway's server is away, partitioned or between stream leaders:
+the request may succeed moments later, so it answers 503 with Retry-After, not a 500."""
+RETRY_AFTER_S = 1
+"""Retry-After (seconds) on a 503 for a bus that is away: a cluster elects a new stream
+leader, and a client moves to another server, within a few seconds."""
+
+
+def bus_unavailable() -> Problem:
+    problem = Problem(
+        503,
+        "Service Unavailable",
+        "The event store did not answer in time (a server is restarting or the cluster is "
+        f"electing a leader). Nothing was lost; retry in {RETRY_AFTER_S} s, with the same "
+        "Idempotency-Key or Last-Event-ID.",
+    )
+    problem.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return problem
+
+
 def not_found(what: str, ident: str) -> Problem:
     return Problem(404, "Not Found", f"No {what} {ident!r} exists for this API key's tenant.")
 
@@ -120,6 +151,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return exc.response(request.url.path)
+
+    for error in BUS_UNAVAILABLE:
+
+        @app.exception_handler(error)
+        async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            return bus_unavailable().response(request.url.path)
 
     @app.exception_handler(InvalidValue)
     async def _invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:

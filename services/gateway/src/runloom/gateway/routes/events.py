@@ -8,6 +8,7 @@ without a cursor the whole history, then live; closes after the terminal event.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -17,7 +18,7 @@ from runloom.gateway import _cursor
 from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, responses
+from runloom.gateway.problems import Problem, bus_unavailable, responses
 from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import archive
@@ -80,12 +81,16 @@ async def run_events(
             state, run_id, after or last_event_id_header or last_event_id
         )
         return await _page(state, run_id, after_seq, after_stream_seq, after, limit)
-    after_seq, after_stream_seq = await _position(
-        state, run_id, last_event_id_header or last_event_id
-    )
     if s.hub.draining:
         raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
-    client = await s.hub.attach(run_id)
+    try:
+        async with asyncio.timeout(s.options.attach_timeout_s):
+            after_seq, after_stream_seq = await _position(
+                state, run_id, last_event_id_header or last_event_id
+            )
+            client = await s.hub.attach(run_id)
+    except TimeoutError:
+        raise bus_unavailable() from None
     body = frames(
         s.hub, s.history, client, run_id, after_seq, after_stream_seq, s.options.heartbeat_s
     )
