@@ -812,6 +812,8 @@ export interface DeliverableProgress {
   message: string;
   attempt?: number;
   fraction?: number | null;
+  /** How many attempts the job gets in all. */
+  max_attempts?: number | null;
 }
 
 export interface DeliverableReady {
@@ -829,6 +831,8 @@ export interface ArtifactRef {
   file_name: string;
   size: number;
   sha256: string;
+  /** Where the bytes are in the `artifacts` object store (older events: `sha256-<sha256>`). */
+  object_name?: string | null;
 }
 
 export interface DeliverableFailed {
@@ -1042,6 +1046,57 @@ export interface UsageGroup {
   output_tokens?: number;
   tool_calls?: number;
   calls?: number;
+}
+
+/** Every deliverable job of a run the deliverables service knows (only the tenant's own). */
+export interface RunDeliverablesRequest {
+  tenant_id: string;
+  run_id: string;
+}
+
+export interface RunDeliverablesReply {
+  jobs?: DeliverableJobView[];
+}
+
+export interface DeliverableJobView {
+  job_id: string;
+  kind: "report" | "slides" | "website";
+  /** queued | running | retrying | ready | failed */
+  status: string;
+  formats?: string[];
+  attempts?: number;
+  max_attempts?: number | null;
+  error?: string | null;
+  retry_at?: string | null;
+  completed_at?: string | null;
+  created_at: string;
+  artifacts?: ArtifactView[];
+}
+
+/** One stored artifact: its metadata and where its bytes are in the object store. */
+export interface ArtifactView {
+  artifact_id: string;
+  job_id: string;
+  run_id: string;
+  kind: "report" | "slides" | "website";
+  format: string;
+  media_type: string;
+  file_name: string;
+  size: number;
+  sha256: string;
+  object_name: string;
+  created_at: string;
+}
+
+/** One artifact of the tenant's, if its job is ready. */
+export interface ArtifactRequest {
+  tenant_id: string;
+  artifact_id: string;
+}
+
+export interface ArtifactReply {
+  /** None: no such ready artifact of this tenant. */
+  artifact?: ArtifactView | null;
 }
 
 /** A message a consumer could not process, with the reason; stored on `dlq.>`. */

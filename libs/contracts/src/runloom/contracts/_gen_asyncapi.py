@@ -228,6 +228,7 @@ def asyncapi() -> Schema:
     answers = {
         "billing": "billing answers on the request's inbox",
         "corpus": "the orchestrator (which owns the corpus) answers on the request's inbox",
+        "deliverables": "the deliverables service answers on the request's inbox",
     }
     idempotent = "(idempotent by reservation id)"
     views = "(the gateway's budget and usage views)"
@@ -252,6 +253,10 @@ def asyncapi() -> Schema:
          "The orchestrator lists a tenant's documents."),
         ("corpus", "delete", subjects.CORPUS_DELETE, "DeleteDocumentRequest",
          "DeleteDocumentReply", "The orchestrator deletes a document and its passages."),
+        ("deliverables", "run", subjects.DELIVERABLES_RUN, "RunDeliverablesRequest",
+         "RunDeliverablesReply", "The deliverables service lists the jobs it knows of a run."),
+        ("deliverables", "artifact", subjects.DELIVERABLES_ARTIFACT, "ArtifactRequest",
+         "ArtifactReply", "The deliverables service describes one ready artifact."),
     ):  # fmt: skip
         name = owner + verb[0].upper() + verb[1:]
         channels[name] = {
@@ -283,7 +288,8 @@ def asyncapi() -> Schema:
             "version": f"{events.SCHEMA_VERSION}.0.0",
             "description": (
                 f"{HEADER}\n\nThe subjects of Runloom's NATS JetStream bus: run events, "
-                "commands and jobs on work queues, billing and corpus request/reply, dead letters."
+                "commands and jobs on work queues, billing, corpus and deliverables request/reply, "
+                "dead letters."
             ),
         },
         "defaultContentType": "application/json",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgspec
 from runloom.contracts.events import Usage
 from runloom.contracts.kinds import DeliverableKind, UsageKind
-from runloom.contracts.types import DocumentId, RunId, Usd
+from runloom.contracts.types import ArtifactId, DocumentId, RunId, Usd
 
 
 class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -196,6 +196,60 @@ class UsageRangeReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     groups: list[UsageGroup] = []
 
 
+class RunDeliverablesRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Every deliverable job of a run the deliverables service knows (only the tenant's own)."""
+
+    tenant_id: str
+    run_id: RunId
+
+
+class ArtifactView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One stored artifact: its metadata and where its bytes are in the object store."""
+
+    artifact_id: str
+    job_id: str
+    run_id: RunId
+    kind: DeliverableKind
+    format: str
+    media_type: str
+    file_name: str
+    size: int
+    sha256: str
+    object_name: str
+    created_at: datetime
+
+
+class DeliverableJobView(msgspec.Struct, kw_only=True, omit_defaults=True):
+    job_id: str
+    kind: DeliverableKind
+    status: str
+    """queued | running | retrying | ready | failed"""
+    formats: list[str] = []
+    attempts: int = 0
+    max_attempts: int | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    completed_at: datetime | None = None
+    created_at: datetime
+    artifacts: list[ArtifactView] = []
+
+
+class RunDeliverablesReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    jobs: list[DeliverableJobView] = []
+
+
+class ArtifactRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One artifact of the tenant's, if its job is ready."""
+
+    tenant_id: str
+    artifact_id: ArtifactId
+
+
+class ArtifactReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    artifact: ArtifactView | None = None
+    """None: no such ready artifact of this tenant."""
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -291,6 +345,10 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "RunUsageReply": RunUsageReply,
     "UsageRangeRequest": UsageRangeRequest,
     "UsageRangeReply": UsageRangeReply,
+    "RunDeliverablesRequest": RunDeliverablesRequest,
+    "RunDeliverablesReply": RunDeliverablesReply,
+    "ArtifactRequest": ArtifactRequest,
+    "ArtifactReply": ArtifactReply,
     "DeadLetter": DeadLetter,
     "AddDocumentRequest": AddDocumentRequest,
     "AddDocumentReply": AddDocumentReply,

@@ -68,6 +68,8 @@ class ArtifactRef(msgspec.Struct, kw_only=True, omit_defaults=True):
     file_name: str
     size: int
     sha256: str
+    object_name: str | None = None
+    """Where the bytes are in the `artifacts` object store (older events: `sha256-<sha256>`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +231,8 @@ class DeliverableProgress(msgspec.Struct, kw_only=True, omit_defaults=True):
     message: str
     attempt: int = 1
     fraction: float | None = None
+    max_attempts: int | None = None
+    """How many attempts the job gets in all."""
 
 
 class DeliverableReady(msgspec.Struct, kw_only=True, omit_defaults=True):

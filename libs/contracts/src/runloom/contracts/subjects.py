@@ -35,6 +35,9 @@ CORPUS_ADD = "corpus.add"
 CORPUS_LIST = "corpus.list"
 CORPUS_DELETE = "corpus.delete"
 
+DELIVERABLES_RUN = "deliverables.run"
+DELIVERABLES_ARTIFACT = "deliverables.artifact"
+
 ARTIFACTS_BUCKET = "artifacts"
 CORPUS_UPLOADS_BUCKET = "corpus-uploads"
 """Document text too large for one request message, named in `AddDocumentRequest.text_object`."""

@@ -4,7 +4,8 @@
 replicas. For each event it (1) inserts the stored bytes into `run_events` keyed by
 (run_id, seq) (a second copy is a no-op) and (2) advances the run's read model over the
 contiguous archived events after the row's `last_seq`, under the row's lock. Redelivery,
-out-of-order delivery and concurrent handlers all end in the same row.
+out-of-order delivery and concurrent handlers all end in the same row. In the same transaction
+a `deliverable.*` event advances the deliverables read model (`deliverable_view`).
 
 `PgArchive` answers the event log's questions about runs whose messages the hot window
 already dropped, and serves history to the gateway.
@@ -26,6 +27,7 @@ import msgspec
 from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
+from runloom.runtime import deliverable_view
 from runloom.runtime.bus import PoisonMessage
 from runloom.runtime.consumer import Consumer, Delivery, serve
 from runloom.runtime.eventlog import EventLog
@@ -105,6 +107,7 @@ async def archive_event(pool: asyncpg.Pool, raw: bytes, stream_seq: int | None) 
             raw,
             _time(ev.time),
         )
+        await deliverable_view.apply(conn, ev)
         await project(conn, ev.run_id)
     return ev
 
@@ -122,6 +125,8 @@ async def archive_batch(pool: asyncpg.Pool, items: list[tuple[Event, bytes, int 
                 for ev, raw, seq in items
             ],
         )
+        for ev, _, _ in items:
+            await deliverable_view.apply(conn, ev)
         for run_id in sorted({ev.run_id for ev, _, _ in items}):  # one lock order: no deadlock
             await project(conn, run_id)
 

@@ -255,6 +255,7 @@ class JobRunner:
                 message=f"rendering {job.kind}: {', '.join(f.name for f in formats)}",
                 attempt=attempt,
                 fraction=len(done & {f.name for f in formats}) / total,
+                max_attempts=self.options.max_attempts,
             ),
             f"{job.job_id}:progress:{attempt}:start",
         )
@@ -335,6 +336,7 @@ class JobRunner:
                 file_name=rows[f.name]["file_name"],
                 size=rows[f.name]["size"],
                 sha256=rows[f.name]["sha256"],
+                object_name=rows[f.name]["object_name"],
             )
             for f in formats
         ]

@@ -2,6 +2,8 @@
 
 Consumes: `job.deliverable.>` (DeliverableJob) from the JOBS work queue, durable
 `deliverables` shared by every replica, one job per lock, handled by `jobs.JobRunner`.
+Serves (request/reply, queue group `deliverables`): `deliverables.run` and
+`deliverables.artifact` (`queries.Responder`), what the gateway cannot read from events.
 Publishes: `deliverable.progress|ready|failed` on the job's run (RUN_EVENTS), artifacts into
 the `artifacts` object store.
 """
@@ -14,6 +16,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeliverableJob
 from runloom.deliverables.jobs import LOCK_WAIT_S, JobRunner
 from runloom.deliverables.options import Options
+from runloom.deliverables.queries import Queries, Responder
 from runloom.deliverables.store import ArtifactStore
 from runloom.runtime import consumer
 from runloom.runtime.config import Settings
@@ -62,10 +65,15 @@ async def main(ctx: ServiceContext) -> None:
         options.max_attempts,
         options.concurrency,
     )
+    responder = Responder(ctx.nc, Queries(ctx.pool))
+    await responder.start()
     declared = jobs(runner, options)
-    await consumer.serve(
-        declared, ctx.js, ctx.stop, events=events, lock_pool=ctx.pool, ready=ctx.ready
-    )
+    try:
+        await consumer.serve(
+            declared, ctx.js, ctx.stop, events=events, lock_pool=ctx.pool, ready=ctx.ready
+        )
+    finally:
+        await responder.stop()
 
 
 async def run(settings: Settings) -> None:

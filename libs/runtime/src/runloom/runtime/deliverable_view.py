@@ -1,0 +1,115 @@
+"""The gateway's read model of a run's deliverables, projected from its `deliverable.*` events.
+
+Applied by the archive consumer in the same transaction that archives the event (and advances
+the `runs` row), so the model is as current as the run's own view. A row changes only when
+the event's seq is past the row's `last_seq`: an event delivered twice, or replayed, changes
+nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import msgspec
+from runloom.contracts.events import (
+    DeliverableFailed,
+    DeliverableProgress,
+    DeliverableReady,
+    DeliverableRequested,
+    Event,
+)
+
+TYPES = {
+    "deliverable.requested": DeliverableRequested,
+    "deliverable.progress": DeliverableProgress,
+    "deliverable.ready": DeliverableReady,
+    "deliverable.failed": DeliverableFailed,
+}
+
+_UPSERT = """
+INSERT INTO run_deliverables AS d (run_id, job_id, tenant_id, kind, status, formats, attempts,
+    max_attempts, error, retry_at, completed_at, first_seq, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+ON CONFLICT (run_id, job_id) DO UPDATE SET
+    status = EXCLUDED.status,
+    attempts = EXCLUDED.attempts,
+    max_attempts = coalesce(EXCLUDED.max_attempts, d.max_attempts),
+    error = CASE WHEN EXCLUDED.status = 'running' THEN d.error ELSE EXCLUDED.error END,
+    retry_at = EXCLUDED.retry_at,
+    completed_at = EXCLUDED.completed_at,
+    last_seq = EXCLUDED.last_seq
+WHERE d.last_seq < EXCLUDED.last_seq AND $5 <> 'queued'
+RETURNING d.job_id
+"""
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def apply(conn: asyncpg.Connection, ev: Event) -> None:
+    """Apply one archived event to the read model (events of other types are ignored)."""
+    payload_type = TYPES.get(ev.type)
+    if payload_type is None:
+        return
+    try:
+        p = msgspec.convert(ev.data, payload_type)
+    except msgspec.ValidationError:
+        return  # the archive keeps it; the listing shows what it can read
+    at = _time(ev.time)
+    attempts, max_attempts, error, retry_at, completed = 0, None, None, None, None
+    formats: list[str] = []
+    if isinstance(p, DeliverableRequested):
+        status, formats = "queued", list(p.formats)
+    elif isinstance(p, DeliverableProgress):
+        status, attempts, max_attempts = "running", p.attempt, p.max_attempts
+    elif isinstance(p, DeliverableReady):
+        status, attempts, completed = "ready", p.attempt, at
+        formats = [a.format for a in p.artifacts]
+    else:
+        assert isinstance(p, DeliverableFailed)
+        status = "retrying" if p.will_retry else "failed"
+        attempts, max_attempts, error = p.attempt, p.max_attempts, p.error
+        retry_at = _time(p.retry_at) if p.will_retry else None
+        completed = None if p.will_retry else at
+    applied = await conn.fetchval(
+        _UPSERT,
+        ev.run_id,
+        p.job_id,
+        ev.tenant_id,
+        p.kind,
+        status,
+        formats,
+        attempts,
+        max_attempts,
+        error,
+        retry_at,
+        completed,
+        ev.seq,
+    )
+    if applied is not None and isinstance(p, DeliverableReady):
+        await conn.executemany(
+            "INSERT INTO run_artifacts(artifact_id, run_id, job_id, tenant_id, kind, format,"
+            " media_type, file_name, size, sha256, object_name, position, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " ON CONFLICT (artifact_id) DO NOTHING",
+            [
+                (
+                    a.artifact_id,
+                    ev.run_id,
+                    p.job_id,
+                    ev.tenant_id,
+                    p.kind,
+                    a.format,
+                    a.media_type,
+                    a.file_name,
+                    a.size,
+                    a.sha256,
+                    a.object_name or f"sha256-{a.sha256}",
+                    i,
+                    at,
+                )
+                for i, a in enumerate(p.artifacts)
+            ],
+        )

@@ -1,0 +1,164 @@
+"""What the deliverables service knows of a run's jobs, over request/reply (queue group
+`deliverables`): `deliverables.run` and `deliverables.artifact`.
+
+The gateway lists a run's deliverables from its own read model (projected from the run's
+`deliverable.*` events) and asks here for what no event can carry: a job that finished after
+its run ended (its events are not appended past the terminal one) and that job's artifacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+import asyncpg
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from runloom.contracts import subjects
+from runloom.contracts.commands import (
+    ArtifactReply,
+    ArtifactRequest,
+    ArtifactView,
+    DeliverableJobView,
+    RunDeliverablesReply,
+    RunDeliverablesRequest,
+)
+from runloom.runtime import bus
+
+log = logging.getLogger(__name__)
+
+QUEUE = "deliverables"
+UNAVAILABLE = "unavailable"
+_encoder = msgspec.json.Encoder()
+
+
+def _artifact(r: Any) -> ArtifactView:
+    return ArtifactView(
+        artifact_id=r["artifact_id"],
+        job_id=r["job_id"],
+        run_id=r["run_id"],
+        kind=r["kind"],
+        format=r["format"],
+        media_type=r["media_type"],
+        file_name=r["file_name"],
+        size=r["size"],
+        sha256=r["sha256"],
+        object_name=r["object_name"],
+        created_at=r["created_at"].astimezone(UTC),
+    )
+
+
+def _utc(value: Any) -> Any:
+    return None if value is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Answers from the deliverables' own tables."""
+
+    pool: asyncpg.Pool
+
+    async def run(self, req: RunDeliverablesRequest) -> RunDeliverablesReply:
+        jobs = await self.pool.fetch(
+            "SELECT * FROM deliverable_jobs WHERE run_id=$1 AND tenant_id=$2"
+            " ORDER BY created_at, kind",
+            req.run_id,
+            req.tenant_id,
+        )
+        arts = await self.pool.fetch(
+            "SELECT * FROM artifacts WHERE run_id=$1 AND tenant_id=$2 ORDER BY created_at, format",
+            req.run_id,
+            req.tenant_id,
+        )
+        by_job: dict[str, list[ArtifactView]] = {}
+        for a in arts:
+            by_job.setdefault(a["job_id"], []).append(_artifact(a))
+        return RunDeliverablesReply(
+            jobs=[
+                DeliverableJobView(
+                    job_id=j["job_id"],
+                    kind=j["kind"],
+                    status=j["status"],
+                    formats=list(j["formats"]),
+                    attempts=j["attempts"],
+                    max_attempts=j["max_attempts"],
+                    error=j["error"],
+                    retry_at=_utc(j["retry_at"]),
+                    completed_at=_utc(j["completed_at"]),
+                    created_at=j["created_at"].astimezone(UTC),
+                    artifacts=by_job.get(j["job_id"], []),
+                )
+                for j in jobs
+            ]
+        )
+
+    async def artifact(self, req: ArtifactRequest) -> ArtifactReply:
+        row = await self.pool.fetchrow(
+            "SELECT a.* FROM artifacts a JOIN deliverable_jobs j USING (job_id)"
+            " WHERE a.artifact_id=$1 AND a.tenant_id=$2 AND j.status='ready'",
+            req.artifact_id,
+            req.tenant_id,
+        )
+        return ArtifactReply(artifact=None if row is None else _artifact(row))
+
+
+@dataclass
+class Responder:
+    """Serves `Queries` on core NATS in the queue group `deliverables`."""
+
+    nc: NATS
+    queries: Queries
+    _subs: list[Subscription] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        for subject, request_type, handle in (
+            (subjects.DELIVERABLES_RUN, RunDeliverablesRequest, self.queries.run),
+            (subjects.DELIVERABLES_ARTIFACT, ArtifactRequest, self.queries.artifact),
+        ):
+            decoder = msgspec.json.Decoder(request_type)
+            cb = self._callback(decoder, handle)
+            self._subs.append(await self.nc.subscribe(subject, queue=QUEUE, cb=cb))
+        await self.nc.flush()
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _callback(
+        self, decoder: msgspec.json.Decoder[Any], handle: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        async def cb(msg: Msg) -> None:
+            # nats-py runs one subscription's callbacks one after another: answer in a task.
+            task = asyncio.create_task(self._serve(msg, decoder, handle))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return cb
+
+    async def _serve(
+        self, msg: Msg, decoder: msgspec.json.Decoder[Any], handle: Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        try:
+            request = decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await bus.reply(self.nc, msg, error=f"malformed request: {exc}")
+            return
+        try:
+            reply = await handle(request)
+        except Exception:
+            log.exception("%s failed; the caller may retry", msg.subject)
+            await bus.reply(self.nc, msg, error=UNAVAILABLE)
+            return
+        await bus.reply(self.nc, msg, _encoder.encode(reply))
