@@ -94,8 +94,9 @@ k8s: setup k8s-tools ## render every overlay and run all the Kubernetes checks, 
 	done
 	RUNLOOM_K8S_IMAGE=1 $(UV) run --frozen pytest tests/k8s -q $(PYTEST_ARGS)
 
-bench-run: setup ## one research run end to end, this tree vs BEFORE=<git ref> interleaved (5 rounds, medians)
+bench-run: setup ## one research run end to end, this tree vs BEFORE=<git ref> interleaved (5 rounds, medians); embedding cost
 	$(UV) run --frozen python -m bench.research_run $(if $(BEFORE),--before $(BEFORE)) $(BENCH_RUN_ARGS)
+	$(UV) run --frozen python -m bench.embedding_cost
 
 bench-cluster: setup ## event-log figures on one node vs a 3-node R3 cluster (appends/s, leader-loss stall)
 	$(UV) run --frozen python -m bench.cluster --rounds 3

@@ -8,6 +8,8 @@ events are read until the terminal one. Printed per tree, medians over the round
 
 - run: `run.created` -> `run.completed` (event times; the figure the goal is stated in),
 - research+writing: `run.created` -> `content.stored` (the orchestrator's part),
+- plan / research / write / deliver: the phases (`plan.proposed`, the last research step, then
+  `content.stored`, then the terminal event: deliverables rendered),
 - client: the POST to the terminal event seen by the client (polling every 50 ms),
 
 and the 1-minute load average at each run. `--before` is any git ref: its tree is exported
@@ -126,13 +128,35 @@ class Tree:
                     time.sleep(0.05)
             client = time.perf_counter() - t0
         at = {e["type"]: _epoch(e["time"]) for e in reversed(events)}  # first of each type
+        nan = float("nan")
+        researched = max(
+            (
+                _epoch(e["time"])
+                for e in events
+                if e["type"] == "step.completed"
+                and str(e["data"].get("step_id", "")).startswith("research")
+            ),
+            default=nan,
+        )
         return {
             "run": at[events[-1]["type"]] - at["run.created"],
-            "orchestrator": at.get("content.stored", float("nan")) - at["run.created"],
+            "orchestrator": at.get("content.stored", nan) - at["run.created"],
+            "plan": at.get("plan.proposed", nan) - at["run.created"],
+            "research": researched - at.get("plan.proposed", nan),
+            "write": at.get("content.stored", nan) - researched,
+            "deliver": at[events[-1]["type"]] - at.get("content.stored", nan),
+            "events": float(len(events)),
+            "sections": float(
+                sum(1 for e in events if e["type"] == "step.started" and _is_write(e))
+            ),
             "client": client,
             "load": load,
             "completed": float(events[-1]["type"] == "run.completed"),
         }
+
+
+def _is_write(event: dict[str, Any]) -> bool:
+    return str(event["data"].get("step_id", "")).startswith("write")
 
 
 def _epoch(rfc3339: str) -> float:
@@ -181,16 +205,18 @@ def export_tree(ref: str) -> Path:
     return folder
 
 
+COLUMNS = ("run", "orchestrator", "plan", "research", "write", "deliver", "client", "events")
+
+
 def summary(tree: Tree) -> str:
     def med(key: str) -> float:
         return statistics.median(s[key] for s in tree.samples)
 
     done = sum(int(s["completed"]) for s in tree.samples)
-    w = tree.warmup
+    cells = " ".join(f"{med(c):>8.2f}" if c != "events" else f"{med(c):>8.0f}" for c in COLUMNS)
     return (
-        f"{tree.label:<10} {med('run'):>8.2f} {med('orchestrator'):>10.2f} {med('client'):>8.2f}"
-        f" {med('load'):>6.1f} {done:>3}/{len(tree.samples):<3}"
-        f"   warm-up run {w.get('run', float('nan')):.2f} s"
+        f"{tree.label:<10} {cells} {med('load'):>6.1f} {done:>3}/{len(tree.samples):<3}"
+        f"   warm-up run {tree.warmup.get('run', float('nan')):.2f} s"
     )
 
 
@@ -223,13 +249,16 @@ def main() -> int:
                 sample = tree.run_once(args.question, deliverables)
                 tree.samples.append(sample)
                 print(
-                    f"round {i + 1} {tree.label:<10} run {sample['run']:.2f} s, orchestrator"
-                    f" {sample['orchestrator']:.2f} s, client {sample['client']:.2f} s,"
-                    f" load {sample['load']:.1f}",
+                    f"round {i + 1} {tree.label:<10} run {sample['run']:.2f} s (plan"
+                    f" {sample['plan']:.2f}, research {sample['research']:.2f}, write"
+                    f" {sample['write']:.2f}, deliver {sample['deliver']:.2f}), client"
+                    f" {sample['client']:.2f} s, {sample['events']:.0f} events,"
+                    f" {sample['sections']:.0f} sections, load {sample['load']:.1f}",
                     flush=True,
                 )
         print(f"\n{args.rounds} rounds, interleaved; medians (s); question: {args.question!r}")
-        print(f"{'tree':<10} {'run':>8} {'orch.':>10} {'client':>8} {'load':>6} completed")
+        head = " ".join(f"{c[:8]:>8}" for c in COLUMNS)
+        print(f"{'tree':<10} {head} {'load':>6} completed")
         for tree in trees:
             print(summary(tree))
         if len(trees) == 2:

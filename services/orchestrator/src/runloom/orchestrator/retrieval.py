@@ -25,6 +25,14 @@ async def embed_all(texts: list[str]) -> embed.Vectors:
     return await asyncio.to_thread(vectors.vectors_for, texts, embed.shared())
 
 
+def prefetch(texts: list[str]) -> asyncio.Task[embed.Vectors]:
+    """Start embedding `texts` (one batch, off the event loop) while the caller goes on; await
+    the task before the searches that use them, which then find them computed."""
+    task = asyncio.create_task(embed_all(texts))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # an unawaited failure
+    return task
+
+
 async def search(
     pool: asyncpg.Pool,
     tenant_id: str,
@@ -49,6 +57,17 @@ async def aspects(
     return [(doc_id, title) for doc_id, title, _ in near]
 
 
+def warm_up() -> None:
+    """Load the model and the shipped embeddings (once per process)."""
+    embed.shared().load()
+    vectors.shipped_cache()
+
+
 async def embedding_job(pool: asyncpg.Pool) -> None:
-    """Embed uploaded documents' chunks as they are stored, for as long as the replica runs."""
+    """Embed uploaded documents' chunks as they are stored, for as long as the replica runs.
+
+    It first loads the model and the shipped embeddings, off the event loop and while the
+    replica starts (readiness does not wait): a run arriving meanwhile waits only for the rest.
+    """
+    await asyncio.to_thread(warm_up)
     await vectors.EmbeddingWorker(pool, embed.shared()).run()

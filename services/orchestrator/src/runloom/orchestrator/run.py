@@ -212,15 +212,18 @@ class RunDriver:
 
     async def _work(self) -> str:
         st = self.state
+        answer = self._answer()
+        question = st.question or ""
+        full = f"{question} {answer}" if answer else question
+        # Embeddings are computed while events are stored: the question's (for the plan's
+        # aspects) during run.started, the sub-questions' during plan.proposed.
+        ahead = retrieval.prefetch([full])
         started = await self.emit(
             RunStarted(worker=self.svc.worker, attempt=st.started_count + 1),
             f"started:{st.started_count + 1}",
         )
-        answer = self._answer()
         subs = await self._saved_plan()
         if subs is None:
-            question = st.question or ""
-            full = f"{question} {answer}" if answer else question
             freqs, total = await corpus.term_frequencies(
                 self.svc.pool, self.tenant_id, planner.key_terms(full)
             )
@@ -235,11 +238,13 @@ class RunDriver:
                     await self._pause(reason, started)
                     return "paused"
             common = frozenset(t for t, n in freqs.items() if total and n > 0.2 * total)
+            await ahead
             aspects = await retrieval.aspects(self.svc.pool, self.tenant_id, full)
             made = planner.plan(question, answer, common, aspects)
             await self.save("plan", [dataclasses.asdict(s) for s in made])
             subs = await self._saved_plan()
             assert subs is not None
+        ahead = retrieval.prefetch([s.meaning for s in subs])
         with contextlib.suppress(Exception):
             await self.svc.pool.execute("DELETE FROM paused_runs WHERE run_id=$1", self.run_id)
         plan_ev = await self.emit(
@@ -259,6 +264,7 @@ class RunDriver:
         )
         budget: _Budget | None = None
         hits: dict[int, list[corpus.Hit]] = {}
+        await ahead
         try:
             hits = await research.research(self, subs, plan_ev)
         except* BudgetExceeded as eg:
