@@ -8,6 +8,7 @@ test_cli_ask.py against the running platform); it replays exactly what the gatew
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -59,7 +60,7 @@ def _events(n: int) -> list[Event]:
             tenant_id="t",
             seq=i,
             type=t,
-            time="2026-01-01T00:00:00Z",
+            time=datetime(2026, 1, 1, tzinfo=UTC),
             producer="p",
             data=d,
         )

@@ -19,9 +19,10 @@ from runloom.contracts.commands import DeadLetter, DeliverableJob, StartRun
 from runloom.contracts.events import Event, RunCreated, Usage, UsageRecorded, data_of
 from runloom.contracts.headers import Header
 from runloom.contracts.ids import new_id, ulid
+from runloom.contracts.types import now
 from runloom.devkit.testing import wait_ended
 from runloom.runtime import bus
-from runloom.runtime.eventlog import EventLog, now_rfc3339
+from runloom.runtime.eventlog import EventLog
 
 CONSUMERS = [
     (subjects.RUN_EVENTS_STREAM, "run-archive"),
@@ -97,7 +98,7 @@ async def test_poison_on_every_stream_is_set_apart_and_the_rest_goes_on(
         tenant_id=tenant,
         seq=2,
         type="usage.recorded",
-        time=now_rfc3339(),
+        time=now(),
         producer="test/poison",
         data=data_of(
             UsageRecorded(

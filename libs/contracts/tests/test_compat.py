@@ -150,3 +150,31 @@ def test_a_string_becoming_a_closed_set_passes_and_gaining_a_value_fails() -> No
     (problem,) = compat.compare(closed, kinds("research", "write", "deliver"))
     assert problem.field == "step_id" and "type changed" in problem.change
     assert messages(kinds(1, 2)) != []
+
+
+def test_a_string_becoming_a_date_time_passes_and_is_reported() -> None:
+    def timed(s: dict[str, Any], _: Any) -> None:
+        s["properties"]["error"]["format"] = "date-time"
+        s["properties"]["attempt"] = {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "default": None,
+        }
+
+    after = edit(timed)
+    (problem,) = messages(after)  # attempt was an integer: a format does not hide that
+    assert problem.startswith("StepFailed.attempt: type changed")
+    assert compat.narrowings(BEFORE, after) == ["StepFailed.error"]
+
+
+def test_a_field_named_like_a_keyword_is_still_a_field() -> None:
+    def inline(*names: str) -> dict[str, Any]:
+        def set_object(s: dict[str, Any], _: Any) -> None:
+            s["properties"]["step_id"] = {
+                "type": "object",
+                "properties": {n: {"type": "string"} for n in names},
+            }
+
+        return edit(set_object)
+
+    (problem,) = compat.compare(inline("format", "pattern"), inline("pattern"))
+    assert problem.field == "step_id" and "type changed" in problem.change

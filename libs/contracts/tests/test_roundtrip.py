@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import jsonschema
@@ -13,7 +14,7 @@ from runloom.contracts import codegen, commands, content, events
 from runloom.contracts.ids import new_id
 
 SCHEMAS = codegen.json_schemas()
-NOW = "2026-11-24T03:15:14.123Z"
+NOW = datetime(2026, 11, 24, 3, 15, 14, 123456, tzinfo=UTC)
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TEXT = {
     "question": "How do JetStream work queues hand over a message after a consumer dies?",
@@ -52,16 +53,18 @@ def realistic(tp: msgspec.inspect.Type, name: str) -> Any:
         concrete = [x for x in tp.types if not isinstance(x, t.NoneType)]
         return realistic(concrete[0], name)
     if isinstance(tp, t.LiteralType):
-        return tp.values[0]
+        return tp.values[-1]  # the first is often the default, which the encoding leaves out
     if isinstance(tp, t.StrType):
         if name == "id" or name.endswith("_id"):
             stem = name.removesuffix("_id") or "event"
             return "acme" if stem == "tenant" else new_id(ID_PREFIX.get(stem, stem[:4]))
-        if name in ("time", "retry_at", "deadline", "since", "generated_at"):
-            return NOW
         if name in ("sha256", "content_hash"):
             return hashlib.sha256(name.encode()).hexdigest()
         return TEXT.get(name, f"{name.replace('_', ' ')} of the example")
+    if isinstance(tp, t.DateTimeType):
+        return NOW
+    if isinstance(tp, t.DateType):
+        return NOW.date()
     if isinstance(tp, t.BoolType):
         return True
     if isinstance(tp, t.IntType):
@@ -130,7 +133,10 @@ def test_struct_round_trips_and_matches_its_schema(path: str, cls: type[msgspec.
     value = build(cls)
     raw = msgspec.json.encode(value)
     assert msgspec.json.decode(raw, type=cls) == value
-    assert set(json.loads(raw)) == {f.name for f in msgspec.structs.fields(cls)}
+    fields = msgspec.structs.fields(cls)
+    # Every field shows, but one that can only hold its default (`omit_defaults` leaves it out).
+    shown = {f.name for f in fields if f.required or getattr(value, f.name) != f.default}
+    assert set(json.loads(raw)) == shown
     _validate(raw, f"schemas/{path}.json")
 
 
@@ -173,3 +179,42 @@ def test_schema_rejects_a_payload_that_does_not_fit_its_type() -> None:
         _validate(events.encode_event(event), "schemas/envelopes/RunEvent.json")
     with pytest.raises(msgspec.ValidationError, match="question"):
         events.payload_of(event)
+
+
+STORED_TIMES = {
+    "2026-11-24T03:15:14Z": datetime(2026, 11, 24, 3, 15, 14, tzinfo=UTC),
+    "2026-11-24T03:15:14.123Z": datetime(2026, 11, 24, 3, 15, 14, 123000, tzinfo=UTC),
+    "2026-11-24T03:15:14.123456Z": datetime(2026, 11, 24, 3, 15, 14, 123456, tzinfo=UTC),
+    "2026-11-24T03:15:14+00:00": datetime(2026, 11, 24, 3, 15, 14, tzinfo=UTC),
+    "2026-11-24T03:15:14.5+00:00": datetime(2026, 11, 24, 3, 15, 14, 500000, tzinfo=UTC),
+    "2026-11-24T04:15:14+01:00": datetime(2026, 11, 24, 3, 15, 14, tzinfo=UTC),
+}
+
+
+@pytest.mark.parametrize("stored", list(STORED_TIMES))
+def test_times_written_before_they_were_typed_still_decode(stored: str) -> None:
+    """Events in the streams and the archive carry times as the old writers spelled them."""
+    event = realistic_event("rate_limited")
+    raw = events.encode_event(event).decode()
+    old = raw.replace(f'"{NOW.isoformat().replace("+00:00", "Z")}"', f'"{stored}"')
+    assert old.count(stored) == 2  # the envelope's time and the payload's retry_at
+    decoded = events.decode_event(old)
+    assert decoded.time == STORED_TIMES[stored]
+    retry_at = events.payload_of(decoded).retry_at  # type: ignore[attr-defined]
+    assert retry_at == STORED_TIMES[stored]  # the same instant
+    _validate(old.encode(), "schemas/envelopes/RateLimitedEvent.json")
+
+
+def test_times_are_written_as_rfc3339_utc() -> None:
+    cest = timezone(timedelta(hours=2))
+    event = realistic_event("run.started")
+    event.time = datetime(2026, 11, 24, 5, 15, 14, 123456, tzinfo=cest)
+    assert b'"time":"2026-11-24T05:15:14.123456+02:00"' in events.encode_event(event)
+    event.time = NOW
+    assert b'"time":"2026-11-24T03:15:14.123456Z"' in events.encode_event(event)
+
+
+def test_a_time_without_an_offset_is_refused() -> None:
+    raw = events.encode_event(realistic_event("run.started")).decode()
+    with pytest.raises(msgspec.ValidationError, match="timezone"):
+        events.decode_event(raw.replace("14.123456Z", "14.123456"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -42,7 +43,7 @@ def events(*payloads: Any) -> list[Event]:
             tenant_id="t1",
             seq=i,
             type=type_of(p),
-            time="2026-01-01T00:00:00.000Z",
+            time=datetime(2026, 1, 1, tzinfo=UTC),
             producer="test",
             data=data_of(p),
         )

@@ -7,6 +7,7 @@ Every stream is checked by the `ag-ui-protocol` models (each event parses as its
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -61,7 +62,7 @@ def events(*payloads: Any) -> list[Event]:
             tenant_id="t1",
             seq=i,
             type=type_of(p),
-            time=f"2026-01-01T00:00:{i % 60:02d}.000Z",
+            time=datetime(2026, 1, 1, 0, 0, i % 60, tzinfo=UTC),
             producer="test",
             data=data_of(p),
         )

@@ -8,11 +8,12 @@ sources as they are found, the report as it streams, spend, deliverables, failur
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TextIO
 
 import msgspec
 from runloom.contracts.events import Event
+from runloom.contracts.types import now
 from runloom.runtime.runstate import RunState, StepState
 
 ICONS = {"pending": "○", "running": "◐", "done": "✓", "failed": "✗", "skipped": "-"}
@@ -36,12 +37,8 @@ def _short(text: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _in_seconds(iso: str) -> str:
-    try:
-        at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return iso
-    secs = max(0.0, (at - datetime.now(UTC)).total_seconds())
+def _in_seconds(at: datetime) -> str:
+    secs = max(0.0, (at - now()).total_seconds())
     return f"{at.astimezone().strftime('%H:%M:%S')} (in {secs:.0f} s)"
 
 

@@ -26,7 +26,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -49,9 +49,11 @@ from runloom.contracts.events import (
     BudgetWarning,
     Usage,
     UsageRecorded,
+    payload_of,
 )
 from runloom.contracts.kinds import UsageKind
-from runloom.runtime.eventlog import EventLog, RunClosed, now_rfc3339
+from runloom.contracts.types import now
+from runloom.runtime.eventlog import EventLog, RunClosed
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ class _Outage:
 
     key: str
     """The reservation id whose request first found billing away: names the events."""
-    since: str
+    since: datetime
     started: float
     waiting: asyncio.Task[Any] | None = None
 
@@ -353,7 +355,7 @@ class Meter:
         """Make the wait visible on the run, once per outage (whatever the number of callers)."""
         if run_id in self._outages:
             return
-        since = now_rfc3339()
+        since = now()
         outage = _Outage(key=key, since=since, started=time.monotonic())
         self._outages[run_id] = outage
         outage.waiting = self._spawn(
@@ -406,8 +408,9 @@ class Meter:
         key = last.id.removeprefix("billing-waiting-")
         waited = 0.0
         with contextlib.suppress(Exception):
-            since = datetime.fromisoformat(str(last.data["since"]).replace("Z", "+00:00"))
-            waited = max(0.0, (datetime.now(UTC) - since).total_seconds())
+            waiting = payload_of(last)
+            if isinstance(waiting, BillingWaiting):
+                waited = max(0.0, (now() - waiting.since).total_seconds())
         await self._append_quietly(
             run_id,
             tenant_id,

@@ -24,7 +24,7 @@ def _ts_type(schema: Schema) -> str:
     if isinstance(kind, list):
         return " | ".join(_ts_type({**schema, "type": k}) for k in kind)
     if kind == "string":
-        return "string"
+        return "DateTime" if schema.get("format") == "date-time" else "string"
     if kind in ("integer", "number"):
         return "number"
     if kind == "boolean":
@@ -73,6 +73,8 @@ def typescript() -> str:
         "content": "The content model every deliverable renders from",
     }
     lines = [f"// {HEADER}", f"// Contracts schema version {events.SCHEMA_VERSION}.", ""]
+    lines += _ts_doc("A point in time, RFC 3339 (`2026-11-27T03:55:51.123456Z`): `new Date(t)`.")
+    lines += ["export type DateTime = string;", ""]
     for group in order:
         lines += ["// " + "-" * 94, f"// {titles[group]}", ""]
         for name, schema in comps.items():

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import msgspec
 from runloom.contracts.events import Usage
 from runloom.contracts.kinds import DeliverableKind, UsageKind
-from runloom.contracts.types import ArtifactId, DocumentId, RunId, Usd
+from runloom.contracts.types import ArtifactId, DocumentId, RunId, Usd, UtcTime
 
 
 class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -260,7 +260,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     payload: str
     """The original bytes, decoded as UTF-8 with replacement."""
     headers: dict[str, Any] = {}
-    time: str
+    time: UtcTime
 
 
 # -- the corpus (owned by the orchestrator), request/reply on `corpus.*` -------------------------

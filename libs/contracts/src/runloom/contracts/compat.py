@@ -6,11 +6,13 @@ Adding an optional field is compatible. Removing or renaming a field, changing i
 default, making it required, adding a required field, or removing a type is not: a reader or
 writer built on the baseline would break. Each problem names the type and the field.
 
-Bounds (`pattern`, `minimum`/`maximum`, lengths) are not the type's shape: a bound added or
-changed is listed as a narrowing and passes; so is a string field that becomes a closed set of
-values (a `Literal`), or an enum that loses values. An enum that gains a value fails: a reader
-built on the baseline would refuse it. Bounds state what the stores and subjects can
-hold (`types.py`), so a value outside them was never deliverable in the first place.
+Bounds (`pattern`, `format`, `minimum`/`maximum`, lengths) are not the type's shape: a bound
+added or changed is listed as a narrowing and passes (a string becoming `format: date-time` is
+one: the same RFC 3339 text on the wire, now declared); so is a string field that becomes a
+closed set of values (a `Literal`), or an enum that loses values. An enum that gains a value
+fails: a reader built on the baseline would refuse it. Bounds state what the stores and
+subjects can hold (`types.py`), so a value outside them was never deliverable in the first
+place.
 
     python -m runloom.contracts.compat [--against HEAD|<git ref>|disk]
 """
@@ -33,6 +35,7 @@ _DOC_KEYS = frozenset({"description", "title", "examples", "$comment", "default"
 _BOUND_KEYS = frozenset(
     {
         "pattern",
+        "format",
         "minimum",
         "maximum",
         "exclusiveMinimum",
@@ -63,10 +66,21 @@ class Incompatibility:
 
 def _strip(node: Any, keys: frozenset[str]) -> Any:
     if isinstance(node, dict):
-        return {k: _strip(v, keys) for k, v in sorted(node.items()) if k not in keys}
+        return {
+            k: _strip_names(v, keys) if k in ("properties", "$defs") else _strip(v, keys)
+            for k, v in sorted(node.items())
+            if k not in keys
+        }
     if isinstance(node, list):
         return [_strip(v, keys) for v in node]
     return node
+
+
+def _strip_names(node: Any, keys: frozenset[str]) -> Any:
+    """A map of names to schemas: a field named like a keyword (`format`) is kept."""
+    if isinstance(node, dict):
+        return {k: _strip(v, keys) for k, v in sorted(node.items())}
+    return _strip(node, keys)
 
 
 def _shape(prop: Schema) -> str:

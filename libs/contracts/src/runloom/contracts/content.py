@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
+from runloom.contracts.types import UtcTime
 
 
 class Source(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -50,7 +51,7 @@ class ContentModel(msgspec.Struct, kw_only=True, omit_defaults=True):
     summary: str | None = None
     partial: bool = False
     missing: list[str] = []
-    generated_at: str | None = None
+    generated_at: UtcTime | None = None
 
 
 _encoder = msgspec.json.Encoder(order="sorted")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import msgspec
 from runloom.contracts.content import ContentModel
 from runloom.contracts.kinds import DeliverableKind, UsageKind
-from runloom.contracts.types import InvalidValue, RunId, Text, Usd
+from runloom.contracts.types import InvalidValue, RunId, Text, Usd, UtcTime
 
 SCHEMA_VERSION = 1
 
@@ -30,8 +30,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     seq: int
     """Dense per-run sequence: 1, 2, 3 ... with no gap."""
     type: str
-    time: str
-    """RFC 3339 UTC timestamp of the append."""
+    time: UtcTime
+    """When the event was appended (RFC 3339, UTC)."""
     producer: str
     """Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`."""
     causation_id: str | None = None
@@ -195,8 +195,8 @@ class BudgetWarning(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class RateLimited(msgspec.Struct, kw_only=True, omit_defaults=True):
     provider: str
-    retry_at: str
-    """RFC 3339 time of the next attempt."""
+    retry_at: UtcTime
+    """When the next attempt starts."""
     retry_after_s: float
     attempt: int = 1
     step_id: str | None = None
@@ -206,7 +206,7 @@ class ClarificationRequested(msgspec.Struct, kw_only=True, omit_defaults=True):
     question: str
     reason: str | None = None
     timeout_s: float | None = None
-    deadline: str | None = None
+    deadline: UtcTime | None = None
 
 
 class ClarificationAnswered(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -249,7 +249,7 @@ class DeliverableFailed(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int
     max_attempts: int
     will_retry: bool
-    retry_at: str | None = None
+    retry_at: UtcTime | None = None
 
 
 class RunCompleted(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -290,7 +290,7 @@ class BillingWaiting(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Spending is paused because billing does not answer (fail closed)."""
 
     message: str
-    since: str
+    since: UtcTime
 
 
 class BillingResumed(msgspec.Struct, kw_only=True, omit_defaults=True):

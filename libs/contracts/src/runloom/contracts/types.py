@@ -9,6 +9,7 @@ built from an id and every event appended, so the bus refuses what the HTTP API 
 - `Usd`: finite, >= 0, <= `MAX_USD`.
 - `check_json`: a free-form JSON object bounded in size and depth, holding only storable text.
 - `check_token`: a string that may stand as one NATS subject token.
+- `UtcTime` / `now()`: a point in time, timezone-aware (RFC 3339 on the wire).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -34,10 +36,13 @@ __all__ = [
     "RunId",
     "Text",
     "Usd",
+    "UtcTime",
     "check_json",
     "check_text",
     "check_token",
     "check_usd",
+    "now",
+    "rfc3339",
     "storable",
 ]
 
@@ -132,6 +137,8 @@ MAX_USD = 1_000_000_000
 
 Usd = Annotated[float, msgspec.Meta(ge=0, le=MAX_USD)]
 
+_encoder = msgspec.json.Encoder()
+
 
 def check_usd(value: float, field: str) -> float:
     """A finite amount in [0, MAX_USD]."""
@@ -142,14 +149,30 @@ def check_usd(value: float, field: str) -> float:
     return value
 
 
+# -- time -----------------------------------------------------------------------------------------
+
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A point in time with its offset (UTC when we write it). msgspec encodes it as RFC 3339
+(`2026-11-27T03:55:51.123456Z`) and decodes any RFC 3339 time, with or without fractional
+seconds, `Z` or `+00:00`; one without an offset is refused."""
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC: what a contract's time field is set to."""
+    return datetime.now(UTC)
+
+
+def rfc3339(value: datetime) -> str:
+    """A time as the wire writes it (RFC 3339, `Z` for UTC), for the HTTP API's JSON."""
+    return _encoder.encode(value.astimezone(UTC)).decode()[1:-1]
+
+
 # -- free-form JSON -------------------------------------------------------------------------------
 
 JSON_MAX_BYTES = 64 * 1024
 """Largest encoded size of a free-form JSON object (e.g. a run's `options`)."""
 JSON_MAX_DEPTH = 16
 """Deepest nesting of objects and arrays in a free-form JSON object."""
-
-_encoder = msgspec.json.Encoder()
 
 
 def check_json(

@@ -18,7 +18,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -105,7 +104,7 @@ async def archive_event(pool: asyncpg.Pool, raw: bytes, stream_seq: int | None) 
             ev.type,
             stream_seq,
             raw,
-            _time(ev.time),
+            ev.time,
         )
         await deliverable_view.apply(conn, ev)
         await project(conn, ev.run_id)
@@ -121,7 +120,7 @@ async def archive_batch(pool: asyncpg.Pool, items: list[tuple[Event, bytes, int 
             "INSERT INTO run_events(run_id, seq, id, tenant_id, type, stream_seq, raw, time)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
             [
-                (ev.run_id, ev.seq, ev.id, ev.tenant_id, ev.type, seq, raw, _time(ev.time))
+                (ev.run_id, ev.seq, ev.id, ev.tenant_id, ev.type, seq, raw, ev.time)
                 for ev, raw, seq in items
             ],
         )
@@ -207,7 +206,7 @@ async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record |
                 _pg_safe(d.get("skill") or "research_report"),
                 d.get("budget_usd"),
                 _pg_safe(d.get("options") or {}),
-                _time(ev.time),
+                ev.time,
                 _pg_safe(d.get("idempotency_key")),
             )
     except asyncpg.ForeignKeyViolationError:
@@ -283,7 +282,7 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
         m["title"] = m["title"] or _pg_safe(title_of(d))
     elif t == "run.started":
         m["started_count"] += 1
-        m["started_at"] = m["started_at"] or _time(ev.time)
+        m["started_at"] = m["started_at"] or ev.time
         if m["status"] == "created":
             m["status"] = "running"
     elif t in ("plan.proposed", "plan.revised"):
@@ -307,7 +306,7 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
     if t in TERMINAL_TYPES:
         m["status"] = TERMINAL_STATUS[t]
         m["terminal_type"] = t
-        m["ended_at"] = _time(ev.time)
+        m["ended_at"] = ev.time
         if t == "run.completed":
             m["partial"] = bool(d.get("partial"))
             m["missing"] = _pg_safe(list(d.get("missing") or []))
@@ -320,10 +319,6 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
                 f"{d.get('scope', 'run')} budget of ${d.get('budget_usd')} reached "
                 f"(spent ${d.get('spent_usd')})"
             )
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 # -- the consumer ----------------------------------------------------------------------------

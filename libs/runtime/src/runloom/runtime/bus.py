@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any
 
 import msgspec
@@ -23,6 +22,7 @@ from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.contracts.headers import Header
+from runloom.contracts.types import now
 from runloom.runtime import metrics
 from runloom.runtime.config import Settings
 from runloom.runtime.telemetry import destination_template, inject_headers, producer_span
@@ -175,7 +175,7 @@ async def dead_letter(
         reason=reason,
         payload=msg.data.decode("utf-8", "replace"),
         headers=dict(msg.headers or {}),
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        time=now(),
     )
     await publish(js, subjects.dead_letter(stream, consumer), letter)
     metrics.DEAD_LETTERS.labels(stream, consumer).inc()

@@ -8,8 +8,6 @@ nothing.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncpg
 import msgspec
 from runloom.contracts.events import (
@@ -44,10 +42,6 @@ RETURNING d.job_id
 """
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 async def apply(conn: asyncpg.Connection, ev: Event) -> None:
     """Apply one archived event to the read model (events of other types are ignored)."""
     payload_type = TYPES.get(ev.type)
@@ -57,7 +51,7 @@ async def apply(conn: asyncpg.Connection, ev: Event) -> None:
         p = msgspec.convert(ev.data, payload_type)
     except msgspec.ValidationError:
         return  # the archive keeps it; the listing shows what it can read
-    at = _time(ev.time)
+    at = ev.time
     attempts, max_attempts, error, retry_at, completed = 0, None, None, None, None
     formats: list[str] = []
     if isinstance(p, DeliverableRequested):
@@ -71,7 +65,7 @@ async def apply(conn: asyncpg.Connection, ev: Event) -> None:
         assert isinstance(p, DeliverableFailed)
         status = "retrying" if p.will_retry else "failed"
         attempts, max_attempts, error = p.attempt, p.max_attempts, p.error
-        retry_at = _time(p.retry_at) if p.will_retry else None
+        retry_at = p.retry_at if p.will_retry else None
         completed = None if p.will_retry else at
     applied = await conn.fetchval(
         _UPSERT,

@@ -53,6 +53,7 @@ from runloom.contracts.events import (
 )
 from runloom.contracts.headers import Header
 from runloom.contracts.ids import ulid
+from runloom.contracts.types import now
 from runloom.runtime import atomic, metrics
 from runloom.runtime.telemetry import current_traceparent, inject_headers, producer_span
 
@@ -185,11 +186,6 @@ def _observed(append: _Append) -> _Append:
         return event
 
     return cast(_Append, observed)
-
-
-def now_rfc3339() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 class EventLog:
@@ -500,7 +496,7 @@ class EventLog:
             tenant_id=item.tenant_id,
             seq=seq,
             type=item.type,
-            time=now_rfc3339(),
+            time=now(),
             producer=self.producer,
             causation_id=item.causation_id,
             trace=item.trace,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -33,7 +32,6 @@ async def record(pool: asyncpg.Pool, event: Event, price_version: str | None = N
     usage = msgspec.convert(event.data, UsageRecorded)
     if usage.cost_usd < 0:
         raise PoisonMessage(f"usage.recorded {event.id} has a negative cost_usd")
-    occurred = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
     status = await pool.execute(
         "INSERT INTO billing_ledger(event_id, usage_id, tenant_id, run_id, kind, provider, model,"
         " tool, input_tokens, output_tokens, tool_calls, cost_usd, reservation_id, price_version,"
@@ -56,7 +54,7 @@ async def record(pool: asyncpg.Pool, event: Event, price_version: str | None = N
         usage.reservation_id,
         price_version,
         usage.step_id,
-        occurred,
+        event.time,
     )
     return bool(status.endswith(" 1"))
 

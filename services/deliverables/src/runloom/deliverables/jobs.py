@@ -34,6 +34,7 @@ from runloom.contracts.events import (
     DeliverableReady,
     payload_of,
 )
+from runloom.contracts.types import now
 from runloom.deliverables import metrics
 from runloom.deliverables.options import Options
 from runloom.deliverables.render import Document, Format, file_name, formats_of
@@ -60,10 +61,6 @@ class JobFailed(Exception):
 def artifact_id(job_id: str, format: str) -> str:
     """Stable per (job, format): a re-render keeps the id a user may already hold."""
     return "art_" + hashlib.sha256(f"{job_id}:{format}".encode()).hexdigest()[:32]
-
-
-def _rfc3339(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -352,7 +349,7 @@ class JobRunner:
     ) -> _Outcome:
         will_retry = not final and attempt < self.options.max_attempts
         delay = self.options.retry_delay(attempt) if will_retry else 0.0
-        retry_at = _rfc3339(time.time() + delay) if will_retry else None
+        retry_at = now() + dt.timedelta(seconds=delay) if will_retry else None
         error = reason if will_retry else f"gave up after attempt {attempt}: {reason}"
         metrics.JOB_FAILURES.labels(job.kind, "false" if will_retry else "true").inc()
         await self._append(
@@ -370,7 +367,7 @@ class JobRunner:
         )
         await conn.execute(
             "UPDATE deliverable_jobs SET status=$2, error=$3,"
-            " retry_at=$4::text::timestamptz, updated_at=now(),"
+            " retry_at=$4, updated_at=now(),"
             " completed_at=CASE WHEN $2='failed' THEN now() END WHERE job_id=$1",
             job.job_id,
             "retrying" if will_retry else "failed",

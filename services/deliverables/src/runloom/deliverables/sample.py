@@ -6,6 +6,7 @@ and prints the render time of each (first run, and the median of REPEAT runs).
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 from pathlib import Path
@@ -81,7 +82,7 @@ def sample_content(sections: int = 6, sources: int = 20, claims: int = 4) -> Con
         sections=secs,
         sources=srcs,
         summary="Six themes, each supported by cited passages from the corpus.",
-        generated_at="2026-01-02T03:04:05Z",
+        generated_at=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
     )
 
 

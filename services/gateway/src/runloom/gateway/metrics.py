@@ -75,13 +75,9 @@ def _route(scope: Any) -> str:
     return str(getattr(route, "path", None) or "unmatched")
 
 
-def observe_event_latency(event_time: str) -> None:
+def observe_event_latency(event_time: datetime) -> None:
     """Time since the event's writer stamped it (wall clocks: across hosts, mind their skew)."""
-    try:
-        stamped = datetime.fromisoformat(event_time).timestamp()
-    except ValueError:
-        return
-    SSE_EVENT_LATENCY.observe(max(0.0, time.time() - stamped))
+    SSE_EVENT_LATENCY.observe(max(0.0, time.time() - event_time.timestamp()))
 
 
 class StreamingCollector(Collector):

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from datetime import datetime
 from typing import cast
 
 from runloom.contracts import subjects
@@ -63,7 +62,7 @@ async def await_ready(run: RunContext, kinds: list[DeliverableKind]) -> list[str
     if not kinds:
         return []
     requested = [run.existing[run.eid(f"deliverable:{k}")] for k in kinds]
-    first = min(_parse_time(e.time) for e in requested)
+    first = min(e.time.timestamp() for e in requested)
     deadline = first + run.svc.options.deliverables_timeout_s
     while True:
         run.wakeup.clear()
@@ -96,7 +95,3 @@ async def await_ready(run: RunContext, kinds: list[DeliverableKind]) -> list[str
 def _final(st: RunState, kind: str) -> bool:
     d = st.deliverables.get(kind)
     return d is not None and (d.status == "ready" or (d.status == "failed" and not d.will_retry))
-
-
-def _parse_time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

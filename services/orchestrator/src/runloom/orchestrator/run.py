@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -38,6 +38,7 @@ from runloom.contracts.events import (
     RunStarted,
 )
 from runloom.contracts.headers import Header
+from runloom.contracts.types import now
 from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, retrieval, writing
 from runloom.orchestrator.phase import Services
@@ -344,14 +345,14 @@ class RunDriver:
 
     async def _pause(self, reason: str, cause: Event) -> None:
         timeout = self.svc.options.clarification_timeout_s
-        deadline = datetime.now(UTC) + timedelta(seconds=timeout)
+        deadline = now() + timedelta(seconds=timeout)
         n = sum(1 for e in self.existing.values() if e.type == "clarification.requested") + 1
         await self.emit(
             ClarificationRequested(
                 question="Could you make the question more specific? " + reason,
                 reason=reason,
                 timeout_s=timeout,
-                deadline=deadline.isoformat().replace("+00:00", "Z"),
+                deadline=deadline,
             ),
             f"clarification:{n}",
             cause=cause,

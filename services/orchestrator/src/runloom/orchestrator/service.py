@@ -151,7 +151,7 @@ class Orchestrator:
                 )
                 return True
             if last.type == "clarification.answered":
-                if time.time() - _epoch(last.time) > 5.0:
+                if time.time() - last.time.timestamp() > 5.0:
                     await bus.publish(
                         self.ctx.js,
                         subjects.RESUME_RUN,
@@ -228,10 +228,6 @@ class Orchestrator:
                 with contextlib.suppress(BaseException):
                     await task
             await self.lock_pool.close()
-
-
-def _epoch(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 from opentelemetry.trace import SpanKind
@@ -25,6 +25,7 @@ from runloom.contracts.events import (
     StepProgress,
     StepStarted,
 )
+from runloom.contracts.types import now
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
 from runloom.orchestrator import citations, metrics, planner
@@ -210,11 +211,11 @@ async def _compose(
         nonlocal limits
         limits += 1
         metrics.RATE_LIMITS.labels(provider.name).inc()
-        at = datetime.now(UTC) + timedelta(seconds=wait_s)
+        at = now() + timedelta(seconds=wait_s)
         await run.emit(
             RateLimited(
                 provider=provider.name,
-                retry_at=at.isoformat().replace("+00:00", "Z"),
+                retry_at=at,
                 retry_after_s=wait_s,
                 attempt=attempt,
                 step_id=step_id,

@@ -48,15 +48,11 @@ def covered_codepoints() -> frozenset[int]:
     return frozenset(covered)
 
 
-def fixed_time(generated_at: str | None) -> dt.datetime:
-    """The content model's own time, so the same model renders to the same bytes."""
-    if generated_at:
-        try:
-            t = dt.datetime.fromisoformat(generated_at.replace("Z", "+00:00"))
-            return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-        except ValueError:
-            pass
-    return dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+def fixed_time(generated_at: dt.datetime | None) -> dt.datetime:
+    """The content model's own time (UTC), so the same model renders to the same bytes."""
+    if generated_at is None:
+        return dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    return generated_at.astimezone(dt.UTC)
 
 
 class _Pdf(FPDF):

@@ -29,7 +29,6 @@ part is a complete AG-UI run.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -137,13 +136,6 @@ def interrupt_of(event: Event) -> dict[str, Any]:
     return interrupt
 
 
-def _millis(time: str) -> int | None:
-    try:
-        return int(datetime.fromisoformat(time.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return None
-
-
 class Projection:
     """A run's AG-UI events, one stored event at a time (see the module's table)."""
 
@@ -177,7 +169,7 @@ class Projection:
         if ev.type == "run.created":
             agui = (ev.data.get("options") or {}).get("agui") or {}
             self.view.thread_id = str(agui.get("thread_id") or self.run_id)
-        out = _Out(_millis(ev.time), self.view)
+        out = _Out(int(ev.time.timestamp() * 1000), self.view)
         if self.paused and ev.type != "clarification.answered" and ev.type not in TERMINAL_TYPES:
             # Paused: no run is open on the AG-UI side. The change shows in the state
             # snapshot of whatever reopens it.

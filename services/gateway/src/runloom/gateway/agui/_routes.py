@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts.events import CancelRequested
-from runloom.contracts.types import RUN_ID
+from runloom.contracts.events import CancelRequested, ClarificationRequested, payload_of
+from runloom.contracts.types import RUN_ID, now, rfc3339
 from runloom.gateway import _cursor
 from runloom.gateway._sse import HEADERS, SSEResponse, frames
 from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
@@ -279,10 +278,11 @@ async def _resume(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
         )
-    deadline = question.data.get("deadline")
-    if deadline and _expired(deadline):
+    asked = payload_of(question)
+    deadline = asked.deadline if isinstance(asked, ClarificationRequested) else None
+    if deadline is not None and deadline < now():
         return _error_stream(
-            f"Interrupt {entry.interruptId} expired at {deadline}.", "interrupt_expired"
+            f"Interrupt {entry.interruptId} expired at {rfc3339(deadline)}.", "interrupt_expired"
         )
     if entry.status == "cancelled":
         tail = await state.log.tail(run_id)
@@ -320,14 +320,6 @@ def _answer_of(entry: _Resume) -> str | None:
     if isinstance(payload, str) and payload.strip() and len(payload) <= 5000:
         return payload.strip()
     return None
-
-
-def _expired(deadline: str) -> bool:
-    try:
-        when = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return when < datetime.now(UTC)
 
 
 @router.get("/v1/agui/runs/{run_id}", response_model=None, responses=_STREAM)

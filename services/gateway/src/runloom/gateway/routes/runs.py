@@ -31,6 +31,7 @@ from runloom.contracts.types import (
     RUN_ID,
     InvalidValue,
     check_text,
+    rfc3339,
 )
 from runloom.gateway._params import (
     KEY_PATTERN,
@@ -105,7 +106,7 @@ RUN_COLUMNS = (
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    return None if value is None else rfc3339(value)
 
 
 def run_view(row: asyncpg.Record) -> dict[str, Any]:
