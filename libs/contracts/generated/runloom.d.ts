@@ -7,7 +7,12 @@ export type DateTime = string;
 // ----------------------------------------------------------------------------------------------
 // Run events: the envelope, and one specialised envelope per type
 
-/** The envelope of every run event. */
+/**
+ * The envelope of every run event.
+ *
+ *     `type` fixes the shape of `data`. A reader built before a type was added decodes it all the
+ *     same (`decode_event`) and skips it: no fold acts on a type it does not know.
+ */
 export interface Event {
   /** Unique, lexicographically sortable (ULID). */
   id: string;
@@ -15,7 +20,7 @@ export interface Event {
   tenant_id: string;
   /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
   seq: number;
-  type: string;
+  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
   /** When the event was appended (RFC 3339, UTC). */
   time: DateTime;
   /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */

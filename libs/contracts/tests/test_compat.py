@@ -178,3 +178,16 @@ def test_a_field_named_like_a_keyword_is_still_a_field() -> None:
 
     (problem,) = compat.compare(inline("format", "pattern"), inline("pattern"))
     assert problem.field == "step_id" and "type changed" in problem.change
+
+
+def test_an_open_enum_may_gain_values() -> None:
+    def kinds(*values: str, open_: bool = True) -> dict[str, Any]:
+        def set_enum(s: dict[str, Any], _: Any) -> None:
+            s["properties"]["step_id"] = {"enum": list(values), "x-open-enum": open_}
+
+        return edit(set_enum)
+
+    assert compat.compare(kinds("a", "b"), kinds("a", "b", "c")) == []
+    assert compat.compare(kinds("a", "b", open_=False), kinds("a", "b", "c", open_=False)) != []
+    (problem,) = compat.compare(kinds("a", "b"), kinds("a", "c"))  # lost a value a writer sends
+    assert problem.field == "step_id" and "type changed" in problem.change

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from runloom.contracts.events import (
@@ -27,9 +29,14 @@ from runloom.contracts.events import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    UnknownEventType,
     Usage,
     UsageRecorded,
     data_of,
+    decode_event,
+    encode_event,
+    event_from,
+    payload_of,
     type_of,
 )
 from runloom.runtime.runstate import RunState, advance, fold, snapshot
@@ -157,3 +164,24 @@ def test_advance_in_place_reaches_what_fold_reaches() -> None:
     for ev in STORY:
         assert advance(state, [ev]) is state
     assert state == fold(STORY)
+
+
+def test_an_event_type_added_later_is_decoded_and_skipped() -> None:
+    """A reader built before a type existed still follows the run: it decodes the envelope
+    (stored bytes or a JSON page), skips what it does not know, and applies what follows."""
+    created, started, completed = events(
+        RunCreated(question="What is NATS?"), RunStarted(worker="w1"), RunCompleted()
+    )
+    later = msgspec.json.decode(encode_event(started))
+    later.update(type="step.retried", data={"step_id": "s1", "attempt": 2})
+    later["run_id"] = created.run_id = completed.run_id = "run_01JD6Q0W7XKZ3T9M4N5P6R8AGX"
+    stored = msgspec.json.encode(later)
+    from_bytes, from_page = decode_event(stored), event_from(later)
+    assert from_bytes == from_page and from_bytes.type == "step.retried"
+    assert encode_event(from_bytes) == stored  # archived and forwarded as it came
+    with pytest.raises(UnknownEventType):
+        payload_of(from_bytes)
+    completed.seq = 3
+    st_ = fold([created, from_bytes, completed])
+    assert (st_.status, st_.last_seq, st_.event_count) == ("completed", 3, 3)
+    assert not st_.steps

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 import msgspec
-from runloom.contracts.events import Event, decode_event
+from runloom.contracts.events import Event, decode_event, event_from
 from runloom.runtime.runstate import RunState, fold
 
 from runloom.cli._gateway import OPENED, Gateway, Unavailable
@@ -112,7 +112,7 @@ class Follower:
             if item.get("type") == "reset":
                 self._reset(item, cursor)
                 continue
-            event = msgspec.convert(item, Event)
+            event = event_from(item)
             if event.seq == self.state.last_seq + 1:
                 before = self.state
                 self.state = fold([event], before)

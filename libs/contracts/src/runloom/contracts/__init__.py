@@ -10,7 +10,9 @@ from runloom.contracts.events import (
     EVENT_TYPES,
     TERMINAL_TYPES,
     Event,
+    EventType,
     decode_event,
+    event_from,
     payload_of,
     type_of,
 )
@@ -24,7 +26,7 @@ from runloom.contracts.kinds import (
     RunStatus,
     UsageKind,
 )
-from runloom.contracts.types import InvalidValue
+from runloom.contracts.types import InvalidValue, UtcTime, now, rfc3339
 
 __all__ = [
     "DELIVERABLE_KINDS",
@@ -34,14 +36,19 @@ __all__ = [
     "TERMINAL_TYPES",
     "DeliverableKind",
     "Event",
+    "EventType",
     "Header",
     "InvalidValue",
     "RunStatus",
     "UsageKind",
+    "UtcTime",
     "decode_event",
     "derived_ulid",
+    "event_from",
     "new_id",
+    "now",
     "payload_of",
+    "rfc3339",
     "type_of",
     "ulid",
 ]

@@ -12,7 +12,8 @@ one: the same RFC 3339 text on the wire, now declared); so is a string field tha
 closed set of values (a `Literal`), or an enum that loses values. An enum that gains a value
 fails: a reader built on the baseline would refuse it. Bounds state what the stores and
 subjects can hold (`types.py`), so a value outside them was never deliverable in the first
-place.
+place. An enum marked open (`x-open-enum`, e.g. `Event.type`) may gain values: its readers skip
+a value they do not know.
 
     python -m runloom.contracts.compat [--against HEAD|<git ref>|disk]
 """
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from runloom.contracts import codegen
+from runloom.contracts.events import OPEN_ENUM
 
 Schema = dict[str, Any]
 SCHEMAS_DIR = "schemas"
-_DOC_KEYS = frozenset({"description", "title", "examples", "$comment", "default"})
+_DOC_KEYS = frozenset({"description", "title", "examples", "$comment", "default", OPEN_ENUM})
 _BOUND_KEYS = frozenset(
     {
         "pattern",
@@ -104,6 +106,15 @@ def _closed(before: Schema, after: Schema) -> bool:
     if "enum" in before:
         return set(values) <= set(before["enum"])
     return json.loads(_shape(before)) == {"type": "string"}
+
+
+def _grown_open(before: Schema, after: Schema) -> bool:
+    """An open enum that gained values (and kept the rest): a baseline reader skips them."""
+    old, new = before.get("enum"), after.get("enum")
+    if not (after.get(OPEN_ENUM) and isinstance(old, list) and isinstance(new, list)):
+        return False
+    same_rest = _shape({**before, "enum": []}) == _shape({**after, "enum": []})
+    return same_rest and set(old) <= set(new)
 
 
 def narrowings(old: dict[str, Schema], new: dict[str, Schema]) -> list[str]:
@@ -197,7 +208,7 @@ def _compare_component(name: str, before: Schema, after: Schema) -> list[Incompa
             )
             continue
         now = new_props[field]
-        if _shape(prop) != _shape(now) and not _closed(prop, now):
+        if _shape(prop) != _shape(now) and not (_closed(prop, now) or _grown_open(prop, now)):
             out.append(
                 Incompatibility(
                     type_name=name,

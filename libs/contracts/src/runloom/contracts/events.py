@@ -10,7 +10,7 @@ An event is stored on its run's subject (see `subjects.run_events`) as the JSON 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
@@ -19,9 +19,50 @@ from runloom.contracts.types import InvalidValue, RunId, Text, Usd, UtcTime
 
 SCHEMA_VERSION = 1
 
+EventType = Literal[
+    "run.created",
+    "run.started",
+    "plan.proposed",
+    "plan.revised",
+    "step.started",
+    "step.progress",
+    "step.completed",
+    "step.failed",
+    "message.delta",
+    "tool.called",
+    "tool.result",
+    "source.found",
+    "source.failed",
+    "usage.recorded",
+    "budget.warning",
+    "billing.waiting",
+    "billing.resumed",
+    "rate_limited",
+    "clarification.requested",
+    "clarification.answered",
+    "cancel.requested",
+    "content.stored",
+    "deliverable.requested",
+    "deliverable.progress",
+    "deliverable.ready",
+    "deliverable.failed",
+    "run.completed",
+    "run.failed",
+    "run.cancelled",
+    "run.budget_stopped",
+]
+"""Every event type the contract defines (`EVENT_TYPES` holds the payload of each)."""
+
+OPEN_ENUM = "x-open-enum"
+"""JSON Schema keyword of an enum that grows: a reader skips a value it does not know (so
+`compat` lets it gain values)."""
+
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The envelope of every run event."""
+    """The envelope of every run event.
+
+    `type` fixes the shape of `data`. A reader built before a type was added decodes it all the
+    same (`decode_event`) and skips it: no fold acts on a type it does not know."""
 
     id: str
     """Unique, lexicographically sortable (ULID)."""
@@ -29,7 +70,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     tenant_id: str
     seq: int
     """Dense per-run sequence: 1, 2, 3 ... with no gap."""
-    type: str
+    type: Annotated[EventType, msgspec.Meta(extra_json_schema={OPEN_ENUM: True})]
     time: UtcTime
     """When the event was appended (RFC 3339, UTC)."""
     producer: str
@@ -297,7 +338,7 @@ class BillingResumed(msgspec.Struct, kw_only=True, omit_defaults=True):
     waited_s: float
 
 
-EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
+EVENT_TYPES: dict[EventType, type[msgspec.Struct]] = {
     "run.created": RunCreated,
     "run.started": RunStarted,
     "plan.proposed": PlanProposed,
@@ -334,41 +375,19 @@ TERMINAL_TYPES: frozenset[str] = frozenset(
     {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
 )
 
-EventType = Literal[
-    "run.created",
-    "run.started",
-    "plan.proposed",
-    "plan.revised",
-    "step.started",
-    "step.progress",
-    "step.completed",
-    "step.failed",
-    "message.delta",
-    "tool.called",
-    "tool.result",
-    "source.found",
-    "source.failed",
-    "usage.recorded",
-    "budget.warning",
-    "billing.waiting",
-    "billing.resumed",
-    "rate_limited",
-    "clarification.requested",
-    "clarification.answered",
-    "cancel.requested",
-    "content.stored",
-    "deliverable.requested",
-    "deliverable.progress",
-    "deliverable.ready",
-    "deliverable.failed",
-    "run.completed",
-    "run.failed",
-    "run.cancelled",
-    "run.budget_stopped",
-]
 
 _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(Event)
+
+
+class _AnyTypeEvent(Event, kw_only=True, omit_defaults=True):
+    """`Event` whose `type` may be one this version does not know (added by a later one)."""
+
+    type: str  # type: ignore[assignment]
+
+
+_any_type_decoder = msgspec.json.Decoder(_AnyTypeEvent)
+_EVENT_FIELDS = Event.__struct_fields__
 
 
 class UnknownEventType(ValueError):
@@ -395,8 +414,26 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def decode_event(raw: bytes | str) -> Event:
-    """Decode an envelope; raises msgspec.ValidationError / DecodeError on malformed input."""
-    return _event_decoder.decode(raw)
+    """Decode an envelope; raises msgspec.ValidationError / DecodeError on malformed input.
+
+    An envelope of a type this version does not know decodes with that `type` (a string
+    outside `EventType`): readers skip it, and `payload_of` raises `UnknownEventType`."""
+    try:
+        return _event_decoder.decode(raw)
+    except msgspec.ValidationError:
+        return _as_event(_any_type_decoder.decode(raw))  # the same error if not the type
+
+
+def event_from(obj: Any) -> Event:
+    """`decode_event` for an envelope already parsed from JSON (e.g. a page of history)."""
+    try:
+        return msgspec.convert(obj, Event)
+    except msgspec.ValidationError:
+        return _as_event(msgspec.convert(obj, _AnyTypeEvent))
+
+
+def _as_event(later: _AnyTypeEvent) -> Event:
+    return Event(**{f: getattr(later, f) for f in _EVENT_FIELDS})
 
 
 def payload_of(event: Event) -> msgspec.Struct:
@@ -412,10 +449,12 @@ def data_of(payload: msgspec.Struct) -> dict[str, Any]:
     return msgspec.to_builtins(payload)  # type: ignore[no-any-return]
 
 
-def type_of(payload: msgspec.Struct | type[msgspec.Struct]) -> str:
+def type_of(payload: msgspec.Struct | type[msgspec.Struct]) -> EventType:
     """The event type name of a payload class or instance."""
     cls = payload if isinstance(payload, type) else type(payload)
     return _TYPE_BY_CLASS[cls]
 
 
-_TYPE_BY_CLASS: dict[type[msgspec.Struct], str] = {cls: name for name, cls in EVENT_TYPES.items()}
+_TYPE_BY_CLASS: dict[type[msgspec.Struct], EventType] = {
+    cls: name for name, cls in EVENT_TYPES.items()
+}

@@ -46,6 +46,7 @@ from runloom.contracts.events import (
     EVENT_TYPES,
     TERMINAL_TYPES,
     Event,
+    EventType,
     data_of,
     decode_event,
     encode_event,
@@ -147,7 +148,7 @@ class _Pending:
 
     tenant_id: str
     event_id: str
-    type: str
+    type: EventType
     data: dict[str, Any]
     causation_id: str | None
     trace: str | None
@@ -325,7 +326,7 @@ class EventLog:
         tenant_id: str,
         payload: msgspec.Struct | None = None,
         *,
-        type: str | None = None,
+        type: EventType | None = None,
         data: dict[str, Any] | None = None,
         event_id: str | None = None,
         causation_id: str | None = None,
@@ -348,7 +349,7 @@ class EventLog:
         if payload is not None:
             type = type_of(payload)
             data = data_of(payload)
-        if type not in EVENT_TYPES:
+        if type is None or type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
         event_id = event_id or ulid()
         trace = trace or current_traceparent()
@@ -368,7 +369,7 @@ class EventLog:
         run_id: str,
         tenant_id: str,
         event_id: str,
-        type: str,
+        type: EventType,
         data: dict[str, Any],
         causation_id: str | None,
         trace: str | None,
