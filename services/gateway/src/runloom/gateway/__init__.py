@@ -1,0 +1,27 @@
+"""The gateway: the HTTP API and SSE streams, auth and tenancy; the only public entry point.
+
+- `app`: `create_app(settings)`, the FastAPI application (`python -m runloom.gateway` serves it).
+- `routes`: one module per resource; `agui`: the AG-UI protocol adapter; `console`: the web UI.
+- `_streaming`, `_fanout`, `_history`, `_sse`: the run-event stream core (archive, one
+  subscription per run fanned out in process, replay from JetStream or the archive).
+
+`create_app` is loaded on first use: the upload parser's forkserver imports a module of this
+package and must not load the whole application with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runloom.gateway.app import create_app
+
+__all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from runloom.gateway.app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,3 +7,19 @@
 - `providers`: `offline` (default, extractive) and `openai` (chat completions, streamed).
 - `corpus`: documents and full-text search; `seed_default_corpus` loads the Python docs.
 """
+
+from runloom.orchestrator.config import OrchestratorOptions
+from runloom.orchestrator.phase import RunContext, Services
+from runloom.orchestrator.providers import Provider
+from runloom.orchestrator.service import Orchestrator, commands, make_provider, run
+
+__all__ = [
+    "Orchestrator",
+    "OrchestratorOptions",
+    "Provider",
+    "RunContext",
+    "Services",
+    "commands",
+    "make_provider",
+    "run",
+]
