@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +53,7 @@ from runloom.contracts.events import (
 from runloom.contracts.kinds import UsageKind
 from runloom.contracts.types import now
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,11 @@ class Meter:
         making the wait visible); otherwise waits as long as it takes, visibly on the run.
         """
         payload = _encoder.encode(request)
-        delay = self.options.backoff_initial_s
+        backoff = Backoff(
+            first_s=self.options.backoff_initial_s, max_s=self.options.backoff_max_s, jitter=0.2
+        )
         started = time.monotonic()
+        attempt = 0
         while True:
             problem: str
             sent_at = time.monotonic()
@@ -345,9 +348,10 @@ class Meter:
                 problem += "; billing has answered since"
             else:
                 await self._waiting(run_id, tenant_id, key, problem, causation_id)
-            log.info("%s for run %s: %s; retrying in %.2fs", subject, run_id, problem, delay)
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.options.backoff_max_s)
+            pause = backoff.delay(attempt)
+            attempt += 1
+            log.info("%s for run %s: %s; retrying in %.2fs", subject, run_id, problem, pause)
+            await asyncio.sleep(pause)
 
     async def _waiting(
         self, run_id: str, tenant_id: str, key: str, problem: str, causation_id: str | None

@@ -4,7 +4,7 @@ consumers, Postgres, the run-state fold, the service frame and telemetry.
 Modules: `config`, `bus` (connect, provision, publish), `consumer` (declared consumers and
 their serve loop), `eventlog` (append in order, at most once; read), `archive` (the Postgres
 archive and the runs read model), `runstate` (the fold of a run's events), `db`, `service`,
-`tenants`, `telemetry`, `logging`.
+`tenants`, `telemetry`, `logging`, `retry` (the pause between attempts).
 """
 
 from runloom.runtime.bus import PoisonMessage
@@ -18,11 +18,13 @@ from runloom.runtime.eventlog import (
     StoreUnavailable,
     Tail,
 )
+from runloom.runtime.retry import Backoff
 from runloom.runtime.runstate import RunState, fold, snapshot
 from runloom.runtime.service import ServiceContext
 
 __all__ = [
     "AppendConflict",
+    "Backoff",
     "Consumer",
     "ConsumerStats",
     "Delivery",

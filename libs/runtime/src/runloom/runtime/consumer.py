@@ -47,6 +47,7 @@ from runloom.contracts.headers import Header
 from runloom.runtime import metrics
 from runloom.runtime.bus import PoisonMessage, dead_letter
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.retry import Backoff
 from runloom.runtime.telemetry import (
     consumer_span,
     context_from_headers,
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+REDELIVERY = Backoff(first_s=0.5, max_s=30.0)
+"""Delay of a message handed back after a failure, by its delivery count (1 s, 2 s … 30 s)."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 POISON_ERRORS: tuple[type[BaseException], ...] = (
@@ -446,7 +449,7 @@ class _Loop:
     async def _nak(self, msg: Msg) -> None:
         delivered = msg.metadata.num_delivered if msg.reply else 1
         with contextlib.suppress(Exception):
-            await msg.nak(delay=min(30.0, 0.5 * 2 ** min(delivered, 6)))
+            await msg.nak(delay=REDELIVERY.delay(delivered))
         self.rt.counters.retried += 1
 
     async def _poison(self, msg: Msg, exc: BaseException) -> None:

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -56,6 +55,7 @@ from runloom.contracts.headers import Header
 from runloom.contracts.ids import ulid
 from runloom.contracts.types import now
 from runloom.runtime import atomic, metrics
+from runloom.runtime.retry import Backoff
 from runloom.runtime.telemetry import current_traceparent, inject_headers, producer_span
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ TRANSIENT_ERRORS = (
 """What a server away or a stream between leaders (an election in a cluster) raises: retried.
 ServiceUnavailableError is JetStream's 503 (10008 'temporarily unavailable'), which a node
 answers while it catches up after a partition heals."""
+AWAY = Backoff(first_s=0.05, step_s=0.05, factor=1.0, max_s=1.0)
+"""Pause before trying again while the server is away (0.05 s, 0.1 s, … up to 1 s)."""
+CONFLICT = Backoff(first_s=0.0, step_s=0.001, factor=1.0, max_s=0.01, jitter=1.0)
+"""Pause after losing a race to another writer: short, random, growing to 20 ms at most."""
 DIRECT_READ_LIMIT = 32
 """Reads longer than this go on with a filtered consumer instead of one direct get each."""
 TAIL_CACHE = 10_000
@@ -539,7 +543,7 @@ class EventLog:
             except TRANSIENT_ERRORS as exc:
                 # The stream is between leaders or the server is away: read again shortly.
                 unanswered = exc
-                await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
+                await AWAY.sleep(attempt)
                 continue
             if tail.terminal is not None:
                 raise RunClosed(run_id, tail.terminal)
@@ -564,7 +568,7 @@ class EventLog:
                 metrics.APPEND_RETRIES.labels("timeout").inc()
                 uncertain.add(tail.stream_seq)
                 tail = None
-                await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
+                await AWAY.sleep(attempt)
                 continue
             except APIError as exc:
                 if exc.err_code in WRONG_LAST_SEQUENCE:
@@ -572,7 +576,7 @@ class EventLog:
                     metrics.APPEND_CONFLICTS.inc()
                     uncertain.add(tail.stream_seq)
                     tail = None
-                    await asyncio.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+                    await CONFLICT.sleep(attempt)
                     continue
                 if alone:
                     raise
