@@ -44,6 +44,8 @@ class ClientLog:
     """HTTP status -> how often the gateway refused to attach (503 is expected during a
     fault; a 5xx other than 503 is a bug a user would see)."""
 
+    resets: int = 0
+    """Reset frames received (history the gateway could not serve)."""
     failures: list[str] = field(default_factory=list)
     """Unexpected errors while reading (each followed by a reconnect)."""
     attempts: list[tuple[float, int, int]] = field(default_factory=list)
@@ -96,6 +98,9 @@ class Outcome:
     archive_wait_s: float = 0.0
     """How long after the load the PostgreSQL archive still lacked stored events."""
     client_failures: list[str] = field(default_factory=list)
+    resets: int = 0
+    """Reset frames the SSE clients received (the stream and archive hold every event here, so
+    any reset is spurious)."""
 
     def row(self) -> dict[str, Any]:
         v = self.verdict
@@ -120,6 +125,7 @@ class Outcome:
             "slowest": self.slowest,
             "archive_wait_s": round(self.archive_wait_s, 1),
             "client_failures": self.client_failures[:5],
+            "resets": self.resets,
             "problems": v.problems[:10],
         }
 
@@ -303,7 +309,10 @@ async def _follow(
                         elif line == "" and data:
                             payload = json.loads("\n".join(data))
                             data = []
-                            if "seq" in payload and "type" in payload:
+                            if payload.get("type") == "reset":
+                                log.resets += 1  # the gateway said part of the history is gone
+                                cursor = event_id or cursor
+                            elif "seq" in payload and "type" in payload:
                                 now = time.monotonic()
                                 log.longest_gap_s = max(log.longest_gap_s, now - last_arrival)
                                 last_arrival = now
@@ -566,6 +575,7 @@ async def run_fault(
         client_failures=[f for c in logs for f in c.failures]
         + [repr(f.exception()) for f in crashed],
         slowest=slowest.explain_delay(stored) if slowest is not None else "",
+        resets=sum(c.resets for c in logs),
     )
 
 
@@ -605,6 +615,7 @@ COLUMNS = (
     ("bad_terminal", "terminal!=1"),
     ("ledger_mismatch", "ledger!=usage"),
     ("server_errors", "5xx"),
+    ("resets", "resets"),
     ("runs_completed", "runs done"),
     ("longest_delay_s", "longest ack->client s"),
     ("longest_gap_s", "longest gap s"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg.exceptions
 import nats.errors
 import nats.js.errors
 from fastapi import FastAPI, Request
@@ -97,18 +98,25 @@ BUS_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 """What NATS raises while the gateway's server is away, partitioned or between stream leaders:
 the request may succeed moments later, so it answers 503 with Retry-After, not a 500."""
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+)
+"""What asyncpg raises while PostgreSQL restarts (shutdown, crash recovery, refused or dropped
+connections): also a 503 with Retry-After."""
 RETRY_AFTER_S = 1
 """Retry-After (seconds) on a 503 for a bus that is away: a cluster elects a new stream
 leader, and a client moves to another server, within a few seconds."""
 
 
-def bus_unavailable() -> Problem:
+def bus_unavailable(what: str = "The event store did not answer in time") -> Problem:
     problem = Problem(
         503,
         "Service Unavailable",
-        "The event store did not answer in time (a server is restarting or the cluster is "
-        f"electing a leader). Nothing was lost; retry in {RETRY_AFTER_S} s, with the same "
-        "Idempotency-Key or Last-Event-ID.",
+        f"{what} (a server is restarting or the cluster is electing a leader). Nothing was "
+        f"lost; retry in {RETRY_AFTER_S} s, with the same Idempotency-Key or Last-Event-ID.",
     )
     problem.headers["Retry-After"] = str(RETRY_AFTER_S)
     return problem
@@ -157,6 +165,13 @@ def install(app: FastAPI) -> None:
         @app.exception_handler(error)
         async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
             return bus_unavailable().response(request.url.path)
+
+    for error in DATABASE_UNAVAILABLE:
+
+        @app.exception_handler(error)
+        async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            problem = bus_unavailable("The database did not answer")
+            return problem.response(request.url.path)
 
     @app.exception_handler(InvalidValue)
     async def _invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:
