@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from nats.js.errors import NotFoundError
 from runloom.devkit.checker import TERMINAL, RunHistory, Seen, Verdict, check
 from runloom.devkit.cluster import NatsCluster
 from runloom.devkit.embedded import PostgresServer, free_port
@@ -421,23 +422,35 @@ async def _synthetic_writer(
 async def _stream_view(
     plat: ClusterPlatform, run_id: str, stored: dict[str, float]
 ) -> tuple[list[Seen], str]:
-    """The run's events as the stream holds them, and the last event's reason or error;
-    `stored` gets each event's stream timestamp (when its append was acknowledged)."""
+    """The run's events as the stream leader holds them, and the last event's reason or error;
+    `stored` gets each event's stream timestamp (when its append was acknowledged).
+
+    Read with the leader's message API, not direct gets: any replica answers a direct get, and
+    a node just back from a pause answers from its old state for a while."""
     from runloom.contracts import subjects
+    from runloom.contracts.events import decode_event
     from runloom.runtime import bus
-    from runloom.runtime.eventlog import EventLog
 
     nc = await bus.connect(plat.nats_url, "chaos-reader")
+    events = []
     try:
         js = nc.jetstream()
-        read = [se async for se in EventLog(js, "chaos-reader").read(run_id)]
-        for se in read:
-            msg = await js.get_msg(subjects.RUN_EVENTS_STREAM, seq=se.stream_seq)
+        subject = subjects.run_events(run_id)
+        position = 0
+        while True:
+            try:
+                msg = await js.get_msg(
+                    subjects.RUN_EVENTS_STREAM, seq=position + 1, subject=subject, next=True
+                )
+            except NotFoundError:
+                break
+            position = msg.seq or position + 1
+            event = decode_event(bytes(msg.data or b""))
+            events.append(event)
             if msg.time is not None:
-                stored[se.event.id] = msg.time.timestamp()
+                stored[event.id] = msg.time.timestamp()
     finally:
         await nc.close()
-    events = [se.event for se in read]
     last = events[-1].data if events else {}
     why = str(last.get("error") or last.get("reason") or "")[:160]
     return [Seen(e.seq, e.id, e.type) for e in events], why
