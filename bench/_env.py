@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runloom.devkit import database
 from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
 from runloom.devkit.supervisor import ServiceProcess, wait_http
 from runloom.runtime import bus, db
@@ -46,9 +47,10 @@ async def platform(
         if nats is not None:
             nats.start()
         pg.start()
-        await db.ensure_database(pg.url)
-        pool = await db.create_pool(pg.url, max_size=2)
-        await db.migrate(pool)
+        passwords = database.new_passwords()
+        await database.provision(pg.url, passwords)
+        admin = database.admin_url(pg.url)
+        pool = await db.create_pool(admin, max_size=2)
         from runloom.runtime.tenants import create_tenant
 
         key = await create_tenant(pool, "bench", "bench")
@@ -56,7 +58,8 @@ async def platform(
         port = free_port()
         env = {
             "RUNLOOM_NATS_URL": url,
-            "RUNLOOM_DATABASE_URL": pg.url,
+            "RUNLOOM_DATABASE_URL": admin,
+            **database.service_env(pg.url, passwords),
             "RUNLOOM_GATEWAY_PORT": str(port),
             "RUNLOOM_HOME": str(root / "home"),
             "RUNLOOM_LOG_LEVEL": "WARNING",
@@ -69,7 +72,7 @@ async def platform(
         wait_http(f"http://127.0.0.1:{port}/readyz", proc=gateway)
         nc = await bus.connect(url, "bench-provision")
         await nc.close()
-        yield Env(url, pg.url, gateway, port, key, root)
+        yield Env(url, admin, gateway, port, key, root)
     finally:
         if gateway is not None:
             gateway.stop(5)

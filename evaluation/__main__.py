@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from runloom.corpus import store
+from runloom.devkit import database
 from runloom.devkit.embedded import PostgresServer, free_port
 from runloom.orchestrator.evaluation import MODES, CaseResult, cases, evaluate_all, summarize
 from runloom.runtime import db
@@ -63,10 +64,9 @@ async def main() -> None:
     pg = PostgresServer(root / "pg", free_port())
     try:
         pg.start()
-        await db.ensure_database(pg.url)
-        pool = await db.create_pool(pg.url, max_size=4)
+        await database.provision(pg.url, database.new_passwords())
+        pool = await db.create_pool(database.admin_url(pg.url), max_size=4)
         try:
-            await db.migrate(pool)
             started = time.monotonic()
             await store.seed_default_corpus(pool, "eval")
             loaded = time.monotonic() - started

@@ -33,6 +33,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest, ReserveReply, ReserveRequest
 from runloom.contracts.events import RunCreated, Usage
 from runloom.contracts.ids import new_id
+from runloom.devkit import database
 from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
 from runloom.devkit.supervisor import ServiceProcess
 from runloom.runtime import bus, db
@@ -141,11 +142,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     pg = PostgresServer(root / "postgres", free_port())
     nats.start()
     pg.start()
+    passwords = database.new_passwords()
+    admin = database.admin_url(pg.url)
     proc = ServiceProcess(
         "billing",
         {
             "RUNLOOM_NATS_URL": nats.url,
-            "RUNLOOM_DATABASE_URL": pg.url,
+            "RUNLOOM_DATABASE_URL": admin,
+            **database.service_env(pg.url, passwords),
             "RUNLOOM_HOME": str(root),
             "RUNLOOM_LOG_LEVEL": "WARNING",
         },
@@ -154,12 +158,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     nc = None
     pool = None
     try:
-        await db.ensure_database(pg.url)
-        pool = await db.create_pool(pg.url, max_size=2)
-        await db.migrate(pool)
+        await database.provision(pg.url, passwords)
+        pool = await db.create_pool(admin, max_size=2)
         nc = await bus.connect(nats.url, "bench-billing")
         js = nc.jetstream()
-        await bus.provision(js, Settings(nats_url=nats.url, database_url=pg.url))
+        await bus.provision(js, Settings(nats_url=nats.url, database_url=admin))
         proc.start()
         await _wait_billing(nc, proc)
 

@@ -1,13 +1,17 @@
 """`python -m runloom.admin`: what a release runs once, before its services (the Kubernetes Job).
 
     python -m runloom.admin provision      create or update every stream and the artifact store
-    python -m runloom.admin migrate        apply pending database migrations
+    python -m runloom.admin migrate        each service's role and schema, its pending migrations,
+                                           the listed cross-service grants (runtime.roles)
     python -m runloom.admin check          exit 1 (and say what) if either is still missing
     python -m runloom.admin tenant ID      create tenant ID (if missing) and print a new API key
 
 Settings come from the same RUNLOOM_* variables as the services (RUNLOOM_NATS_URL,
-RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). Every command is idempotent. Nothing here
-imports the development kit: the service image does not carry it.
+RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). RUNLOOM_DATABASE_URL is the database
+administrator's URL here; `migrate` sets each role's password from the service's own URL in
+RUNLOOM_DATABASE_URL_<SERVICE> (the Secret `runloom-db-<service>` its Deployment uses; a role
+whose variable is unset keeps its password). Every command is idempotent. Nothing here imports
+the development kit: the service image does not carry it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
-from runloom.runtime import bus, db, release
+import asyncpg
+from runloom.runtime import bus, db, release, roles
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging
 
@@ -33,19 +39,28 @@ async def provision(settings: Settings) -> int:
     return 0
 
 
+def _admin_url(settings: Settings) -> str:
+    return roles.with_search_path(settings.effective_database_url, roles.admin_search_path())
+
+
 async def migrate(settings: Settings) -> int:
-    pool = await db.create_pool(settings.effective_database_url, max_size=1)
+    passwords: dict[str, str | None] = {}
+    for service in db.SERVICES:
+        url = os.environ.get(roles.url_variable(service), "")
+        passwords[service] = roles.password_of(url, service) if url else None
+    conn = await asyncpg.connect(settings.effective_database_url)
     try:
-        applied = await db.migrate(pool)
+        applied = await roles.provision(conn, passwords)
     finally:
-        await pool.close()
-    print(f"applied migrations: {', '.join(applied)}" if applied else "no pending migration")
+        await conn.close()
+    names = [f"{service}/{name}" for service, done in applied.items() for name in done]
+    print(f"applied migrations: {', '.join(names)}" if names else "no pending migration")
     return 0
 
 
 async def check(settings: Settings) -> int:
     nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
-    pool = await db.create_pool(settings.effective_database_url, max_size=1)
+    pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
         todo = await release.missing(nc.jetstream(), pool, settings)
     finally:
@@ -58,7 +73,7 @@ async def check(settings: Settings) -> int:
 async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
     from runloom.runtime.tenants import create_tenant
 
-    pool = await db.create_pool(settings.effective_database_url, max_size=1)
+    pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
         key = await create_tenant(pool, tenant_id, name or tenant_id)
     finally:
@@ -73,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("provision", help="create or update every stream and the artifact store")
-    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser(
+        "migrate", help="make each service's role and schema, apply its pending migrations"
+    )
     sub.add_parser("check", help="exit 1 if a stream or a migration is missing")
     t = sub.add_parser("tenant", help="create a tenant (if missing) and print a new API key")
     t.add_argument("tenant_id")

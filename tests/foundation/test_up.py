@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from runloom.devkit import database
 from runloom.devkit.embedded import free_port, port_open, wheel_pginstall
 from runloom.runtime.tenants import hash_key
 
@@ -154,7 +155,7 @@ def start_up(home: Path, ports: Ports) -> Iterator[type[UpProcess]]:
 
 def _key_owner(database_url: str, key: str) -> str | None:
     async def query() -> str | None:
-        conn = await asyncpg.connect(database_url)
+        conn = await asyncpg.connect(database.admin_url(database_url))
         try:
             owner: str | None = await conn.fetchval(
                 "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",

@@ -24,6 +24,7 @@ from k8s_manifests import SERVICES, config_map, container_env, containers, find,
 from local_cluster import Cluster, Pod, port_env
 from runloom.devkit.embedded import free_port, nats_server_binary
 from runloom.devkit.testing import wait_ended
+from runloom.runtime import roles
 
 Objs = dict[str, list[dict[str, Any]]]
 NATS_PORTS = {"NATS_CLIENT_PORT": 4222, "NATS_CLUSTER_PORT": 6222, "NATS_MONITOR_PORT": 8222}
@@ -72,7 +73,12 @@ def cluster(
     server = servers.database_url.rsplit("/", 1)[0]
     url = f"{server}/{database}"
     asyncio.run(_create_database(f"{server}/postgres", database))
-    secret_values = {(f"runloom-db-{name}", "url"): url for name in (*SERVICES, "admin")}
+    # As the platform team would: the administrator's URL for the Job, each service its own
+    # role (the Job creates the roles and sets these passwords).
+    secret_values = {("runloom-db-admin", "url"): url} | {
+        (f"runloom-db-{name}", "url"): roles.service_url(url, name, secrets.token_urlsafe(12))
+        for name in SERVICES
+    }
     local = Cluster(objs, tmp_path_factory.mktemp("k8s-live"), secret_values)
     sts = one(objs, "StatefulSet", "nats")
     nodes = [local.pod(sts, i) for i in range(sts["spec"]["replicas"])]

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from runloom.runtime import bus, db, release
+from runloom.runtime import bus, db, release, roles
 from runloom.runtime.config import Settings
 
 
@@ -18,7 +18,7 @@ async def test_nothing_is_missing_once_provisioned_and_migrated(
 ) -> None:
     assert await release.missing(js, pool, settings) == []
     waiting = dataclasses.replace(settings, migrate_on_start=False)
-    await asyncio.wait_for(release.prepare(js, pool, waiting), timeout=10)
+    await asyncio.wait_for(release.prepare(js, pool, waiting, "gateway"), timeout=10)
 
 
 async def test_a_replica_waits_for_the_release_and_names_what_is_missing(
@@ -37,14 +37,15 @@ async def test_a_replica_waits_for_the_release_and_names_what_is_missing(
     fresh = dataclasses.replace(settings, migrate_on_start=False, nats_url=nats.url)
     try:
         todo = await release.missing(nc.jetstream(), pool, fresh)
-        assert "stream RUN_EVENTS" in todo and "migration 0001_core.sql" in todo
+        assert "stream RUN_EVENTS" in todo and "migration gateway/0001_core.sql" in todo
         waiting = asyncio.create_task(
             release.wait_for_release(nc.jetstream(), pool, fresh, every_s=0.1)
         )
         await asyncio.sleep(0.5)
         assert not waiting.done(), "a replica must not start before the release"
         await bus.provision(nc.jetstream(), fresh)  # what the release Job does
-        await db.migrate(pool)
+        async with pool.acquire() as conn:
+            await roles.provision(conn, {})  # roles, schemas, migrations: `admin migrate`
         await asyncio.wait_for(waiting, timeout=10)
     finally:
         await pool.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from runloom.devkit import database
 from runloom.devkit.cluster import NatsCluster, NatsNode
 from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
 from runloom.devkit.supervisor import SERVICES, ServiceProcess
@@ -201,21 +202,24 @@ def _check_port(port: int, what: str, variable: str) -> None:
 # -- bootstrap: database, streams, dev tenant, corpus ---------------------------------------------
 
 
-async def bootstrap(settings: Settings, known_key: str) -> tuple[str, bool]:
-    """Create the database, migrate, provision streams, ensure the dev tenant (its default
-    corpus is the orchestrator's to load: RUNLOOM_DEFAULT_CORPUS_TENANTS).
+async def bootstrap(
+    settings: Settings, known_key: str, passwords: dict[str, str]
+) -> tuple[str, bool]:
+    """Create the database, each service's role and schema, migrate, provision streams, ensure
+    the dev tenant (its default corpus is the orchestrator's to load:
+    RUNLOOM_DEFAULT_CORPUS_TENANTS).
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
     from runloom.runtime import bus, db
     from runloom.runtime.tenants import create_tenant, hash_key
 
-    await db.ensure_database(settings.effective_database_url)
-    pool = await db.create_pool(settings.effective_database_url, max_size=4)
+    applied = await database.provision(settings.effective_database_url, passwords)
+    pool = await db.create_pool(database.admin_url(settings.effective_database_url), max_size=4)
     try:
-        applied = await db.migrate(pool)
-        if applied:
-            say(f"applied migrations: {', '.join(applied)}")
+        names = [f"{svc}/{name}" for svc, done in applied.items() for name in done]
+        if names:
+            say(f"applied migrations: {', '.join(names)}")
         nc = await bus.connect(settings.effective_nats_url, "runloom-up")
         try:
             await bus.provision(nc.jetstream(), settings)
@@ -341,7 +345,8 @@ class Up:
         key_file = self.home / "api-key"
         known = key_file.read_text().strip() if key_file.exists() else ""
         try:
-            self.api_key, created = asyncio.run(bootstrap(s, known))
+            passwords = database.home_passwords(self.home)
+            self.api_key, created = asyncio.run(bootstrap(s, known, passwords))
         except Exception as exc:
             raise UpError(
                 f"could not prepare the database and streams ({type(exc).__name__}: {exc}). "
@@ -360,6 +365,7 @@ class Up:
             "RUNLOOM_HOME": str(self.home),
             "RUNLOOM_NATS_URL": s.effective_nats_url,
             "RUNLOOM_DATABASE_URL": s.effective_database_url,
+            **database.service_env(s.effective_database_url, passwords),
             "RUNLOOM_GATEWAY_HOST": s.gateway_host,
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from nats.js.errors import NotFoundError
+from runloom.devkit import database
 from runloom.devkit.checker import TERMINAL, RunHistory, Seen, Verdict, check
 from runloom.devkit.cluster import NatsCluster
 from runloom.devkit.embedded import PostgresServer, free_port
@@ -145,6 +146,7 @@ class ClusterPlatform:
         self.gateways: list[str] = []
         self.api_key = ""
         self.tenant = ""
+        self.passwords = database.new_passwords()
 
     @property
     def nats_url(self) -> str:
@@ -152,7 +154,8 @@ class ClusterPlatform:
 
     @property
     def database_url(self) -> str:
-        return self.postgres.url
+        """The superuser's URL, every service's schema on its search_path."""
+        return database.admin_url(self.postgres.url)
 
     async def start(self) -> None:
         self.lab.open()
@@ -172,6 +175,7 @@ class ClusterPlatform:
         env = {
             "RUNLOOM_NATS_URL": self.nats_url,
             "RUNLOOM_DATABASE_URL": self.database_url,
+            **database.service_env(self.postgres.url, self.passwords),
             "RUNLOOM_STREAM_REPLICAS": "3",
             "RUNLOOM_HOME": str(self.root / "home"),
             "RUNLOOM_LOG_FORMAT": "json",
@@ -198,10 +202,9 @@ class ClusterPlatform:
         from runloom.runtime.config import Settings
         from runloom.runtime.tenants import create_tenant
 
-        await db.ensure_database(self.database_url)
+        await database.provision(self.postgres.url, self.passwords)
         pool = await db.create_pool(self.database_url, max_size=2)
         try:
-            await db.migrate(pool)
             self.tenant = "chaos"
             self.api_key = await create_tenant(pool, self.tenant, self.tenant)
             await seed_default_corpus(pool, self.tenant)

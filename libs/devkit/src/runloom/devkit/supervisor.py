@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runloom.devkit.embedded import ChildProcess
+from runloom.runtime import roles
 
 SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
 
@@ -35,6 +36,12 @@ class ServiceProcess(ChildProcess):
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "RUNLOOM_REPLICA_ID": self.name}
+        # The service connects as its own role (runloom.devkit.database), knowing no other's.
+        own_url = env.get(roles.URL_VARIABLES.get(self.service, ""))
+        for name in roles.URL_VARIABLES.values():
+            env.pop(name, None)
+        if own_url:
+            env["RUNLOOM_DATABASE_URL"] = own_url
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"runloom.{self.service}"],

@@ -4,9 +4,12 @@ Loaded for every test by `-p runloom.devkit.testing` (root pyproject). Fixtures:
 
 - `servers`: the session's `NatsServer` and `PostgresServer` (each `.kill()` / `.start()` /
   `.restart()` on the same data folder, for fault tests).
-- `settings`: `Settings` pointing at them.
+- `settings`: `Settings` pointing at them; its database URL is the superuser's, with a
+  search_path over every service's schema (unqualified table names work in tests).
 - `nc`, `js`: a connected NATS client and its JetStream context, streams provisioned.
-- `pool`: an asyncpg pool on the migrated database.
+- `pool`: an asyncpg pool on the migrated database (the superuser's, every schema visible).
+- `service_database_urls`: service -> the URL of its own role (least privilege), which the
+  `platform` processes connect with.
 - `tmp_home`: a fresh `RUNLOOM_HOME` folder for a test.
 
 With `RUNLOOM_TEST_DOCKER=1` and a reachable Docker engine, testcontainers provides the
@@ -132,24 +135,40 @@ def servers() -> Iterator[Servers]:
 
 @pytest.fixture(scope="session")
 def settings(servers: Servers) -> Settings:
+    from runloom.devkit import database
+
     return replace(
         Settings.from_env(),
         nats_url=servers.nats_url,
-        database_url=servers.database_url,
+        database_url=database.admin_url(servers.database_url),
         home=servers.root / "home",
     )
 
 
-@pytest.fixture(scope="session")
-async def _provisioned(settings: Settings) -> None:
-    from runloom.runtime import bus, db
+_PASSWORDS: dict[str, str] = {}
 
-    await db.ensure_database(settings.effective_database_url)
-    pool = await db.create_pool(settings.effective_database_url)
-    try:
-        await db.migrate(pool)
-    finally:
-        await pool.close()
+
+def _passwords() -> dict[str, str]:
+    from runloom.devkit import database
+
+    if not _PASSWORDS:
+        _PASSWORDS.update(database.new_passwords())
+    return _PASSWORDS
+
+
+@pytest.fixture(scope="session")
+def service_database_urls(servers: Servers) -> dict[str, str]:
+    from runloom.runtime import db, roles
+
+    return {s: roles.service_url(servers.database_url, s, _passwords()[s]) for s in db.SERVICES}
+
+
+@pytest.fixture(scope="session")
+async def _provisioned(servers: Servers, settings: Settings) -> None:
+    from runloom.devkit import database
+    from runloom.runtime import bus
+
+    await database.provision(servers.database_url, _passwords())
     nc = await bus.connect(settings.effective_nats_url, "runloom-tests-provision")
     try:
         await bus.provision(nc.jetstream(), settings)
@@ -209,9 +228,12 @@ class Platform:
         self.settings = settings
         self.root = root
         self.port = free_port()
+        from runloom.devkit import database
+
         self.env = {
             "RUNLOOM_NATS_URL": settings.effective_nats_url,
             "RUNLOOM_DATABASE_URL": settings.effective_database_url,
+            **database.service_env(settings.effective_database_url, _passwords()),
             "RUNLOOM_GATEWAY_PORT": str(self.port),
             "RUNLOOM_HOME": str(root),
             "RUNLOOM_LOG_FORMAT": "json",

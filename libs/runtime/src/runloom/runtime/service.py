@@ -64,9 +64,9 @@ async def serve(name: str, settings: Settings, body: Body) -> None:
         js = nc.jetstream()
         if settings.migrate_on_start:
             await db.ensure_database(settings.effective_database_url)
-        pool = await db.create_pool(settings.effective_database_url)
+        pool = await release.open_pool(settings)
         management.add_check("postgres", postgres_check(pool))
-        await release.prepare(js, pool, settings)
+        await release.prepare(js, pool, settings, name)
         ctx = ServiceContext(
             name=name,
             settings=settings,

@@ -73,8 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         js = nc.jetstream()
         if settings.migrate_on_start:
             await db.ensure_database(settings.effective_database_url)
-        pool = await db.create_pool(settings.effective_database_url, max_size=20)
-        await release.prepare(js, pool, settings)
+        pool = await release.open_pool(settings, max_size=20)
+        await release.prepare(js, pool, settings, "gateway")
         state = GatewayState(
             settings=settings,
             nc=nc,
