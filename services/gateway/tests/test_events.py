@@ -8,6 +8,7 @@ import uuid
 import httpx
 import pytest
 from runloom.contracts.events import RunCompleted, RunStarted, StepStarted
+from runloom.contracts.ids import new_id
 from runloom.gateway import _cursor
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.tenants import create_tenant
@@ -179,3 +180,38 @@ async def test_other_tenants_get_404_for_runs_events_and_tokens(platform, js, po
         assert resp.status_code == 401
     logs = platform.logs()
     assert token not in logs
+
+
+async def test_plain_streams_and_the_route_answer_alike(platform, js, pool, reader):
+    """A plain stream request is answered ahead of FastAPI's routing; the same request with a
+    parameter the stream ignores goes through the route: each answer is the same either way."""
+    other_key = await create_tenant(pool, f"other-{uuid.uuid4().hex[:8]}", "other")
+    async with httpx.AsyncClient(base_url=platform.url, headers=platform.headers()) as c:
+        run_id, tenant, log = await new_run(c, js)
+        await log.append(run_id, tenant, RunCompleted())
+        r = reader()
+        await r.read(c, f"/v1/runs/{run_id}/events")
+        cases = [
+            ({}, run_id, None),
+            ({"Authorization": "Bearer not-a-key"}, run_id, None),
+            ({"Authorization": "Basic x"}, run_id, None),
+            ({"Authorization": f"Bearer {other_key}"}, run_id, None),
+            (platform.headers(), new_id("run"), None),
+            (platform.headers(), run_id, "garbage"),
+            (platform.headers(), run_id, "x" * 301),
+            (platform.headers(), "run_nope", None),
+        ]
+        for headers, run, cursor in cases:
+            params = {"last_event_id": cursor} if cursor else {}
+            async with httpx.AsyncClient(base_url=platform.url, headers=headers) as h:
+                plain = await h.get(f"/v1/runs/{run}/events", params=params)
+                routed = await h.get(f"/v1/runs/{run}/events", params={**params, "ignored": "1"})
+            assert plain.status_code >= 400, (headers, run, cursor)
+            assert (plain.status_code, plain.json()) == (routed.status_code, routed.json())
+            assert plain.headers["content-type"] == routed.headers["content-type"]
+            assert plain.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
+        for params in ({}, {"ignored": "1"}, {"last_event_id": r.events[0].id}):
+            again = reader()
+            await again.read(c, f"/v1/runs/{run_id}/events", params=params)
+            assert again.status == 200 and again.ended
+            assert again.seqs() == (r.seqs()[1:] if "last_event_id" in params else r.seqs())

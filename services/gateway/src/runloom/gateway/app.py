@@ -116,8 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Runs that plan, research, cite and deliver; every step streamed.",
         lifespan=lifespan,
+        # The gateway's request spans are `_telemetry`'s (instrumented when exporting, commands
+        # only otherwise) and its HTTP metrics `metrics.HttpMetrics`: FastAPI's own telemetry
+        # would add a span per request, SSE streams included, wrapping each chunk they send.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
+    app.add_middleware(events.Streams)  # inside Edge: its limits and 500s apply
     app.add_middleware(Edge)
     for feature in FEATURES:
         app.include_router(feature.router)

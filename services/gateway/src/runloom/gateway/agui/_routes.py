@@ -23,15 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from runloom.contracts.events import CancelRequested, ClarificationRequested, payload_of
 from runloom.contracts.types import RUN_ID, now, rfc3339
 from runloom.gateway import _cursor
-from runloom.gateway._sse import HEADERS, SSEResponse, frames
+from runloom.gateway._sse import HEADERS
 from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.routes import clarifications, runs
-from runloom.gateway.routes.events import _position, _Raw
-from runloom.gateway.state import GatewayState, get_state, streaming
+from runloom.gateway.routes.events import _position, _Raw, sse
+from runloom.gateway.state import GatewayState, get_state
 from runloom.runtime.eventlog import RunClosed
 from runloom.runtime.runstate import RunState, fold
 
@@ -122,22 +122,7 @@ async def _stream(
     state: GatewayState, run_id: str, after: Position | None = None, *, one_part: bool = False
 ) -> Response:
     renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
-    s = streaming(state)
-    if s.hub.draining:
-        raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
-    client = await s.hub.attach(run_id)
-    body = frames(
-        s.hub,
-        s.history,
-        client,
-        run_id,
-        0,
-        0,
-        s.options.heartbeat_s,
-        render=renderer.render,
-        until=renderer.until,
-    )
-    return _Raw(SSEResponse(s.hub, client, body))
+    return _Raw(await sse(state, run_id, None, render=renderer.render, until=renderer.until))
 
 
 HISTORY_RUNS = 20

@@ -4,24 +4,35 @@
 opaque durable cursor. Resumes from `Last-Event-ID` (header, wins) or `?last_event_id=`;
 without a cursor the whole history, then live; closes after the terminal event.
 `?format=json&after=<cursor>&limit=<n>` pages the same history.
+
+The plain stream (no parameter but the cursor and a stream token) is answered by `Streams`, an
+ASGI middleware ahead of FastAPI's routing: an idle client then holds no route frames,
+dependency exit stacks or exception wrappers for as long as it streams (about a third of its
+memory). It calls the same functions as the route (`principal`, `open_stream`, `Problem`);
+every other request goes on to the route, which also documents the path in OpenAPI.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from runloom.contracts import subjects
+from runloom.contracts.types import RUN_ID
 from runloom.gateway import _cursor
+from runloom.gateway._history import Frame
 from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, bus_unavailable, responses
+from runloom.gateway.problems import BUS_UNAVAILABLE, Problem, bus_unavailable, responses
 from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import archive
+from starlette.datastructures import QueryParams
 
 router = APIRouter(tags=["events"])
 
@@ -61,40 +72,125 @@ _SSE_RESPONSES[200] = {
 }
 
 
-@router.get("/v1/runs/{run_id}/events", response_model=None, responses=_SSE_RESPONSES)
+PATH = "/v1/runs/{run_id}/events"
+MAX_CURSOR = 300
+"""The longest cursor a client may send (query parameters)."""
+
+
+@router.get(PATH, response_model=None, responses=_SSE_RESPONSES)
 async def run_events(
     run_id: RunIdPath,
     request: Request,
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
     last_event_id_header: str | None = Header(default=None, alias="Last-Event-ID"),
-    last_event_id: str | None = Query(default=None, max_length=300),
+    last_event_id: str | None = Query(default=None, max_length=MAX_CURSOR),
     format: Literal["sse", "json"] = "sse",
-    after: str | None = Query(default=None, max_length=300),
+    after: str | None = Query(default=None, max_length=MAX_CURSOR),
     limit: int = Query(default=500, ge=1, le=5000),
 ) -> Any:
     """Stream the run's events (SSE), or page them (`format=json`)."""
-    await load_run(state, who, run_id)
-    s = streaming(state)
     if format == "json":
+        await load_run(state, who, run_id)
         after_seq, after_stream_seq = await _position(
             state, run_id, after or last_event_id_header or last_event_id
         )
         return await _page(state, run_id, after_seq, after_stream_seq, after, limit)
+    return _Raw(await open_stream(state, who, run_id, last_event_id_header or last_event_id))
+
+
+async def open_stream(
+    state: GatewayState, who: Principal, run_id: str, cursor: str | None
+) -> SSEResponse:
+    """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
+    an unusable cursor, 503 while the gateway drains or the event store does not answer."""
+    await load_run(state, who, run_id)
+    return await sse(state, run_id, cursor)
+
+
+async def sse(
+    state: GatewayState,
+    run_id: str,
+    cursor: str | None,
+    render: Callable[[Frame], bytes] = Frame.sse,
+    until: Callable[[Frame], bool] = lambda frame: frame.terminal,
+) -> SSEResponse:
+    """A client joins the run's feed; its stream (`_sse.frames`) starts after the cursor."""
+    s = streaming(state)
     if s.hub.draining:
         raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
     try:
         async with asyncio.timeout(s.options.attach_timeout_s):
-            after_seq, after_stream_seq = await _position(
-                state, run_id, last_event_id_header or last_event_id
-            )
+            after_seq, after_stream_seq = await _position(state, run_id, cursor)
             client = await s.hub.attach(run_id)
     except TimeoutError:
         raise bus_unavailable() from None
     body = frames(
-        s.hub, s.history, client, run_id, after_seq, after_stream_seq, s.options.heartbeat_s
+        s.hub,
+        s.history,
+        client,
+        run_id,
+        after_seq,
+        after_stream_seq,
+        s.options.heartbeat_s,
+        render=render,
+        until=until,
     )
-    return _Raw(SSEResponse(s.hub, client, body))
+    return SSEResponse(s.hub, client, body)
+
+
+_STREAM_PATH = re.compile(r"/v1/runs/([^/]+)/events")
+_RUN_ID = re.compile(RUN_ID.pattern)
+_STREAM_PARAMS = frozenset({"last_event_id", "token", "format"})
+_ROUTE = next(r for r in router.routes if getattr(r, "path", None) == PATH)
+
+
+def _plain_stream(scope: Any) -> tuple[str, str | None] | None:
+    """(run id, cursor parameter) when the request is a plain SSE request the route would take
+    as is; None sends it on to the route (which validates and answers everything else)."""
+    if scope["type"] != "http" or scope["method"] != "GET":
+        return None
+    match = _STREAM_PATH.fullmatch(scope["path"])
+    if match is None or not _RUN_ID.match(match[1]):
+        return None
+    params = QueryParams(scope["query_string"])
+    cursor = params.get("last_event_id")
+    if (
+        not _STREAM_PARAMS.issuperset(params.keys())
+        or params.get("format", "sse") != "sse"
+        or (cursor is not None and len(cursor) > MAX_CURSOR)
+    ):
+        return None
+    return match[1], cursor
+
+
+class Streams:
+    """ASGI middleware: answers plain `GET /v1/runs/{id}/events` streams before FastAPI routes."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        plain = _plain_stream(scope)
+        if plain is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = _ROUTE  # as the router sets it (request metrics name the route)
+        answer = await _answer(scope, *plain)
+        await answer(scope, receive, send)
+
+
+async def _answer(scope: Any, run_id: str, cursor: str | None) -> Any:
+    """The stream, or the problem the route would answer (an ASGI app either way)."""
+    request = Request(scope)
+    try:
+        state = get_state(request)
+        who = await principal(request, state)
+        return await open_stream(state, who, run_id, request.headers.get("last-event-id") or cursor)
+    except Problem as problem:
+        return problem.response(request.url.path)
+    except BUS_UNAVAILABLE:
+        return bus_unavailable().response(request.url.path)
 
 
 async def _page(
