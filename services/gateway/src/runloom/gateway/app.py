@@ -8,6 +8,10 @@ Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `runtime.archiv
 served by `_streaming`) into the archive and the runs read model; each followed run's subject
 (ordered, one per run per process) for SSE. Publishes: `run.created`, `cancel.requested`,
 `clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
+Asks (request/reply): billing for budgets and usage (`billing.budget.*`, `billing.usage.*`), the
+orchestrator for the corpus (`corpus.*`), deliverables for jobs no event announced
+(`deliverables.run|artifact`). Its tables (schema `gateway`): runs, the event archive, the
+deliverables read model, tenants and keys.
 """
 
 from __future__ import annotations

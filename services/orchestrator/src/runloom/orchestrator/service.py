@@ -5,6 +5,11 @@ loop decodes it, takes the run's ownership lock (another replica working on it n
 with delay), keeps the message alive while `drive` works, and acks. A SIGKILLed owner stops
 extending the message and its lock dies with its connection, so within `ack_wait` another
 replica gets the run and carries on from the log.
+
+Consumes: COMMANDS `cmd.run.>` (durable `orchestrator`; `StartRun`, `ResumeRun`), declared in
+`commands`. Serves (request/reply, queue group `orchestrator`): the corpus it owns,
+`corpus.add|list|delete` (`documents.Documents`). Publishes: each run's events, `cmd.run.resume`,
+deliverable jobs, billing requests (`runloom.billing_client`).
 """
 
 from __future__ import annotations
