@@ -421,6 +421,9 @@ async def test_traces_and_metrics_of_real_runs(receiver, platform, corpus) -> No
     moved("gateway", "runloom_events_appended_total", type="clarification.answered")
     moved("gateway", "runloom_messages_published_total", destination="cmd.run.start")
     moved("gateway", "runloom_http_requests_total", method="POST", route="/v1/runs", status="201")
+    stream = {"method": "GET", "route": "/v1/runs/{run_id}/events"}
+    moved("gateway", "runloom_http_requests_total", status="200", **stream)  # plain SSE streams
+    moved("gateway", "runloom_http_request_duration_seconds_count", **stream)
     moved("gateway", "runloom_sse_events_fanned_out_total", by=5)
     moved("gateway", "runloom_sse_event_latency_seconds_count", by=5)
     moved("gateway", "runloom_event_append_duration_seconds_count", by=2)

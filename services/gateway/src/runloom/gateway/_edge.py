@@ -128,16 +128,28 @@ class Edge:
                 for message in _too_large(limit, path):
                     await send(message)
         except Exception:
-            log.exception("unexpected error on %s %s", scope["method"], path)
+            answer = unexpected_error(scope)
             if not started:
-                for message in _problem(
-                    500,
-                    "Internal Server Error",
-                    "The gateway hit an unexpected error; nothing was lost. Retry the request; "
-                    "if it keeps failing, the gateway log has the details.",
-                    path,
-                ):
+                for message in answer:
                     await send(message)
+
+
+def unexpected_error(scope: Scope) -> tuple[Message, Message]:
+    """Logs the exception being handled, with its traceback; the 500 problem to answer."""
+    path: str = scope.get("path", "")
+    log.exception("unexpected error on %s %s", scope["method"], path)
+    return _problem(
+        500,
+        "Internal Server Error",
+        "The gateway hit an unexpected error; nothing was lost. Retry the request; "
+        "if it keeps failing, the gateway log has the details.",
+        path,
+    )
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (`Content-Length` or `Transfer-Encoding`)."""
+    return any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
 
 def _content_length(scope: Scope) -> int | None:

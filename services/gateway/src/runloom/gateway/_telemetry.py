@@ -37,15 +37,17 @@ class CommandSpans:
             await self.app(scope, receive, send)
 
 
-def instrument(app: FastAPI) -> None:
+def instrument(app: FastAPI) -> bool:
+    """Request spans for the app; True when they are the instrumentation's (export on)."""
     if exporting():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
             app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
         )
-    else:
-        app.add_middleware(CommandSpans)
+        return True
+    app.add_middleware(CommandSpans)
+    return False
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
+from typing import Any
 
 from fastapi import FastAPI
 from runloom.contracts import subjects
@@ -42,6 +43,7 @@ from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
 from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.telemetry import replica_suffix
+from starlette.middleware.errors import ServerErrorMiddleware
 
 log = logging.getLogger("runloom.gateway")
 
@@ -56,6 +58,22 @@ FEATURES: list[ModuleType] = [
     console,
     agui,
 ]
+
+
+class _Gateway(FastAPI):
+    """Plain SSE streams (`events.Streams`) are answered ahead of every middleware; with
+    export on, just inside the instrumentation's request spans (it wraps what this builds and
+    needs Starlette's `ServerErrorMiddleware` outermost)."""
+
+    spans = False
+
+    def build_middleware_stack(self) -> Any:
+        stack = super().build_middleware_stack()
+        if not self.spans:
+            return events.Streams(stack)
+        assert isinstance(stack, ServerErrorMiddleware)
+        stack.app = events.Streams(stack.app)
+        return stack
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -115,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(Exception):
                 await pool.close()
 
-    app = FastAPI(
+    app = _Gateway(
         title="Runloom",
         version="0.1.0",
         summary="Runs that plan, research, cite and deliver; every step streamed.",
@@ -126,10 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
-    app.add_middleware(events.Streams)  # inside Edge: its limits and 500s apply
     app.add_middleware(Edge)
     for feature in FEATURES:
         app.include_router(feature.router)
-    _telemetry.instrument(app)
+    app.spans = _telemetry.instrument(app)
     app.add_middleware(metrics.HttpMetrics)
     return app

@@ -59,15 +59,23 @@ class HttpMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                HTTP_DURATION.labels(scope["method"], _route(scope)).observe(
-                    time.perf_counter() - started
-                )
+                responding(scope, started)
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            HTTP_REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
+            answered(scope, status)
+
+
+def responding(scope: Any, started: float) -> None:
+    """The response's headers go out: time since the request arrived (`perf_counter`)."""
+    HTTP_DURATION.labels(scope["method"], _route(scope)).observe(time.perf_counter() - started)
+
+
+def answered(scope: Any, status: int) -> None:
+    """The request is done: count it by method, route template and status."""
+    HTTP_REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
 
 
 def _route(scope: Any) -> str:

@@ -5,17 +5,20 @@ opaque durable cursor. Resumes from `Last-Event-ID` (header, wins) or `?last_eve
 without a cursor the whole history, then live; closes after the terminal event.
 `?format=json&after=<cursor>&limit=<n>` pages the same history.
 
-The plain stream (no parameter but the cursor and a stream token) is answered by `Streams`, an
-ASGI middleware ahead of FastAPI's routing: an idle client then holds no route frames,
-dependency exit stacks or exception wrappers for as long as it streams (about a third of its
-memory). It calls the same functions as the route (`principal`, `open_stream`, `Problem`);
-every other request goes on to the route, which also documents the path in OpenAPI.
+The plain stream (no parameter but the cursor and a stream token, no body) is answered by
+`Streams`, the outermost ASGI layer (ahead of every middleware and FastAPI's routing): an idle
+client then holds no middleware or route frames, dependency exit stacks or send wrappers for
+as long as it streams (about half of its memory). It calls the same functions as the route
+(`principal`, `open_stream`, `Problem`) and the middleware (`_edge.unexpected_error`,
+`metrics.responding`/`answered`); every other request goes on to the middleware and the
+route, which also documents the path in OpenAPI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -23,7 +26,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from runloom.contracts import subjects
 from runloom.contracts.types import RUN_ID
-from runloom.gateway import _cursor
+from runloom.gateway import _cursor, metrics
+from runloom.gateway._edge import has_body, unexpected_error
 from runloom.gateway._history import Frame
 from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import SSEResponse, frames
@@ -148,8 +152,8 @@ _ROUTE = next(r for r in router.routes if getattr(r, "path", None) == PATH)
 def _plain_stream(scope: Any) -> tuple[str, str | None] | None:
     """(run id, cursor parameter) when the request is a plain SSE request the route would take
     as is; None sends it on to the route (which validates and answers everything else)."""
-    if scope["type"] != "http" or scope["method"] != "GET":
-        return None
+    if scope["type"] != "http" or scope["method"] != "GET" or has_body(scope):
+        return None  # a body: `Edge` holds it to the route's limit
     match = _STREAM_PATH.fullmatch(scope["path"])
     if match is None or not _RUN_ID.match(match[1]):
         return None
@@ -165,7 +169,9 @@ def _plain_stream(scope: Any) -> tuple[str, str | None] | None:
 
 
 class Streams:
-    """ASGI middleware: answers plain `GET /v1/runs/{id}/events` streams before FastAPI routes."""
+    """The outermost ASGI layer: answers plain `GET /v1/runs/{id}/events` streams ahead of
+    every middleware, doing for them what those would (`Edge`'s logged 500, `HttpMetrics`'
+    timing and count); everything else goes on to the middleware stack unchanged."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -175,9 +181,22 @@ class Streams:
         if plain is None:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         scope["route"] = _ROUTE  # as the router sets it (request metrics name the route)
-        answer = await _answer(scope, *plain)
-        await answer(scope, receive, send)
+        try:
+            answer = await _answer(scope, *plain)
+        except Exception:
+            failure = unexpected_error(scope)
+            metrics.responding(scope, started)
+            for message in failure:
+                await send(message)
+            metrics.answered(scope, 500)
+            return
+        metrics.responding(scope, started)
+        try:
+            await answer(scope, receive, send)
+        finally:
+            metrics.answered(scope, getattr(answer, "status_code", 200))
 
 
 async def _answer(scope: Any, run_id: str, cursor: str | None) -> Any:
