@@ -1,6 +1,6 @@
-"""POST /v1/runs that fails after its first write: the read model shows the run, and a retry
-with the same Idempotency-Key completes it (the gateway app in process, on the real servers,
-with one write made to fail)."""
+"""POST /v1/runs that fails after its first write: the client is told to retry (503 with
+Retry-After), the read model shows the run, and a retry with the same Idempotency-Key completes
+it (the gateway app in process, on the real servers, with one write made to fail)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import nats.errors
 import pytest
 from runloom.contracts import subjects
 from runloom.gateway.app import create_app
@@ -87,15 +88,16 @@ async def test_a_retry_with_the_same_key_completes_a_half_created_run(
             async def publish(js_: Any, subject: str, *args: Any, **kwargs: Any) -> Any:
                 if subject == subjects.START_RUN and calls["n"] == 0:
                     calls["n"] += 1
-                    raise TimeoutError("injected: no answer from NATS")
+                    raise nats.errors.TimeoutError  # injected: no answer from NATS
                 return await real(js_, subject, *args, **kwargs)
 
             monkeypatch.setattr(bus, "publish", publish)
         body = {"question": "What survives a crash halfway?"}
         headers = {"Idempotency-Key": f"key-{failure.replace(' ', '-')}"}
         first = await client.post("/v1/runs", json=body, headers=headers)
-        assert first.status_code == 500, first.text
+        assert first.status_code == 503, first.text
         assert first.headers["content-type"].startswith("application/problem+json")
+        assert int(first.headers["retry-after"]) >= 1
 
         async def listed() -> bool:
             items = (await client.get("/v1/runs")).json()["items"]
