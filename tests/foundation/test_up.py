@@ -168,6 +168,15 @@ def _key_owner(database_url: str, key: str) -> str | None:
     return asyncio.run(query())
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """A descendant's command line; one that has just exited (a PostgreSQL backend whose client
+    left, a finished helper) and is not reaped yet has none."""
+    try:
+        return proc.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def test_up_starts_everything_stops_cleanly_and_keeps_data(
     start_up: type[UpProcess], home: Path, ports: Ports
 ) -> None:
@@ -192,7 +201,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
         assert (home / "logs" / f"{service}.log").exists()
 
     children = psutil.Process(up.proc.pid).children(recursive=True)
-    cmdlines = [" ".join(c.cmdline()) for c in children]
+    cmdlines = [" ".join(_cmdline(c)) for c in children]
     assert any("nats-server" in c for c in cmdlines), cmdlines
     assert any("postgres" in c for c in cmdlines), cmdlines
     for service in ("gateway", "orchestrator", "deliverables", "billing"):
@@ -200,7 +209,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
 
     assert up.interrupt() == 0
     _gone, alive = psutil.wait_procs(children, timeout=5)
-    assert not alive, [(p.pid, p.cmdline()) for p in alive if p.is_running()]
+    assert not alive, [(p.pid, _cmdline(p)) for p in alive if p.is_running()]
     for port in (ports.nats, ports.postgres, ports.gateway):
         assert not port_open(port), f"port {port} still open after runloom up stopped"
     assert not (home / "up.pid").exists()
@@ -299,7 +308,7 @@ def test_external_servers_are_used_and_none_is_started(servers: Any, tmp_path: P
         out = up.output()
         assert f"{servers.nats_url} (external)" in out
         assert f"{servers.database_url} (external)" in out
-        cmdlines = [" ".join(c.cmdline()) for c in psutil.Process(up.proc.pid).children(True)]
+        cmdlines = [" ".join(_cmdline(c)) for c in psutil.Process(up.proc.pid).children(True)]
         assert not any("nats-server" in c or "pgdata" in c for c in cmdlines), cmdlines
         key = (tmp_path / "home" / "api-key").read_text().strip()
         assert _key_owner(servers.database_url, key) == "dev"
@@ -344,7 +353,7 @@ def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(
         }
         assert streams["RUN_EVENTS"] == 3 and set(streams.values()) == {3}, streams
         # What `runloom up` started itself (a gateway's document-parsing fork is not a replica).
-        cmdlines = [" ".join(c.cmdline()) for c in psutil.Process(up.proc.pid).children()]
+        cmdlines = [" ".join(_cmdline(c)) for c in psutil.Process(up.proc.pid).children()]
         assert sum("nats-server" in c for c in cmdlines) == 3, cmdlines
         for service in ("gateway", "orchestrator", "deliverables", "billing"):
             assert sum(f"runloom.{service}" in c for c in cmdlines) == 2, (service, cmdlines)

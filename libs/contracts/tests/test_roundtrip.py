@@ -48,7 +48,8 @@ def realistic(tp: msgspec.inspect.Type, name: str) -> Any:
     """A plausible, non-default value of a field, chosen by its type and name."""
     t = msgspec.inspect
     if isinstance(tp, t.Metadata):
-        return realistic(tp.type, name)
+        examples = (tp.extra_json_schema or {}).get("examples")
+        return examples[0] if examples else realistic(tp.type, name)  # an id type's own example
     if isinstance(tp, t.UnionType):
         concrete = [x for x in tp.types if not isinstance(x, t.NoneType)]
         return realistic(concrete[0], name)
