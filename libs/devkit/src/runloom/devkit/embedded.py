@@ -25,10 +25,20 @@ class ServerError(RuntimeError):
     pass
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now that this process has not handed out before: two ports picked
+    before either is bound (a gateway's and its management port) must not be the same one."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise ServerError("no free loopback port left that this process has not handed out")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
