@@ -215,9 +215,7 @@ async def test_documents_answer_503_with_retry_after_until_an_orchestrator_runs(
             assert "no orchestrator is running" in r.json()["detail"]
         assert (await client.get(f"{platform.url}/readyz")).status_code == 200
         platform.add("orchestrator")
-        async with asyncio.timeout(90):
-            while (await client.get(url, headers=h)).status_code == 503:
-                await asyncio.sleep(0.2)
+        await asyncio.to_thread(platform.wait_all_ready, 90.0)  # its corpus responders run
         resp = await client.post(
             url, json={"title": "Kingfishers", "text": "Kingfishers dive."}, headers=h
         )
