@@ -103,6 +103,30 @@ CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("PUT", "/v1/budget", {"content": b'{"amount_usd": Infinity}'}, 422, "amount_usd"),
     ("POST", "/v1/documents", {"json": {"title": "t\u0000", "text": "x"}}, 422, "NUL"),
     ("POST", "/v1/documents", {"json": {"title": "t", "text": "x", "url": "u\u0000"}}, 422, "NUL"),
+    (
+        "POST",
+        "/v1/documents",
+        {
+            "content": b"--b1\r\n[[], 3.9e+152]--b1--\r\n",
+            "headers": {"Content-Type": "multipart/form-data; boundary=b1"},
+        },
+        422,
+        "could not be read",
+    ),
+    (
+        "POST",
+        "/v1/documents",
+        {"content": b"--x--\r\n", "headers": {"Content-Type": "multipart/form-data"}},
+        422,
+        "boundary",
+    ),
+    (
+        "POST",
+        "/v1/documents",
+        {"files": [("file", (f"n{i}.txt", b"notes")) for i in range(21)]},
+        413,
+        "at most 20 files",
+    ),
     ("GET", "/console/%00", {}, 404, "no file"),
     ("DELETE", "/v1/runs", {}, 405, "not allowed"),
 ]

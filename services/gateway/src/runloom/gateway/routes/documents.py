@@ -29,6 +29,7 @@ from runloom.gateway._params import (
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
+from starlette.exceptions import HTTPException
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -51,6 +52,20 @@ class DocumentIn(BaseModel):
 
 def _bad(detail: str, status: int = 422, title: str = "Invalid document") -> Problem:
     return Problem(status, title, detail, type="https://runloom.dev/problems/invalid-document")
+
+
+def _unreadable(reason: str) -> Problem:
+    if reason.startswith(("Too many", "Part exceeded", "Field exceeded")):
+        return _bad(
+            f"{reason} Send at most {MAX_FILES} files of up to "
+            f"{MAX_FILE_BYTES // (1024 * 1024)} MB each per request.",
+            status=413,
+            title="Upload too large",
+        )
+    return _bad(
+        f"The multipart body could not be read ({reason.rstrip('.')}). Send each file as a part "
+        "named 'file' with a Content-Disposition header, e.g. `curl -F file=@notes.txt`."
+    )
 
 
 _LIMITS = ParseLimits.from_env()
@@ -132,7 +147,10 @@ async def upload_documents(
             status=415,
             title="Unsupported content type",
         )
-    form = await request.form(max_files=MAX_FILES, max_part_size=MAX_FILE_BYTES)
+    try:
+        form = await request.form(max_files=MAX_FILES, max_part_size=MAX_FILE_BYTES)
+    except HTTPException as exc:  # Starlette's 400 for a body its multipart parser refuses
+        raise _unreadable(str(exc.detail)) from exc
     try:
         uploads = [v for _, v in form.multi_items() if not isinstance(v, str)]
         if not uploads:
