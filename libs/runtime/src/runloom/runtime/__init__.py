@@ -2,9 +2,10 @@
 consumers, Postgres, the run-state fold, the service frame and telemetry.
 
 Modules: `config`, `bus` (connect, provision, publish), `consumer` (declared consumers and
-their serve loop), `eventlog` (append in order, at most once; read), `archive` (the Postgres
-archive and the runs read model), `runstate` (the fold of a run's events), `db`, `service`,
-`tenants`, `telemetry`, `logging`, `retry` (the pause between attempts).
+their serve loop), `responder` (request/reply subjects served in a queue group), `eventlog`
+(append in order, at most once; read), `archive` (the Postgres archive and the runs read
+model), `runstate` (the fold of a run's events), `db`, `service`, `tenants`, `telemetry`,
+`logging`, `retry` (the pause between attempts).
 """
 
 from runloom.runtime.bus import PoisonMessage
@@ -18,6 +19,7 @@ from runloom.runtime.eventlog import (
     StoreUnavailable,
     Tail,
 )
+from runloom.runtime.responder import Responder, Route
 from runloom.runtime.retry import Backoff
 from runloom.runtime.runstate import RunState, fold, snapshot
 from runloom.runtime.service import ServiceContext
@@ -31,6 +33,8 @@ __all__ = [
     "EventLog",
     "Lock",
     "PoisonMessage",
+    "Responder",
+    "Route",
     "RunClosed",
     "RunState",
     "ServiceContext",

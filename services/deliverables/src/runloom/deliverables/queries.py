@@ -8,19 +8,14 @@ its run ended (its events are not appended past the terminal one) and that job's
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
 import asyncpg
-import msgspec
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     ArtifactReply,
@@ -30,13 +25,11 @@ from runloom.contracts.commands import (
     RunDeliverablesReply,
     RunDeliverablesRequest,
 )
-from runloom.runtime import bus
+from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger(__name__)
 
 QUEUE = "deliverables"
-UNAVAILABLE = "unavailable"
-_encoder = msgspec.json.Encoder()
 
 
 def _artifact(r: Any) -> ArtifactView:
@@ -109,56 +102,10 @@ class Queries:
         return ArtifactReply(artifact=None if row is None else _artifact(row))
 
 
-@dataclass
-class Responder:
-    """Serves `Queries` on core NATS in the queue group `deliverables`."""
-
-    nc: NATS
-    queries: Queries
-    _subs: list[Subscription] = field(default_factory=list)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def start(self) -> None:
-        for subject, request_type, handle in (
-            (subjects.DELIVERABLES_RUN, RunDeliverablesRequest, self.queries.run),
-            (subjects.DELIVERABLES_ARTIFACT, ArtifactRequest, self.queries.artifact),
-        ):
-            decoder = msgspec.json.Decoder(request_type)
-            cb = self._callback(decoder, handle)
-            self._subs.append(await self.nc.subscribe(subject, queue=QUEUE, cb=cb))
-        await self.nc.flush()
-
-    async def stop(self) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs.clear()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _callback(
-        self, decoder: msgspec.json.Decoder[Any], handle: Callable[[Any], Awaitable[Any]]
-    ) -> Callable[[Msg], Awaitable[None]]:
-        async def cb(msg: Msg) -> None:
-            # nats-py runs one subscription's callbacks one after another: answer in a task.
-            task = asyncio.create_task(self._serve(msg, decoder, handle))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        return cb
-
-    async def _serve(
-        self, msg: Msg, decoder: msgspec.json.Decoder[Any], handle: Callable[[Any], Awaitable[Any]]
-    ) -> None:
-        try:
-            request = decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await bus.reply(self.nc, msg, error=f"malformed request: {exc}")
-            return
-        try:
-            reply = await handle(request)
-        except Exception:
-            log.exception("%s failed; the caller may retry", msg.subject)
-            await bus.reply(self.nc, msg, error=UNAVAILABLE)
-            return
-        await bus.reply(self.nc, msg, _encoder.encode(reply))
+def responder(nc: NATS, js: JetStreamContext, queries: Queries) -> Responder:
+    """`Queries` on core NATS, in the queue group `deliverables`."""
+    routes = [
+        Route(subjects.DELIVERABLES_RUN, RunDeliverablesRequest, queries.run),
+        Route(subjects.DELIVERABLES_ARTIFACT, ArtifactRequest, queries.artifact),
+    ]
+    return Responder(nc, js, QUEUE, routes)

@@ -3,7 +3,7 @@
 Consumes: `job.deliverable.>` (DeliverableJob) from the JOBS work queue, durable
 `deliverables` shared by every replica, one job per lock, handled by `jobs.JobRunner`.
 Serves (request/reply, queue group `deliverables`): `deliverables.run` and
-`deliverables.artifact` (`queries.Responder`), what the gateway cannot read from events.
+`deliverables.artifact` (`queries.responder`), what the gateway cannot read from events.
 Publishes: `deliverable.progress|ready|failed` on the job's run (RUN_EVENTS), artifacts into
 the `artifacts` object store.
 """
@@ -16,7 +16,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeliverableJob
 from runloom.deliverables.jobs import LOCK_WAIT_S, JobRunner
 from runloom.deliverables.options import Options
-from runloom.deliverables.queries import Queries, Responder
+from runloom.deliverables.queries import Queries, responder
 from runloom.deliverables.store import ArtifactStore
 from runloom.runtime import consumer
 from runloom.runtime.config import Settings
@@ -65,15 +65,15 @@ async def main(ctx: ServiceContext) -> None:
         options.max_attempts,
         options.concurrency,
     )
-    responder = Responder(ctx.nc, Queries(ctx.pool))
-    await responder.start()
+    answers = responder(ctx.nc, ctx.js, Queries(ctx.pool))
+    await answers.start()
     declared = jobs(runner, options)
     try:
         await consumer.serve(
             declared, ctx.js, ctx.stop, events=events, lock_pool=ctx.pool, ready=ctx.ready
         )
     finally:
-        await responder.stop()
+        await answers.stop()
 
 
 async def run(settings: Settings) -> None:
