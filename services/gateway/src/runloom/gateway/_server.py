@@ -1,9 +1,10 @@
 """The gateway's HTTP server: uvicorn on httptools, with the limits a public edge needs.
 
-uvicorn's httptools protocol has no bound on a request head and no deadline for reading it:
-an 8 MB header reached the application, and a client sending nothing kept its connection
-forever. `GatewayHttpProtocol` adds both (431 and 408, then the connection is closed);
-idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
+uvicorn's httptools protocol has no bound on a request head and no deadline for reading it or
+the body: an 8 MB header reached the application, a client sending nothing kept its connection
+forever, and so did one that announced a body and sent it a byte at a time. `GatewayHttpProtocol`
+adds a bound on the head (431) and deadlines for the head and the body (408; the connection is
+then closed); idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class ServerLimits:
     """Time to receive a request's head once it starts or the connection opens (408 after)."""
     keep_alive_s: float = 30.0
     """An idle keep-alive connection is closed after this (RUNLOOM_HTTP_KEEP_ALIVE_S)."""
+    body_idle_s: float = 10.0
+    """Longest silence while a request body is due (RUNLOOM_HTTP_BODY_IDLE_S); 408 after."""
+    body_timeout_s: float = 120.0
+    """Time to receive a whole request body after its head (RUNLOOM_HTTP_BODY_TIMEOUT_S)."""
 
     @classmethod
     def from_env(cls) -> ServerLimits:
@@ -34,6 +39,8 @@ class ServerLimits:
             max_head_bytes=int(env_float("RUNLOOM_HTTP_MAX_HEAD_BYTES", 16 * 1024)),
             head_timeout_s=env_float("RUNLOOM_HTTP_HEAD_TIMEOUT_S", 10.0),
             keep_alive_s=env_float("RUNLOOM_HTTP_KEEP_ALIVE_S", 30.0),
+            body_idle_s=env_float("RUNLOOM_HTTP_BODY_IDLE_S", 10.0),
+            body_timeout_s=env_float("RUNLOOM_HTTP_BODY_TIMEOUT_S", 120.0),
         )
 
 
@@ -46,7 +53,7 @@ def _problem(status: int, reason: str, title: str, detail: str) -> bytes:
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
-    """httptools with a bounded request head and a deadline to receive it."""
+    """httptools with a bounded request head and deadlines to receive it and the body."""
 
     limits = ServerLimits()
 
@@ -56,6 +63,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_too_large = False
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_due = 0.0
+        self._body_seen = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -63,6 +73,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_done()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -89,6 +100,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()
         super().on_headers_complete()
+        if _has_body(self.headers):
+            now = self.loop.time()
+            self._body_seen = now
+            self._body_due = now + self.limits.body_timeout_s
+            self._body_check()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_seen = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._body_done()
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         if self._head_too_large:
@@ -125,10 +149,46 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 f"The request head was not received within {self.limits.head_timeout_s:g} s.",
             )
 
+    def _body_check(self) -> None:
+        self._body_timer = None
+        now = self.loop.time()
+        idle_until = self._body_seen + self.limits.body_idle_s
+        if self.flow.read_paused:  # the application is behind, not the client
+            self._body_seen, idle_until = now, now + self.limits.body_idle_s
+        if now >= self._body_due or now >= idle_until:
+            why = (
+                f"nothing arrived for {self.limits.body_idle_s:g} s"
+                if now < self._body_due
+                else f"it did not all arrive within {self.limits.body_timeout_s:g} s"
+            )
+            detail = (
+                f"The request body was not received: {why}. Send the body right after the head."
+            )
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()  # answered already: only the connection goes
+            else:
+                self._reject(408, "Request Timeout", detail)
+            return
+        self._body_timer = self.loop.call_at(min(self._body_due, idle_until), self._body_check)
+
+    def _body_done(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _reject(self, status: int, reason: str, detail: str) -> None:
         if not self.transport.is_closing():
             self.transport.write(_problem(status, reason, reason, detail))
             self.transport.close()
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
 
 
 def protocol_class(limits: ServerLimits) -> type[GatewayHttpProtocol]:
