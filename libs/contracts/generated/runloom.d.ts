@@ -992,7 +992,7 @@ export interface BudgetReply {
   spent_usd?: number;
   held_usd?: number;
   remaining_usd?: number | null;
-  updated_at?: string | null;
+  updated_at?: DateTime | null;
 }
 
 /** One run's metered calls (only the tenant's own). */
@@ -1020,7 +1020,7 @@ export interface UsageTotals {
 /** One metered call, as billing's ledger counted it. */
 export interface UsageItem {
   usage_id: string;
-  time: string;
+  time: DateTime;
   kind: string;
   provider?: string | null;
   model?: string | null;
@@ -1036,8 +1036,8 @@ export interface UsageItem {
 /** The tenant's spend in [start, end), grouped. */
 export interface UsageRangeRequest {
   tenant_id: string;
-  start: string;
-  end: string;
+  start: DateTime;
+  end: DateTime;
   group_by?: "day" | "model" | "run";
 }
 
@@ -1075,9 +1075,9 @@ export interface DeliverableJobView {
   attempts?: number;
   max_attempts?: number | null;
   error?: string | null;
-  retry_at?: string | null;
-  completed_at?: string | null;
-  created_at: string;
+  retry_at?: DateTime | null;
+  completed_at?: DateTime | null;
+  created_at: DateTime;
   artifacts?: ArtifactView[];
 }
 
@@ -1093,7 +1093,7 @@ export interface ArtifactView {
   size: number;
   sha256: string;
   object_name: string;
-  created_at: string;
+  created_at: DateTime;
 }
 
 /** One artifact of the tenant's, if its job is ready. */
@@ -1151,7 +1151,7 @@ export interface CorpusDocument {
   origin: string;
   size_chars: number;
   chunk_count: number;
-  created_at: string;
+  created_at: DateTime;
 }
 
 export interface ListDocumentsRequest {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Literal
 
 import msgspec
@@ -129,7 +129,7 @@ class BudgetReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     spent_usd: float = 0.0
     held_usd: float = 0.0
     remaining_usd: float | None = None
-    updated_at: datetime | None = None
+    updated_at: UtcTime | None = None
 
 
 class RunUsageRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -151,7 +151,7 @@ class UsageItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One metered call, as billing's ledger counted it."""
 
     usage_id: str
-    time: datetime
+    time: UtcTime
     kind: str
     provider: str | None = None
     model: str | None = None
@@ -176,8 +176,8 @@ class UsageRangeRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The tenant's spend in [start, end), grouped."""
 
     tenant_id: str
-    start: datetime
-    end: datetime
+    start: UtcTime
+    end: UtcTime
     group_by: UsageGrouping = "day"
 
 
@@ -216,7 +216,7 @@ class ArtifactView(msgspec.Struct, kw_only=True, omit_defaults=True):
     size: int
     sha256: str
     object_name: str
-    created_at: datetime
+    created_at: UtcTime
 
 
 class DeliverableJobView(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -228,9 +228,9 @@ class DeliverableJobView(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempts: int = 0
     max_attempts: int | None = None
     error: str | None = None
-    retry_at: datetime | None = None
-    completed_at: datetime | None = None
-    created_at: datetime
+    retry_at: UtcTime | None = None
+    completed_at: UtcTime | None = None
+    created_at: UtcTime
     artifacts: list[ArtifactView] = []
 
 
@@ -280,7 +280,7 @@ class CorpusDocument(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`upload` (the documents API) or `default` (the shipped Python docs)."""
     size_chars: int
     chunk_count: int
-    created_at: datetime
+    created_at: UtcTime
 
 
 class AddDocumentRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
