@@ -4,46 +4,13 @@ race with another error code than a single server (10164, not 10071); writers mu
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 from runloom.contracts.events import RunCreated, StepStarted
 from runloom.contracts.ids import new_id, ulid
 from runloom.devkit.cluster import NatsCluster
-from runloom.devkit.embedded import free_port
-from runloom.runtime import bus
-from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog, StoreUnavailable
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[NatsCluster]:
-    root = Path(tempfile.mkdtemp(prefix="runloom-cluster-"))
-    c = NatsCluster(
-        root, ["127.0.0.1"] * 3, [(free_port(), free_port(), free_port()) for _ in "abc"]
-    )
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-async def cluster_js(cluster: NatsCluster, settings: Settings) -> AsyncIterator[Any]:
-    nc = await bus.connect(cluster.urls, "eventlog-cluster")
-    try:
-        js = nc.jetstream()
-        await bus.provision(js, replace(settings, nats_url=cluster.urls, stream_replicas=3))
-        yield js
-    finally:
-        await nc.close()
 
 
 async def test_concurrent_writers_on_r3_keep_seq_dense_and_unique(cluster_js: Any) -> None:
@@ -62,34 +29,34 @@ async def test_concurrent_writers_on_r3_keep_seq_dense_and_unique(cluster_js: An
 
 
 async def test_appends_go_on_while_the_stream_leader_dies(
-    cluster: NatsCluster, cluster_js: Any
+    nats_cluster: NatsCluster, cluster_js: Any
 ) -> None:
     log = EventLog(cluster_js, "w", publish_timeout=1.0)
     run_id = new_id("run")
     await log.append(run_id, "t1", RunCreated(question="q"))
     info = await cluster_js.stream_info("RUN_EVENTS")
-    leader = cluster.node(info.cluster.leader)
+    leader = nats_cluster.node(info.cluster.leader)
     leader.kill()
     try:
         for i in range(20):
             await asyncio.wait_for(log.append(run_id, "t1", StepStarted(step_id=f"s{i}")), 60)
     finally:
         await asyncio.to_thread(leader.start)
-        await asyncio.to_thread(cluster.wait_healthy, 60.0)
+        await asyncio.to_thread(nats_cluster.wait_healthy, 60.0)
     events = await log.events(run_id)
     assert [e.seq for e in events] == list(range(1, 22))
     assert len({e.id for e in events}) == 21
 
 
 async def test_without_a_majority_an_append_fails_clearly_and_its_retry_lands_once(
-    cluster: NatsCluster, cluster_js: Any
+    nats_cluster: NatsCluster, cluster_js: Any
 ) -> None:
     log = EventLog(cluster_js, "w", publish_timeout=0.5, max_retries=4)
     run_id = new_id("run")
     await log.append(run_id, "t1", RunCreated(question="q"))
     info = await cluster_js.stream_info("RUN_EVENTS")
-    leader = cluster.node(info.cluster.leader)
-    lost = [leader, next(n for n in cluster.nodes if n is not leader)]
+    leader = nats_cluster.node(info.cluster.leader)
+    lost = [leader, next(n for n in nats_cluster.nodes if n is not leader)]
     for node in lost:
         node.kill()
     event_id = ulid()
@@ -99,7 +66,7 @@ async def test_without_a_majority_an_append_fails_clearly_and_its_retry_lands_on
     finally:
         for node in lost:
             await asyncio.to_thread(node.start)
-        await asyncio.to_thread(cluster.wait_healthy, 60.0)
+        await asyncio.to_thread(nats_cluster.wait_healthy, 60.0)
     patient = EventLog(cluster_js, "w", publish_timeout=1.0)
     await asyncio.wait_for(
         patient.append(

@@ -205,6 +205,37 @@ async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
             await p.close()
 
 
+@pytest.fixture(scope="module")
+def nats_cluster() -> Iterator[Any]:
+    """A 3-node JetStream cluster on loopback for one test module (`devkit.cluster.NatsCluster`)."""
+    from runloom.devkit.cluster import NatsCluster
+
+    root = Path(tempfile.mkdtemp(prefix="runloom-cluster-"))
+    c = NatsCluster(
+        root, ["127.0.0.1"] * 3, [(free_port(), free_port(), free_port()) for _ in "abc"]
+    )
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster_js(nats_cluster: Any, settings: Settings) -> AsyncIterator[Any]:
+    """JetStream on `nats_cluster` (every server's address), streams provisioned R3."""
+    from runloom.runtime import bus
+
+    nc = await bus.connect(nats_cluster.urls, "test-cluster")
+    try:
+        js = nc.jetstream()
+        await bus.provision(js, replace(settings, nats_url=nats_cluster.urls, stream_replicas=3))
+        yield js
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path) -> Path:
     home = tmp_path / "home"

@@ -218,16 +218,18 @@ class EventLog:
         self._queues: dict[str, _RunQueue] = {}
         self._atomic: bool | None = None
         """Whether RUN_EVENTS allows atomic batches (asked once; None until then)."""
+        self._replicas: int | None = None
+        """RUN_EVENTS' replica count (asked once; None until then)."""
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def tail(self, run_id: str) -> Tail:
-        """The run's last stored message, read from the server (or from the archive)."""
-        try:
-            msg = await self.js.get_msg(
-                subjects.RUN_EVENTS_STREAM, subject=subjects.run_events(run_id), direct=True
-            )
-        except NotFoundError:
+    async def tail(self, run_id: str, *, any_replica: bool = False) -> Tail:
+        """The run's last stored message, read from the server (or from the archive).
+
+        On a replicated stream the leader answers; `any_replica` lets any replica answer
+        (one direct get, cheaper) where a view a little behind does no harm (see `_get`)."""
+        msg = await self._get(subject=subjects.run_events(run_id), any_replica=any_replica)
+        if msg is None:
             # An empty subject is a new run, or one whose messages outlived the hot window:
             # then the archive knows its last seq, and numbering goes on from there.
             last = await self.archive.last(run_id) if self.archive is not None else None
@@ -238,19 +240,51 @@ class EventLog:
         return Tail(msg.seq or 0, ev.seq, ev if ev.type in TERMINAL_TYPES else None)
 
     async def first(self, run_id: str, after_stream_seq: int = 0) -> StoredEvent | None:
-        """The run's first stored message after a stream position (one direct get, O(1))."""
-        try:
-            msg = await self.js.get_msg(
-                subjects.RUN_EVENTS_STREAM,
-                seq=after_stream_seq + 1,
-                subject=subjects.run_events(run_id),
-                next=True,
-                direct=True,
-            )
-        except NotFoundError:
+        """The run's first stored message after a stream position (one direct get, O(1); when
+        it finds none on a replicated stream, the leader is asked too)."""
+        msg = await self._get(seq=after_stream_seq + 1, subject=subjects.run_events(run_id))
+        if msg is None:
             return None
         raw = bytes(msg.data or b"")
         return StoredEvent(msg.seq or 0, raw, decode_event(raw))
+
+    async def _get(
+        self, *, seq: int | None = None, subject: str | None = None, any_replica: bool = False
+    ) -> Any:
+        """One stored message: by stream position (`seq`), the subject's next after it (both),
+        or the subject's last (`subject` alone); None if there is none.
+
+        A direct get is answered by any replica, and a replica that was paused, cut off or
+        restarted answers from its old state until it has caught up (nats-server enables a
+        follower's direct gets once it is 90% caught up and keeps them on while it falls
+        behind). Its store is a prefix of the leader's, so a message it finds by position is
+        the right one; "none" and "the subject's last" may be stale. On a replicated stream
+        those are asked of the stream leader (the message API only the leader answers),
+        unless `any_replica`."""
+        next = seq is not None and subject is not None
+        if seq is None and not any_replica and await self._replicated():
+            return await self._leader_get(seq=seq, subject=subject, next=next)
+        try:
+            return await self.js.get_msg(
+                subjects.RUN_EVENTS_STREAM, seq=seq, subject=subject, next=next, direct=True
+            )
+        except NotFoundError:
+            if any_replica or not await self._replicated():
+                return None
+        return await self._leader_get(seq=seq, subject=subject, next=next)
+
+    async def _leader_get(self, **request: Any) -> Any:
+        try:
+            return await self.js.get_msg(subjects.RUN_EVENTS_STREAM, direct=False, **request)
+        except NotFoundError:
+            return None
+
+    async def _replicated(self) -> bool:
+        """Has RUN_EVENTS more than one replica? (asked once)"""
+        if self._replicas is None:
+            info = await self.js.stream_info(subjects.RUN_EVENTS_STREAM)
+            self._replicas = info.config.num_replicas or 1
+        return self._replicas > 1
 
     async def read(
         self, run_id: str, *, after_stream_seq: int = 0, after_seq: int = 0
@@ -259,7 +293,8 @@ class EventLog:
 
         Positions in O(1) (a direct get of the subject's next message); a short read goes on
         with direct gets, a long one with a filtered ordered consumer (one pass over the
-        stream, no round trip per message).
+        stream, no round trip per message). On a replicated stream the end of the run is
+        confirmed by the stream leader: a replica behind it never cuts a read short.
         """
         position = after_stream_seq
         for _ in range(DIRECT_READ_LIMIT):
@@ -269,7 +304,19 @@ class EventLog:
             position = se.stream_seq
             if se.event.seq > after_seq:
                 yield se
-        async for se in self._consume(run_id, position):
+        try:
+            async for se in self._consume(run_id, position):
+                position = se.stream_seq
+                if se.event.seq > after_seq:
+                    yield se
+        except TRANSIENT_ERRORS as exc:
+            # No consumer could be made or it went quiet (placed on a server that is away):
+            # the rest one get at a time.
+            log.info("reading %s: consumer failed (%r); going on with gets", run_id, exc)
+        # The consumer stops where its server's copy ends, and that server may be a replica
+        # still catching up: whatever follows comes from `first`, which asks the leader last.
+        while (se := await self.first(run_id, position)) is not None:
+            position = se.stream_seq
             if se.event.seq > after_seq:
                 yield se
 
@@ -539,7 +586,9 @@ class EventLog:
                         self._remember(run_id, None)
                         return landed or None
                 if tail is None:
-                    tail = await self.tail(run_id)
+                    # First any replica's view (a stale one is refused by the expected
+                    # sequence check), after a refusal the leader's.
+                    tail = await self.tail(run_id, any_replica=attempt == 0)
             except TRANSIENT_ERRORS as exc:
                 # The stream is between leaders or the server is away: read again shortly.
                 unanswered = exc

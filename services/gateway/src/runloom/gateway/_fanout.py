@@ -166,7 +166,7 @@ class RunFeed:
         self.idle_since: float | None = None
 
     async def open(self) -> None:
-        tail = await self.hub.log.tail(self.run_id)
+        tail = await self.hub.log.tail(self.run_id, any_replica=True)
         self.hwm, self.hwm_stream = tail.run_seq, tail.stream_seq
         self.ended = tail.terminal is not None
         if not self.ended:
@@ -250,7 +250,7 @@ class RunFeed:
                 interval = base
                 continue
             try:
-                tail = await self.hub.log.tail(self.run_id)
+                tail = await self.hub.log.tail(self.run_id, any_replica=True)
             except Exception as exc:  # server away: try again next round
                 log.debug("watchdog on %s: %s", self.run_id, exc)
                 interval = base

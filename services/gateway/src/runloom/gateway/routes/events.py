@@ -36,6 +36,7 @@ from runloom.gateway.problems import BUS_UNAVAILABLE, Problem, bus_unavailable, 
 from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import archive
+from runloom.runtime.eventlog import Tail
 from starlette.datastructures import QueryParams
 
 router = APIRouter(tags=["events"])
@@ -60,8 +61,15 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
         )
     s = streaming(state)
     after_seq, after_stream_seq = await s.history.position(cursor)
-    tail = await state.log.tail(run_id)
-    if after_seq > tail.run_seq or (tail.stream_seq and after_stream_seq > tail.stream_seq):
+
+    def future(tail: Tail) -> bool:
+        return after_seq > tail.run_seq or bool(
+            tail.stream_seq and after_stream_seq > tail.stream_seq
+        )
+
+    # Any replica's view first; one behind (back from a pause) must not refuse a good cursor.
+    tail = await state.log.tail(run_id, any_replica=True)
+    if future(tail) and future(tail := await state.log.tail(run_id)):
         raise _bad_cursor(
             f"This cursor is from the future: it points at event {after_seq} but the run has "
             f"{tail.run_seq} so far. Send the id of an event you received."
