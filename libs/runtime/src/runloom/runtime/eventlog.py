@@ -239,10 +239,14 @@ class EventLog:
         ev = decode_event(msg.data)  # type: ignore[arg-type]
         return Tail(msg.seq or 0, ev.seq, ev if ev.type in TERMINAL_TYPES else None)
 
-    async def first(self, run_id: str, after_stream_seq: int = 0) -> StoredEvent | None:
+    async def first(
+        self, run_id: str, after_stream_seq: int = 0, *, any_replica: bool = False
+    ) -> StoredEvent | None:
         """The run's first stored message after a stream position (one direct get, O(1); when
-        it finds none on a replicated stream, the leader is asked too)."""
-        msg = await self._get(seq=after_stream_seq + 1, subject=subjects.run_events(run_id))
+        it finds none on a replicated stream, the leader is asked too, unless `any_replica`)."""
+        msg = await self._get(
+            seq=after_stream_seq + 1, subject=subjects.run_events(run_id), any_replica=any_replica
+        )
         if msg is None:
             return None
         raw = bytes(msg.data or b"")
@@ -287,25 +291,32 @@ class EventLog:
         return self._replicas > 1
 
     async def read(
-        self, run_id: str, *, after_stream_seq: int = 0, after_seq: int = 0
+        self,
+        run_id: str,
+        *,
+        after_stream_seq: int = 0,
+        after_seq: int = 0,
+        any_replica: bool = False,
     ) -> AsyncGenerator[StoredEvent, None]:
         """Every stored event of a run after a stream position (or run seq), in order, then stop.
 
         Positions in O(1) (a direct get of the subject's next message); a short read goes on
         with direct gets, a long one with a filtered ordered consumer (one pass over the
         stream, no round trip per message). On a replicated stream the end of the run is
-        confirmed by the stream leader: a replica behind it never cuts a read short.
+        confirmed by the stream leader: a replica behind it never cuts a read short. With
+        `any_replica` it is not (the read never waits for a leader, and may end early: for a
+        reader that knows how far the run went and reads again when it falls short).
         """
         position = after_stream_seq
         for _ in range(DIRECT_READ_LIMIT):
-            se = await self.first(run_id, position)
+            se = await self.first(run_id, position, any_replica=any_replica)
             if se is None:
                 return
             position = se.stream_seq
             if se.event.seq > after_seq:
                 yield se
         try:
-            async for se in self._consume(run_id, position):
+            async for se in self._consume(run_id, position, any_replica):
                 position = se.stream_seq
                 if se.event.seq > after_seq:
                     yield se
@@ -315,14 +326,16 @@ class EventLog:
             log.info("reading %s: consumer failed (%r); going on with gets", run_id, exc)
         # The consumer stops where its server's copy ends, and that server may be a replica
         # still catching up: whatever follows comes from `first`, which asks the leader last.
-        while (se := await self.first(run_id, position)) is not None:
+        while (se := await self.first(run_id, position, any_replica=any_replica)) is not None:
             position = se.stream_seq
             if se.event.seq > after_seq:
                 yield se
 
-    async def _consume(self, run_id: str, after_stream_seq: int) -> AsyncIterator[StoredEvent]:
+    async def _consume(
+        self, run_id: str, after_stream_seq: int, any_replica: bool
+    ) -> AsyncIterator[StoredEvent]:
         # An empty range would leave the consumer waiting: look before subscribing.
-        if await self.first(run_id, after_stream_seq) is None:
+        if await self.first(run_id, after_stream_seq, any_replica=any_replica) is None:
             return
         config = js_api.ConsumerConfig(
             deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,

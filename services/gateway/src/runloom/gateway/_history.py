@@ -88,32 +88,43 @@ class History:
         return cursor.seq, cursor.stream_seq if cursor.epoch == epoch else 0
 
     async def replay(
-        self, run_id: str, after_seq: int, after_stream_seq: int
+        self, run_id: str, after_seq: int, after_stream_seq: int, *, any_replica: bool = False
     ) -> AsyncIterator[Frame]:
-        """Every stored event after the position, in order, once, then stop."""
+        """Every stored event after the position, in order, once, then stop.
+
+        With `any_replica` the stream's answers may come from a replica that is behind (see
+        `EventLog.read`): the replay never waits for a stream leader and may end early, for a
+        caller that knows how far the run went (the SSE stream: its feed). A reset is never
+        decided on such answers: the rest is then replayed on the leader's."""
         epoch = await self.epoch.current()
         next_seq = after_seq + 1
+        sent_stream = after_stream_seq
+        """Stream position of the last frame yielded (where a confirmed replay would go on)."""
         # A long backlog is served from the archive first, a page of rows per query (far
         # cheaper than a message each), then the stream from where the archive stops.
         archived = False
         async for frame in self._archived(epoch, run_id, next_seq, None):
             next_seq = frame.seq + 1
             after_stream_seq = max(after_stream_seq, frame.stream_seq)
+            sent_stream = frame.stream_seq or sent_stream
             archived = True
             yield frame
         after_seq = next_seq - 1
-        hot = await self.log.first(run_id, after_stream_seq)
+        hot = await self.log.first(run_id, after_stream_seq, any_replica=any_replica)
         if hot is None and archived:
             # Nothing after the archived position; unless that position is from a stream
             # that was since reset (another epoch): then the run's tail says otherwise.
-            tail = await self.log.tail(run_id)
+            tail = await self.log.tail(run_id, any_replica=any_replica)
             if tail.run_seq > after_seq and tail.stream_seq > 0:
                 after_stream_seq = 0
-                hot = await self.log.first(run_id, 0)
+                hot = await self.log.first(run_id, 0, any_replica=any_replica)
         if hot is not None and hot.event.seq <= after_seq:
             # The stream position was not trusted (another epoch): find the seq by scanning.
             hot = None
-            async for se in self.log.read(run_id, after_stream_seq=after_stream_seq):
+            reader = self.log.read(
+                run_id, after_stream_seq=after_stream_seq, any_replica=any_replica
+            )
+            async for se in reader:
                 if se.event.seq >= next_seq:
                     hot = se
                     break
@@ -124,20 +135,30 @@ class History:
             while True:
                 async for frame in self._archived(epoch, run_id, next_seq, hot_from):
                     next_seq = frame.seq + 1
+                    sent_stream = frame.stream_seq or sent_stream
                     yield frame
                 resume_at = await self._next_archived(run_id, next_seq - 1, hot_from)
                 if resume_at is None:
                     break
+                if any_replica:  # the stream may hold it after all: ask its leader
+                    async for frame in self.replay(run_id, next_seq - 1, sent_stream):
+                        yield frame
+                    return
                 yield await self._reset(epoch, run_id, next_seq, resume_at)
                 next_seq = resume_at
             if hot_from is not None and hot_from > next_seq:
+                if any_replica:
+                    async for frame in self.replay(run_id, next_seq - 1, sent_stream):
+                        yield frame
+                    return
                 yield await self._reset(epoch, run_id, next_seq, hot_from)
                 next_seq = hot_from
         if hot is None:
             return
         yield self.frame(epoch, hot.event, hot.raw, hot.stream_seq)
         next_seq = hot.event.seq + 1
-        async for se in self.log.read(run_id, after_stream_seq=hot.stream_seq):
+        rest = self.log.read(run_id, after_stream_seq=hot.stream_seq, any_replica=any_replica)
+        async for se in rest:
             if se.event.seq < next_seq:
                 continue
             if se.event.seq > next_seq:  # never forward a gap

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 64
 """Frames joined into one write when several are ready (replay, or a burst)."""
+REREAD_PAUSE_S = 0.1
+"""Pause before replaying again when even the leader's replay fell short of the feed."""
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -47,6 +49,8 @@ async def frames(
     by default; a protocol adapter renders its own), ending after the frame `until` names."""
     yield b"retry: 1000\n\n"
     sent, sent_stream = after_seq, after_stream_seq
+    confirm = False
+    """Replay on the stream leader's answers (the last replay fell short of the feed)."""
     while True:
         # Replay what the log holds after what was sent (the first time: after the cursor),
         # several frames to a write.
@@ -54,7 +58,9 @@ async def frames(
         client.overflowed = False
         batch: list[bytes] = []
         ended = False
-        async for frame in history.replay(run_id, sent, sent_stream):
+        before = sent
+        replay = history.replay(run_id, sent, sent_stream, any_replica=not confirm)
+        async for frame in replay:
             if chunk := render(frame):
                 batch.append(chunk)
             sent, sent_stream = frame.seq, frame.stream_seq
@@ -75,6 +81,15 @@ async def frames(
             continue  # frames were dropped while replaying: read them from the log
         if client.feed.ended and sent >= client.feed.hwm:
             return  # the run had ended before; the client has everything
+        if sent < client.feed.hwm:
+            # The feed has seen more than the replay found: a replica behind the leader
+            # answered it (back from a pause or a partition). Read again; after a replay that
+            # found nothing new, on the leader's answers.
+            if sent == before and confirm:
+                await asyncio.sleep(REREAD_PAUSE_S)
+            confirm = sent == before
+            continue
+        confirm = False
         # Live: every frame queued at a wake-up goes out in one write (BATCH at most per write),
         # dropping what was sent. No timer per wait: a keep-alive is due when the client's
         # heartbeat says nothing was written for a period.
