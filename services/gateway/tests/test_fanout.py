@@ -139,3 +139,27 @@ async def test_a_subscription_that_died_silently_is_replaced(js, pool):
     finally:
         await hub.detach(client)
         await hub.close()
+
+
+async def test_a_feed_that_could_not_subscribe_yet_still_hands_out_every_event(js, pool):
+    """While a leader is being elected no consumer can be made: clients join the feed anyway
+    (no wait for it), the watchdog hands out what the log holds, then subscribes."""
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool, watch_interval=0.2, subscribe_wait=0.0)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    try:
+        assert client.feed.sub is None  # the opening gave up on it at once
+        for i in range(5):
+            await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
+        assert await _drain(client, 6) == [2, 3, 4, 5, 6]
+        async with asyncio.timeout(10):
+            while client.feed.sub is None:
+                await asyncio.sleep(0.05)
+        await log.append(run_id, "t1", StepProgress(step_id="s", message="live"))
+        assert await _drain(client, 7) == [7]
+    finally:
+        await hub.detach(client)
+        await hub.close()

@@ -20,6 +20,11 @@ from runloom.runtime.runstate import RunState, fold
 
 from runloom.cli._gateway import OPENED, Gateway, Unavailable
 
+MAX_PAUSE_S = 2.0
+"""Longest pause between reconnects (0.25 s doubling): a gateway or a NATS leader that comes
+back is found within 2 s (a leader election alone takes 4-9 s, and a 5 s cap added up to
+another 4 s after it)."""
+
 
 class View(Protocol):
     def show(self, before: RunState, after: RunState, event: Event) -> None: ...
@@ -62,7 +67,7 @@ class Follower:
             attempt += 1
             self.drops += 1
             self.view.connection_lost(attempt, reason)
-            time.sleep(max(wait, min(0.25 * 2 ** (attempt - 1), 5.0)))
+            time.sleep(max(wait, min(0.25 * 2 ** (attempt - 1), MAX_PAUSE_S)))
             # The gateway may be down: wait for it without spamming, each try is one request.
             try:
                 before = self.state.last_seq

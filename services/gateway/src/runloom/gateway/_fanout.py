@@ -26,7 +26,7 @@ from runloom.contracts import subjects
 from runloom.contracts.events import decode_event
 from runloom.gateway._history import Epoch, Frame, History
 from runloom.gateway.metrics import observe_event_latency
-from runloom.runtime.eventlog import EventLog
+from runloom.runtime.eventlog import TRANSIENT_ERRORS, EventLog
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,16 @@ class RunFeed:
         self.hwm, self.hwm_stream = tail.run_seq, tail.stream_seq
         self.ended = tail.terminal is not None
         if not self.ended:
-            await self._subscribe()
+            try:
+                # While a stream or meta leader is being elected a consumer cannot be made for
+                # seconds: clients join now (their replay needs no consumer) and the watchdog
+                # subscribes when it can, handing out what the log holds meanwhile.
+                async with asyncio.timeout(self.hub.subscribe_wait):
+                    await self._subscribe()
+            except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+                log.warning(
+                    "run %s: no subscription yet (%r); the watchdog retries", self.run_id, exc
+                )
             self.watchdog = asyncio.create_task(self._watch())
         self.ready.set()
 
@@ -218,7 +227,12 @@ class RunFeed:
     async def _repair_locked(self) -> None:
         """Hand out what the log holds after the high-water mark (the subscription missed it)."""
         epoch = await self.hub.epoch.current()
-        async for se in self.hub.log.read(self.run_id, after_stream_seq=self.hwm_stream):
+        # Any replica may answer (no wait for a leader being elected): a read that falls
+        # short leaves a jump that clients fill from the log, and the next round goes on.
+        log_read = self.hub.log.read(
+            self.run_id, after_stream_seq=self.hwm_stream, any_replica=True
+        )
+        async for se in log_read:
             if se.event.seq <= self.hwm:
                 continue
             if se.event.seq != self.hwm + 1:
@@ -256,6 +270,12 @@ class RunFeed:
                 interval = base
                 continue
             if tail.run_seq <= self.hwm:
+                if self.sub is None:  # opened without one: try again every round
+                    with contextlib.suppress(Exception):
+                        async with self.lock:
+                            if not self.ended:
+                                await self._subscribe()
+                    continue
                 interval = min(interval * 2, base * 4)
                 continue
             interval = base
@@ -291,6 +311,7 @@ class Hub:
         *,
         queue_size: int = 1024,
         watch_interval: float = 1.0,
+        subscribe_wait: float = 1.5,
         idle_heartbeat: float = 2.0,
         pending_msgs_limit: int = 65536,
     ) -> None:
@@ -300,6 +321,8 @@ class Hub:
         self.epoch = epoch
         self.queue_size = queue_size
         self.watch_interval = watch_interval
+        self.subscribe_wait = subscribe_wait
+        """How long a feed's opening waits for its subscription before clients join anyway."""
         self.idle_heartbeat = idle_heartbeat
         self.pending_msgs_limit = pending_msgs_limit
         self.feeds: dict[str, RunFeed] = {}
