@@ -7,6 +7,9 @@ import os
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+"""Every two-digit string, by the 10 bits it encodes."""
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 def ulid(timestamp_ms: int | None = None) -> str:
@@ -34,7 +37,8 @@ def derived_ulid(seed: str) -> str:
 
 
 def _encode(value: int) -> str:
-    return "".join(_ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+    """26 digits, two at a time (a 128-bit value: the first pair carries 8 bits)."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(prefix: str) -> str:

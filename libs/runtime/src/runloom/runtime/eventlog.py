@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol
 
 import msgspec
 import nats.errors
@@ -56,7 +55,7 @@ from runloom.contracts.ids import ulid
 from runloom.contracts.types import now
 from runloom.runtime import atomic, metrics
 from runloom.runtime.retry import Backoff
-from runloom.runtime.telemetry import current_traceparent, inject_headers, producer_span
+from runloom.runtime.telemetry import producer_span
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -158,8 +157,13 @@ class _Pending:
     trace: str | None
     headers: dict[str, str]
     size: int
-    future: asyncio.Future[Event]
-    waiters: int = 1
+    futures: list[asyncio.Future[Event]]
+    """One per caller, each awaited by its caller alone: a caller that gives up cancels its own."""
+
+    @property
+    def abandoned(self) -> bool:
+        """Every caller gave up before an answer (their futures were cancelled)."""
+        return all(f.done() for f in self.futures)
 
 
 @dataclass(eq=False)
@@ -171,26 +175,9 @@ class _RunQueue:
     task: asyncio.Task[None] | None = None
 
 
-_Append = TypeVar("_Append", bound=Callable[..., Awaitable[Event]])
-
-
-def _observed(append: _Append) -> _Append:
-    """Each append in a PRODUCER span (its context becomes the event's `trace` unless one is
-    given), counted and timed in the event-log metrics."""
-
-    @functools.wraps(append)
-    async def observed(
-        self: Any, run_id: str, tenant_id: str, *args: Any, event_id: str | None = None, **kw: Any
-    ) -> Event:
-        event_id = event_id or ulid()
-        started = time.perf_counter()
-        with producer_span(subjects.run_events(run_id), {}, message_id=event_id):
-            event: Event = await append(self, run_id, tenant_id, *args, event_id=event_id, **kw)
-        metrics.APPEND_DURATION.observe(time.perf_counter() - started)
-        metrics.EVENTS_APPENDED.labels(event.type).inc()
-        return event
-
-    return cast(_Append, observed)
+_APPENDED = {t: metrics.EVENTS_APPENDED.labels(t) for t in EVENT_TYPES}
+"""The appended-events counter of each type, looked up once."""
+_TRACEPARENT = "traceparent"
 
 
 class EventLog:
@@ -383,7 +370,6 @@ class EventLog:
 
     # -- writing ----------------------------------------------------------------------------
 
-    @_observed
     async def append(
         self,
         run_id: str,
@@ -409,24 +395,32 @@ class EventLog:
         were called, and those waiting together for one run are committed together (group
         commit, see `_commit`). An append whose callers all gave up before it was sent is not
         sent; one already sent may still land, as any publish may.
+
+        Each append is one PRODUCER span (its context goes in the message's headers and
+        becomes the event's `trace` unless one is given), counted and timed in the event-log
+        metrics.
         """
-        if payload is not None:
-            type = type_of(payload)
-            data = data_of(payload)
-        if type is None or type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {type!r}")
+        subject = subjects.run_events(run_id)
         event_id = event_id or ulid()
-        trace = trace or current_traceparent()
-        if check_existing:
-            found = await self.find(run_id, event_id)
-            if found is not None:
-                return found
-        item = self._enqueue(run_id, tenant_id, event_id, type, data or {}, causation_id, trace)
-        try:
-            return await asyncio.shield(item.future)
-        except asyncio.CancelledError:
-            item.waiters -= 1
-            raise
+        started = time.perf_counter()
+        headers: dict[str, str] = {}
+        with producer_span(subject, headers, message_id=event_id):
+            if payload is not None:
+                type = type_of(payload)
+                data = data_of(payload)
+            if type is None or type not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {type!r}")
+            headers[Header.EVENT_TYPE] = type
+            trace = trace or headers.get(_TRACEPARENT)
+            event = await self.find(run_id, event_id) if check_existing else None
+            if event is None:
+                event = await self._enqueue(
+                    run_id, tenant_id, event_id, type, data or {}, causation_id, trace, headers
+                )
+        metrics.APPEND_DURATION.observe(time.perf_counter() - started)
+        counter = _APPENDED.get(event.type) or metrics.EVENTS_APPENDED.labels(event.type)
+        counter.inc()
+        return event
 
     def _enqueue(
         self,
@@ -437,14 +431,18 @@ class EventLog:
         data: dict[str, Any],
         causation_id: str | None,
         trace: str | None,
-    ) -> _Pending:
+        headers: dict[str, str],
+    ) -> asyncio.Future[Event]:
+        """Queue an append; the future its caller awaits. `headers` carry the caller's trace
+        context, taken now: the batch goes out from another task."""
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(run_id)
         if queue is None:
             queue = self._queues[run_id] = _RunQueue()
         same = queue.by_id.get(event_id)
-        if same is not None and not same.future.done():
-            same.waiters += 1  # the same event asked for twice: one append, one answer
-            return same
+        if same is not None and not same.abandoned:
+            same.futures.append(future)  # the same event asked for twice: one append
+            return future
         item = _Pending(
             tenant_id=tenant_id,
             event_id=event_id,
@@ -452,16 +450,15 @@ class EventLog:
             data=data,
             causation_id=causation_id,
             trace=trace,
-            # The caller's trace context, taken now: the batch goes out from another task.
-            headers=inject_headers({Header.EVENT_TYPE: type}),
+            headers=headers,
             size=len(_encoder.encode(data)),
-            future=asyncio.get_running_loop().create_future(),
+            futures=[future],
         )
         queue.pending.append(item)
         queue.by_id[event_id] = item
         if queue.task is None:
             queue.task = asyncio.create_task(self._drain(run_id, queue))
-        return item
+        return future
 
     async def _drain(self, run_id: str, queue: _RunQueue) -> None:
         """Commit the run's waiting appends, group after group, until none is left."""
@@ -476,7 +473,8 @@ class EventLog:
         finally:
             queue.task = None
             for item in queue.pending:  # only when cancelled (the loop is shutting down)
-                item.future.cancel()
+                for future in item.futures:
+                    future.cancel()
             queue.pending.clear()
             if self._queues.get(run_id) is queue:
                 del self._queues[run_id]
@@ -490,7 +488,7 @@ class EventLog:
             if group and size + item.size > MAX_BATCH_BYTES:
                 break
             queue.pending.popleft()
-            if item.waiters <= 0:
+            if item.abandoned:
                 self._settle(queue, item, asyncio.CancelledError())
                 continue
             group.append(item)
@@ -502,14 +500,15 @@ class EventLog:
     def _settle(self, queue: _RunQueue, item: _Pending, outcome: Event | BaseException) -> None:
         if queue.by_id.get(item.event_id) is item:
             del queue.by_id[item.event_id]
-        if item.future.done():
-            return
-        if isinstance(outcome, Event):
-            item.future.set_result(outcome)
-        elif isinstance(outcome, asyncio.CancelledError):
-            item.future.cancel()
-        else:
-            item.future.set_exception(outcome)
+        for future in item.futures:
+            if future.done():  # its caller gave up
+                continue
+            if isinstance(outcome, Event):
+                future.set_result(outcome)
+            elif isinstance(outcome, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(outcome)
 
     async def _commit(self, run_id: str, queue: _RunQueue, group: list[_Pending]) -> None:
         """Store a group: one atomic batch when it is large enough, else one append at a time.
@@ -529,7 +528,7 @@ class EventLog:
                     self._settle(queue, item, event)
                 return
             for item in group:
-                if item.waiters <= 0:  # its callers gave up before it was sent
+                if item.abandoned:  # its callers gave up before it was sent
                     self._settle(queue, item, asyncio.CancelledError())
                     continue
                 try:

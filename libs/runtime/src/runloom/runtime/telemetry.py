@@ -23,6 +23,7 @@ Destination templates keep span names low-cardinality: `run.{id}.events`, never 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -101,7 +102,10 @@ def _instrument_asyncpg() -> None:
     AsyncPGInstrumentor().instrument()
 
 
+@functools.cache
 def tracer(name: str) -> trace.Tracer:
+    """The named tracer, made once: it follows the provider installed later (a proxy until then),
+    and asking the API for it again on every span costs an environment lookup when none is."""
     return trace.get_tracer(name)
 
 
