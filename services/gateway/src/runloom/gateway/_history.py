@@ -18,7 +18,7 @@ from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.gateway import _cursor
 from runloom.runtime.archive import PgArchive
-from runloom.runtime.eventlog import EventLog
+from runloom.runtime.eventlog import DIRECT_READ_LIMIT, EventLog
 from runloom.runtime.runstate import fold, snapshot
 
 
@@ -88,27 +88,39 @@ class History:
         return cursor.seq, cursor.stream_seq if cursor.epoch == epoch else 0
 
     async def replay(
-        self, run_id: str, after_seq: int, after_stream_seq: int, *, any_replica: bool = False
+        self,
+        run_id: str,
+        after_seq: int,
+        after_stream_seq: int,
+        *,
+        any_replica: bool = False,
+        last_seq: int | None = None,
     ) -> AsyncIterator[Frame]:
         """Every stored event after the position, in order, once, then stop.
 
         With `any_replica` the stream's answers may come from a replica that is behind (see
         `EventLog.read`): the replay never waits for a stream leader and may end early, for a
         caller that knows how far the run went (the SSE stream: its feed). A reset is never
-        decided on such answers: the rest is then replayed on the leader's."""
+        decided on such answers: the rest is then replayed on the leader's.
+
+        `last_seq`: the run's last seq as the caller last saw it (a live feed's high-water
+        mark); a backlog that short is read from the stream alone."""
         epoch = await self.epoch.current()
         next_seq = after_seq + 1
         sent_stream = after_stream_seq
         """Stream position of the last frame yielded (where a confirmed replay would go on)."""
         # A long backlog is served from the archive first, a page of rows per query (far
-        # cheaper than a message each), then the stream from where the archive stops.
+        # cheaper than a message each), then the stream from where the archive stops. A short
+        # one costs a direct get or two in the stream, not two queries: what the stream no
+        # longer holds is still read from the archive below.
         archived = False
-        async for frame in self._archived(epoch, run_id, next_seq, None):
-            next_seq = frame.seq + 1
-            after_stream_seq = max(after_stream_seq, frame.stream_seq)
-            sent_stream = frame.stream_seq or sent_stream
-            archived = True
-            yield frame
+        if last_seq is None or last_seq - after_seq > DIRECT_READ_LIMIT:
+            async for frame in self._archived(epoch, run_id, next_seq, None):
+                next_seq = frame.seq + 1
+                after_stream_seq = max(after_stream_seq, frame.stream_seq)
+                sent_stream = frame.stream_seq or sent_stream
+                archived = True
+                yield frame
         after_seq = next_seq - 1
         hot = await self.log.first(run_id, after_stream_seq, any_replica=any_replica)
         if hot is None and archived:

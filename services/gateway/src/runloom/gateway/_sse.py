@@ -53,13 +53,17 @@ async def frames(
     """Replay on the stream leader's answers (the last replay fell short of the feed)."""
     while True:
         # Replay what the log holds after what was sent (the first time: after the cursor),
-        # several frames to a write.
+        # several frames to a write; the first frame goes at once (the client's first event
+        # does not wait for the next ones to be read).
         client.replaying = True
         client.overflowed = False
         batch: list[bytes] = []
         ended = False
+        flush_at = 1
         before = sent
-        replay = history.replay(run_id, sent, sent_stream, any_replica=not confirm)
+        replay = history.replay(
+            run_id, sent, sent_stream, any_replica=not confirm, last_seq=client.feed.hwm
+        )
         async for frame in replay:
             if chunk := render(frame):
                 batch.append(chunk)
@@ -67,9 +71,10 @@ async def frames(
             if until(frame):
                 ended = True
                 break
-            if len(batch) >= BATCH:
+            if len(batch) >= flush_at:
                 yield b"".join(batch)
                 batch = []
+                flush_at = BATCH
         if batch:
             yield b"".join(batch)
         if ended:
