@@ -23,8 +23,7 @@ import time
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from runloom.contracts import subjects
-from runloom.contracts.events import decode_event
-from runloom.gateway._history import Epoch, Frame, History
+from runloom.gateway._history import Epoch, Frame, History, head_of
 from runloom.gateway.metrics import observe_event_latency
 from runloom.runtime.eventlog import TRANSIENT_ERRORS, EventLog
 
@@ -212,7 +211,7 @@ class RunFeed:
             if stream_seq <= self.hwm_stream or self.ended:
                 return
             raw = bytes(msg.data)
-            ev = decode_event(raw)
+            ev = head_of(raw)
             if ev.seq <= self.hwm:
                 return
             if ev.seq > self.hwm + 1:

@@ -12,14 +12,41 @@ import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
+import msgspec
 from nats.js import JetStreamContext
 from runloom.contracts import subjects
-from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
+from runloom.contracts.events import TERMINAL_TYPES, decode_event
 from runloom.gateway import _cursor
 from runloom.runtime.archive import PgArchive
 from runloom.runtime.eventlog import DIRECT_READ_LIMIT, EventLog
 from runloom.runtime.runstate import fold, snapshot
+
+
+class Stored(Protocol):
+    """What a frame needs of a stored event: an `Event`, or just its `Head`."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+
+
+class Head(msgspec.Struct):
+    """The envelope fields a frame (and the latency metric) needs, decoded without the rest:
+    a frame forwards the stored bytes as they are."""
+
+    run_id: str
+    seq: int
+    type: str
+    time: datetime
+
+
+head_of = msgspec.json.Decoder(Head).decode
 
 
 @dataclass(frozen=True)
@@ -74,7 +101,7 @@ class History:
         self.archive = archive
         self.epoch = epoch
 
-    def frame(self, epoch: str, event: Event, raw: bytes, stream_seq: int) -> Frame:
+    def frame(self, epoch: str, event: Stored, raw: bytes, stream_seq: int) -> Frame:
         cursor = _cursor.encode(epoch, event.run_id, event.seq, stream_seq)
         return Frame(event.seq, stream_seq, event.type, raw, cursor)
 
@@ -192,8 +219,7 @@ class History:
             for row in page:
                 if row.seq != next_seq:
                     return  # a hole in the archive: the caller resets
-                ev = decode_event(row.raw)
-                yield self.frame(epoch, ev, row.raw, row.stream_seq or 0)
+                yield self.frame(epoch, head_of(row.raw), row.raw, row.stream_seq or 0)
                 next_seq += 1
 
     async def _next_archived(self, run_id: str, after: int, before: int | None) -> int | None:
