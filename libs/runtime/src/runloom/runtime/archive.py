@@ -107,7 +107,7 @@ async def archive_event(pool: asyncpg.Pool, raw: bytes, stream_seq: int | None) 
             ev.time,
         )
         await deliverable_view.apply(conn, ev)
-        await project(conn, ev.run_id)
+        await project(conn, ev.run_id, {ev.seq: ev})
     return ev
 
 
@@ -124,33 +124,49 @@ async def archive_batch(pool: asyncpg.Pool, items: list[tuple[Event, bytes, int 
                 for ev, raw, seq in items
             ],
         )
+        by_run: dict[str, dict[int, Event]] = {}
         for ev, _, _ in items:
             await deliverable_view.apply(conn, ev)
-        for run_id in sorted({ev.run_id for ev, _, _ in items}):  # one lock order: no deadlock
-            await project(conn, run_id)
+            by_run.setdefault(ev.run_id, {})[ev.seq] = ev
+        for run_id in sorted(by_run):  # one lock order: no deadlock
+            await project(conn, run_id, by_run[run_id])
 
 
-async def project(conn: asyncpg.Connection, run_id: str) -> None:
-    """Advance the run's read model over the contiguous archived events after its last_seq."""
-    while await _project_some(conn, run_id):
+async def project(
+    conn: asyncpg.Connection, run_id: str, known: dict[int, Event] | None = None
+) -> None:
+    """Advance the run's read model over the contiguous archived events after its last_seq.
+
+    `known`: events of the run just archived in this transaction, by seq; those are applied as
+    they are instead of being read back (the rest are read from `run_events`)."""
+    while await _project_some(conn, run_id, known or {}):
         pass
 
 
-async def _project_some(conn: asyncpg.Connection, run_id: str) -> bool:
+async def _project_some(conn: asyncpg.Connection, run_id: str, known: dict[int, Event]) -> bool:
     """One step of `project`; True if a full batch was applied (there may be more)."""
     row = await conn.fetchrow("SELECT * FROM runs WHERE id=$1 FOR UPDATE", run_id)
     if row is None:
         row = await _create_row(conn, run_id)
         if row is None:
             return False
-    rows = await conn.fetch(
-        "SELECT seq, raw FROM run_events WHERE run_id=$1 AND seq > $2 ORDER BY seq LIMIT $3",
-        run_id,
-        row["last_seq"],
-        PROJECT_BATCH,
-    )
     m = dict(row)
     recount: set[str] = set()
+    applied = 0
+    while applied < PROJECT_BATCH and m["terminal_type"] is None:
+        ev = known.get(m["last_seq"] + 1)
+        if ev is None:
+            break
+        _apply(m, ev, recount)
+        applied += 1
+    rows = []
+    if applied < PROJECT_BATCH and m["terminal_type"] is None:
+        rows = await conn.fetch(
+            "SELECT seq, raw FROM run_events WHERE run_id=$1 AND seq > $2 ORDER BY seq LIMIT $3",
+            run_id,
+            m["last_seq"],
+            PROJECT_BATCH - applied,
+        )
     for r in rows:
         if r["seq"] != m["last_seq"] + 1 or m["terminal_type"] is not None:
             break  # a gap (its event is not archived yet) or past the end: wait for it
