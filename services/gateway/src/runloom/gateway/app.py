@@ -47,6 +47,9 @@ from starlette.middleware.errors import ServerErrorMiddleware
 
 log = logging.getLogger("runloom.gateway")
 
+READ_TIMEOUT_S = 2.0
+"""JetStream API timeout of the gateway's event log (its appends keep their own bound)."""
+
 FEATURES: list[ModuleType] = [
     health,
     runs,
@@ -102,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             nc=nc,
             js=js,
             pool=pool,
-            log=EventLog(js, f"gateway/{replica_suffix()}"),
+            # Reads (replays, tails) give up on a silent server after 2 s, not nats-py's 5:
+            # an SSE stream held by one fails sooner and its client resumes elsewhere.
+            log=EventLog(nc.jetstream(timeout=READ_TIMEOUT_S), f"gateway/{replica_suffix()}"),
         )
         app.state.runloom = state
         management.add_check("nats", nats_check(nc))
