@@ -205,9 +205,10 @@ async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
             await p.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def nats_cluster() -> Iterator[Any]:
-    """A 3-node JetStream cluster on loopback for one test module (`devkit.cluster.NatsCluster`)."""
+    """A 3-node JetStream cluster on loopback (`devkit.cluster.NatsCluster`), one per session:
+    a test that kills, pauses or cuts off nodes brings them back before it ends."""
     from runloom.devkit.cluster import NatsCluster
 
     root = Path(tempfile.mkdtemp(prefix="runloom-cluster-"))
