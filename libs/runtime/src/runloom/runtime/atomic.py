@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from enum import Enum
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -56,22 +58,57 @@ async def publish_batch(
     Raises APIError with the server's code when the batch is refused (nothing is stored), and
     nats' timeout or connection errors when the outcome is unknown.
     """
+    if not messages:
+        raise ValueError("an atomic batch needs at least one message")
     nc = client_of(js)
     batch_id = uuid.uuid4().hex
-    last = len(messages)
-    for i, (payload, headers) in enumerate(messages, 1):
-        hdrs = {
-            **headers,
-            NatsHeader.BATCH_ID: batch_id,
-            NatsHeader.BATCH_SEQUENCE: str(i),
-        }
-        if i < last:
-            await nc.publish(subject, payload, headers=hdrs)
-            continue
-        hdrs[NatsHeader.BATCH_COMMIT] = "1"
-        reply = await nc.request(subject, payload, headers=hdrs, timeout=timeout)
-        resp = json.loads(reply.data)
-        if "error" in resp:
-            raise APIError.from_error(resp["error"])
-        return js_api.PubAck.from_response(resp)
-    raise ValueError("an atomic batch needs at least one message")
+    *staged, (payload, headers) = messages
+    if staged:
+        if nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        # The messages before the commit need no reply: their protocol lines go to the
+        # connection's outgoing buffer in one piece, ahead of the commit (which flushes it).
+        # One `publish` each cost three times as much (subject and header checks per message).
+        lines = [
+            _hpub(subject, body, {**hdrs, _BATCH_ID: batch_id, _BATCH_SEQUENCE: str(i)})
+            for i, (body, hdrs) in enumerate(staged, 1)
+        ]
+        await nc._send_command(b"".join(lines))
+    hdrs = {
+        **headers,
+        _BATCH_ID: batch_id,
+        _BATCH_SEQUENCE: str(len(messages)),
+        _BATCH_COMMIT: "1",
+    }
+    reply = await nc.request(subject, payload, headers=hdrs, timeout=timeout)
+    resp = json.loads(reply.data)
+    if "error" in resp:
+        raise APIError.from_error(resp["error"])
+    return js_api.PubAck.from_response(resp)
+
+
+def _name(key: str) -> str:
+    """A header name as sent (nats-py's own names are `str` enums, formatted by their name)."""
+    return key.value if isinstance(key, Enum) else key
+
+
+_NO_BREAKS = str.maketrans({"\r": " ", "\n": " "})
+_BATCH_ID = NatsHeader.BATCH_ID.value
+_BATCH_SEQUENCE = NatsHeader.BATCH_SEQUENCE.value
+_BATCH_COMMIT = NatsHeader.BATCH_COMMIT.value
+
+
+def _hpub(subject: str, payload: bytes, headers: dict[str, str]) -> bytes:
+    """One NATS `HPUB` protocol line with its headers and payload (no reply subject).
+
+    A line break in a value would end the header: it becomes a space, as `publish` does."""
+    lines = "".join(f"{_name(k)}: {v.translate(_NO_BREAKS)}\r\n" for k, v in headers.items())
+    head = f"NATS/1.0\r\n{lines}\r\n".encode()
+    size = len(head)
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (
+        subject.encode(),
+        size,
+        size + len(payload),
+        head,
+        payload,
+    )
