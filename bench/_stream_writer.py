@@ -18,6 +18,7 @@ import sys
 from runloom.contracts.events import RunCompleted, StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.process import tune_gc
 
 PAD = "x" * 72
 """Makes a stored event about 300 bytes (envelope included)."""
@@ -65,4 +66,5 @@ async def main(url: str, mode: str, count: int, window: int, tenant: str) -> Non
 
 if __name__ == "__main__":
     url, mode, count, window, tenant = sys.argv[1:6]
+    tune_gc()  # as the services do (the orchestrator would be this process)
     asyncio.run(main(url, mode, int(count), int(window), tenant))

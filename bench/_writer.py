@@ -13,6 +13,7 @@ import time
 from runloom.contracts.events import StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
+from runloom.runtime.process import tune_gc
 
 
 async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, targets: list[str]):
@@ -46,4 +47,5 @@ async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, ta
 
 if __name__ == "__main__":
     url, mode, rate, seconds, tenant, *targets = sys.argv[1:]
+    tune_gc()  # as the services do (the orchestrator would be this process)
     asyncio.run(main(url, mode, float(rate), float(seconds), tenant, targets))

@@ -14,6 +14,7 @@ import sys
 from runloom.billing.service import run
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging
+from runloom.runtime.process import tune_gc
 from runloom.runtime.telemetry import setup_tracing
 
 
@@ -57,6 +58,7 @@ def main() -> None:
         sys.exit(asyncio.run(_reconcile(settings, args.run_id, args.tenant_id)))
     setup_logging("billing", settings.log_level, settings.log_format)
     setup_tracing("billing", settings.otel_exporter)
+    tune_gc()
     asyncio.run(run(settings))
 
 
