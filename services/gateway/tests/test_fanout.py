@@ -155,9 +155,7 @@ async def test_a_feed_that_could_not_subscribe_yet_still_hands_out_every_event(j
         for i in range(5):
             await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
         assert await _drain(client, 6) == [2, 3, 4, 5, 6]
-        async with asyncio.timeout(10):
-            while client.feed.sub is None:
-                await asyncio.sleep(0.05)
+        await asyncio.wait_for(client.feed.subscribed.wait(), 10)  # the watchdog subscribed
         await log.append(run_id, "t1", StepProgress(step_id="s", message="live"))
         assert await _drain(client, 7) == [7]
     finally:

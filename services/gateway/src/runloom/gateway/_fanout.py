@@ -158,6 +158,8 @@ class RunFeed:
         self.hwm_stream = 0
         self.ended = False
         self.sub: object | None = None
+        self.subscribed = asyncio.Event()
+        """Set while the feed holds a subscription."""
         self.lock = asyncio.Lock()
         self.last_activity = time.monotonic()
         self.watchdog: asyncio.Task[None] | None = None
@@ -197,9 +199,11 @@ class RunFeed:
             config=config,
             pending_msgs_limit=self.hub.pending_msgs_limit,
         )
+        self.subscribed.set()
 
     async def _unsubscribe(self) -> None:
         sub, self.sub = self.sub, None
+        self.subscribed.clear()
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()  # type: ignore[attr-defined]
