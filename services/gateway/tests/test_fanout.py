@@ -73,6 +73,40 @@ async def test_a_stalled_client_is_cut_off_and_never_slows_the_others(platform, 
         assert received.count(b"event: ") < EVENTS
 
 
+async def test_frames_written_at_once_and_queued_frames_interleave_without_a_gap(
+    platform, js, reader, poll
+):
+    """A frame that comes while a client's writer waits is written straight to its connection;
+    frames arriving back to back (a group commit) wait in the queue and go out together. Mixed,
+    every client still reads every event once, in order."""
+    async with httpx.AsyncClient(
+        base_url=platform.url, headers=platform.headers(), timeout=30
+    ) as c:
+        run_id = (await c.post("/v1/runs", json={"question": "push and queue"})).json()["id"]
+        log = EventLog(js, "w")
+        tenant = (await log.events(run_id))[0].tenant_id
+        path = f"/v1/runs/{run_id}/events"
+        readers = [reader() for _ in range(20)]
+        tasks = [asyncio.create_task(r.read(c, path, timeout=60)) for r in readers]
+        await poll(lambda: _all(readers, 1))
+        before = (await c.get("/metrics/streaming")).json()["frames_pushed"]
+
+        n = 0
+        for _ in range(8):
+            for _ in range(4):  # one at a time: each arrives alone
+                await log.append(run_id, tenant, StepProgress(step_id="s", message=f"{n}"))
+                n += 1
+            group = [StepProgress(step_id="s", message=f"{n + i}") for i in range(12)]
+            await asyncio.gather(*(log.append(run_id, tenant, p) for p in group))
+            n += len(group)
+        await log.append(run_id, tenant, RunCompleted())
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        for r in readers:
+            assert r.ended and r.seqs() == list(range(1, n + 3))
+        pushed = (await c.get("/metrics/streaming")).json()["frames_pushed"] - before
+        assert 0 < pushed < len(readers) * (n + 1)
+
+
 async def _all(readers, n: int) -> bool:
     return all(len(r.events) >= n for r in readers)
 

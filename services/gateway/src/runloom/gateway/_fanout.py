@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -36,6 +37,11 @@ class Client:
     Cheap per event and small when idle: a plain list the writer takes whole (every frame
     ready at a wake-up goes out in one write), a bare future to wake the writer (made only
     while it waits), and one heartbeat timer re-armed per heartbeat period, not per event.
+
+    While the writer waits live with nothing queued, a frame that comes next in order is
+    written straight to the connection (`push`, when the server offers one) instead of
+    waking the writer's task: one write, no task switch per client and event. The feed asks
+    for that only while it keeps up; behind, frames queue and each wake-up writes several.
     """
 
     __slots__ = (
@@ -44,9 +50,13 @@ class Client:
         "cut",
         "feed",
         "frames",
+        "live",
         "maxsize",
         "overflowed",
+        "push",
         "replaying",
+        "sent",
+        "sent_stream",
         "task",
         "timer",
         "waiter",
@@ -69,14 +79,37 @@ class Client:
         """Something was written since the last heartbeat tick."""
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[object] | None = None
+        self.push: Callable[[bytes, bytes], bool] | None = None
+        """Writes a frame straight to the connection if it can (the server's `BodyPush`)."""
+        self.live = False
+        """The writer waits live and forwards frames as stored: `offer` may push."""
+        self.sent = 0
+        """Run seq of the last frame written (kept by the writer while live)."""
+        self.sent_stream = 0
 
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def offer(self, frame: Frame) -> None:
+    def offer(self, frame: Frame, push: bool = False) -> None:
+        """Queue a frame for the writer; with `push`, write it at once where it can be."""
         if self.cut:
+            return
+        if (
+            push
+            and self.live
+            and not self.frames
+            and frame.seq == self.sent + 1
+            and not frame.terminal  # the writer ends the stream after it
+            and self.push is not None
+            and self.waiter is not None
+            and not self.waiter.done()
+            and self.push(frame.sse(), frame.chunk)
+        ):
+            self.sent, self.sent_stream = frame.seq, frame.stream_seq
+            self.wrote = True
+            self.feed.hub.pushed += 1
             return
         if len(self.frames) >= self.maxsize:
             self.overflowed = True
@@ -224,7 +257,7 @@ class RunFeed:
                 if ev.seq <= self.hwm:
                     return
             epoch = await self.hub.epoch.current()
-            self._dispatch(self.hub.history.frame(epoch, ev, raw, stream_seq))
+            self._dispatch(self.hub.history.frame(epoch, ev, raw, stream_seq), live=True)
             observe_event_latency(ev.time)
 
     async def _repair_locked(self) -> None:
@@ -245,11 +278,16 @@ class RunFeed:
             if self.ended:
                 break
 
-    def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: Frame, live: bool = False) -> None:
+        """Hand a frame to every client; `live`: from the subscription (not a repair)."""
         self.hwm, self.hwm_stream = frame.seq, frame.stream_seq
         self.hub.delivered += 1
+        # Written at once only while the subscription has nothing more waiting: a feed that
+        # is behind lets its clients' writers catch up several frames to a write instead.
+        sub = self.sub
+        push = live and sub is not None and sub.pending_msgs == 0  # type: ignore[attr-defined]
         for client in list(self.clients):
-            client.offer(frame)
+            client.offer(frame, push)
         if frame.terminal:
             self.ended = True
             asyncio.get_running_loop().create_task(self._unsubscribe())
@@ -331,6 +369,8 @@ class Hub:
         self.feeds: dict[str, RunFeed] = {}
         self.draining = False
         self.delivered = 0
+        self.pushed = 0
+        """Frames written to a connection straight from the feed (see `Client.offer`)."""
         self.gaps_repaired = 0
         self.stalled_cut = 0
 

@@ -73,6 +73,12 @@ class Frame:
         """The SSE bytes, made once and shared by every client of the feed."""
         return self._sse
 
+    @functools.cached_property
+    def chunk(self) -> bytes:
+        """The SSE bytes as one HTTP/1.1 chunk (for `BodyPush`), made once."""
+        sse = self._sse
+        return b"%x\r\n%b\r\n" % (len(sse), sse)
+
     def json_item(self) -> dict[str, object]:
         return {"cursor": self.cursor, "event": json.loads(self.raw)}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from runloom.runtime.config import env_float
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -100,6 +100,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None and self.scope["method"] != "HEAD":
+            extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+            extensions[PUSH] = BodyPush(self, self.cycle)
         if _has_body(self.headers):
             now = self.loop.time()
             self._body_seen = now
@@ -180,6 +183,43 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.write(_problem(status, reason, reason, detail))
             self.transport.close()
+
+
+PUSH = "runloom.push"
+"""The scope extension under which the server offers the application a `BodyPush`."""
+
+
+class BodyPush:
+    """Writes a streamed response's next body part straight to the connection, from outside
+    the request's task: for a fan-out that would otherwise wake one task per client and event
+    to hand over a few hundred bytes through `send`.
+
+    `__call__` writes only where `send` would have written at once (the response started and
+    not finished, this request's the one on the connection, nothing held back by flow
+    control) and says whether it did; otherwise the caller falls back to `send`.
+    """
+
+    __slots__ = ("cycle", "protocol")
+
+    def __init__(self, protocol: GatewayHttpProtocol, cycle: Any) -> None:
+        self.protocol = protocol
+        self.cycle = cycle
+
+    def __call__(self, data: bytes, chunk: bytes) -> bool:
+        """Write `data` (`chunk`: the same bytes as one HTTP/1.1 chunk, made once by the
+        caller and shared by every connection it goes to)."""
+        cycle, protocol = self.cycle, self.protocol
+        if (
+            protocol.cycle is not cycle
+            or not cycle.response_started
+            or cycle.response_complete
+            or cycle.disconnected
+            or protocol.flow.write_paused
+            or protocol.transport.is_closing()
+        ):
+            return False
+        protocol.transport.write(chunk if cycle.chunked_encoding else data)
+        return True
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:

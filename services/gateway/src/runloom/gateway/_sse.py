@@ -19,6 +19,7 @@ from typing import Any
 
 from runloom.gateway._fanout import Client, Hub
 from runloom.gateway._history import Frame, History
+from runloom.gateway._server import PUSH
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,17 @@ async def frames(
         confirm = False
         # Live: every frame queued at a wake-up goes out in one write (BATCH at most per write),
         # dropping what was sent. No timer per wait: a keep-alive is due when the client's
-        # heartbeat says nothing was written for a period.
+        # heartbeat says nothing was written for a period. Frames forwarded as stored may be
+        # pushed by the feed while this waits (`Client.offer`): `client.sent` says how far.
         del batch
         gap = False
         client.heartbeat(heartbeat_s)
+        client.sent, client.sent_stream = sent, sent_stream
+        client.live = render is Frame.sse
         try:
             while not gap:
                 await client.wait()
+                sent, sent_stream = client.sent, client.sent_stream
                 if client.cut:
                     return
                 queued = client.take()
@@ -133,9 +138,11 @@ async def frames(
                         break
                     if len(out) >= BATCH:
                         client.wrote = True
+                        client.sent, client.sent_stream = sent, sent_stream
                         yield b"".join(out)
                         out = []
                 del queued
+                client.sent, client.sent_stream = sent, sent_stream
                 if out:
                     client.wrote = True
                     yield b"".join(out)
@@ -143,6 +150,7 @@ async def frames(
                 if ended or (client.closing and not client.frames):
                     return
         finally:
+            client.live = False
             client.stop_heartbeat()
 
 
@@ -175,6 +183,7 @@ class SSEResponse:
         task = asyncio.current_task()
         assert task is not None
         self.client.task = task
+        self.client.push = scope.get("extensions", {}).get(PUSH)
         watch = asyncio.create_task(self._watch(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

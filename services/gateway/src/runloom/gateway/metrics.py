@@ -112,6 +112,12 @@ class StreamingCollector(Collector):
             value=hub.delivered,
         )
         yield CounterMetricFamily(
+            "runloom_sse_frames_pushed",
+            "Frames written to an SSE connection straight from the run's feed; the others waited"
+            " in the client's queue for its writer (the feed or the client was behind)",
+            value=hub.pushed,
+        )
+        yield CounterMetricFamily(
             "runloom_sse_gaps_repaired",
             "Times a run's subscription missed events and the gap was filled from the log",
             value=hub.gaps_repaired,

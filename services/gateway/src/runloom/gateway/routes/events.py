@@ -269,6 +269,7 @@ async def streaming_metrics(
         "sse_clients": s.hub.client_count,
         "runs_followed": len(s.hub.feeds),
         "events_fanned_out": s.hub.delivered,
+        "frames_pushed": s.hub.pushed,
         "gaps_repaired": s.hub.gaps_repaired,
         "stalled_clients_cut": s.hub.stalled_cut,
         "archive_lag_events": lag,
