@@ -125,6 +125,19 @@ class Bench:
         for i in range(n):
             await self.js.publish(subject, b'{"data":{"message":"e%d"}}' % i)
 
+    async def settle(self, timeout: float = 120) -> None:
+        """Until the gateway's archive has stored every event so far, so that a measurement
+        is not charged with archiving what the previous one appended (its own events are
+        archived while it runs, as in service)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lag = (await self.http.get("/metrics/streaming")).json().get("archive_lag_events")
+            if lag == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the archive is still {lag} events behind")
+            await asyncio.sleep(0.05)
+
     @staticmethod
     async def until(check: Callable[[], bool], timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -146,6 +159,7 @@ class Bench:
         assert all(s.count == events + 2 for s in streams), "lost or duplicated events"
         for s in streams:
             s.close()
+        await self.settle()
         counters = await self.raw_subscribers(["raw.fanout"], clients)
         t0 = time.perf_counter()
         await self.raw_publish("raw.fanout", events + 1)
@@ -164,6 +178,7 @@ class Bench:
         for s in streams:
             s.close()
         subjects = [f"raw.many.{i}" for i in range(runs)]
+        await self.settle()
         counters = await self.raw_subscribers(subjects, per_run)
         t0 = time.perf_counter()
         await asyncio.gather(*(self.raw_publish(s, events + 1) for s in subjects))
@@ -184,6 +199,7 @@ class Bench:
         ours = s.count / (time.perf_counter() - t0)
         assert s.count == backlog + 2, s.count
         s.close()
+        await self.settle()
         t0 = time.perf_counter()
         sub = await self.js.subscribe("raw.backlog", ordered_consumer=True)
         got = 0
@@ -208,6 +224,7 @@ class Bench:
         # Raw baselines, read the same way (a callback per message, stamp parsed from the
         # bytes): JetStream ordered consumers, which, like the gateway, see an event only once
         # the server has stored it; and core subscribers, which see it before it is stored.
+        await self.settle()
         stored = await self._raw_latency("stored", rate, seconds, runs, per_run)
         core = await self._raw_latency("core", rate, seconds, runs, per_run)
         label = f"(d) latency at {int(rate)} ev/s, {runs * per_run} clients"
@@ -303,6 +320,7 @@ class Bench:
         t0 = time.perf_counter()
         await self.append(awaited_id, n, end=False)
         one_awaited = n / (time.perf_counter() - t0)
+        await self.settle()
         t0 = time.perf_counter()
         await self.raw_publish("raw.append.one", n)
         raw_one = n / (time.perf_counter() - t0)
@@ -312,6 +330,7 @@ class Bench:
         t0 = time.perf_counter()
         await asyncio.gather(*(self.append(r, each, end=False) for r in run_ids))
         many = runs * each / (time.perf_counter() - t0)
+        await self.settle()
         t0 = time.perf_counter()
         await asyncio.gather(*(self.raw_publish(f"raw.append.{i}", each) for i in range(runs)))
         raw_many = runs * each / (time.perf_counter() - t0)
@@ -353,6 +372,7 @@ async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure
         for letter, step in steps.items():
             if letter not in figures:
                 continue
+            await b.settle()  # each figure on a gateway that is done with the one before
             result = await step()
             out.extend(result if isinstance(result, tuple) else (result,))
     return sorted(out, key=lambda f: f.name)

@@ -118,6 +118,7 @@ async def one_run(b: Bench) -> tuple[Figure, Figure]:
     s.close()
     await writer.finish()
 
+    await b.settle()
     writer = await Writer.start(b, "raw", n)
     subject = f"raw.g.{time.monotonic_ns()}"
     reader = _RawReader([subject])
@@ -157,6 +158,7 @@ async def many_runs(b: Bench) -> Figure:
         s.close()
     await asyncio.gather(*(w.finish() for w in writers))
 
+    await b.settle()
     subjects = [f"raw.h.{time.monotonic_ns()}.{i}" for i in range(runs)]
     reader = _RawReader(subjects)
     subs = await reader.subscribe(b)
