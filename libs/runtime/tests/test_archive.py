@@ -83,3 +83,28 @@ async def test_an_event_for_an_unknown_tenant_is_archived_not_projected(js, pool
     await archive_event(pool, se.raw, se.stream_seq)
     assert await pool.fetchval("SELECT count(*) FROM run_events WHERE id=$1", ev.id) == 1
     assert await pool.fetchval("SELECT count(*) FROM runs WHERE id=$1", run_id) == 0
+
+
+async def test_the_stream_sequence_read_from_a_reply_is_what_the_metadata_says(js):
+    """`bus.stream_seq` reads only the stream sequence from a delivered message's reply
+    subject: the same number as nats-py's full metadata, in both reply forms."""
+    from nats.aio.msg import Msg
+    from runloom.runtime.bus import stream_seq
+
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+    for i in range(3):
+        await log.append(run_id, "t", SourceFound(source_id=f"s{i}", title="t", passage="p"))
+    sub = await js.subscribe(f"run.{run_id}.events", ordered_consumer=True)
+    try:
+        for _ in range(3):
+            msg = await sub.next_msg(timeout=5)
+            assert stream_seq(msg) == msg.metadata.sequence.stream > 0
+    finally:
+        await sub.unsubscribe()
+    for reply in (
+        "$JS.ACK.RUN_EVENTS.archive.1.4242.17.1795778636812345678.0",
+        "$JS.ACK.hub.ACCHASH.RUN_EVENTS.archive.1.4242.17.1795778636812345678.0.r4nd0m",
+    ):
+        msg = Msg(None, subject="x", reply=reply)  # type: ignore[arg-type]
+        assert stream_seq(msg) == msg.metadata.sequence.stream == 4242

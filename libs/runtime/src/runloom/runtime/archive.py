@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.runtime import deliverable_view
-from runloom.runtime.bus import PoisonMessage
+from runloom.runtime.bus import PoisonMessage, stream_seq
 from runloom.runtime.consumer import Consumer, Delivery, serve
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.runstate import TERMINAL_STATUS
@@ -344,9 +344,7 @@ def consumer(pool: asyncpg.Pool, *, batch: int = 256) -> Consumer[Event]:
     """The archive's declaration: every run event, in batches, one transaction per batch."""
 
     async def apply(items: Sequence[tuple[Event, Delivery]]) -> None:
-        await archive_batch(
-            pool, [(ev, bytes(d.msg.data), d.msg.metadata.sequence.stream) for ev, d in items]
-        )
+        await archive_batch(pool, [(ev, bytes(d.msg.data), stream_seq(d.msg)) for ev, d in items])
 
     return Consumer(
         stream=subjects.RUN_EVENTS_STREAM,

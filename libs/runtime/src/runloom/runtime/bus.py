@@ -42,6 +42,19 @@ nats-py's default (120 s) kept clients on a partitioned cluster node for the who
 MAX_OUTSTANDING_PINGS = 2
 
 
+_V1_ACK_TOKENS = 9
+"""`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`; the
+newer form (domain and account hash first) has 12."""
+
+
+def stream_seq(msg: Msg) -> int:
+    """A JetStream message's stream sequence, read from its reply subject: what
+    `msg.metadata.sequence.stream` says, without building the rest of the metadata (its
+    timestamp alone costs several times this; the gateway reads it twice an event)."""
+    tokens = Msg.Metadata._get_metadata_fields(msg.reply)
+    return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
+
+
 async def connect(url: str, name: str, **kwargs: Any) -> NATS:
     """Connect with reconnects forever: a restarted nats-server is picked up again.
 

@@ -26,6 +26,7 @@ from nats.js import api as js_api
 from runloom.contracts import subjects
 from runloom.gateway._history import Epoch, Frame, History, head_of
 from runloom.gateway.metrics import observe_event_latency
+from runloom.runtime import bus
 from runloom.runtime.eventlog import TRANSIENT_ERRORS, EventLog
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ class RunFeed:
     async def _on_msg(self, msg: Msg) -> None:
         self.last_activity = time.monotonic()
         async with self.lock:
-            stream_seq = msg.metadata.sequence.stream
+            stream_seq = bus.stream_seq(msg)
             if stream_seq <= self.hwm_stream or self.ended:
                 return
             raw = bytes(msg.data)
