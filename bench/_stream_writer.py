@@ -19,6 +19,7 @@ from runloom.contracts.events import RunCompleted, StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.process import tune_gc
+from runloom.runtime.telemetry import setup_tracing
 
 PAD = "x" * 72
 """Makes a stored event about 300 bytes (envelope included)."""
@@ -67,4 +68,5 @@ async def main(url: str, mode: str, count: int, window: int, tenant: str) -> Non
 if __name__ == "__main__":
     url, mode, count, window, tenant = sys.argv[1:6]
     tune_gc()  # as the services do (the orchestrator would be this process)
+    setup_tracing("bench-writer")  # their tracer provider too (spans off unless exported)
     asyncio.run(main(url, mode, int(count), int(window), tenant))

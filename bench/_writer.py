@@ -14,6 +14,7 @@ from runloom.contracts.events import StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.process import tune_gc
+from runloom.runtime.telemetry import setup_tracing
 
 
 async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, targets: list[str]):
@@ -48,4 +49,5 @@ async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, ta
 if __name__ == "__main__":
     url, mode, rate, seconds, tenant, *targets = sys.argv[1:]
     tune_gc()  # as the services do (the orchestrator would be this process)
+    setup_tracing("bench-writer")  # their tracer provider too (spans off unless exported)
     asyncio.run(main(url, mode, float(rate), float(seconds), tenant, targets))
