@@ -29,7 +29,9 @@ def exported() -> set[str]:
     import runloom.runtime.metrics  # noqa: F401
     from prometheus_client import REGISTRY
 
-    hub = SimpleNamespace(client_count=0, feeds={}, delivered=0, gaps_repaired=0, stalled_cut=0)
+    hub = SimpleNamespace(
+        client_count=0, feeds={}, delivered=0, pushed=0, gaps_repaired=0, stalled_cut=0
+    )
     saved, gateway.STREAMING.hub = gateway.STREAMING.hub, hub
     try:
         names = {s.name for family in REGISTRY.collect() for s in family.samples} | {
