@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 from runloom.contracts import subjects
 from runloom.contracts.events import Event, RunFailed, decode_event
 from runloom.contracts.headers import Header
-from runloom.runtime import metrics
+from runloom.runtime import metrics, pull
 from runloom.runtime.bus import PoisonMessage, dead_letter
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.retry import Backoff
@@ -269,7 +269,7 @@ class _Loop:
                 if c.batch_handler is not None:
                     free = c.batch
                 try:
-                    msgs = await sub.fetch(free, timeout=1.0)
+                    msgs = await pull.fetch(sub, free, timeout=1.0)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
                 if c.batch_handler is not None:
