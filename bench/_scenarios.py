@@ -9,6 +9,7 @@ the same storage settings as RUN_EVENTS.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import statistics
 import sys
@@ -129,19 +130,18 @@ class Bench:
         """Until the gateway's archive has stored every event so far, so that a measurement
         is not charged with archiving what the previous one appended (its own events are
         archived while it runs, as in service)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lag = (await self.http.get("/metrics/streaming")).json().get("archive_lag_events")
-            if lag == 0:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the archive is still {lag} events behind")
-            await asyncio.sleep(0.05)
+
+        async def caught_up() -> bool:
+            streaming = (await self.http.get("/metrics/streaming")).json()
+            return bool(streaming.get("archive_lag_events") == 0)
+
+        await self.until(caught_up, timeout)
 
     @staticmethod
-    async def until(check: Callable[[], bool], timeout: float = 120) -> None:
+    async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 120) -> None:
+        """Until `check` (plain or async) says so, asking every 5 ms."""
         deadline = time.monotonic() + timeout
-        while not check():
+        while not await _truth(check()):
             if time.monotonic() > deadline:
                 raise TimeoutError("benchmark condition not reached")
             await asyncio.sleep(0.005)
@@ -339,6 +339,10 @@ class Bench:
             Figure("(f) ordered appends, 1 run, each awaited", "appends/s", one_awaited, raw_one),
             Figure(f"(f) ordered appends, {runs} runs", "appends/s", many, raw_many),
         )
+
+
+async def _truth(value: bool | Awaitable[bool]) -> bool:
+    return await value if inspect.isawaitable(value) else bool(value)
 
 
 def _pct(values: list[float], p: float) -> float:

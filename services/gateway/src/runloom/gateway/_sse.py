@@ -99,14 +99,15 @@ async def frames(
         # Live: every frame queued at a wake-up goes out in one write (BATCH at most per write),
         # dropping what was sent. No timer per wait: a keep-alive is due when the client's
         # heartbeat says nothing was written for a period. Frames forwarded as stored may be
-        # pushed by the feed while this waits (`Client.offer`): `client.sent` says how far.
+        # pushed by the feed while this waits (`Client.offer`, only then): `client.sent` says
+        # how far, before and after each wait.
         del batch
         gap = False
         client.heartbeat(heartbeat_s)
-        client.sent, client.sent_stream = sent, sent_stream
         client.live = render is Frame.sse
         try:
             while not gap:
+                client.sent, client.sent_stream = sent, sent_stream
                 await client.wait()
                 sent, sent_stream = client.sent, client.sent_stream
                 if client.cut:
@@ -138,11 +139,9 @@ async def frames(
                         break
                     if len(out) >= BATCH:
                         client.wrote = True
-                        client.sent, client.sent_stream = sent, sent_stream
                         yield b"".join(out)
                         out = []
                 del queued
-                client.sent, client.sent_stream = sent, sent_stream
                 if out:
                     client.wrote = True
                     yield b"".join(out)
