@@ -17,7 +17,7 @@ from runloom.contracts.events import (
     UsageRecorded,
 )
 from runloom.contracts.ids import new_id
-from runloom.runtime.archive import PgArchive, archive_event
+from runloom.runtime.archive import PgArchive, archive_batch, archive_event
 from runloom.runtime.eventlog import EventLog
 
 
@@ -73,6 +73,58 @@ async def test_archive_is_idempotent_and_order_free(js, pool):
     assert (await archive.last(run_id)).type == "run.completed"
     assert (await archive.find(run_id, stored[4].event.id)).seq == 5
     assert await archive.max_stream_seq(run_id) >= stored[-1].stream_seq
+
+
+READ_MODEL = (
+    "SELECT status, title, last_seq, event_count, source_count, step_count, spent_usd, partial,"
+    " error, missing, terminal_type, started_count, cancel_requested FROM runs WHERE id=$1"
+)
+
+
+async def test_batches_project_what_events_one_by_one_do_and_never_pass_a_gap(js, pool):
+    """The consumer archives in batches (several runs, redeliveries, any order): after every
+    batch each run's read model stands exactly at the end of what is archived without a gap,
+    and at the end it says what archiving the same events one by one says."""
+    tid = await tenant(pool)
+    log = EventLog(js, "w")
+    payloads = [
+        RunCreated(question="Which consumers keep order?"),
+        RunStarted(worker="w1"),
+        PlanProposed(steps=[PlanStep(step_id="a", title="A")]),
+        *[SourceFound(source_id=f"s{i % 3}", title="t", passage="p") for i in range(6)],
+        UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.5, usage=Usage()),
+        UsageRecorded(usage_id="u1", kind="provider", cost_usd=0.5, usage=Usage()),
+        *[PlanProposed(steps=[PlanStep(step_id="a", title="A")]) for _ in range(20)],
+        RunCompleted(partial=True, missing=["a: thin"]),
+    ]
+    batched, single = [new_id("run") for _ in range(3)], new_id("run")
+    for run_id in [*batched, single]:
+        for payload in payloads:
+            await log.append(run_id, tid, payload)
+    stored = [se for run_id in batched async for se in log.read(run_id)]
+    deliveries = stored + random.Random(3).sample(stored, 25)  # redeliveries
+    random.Random(11).shuffle(deliveries)
+    archived: dict[str, set[int]] = {run_id: set() for run_id in batched}
+    rng = random.Random(5)
+    while deliveries:
+        size = rng.randint(1, 40)
+        batch, deliveries = deliveries[:size], deliveries[size:]
+        await archive_batch(pool, [(se.event, se.raw, se.stream_seq) for se in batch])
+        for se in batch:
+            archived[se.event.run_id].add(se.event.seq)
+        for run_id, seqs in archived.items():
+            end = 0
+            while end + 1 in seqs:
+                end += 1
+            got = await pool.fetchval("SELECT last_seq FROM runs WHERE id=$1", run_id)
+            assert (got or 0) == end, (run_id, got, end)
+    async for se in log.read(single):
+        await archive_event(pool, se.raw, se.stream_seq)
+    expected = dict(await pool.fetchrow(READ_MODEL, single))
+    assert expected["status"] == "completed" and expected["last_seq"] == len(payloads)
+    assert (expected["source_count"], float(expected["spent_usd"])) == (3, 0.5)
+    for run_id in batched:
+        assert dict(await pool.fetchrow(READ_MODEL, run_id)) == expected
 
 
 async def test_an_event_for_an_unknown_tenant_is_archived_not_projected(js, pool):

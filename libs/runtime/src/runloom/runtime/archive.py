@@ -128,8 +128,40 @@ async def archive_batch(pool: asyncpg.Pool, items: list[tuple[Event, bytes, int 
         for ev, _, _ in items:
             await deliverable_view.apply(conn, ev)
             by_run.setdefault(ev.run_id, {})[ev.seq] = ev
-        for run_id in sorted(by_run):  # one lock order: no deadlock
-            await project(conn, run_id, by_run[run_id])
+        await _project_known(conn, by_run)
+
+
+async def _project_known(conn: asyncpg.Connection, by_run: dict[str, dict[int, Event]]) -> None:
+    """Advance the read model of every run of a batch over its events just archived, in two
+    round trips for the lot: one query locks their rows (in id order, as `project` takes them
+    one by one: no deadlock) and says how far each run is archived; one statement writes every
+    advanced row. A run these events do not take to its archived end (they close a gap, or
+    its row is not made yet) goes the general way, `project`, which reads the rest back."""
+    ids = sorted(by_run)
+    rows = {r["id"]: r for r in await conn.fetch(_LOCK_RUNS, ids)}
+    updates: list[tuple[Any, ...]] = []
+    rest: list[str] = []
+    for run_id in ids:
+        row = rows.get(run_id)
+        if row is None:
+            rest.append(run_id)
+            continue
+        m = dict(row)
+        archived_to = m.pop("archived_to") or 0
+        recount: set[str] = set()
+        known = by_run[run_id]
+        while m["terminal_type"] is None and (ev := known.get(m["last_seq"] + 1)) is not None:
+            _apply(m, ev, recount)
+        if m["terminal_type"] is None and m["last_seq"] < archived_to:
+            rest.append(run_id)
+        elif m["last_seq"] != row["last_seq"]:
+            if recount:
+                await _recount(conn, run_id, m, recount)
+            updates.append(_row_values(run_id, m))
+    if updates:
+        await conn.executemany(_UPDATE_RUN, updates)
+    for run_id in rest:
+        await project(conn, run_id, by_run[run_id])
 
 
 async def project(
@@ -175,29 +207,31 @@ async def _project_some(conn: asyncpg.Connection, run_id: str, known: dict[int, 
         return False
     if recount:
         await _recount(conn, run_id, m, recount)
-    await conn.execute(
-        "UPDATE runs SET status=$2, title=$3, last_seq=$4, event_count=$5, source_count=$6,"
-        " step_count=$7, spent_usd=$8, partial=$9, error=$10, started_at=$11, ended_at=$12,"
-        " cancel_requested=$13, missing=$14, terminal_type=$15, started_count=$16,"
-        " updated_at=now() WHERE id=$1",
-        run_id,
-        m["status"],
-        m["title"],
-        m["last_seq"],
-        m["event_count"],
-        m["source_count"],
-        m["step_count"],
-        m["spent_usd"],
-        m["partial"],
-        m["error"],
-        m["started_at"],
-        m["ended_at"],
-        m["cancel_requested"],
-        m["missing"],
-        m["terminal_type"],
-        m["started_count"],
-    )
+    await conn.execute(_UPDATE_RUN, *_row_values(run_id, m))
     return m["last_seq"] - row["last_seq"] == PROJECT_BATCH
+
+
+_LOCK_RUNS = (
+    "SELECT r.*, (SELECT max(e.seq) FROM run_events e WHERE e.run_id = r.id) AS archived_to"
+    " FROM runs r WHERE r.id = ANY($1::text[]) ORDER BY r.id FOR UPDATE OF r"
+)
+"""The rows of some runs, locked in id order, with the highest seq archived of each."""
+
+_UPDATE_RUN = (
+    "UPDATE runs SET status=$2, title=$3, last_seq=$4, event_count=$5, source_count=$6,"
+    " step_count=$7, spent_usd=$8, partial=$9, error=$10, started_at=$11, ended_at=$12,"
+    " cancel_requested=$13, missing=$14, terminal_type=$15, started_count=$16,"
+    " updated_at=now() WHERE id=$1"
+)
+_UPDATED = (
+    "status title last_seq event_count source_count step_count spent_usd partial error"
+    " started_at ended_at cancel_requested missing terminal_type started_count"
+).split()
+
+
+def _row_values(run_id: str, m: dict[str, Any]) -> tuple[Any, ...]:
+    """`_UPDATE_RUN`'s arguments for a run's advanced row."""
+    return (run_id, *(m[k] for k in _UPDATED))
 
 
 async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record | None:
