@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 DURABLE = "run-archive"
 PROJECT_BATCH = 500
+LINGER_S = 0.05
+"""How long the archive waits after a short batch before fetching again."""
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,10 @@ def consumer(pool: asyncpg.Pool, *, batch: int = 256) -> Consumer[Event]:
         decodes=Event,
         batch_handler=apply,
         batch=batch,
+        # The read model and the archive may trail by 50 ms (live streams never wait for
+        # them): at 2,000 events/s a batch then holds ~100 events instead of ~12, about a
+        # fifth of the gateway's CPU per event archived.
+        linger_s=LINGER_S,
         ack_wait_s=30.0,
     )
 

@@ -135,6 +135,10 @@ class Consumer(Generic[T]):
     """Messages handled at once by one replica."""
     batch: int = 8
     """Most messages fetched at once."""
+    linger_s: float = 0.0
+    """Batch consumers: after a batch short of `batch`, wait this long before fetching again,
+    so a steady flow comes in fuller batches (each batch costs its round trips, whatever its
+    size); what is waiting is then at most this much later."""
     keep_alive: bool = False
     """Extend the ack deadline (`in_progress`) every ack_wait/3 while the handler works."""
     lock: Lock | None = None
@@ -274,6 +278,10 @@ class _Loop:
                     continue
                 if c.batch_handler is not None:
                     await self._batch(msgs)
+                    if len(msgs) < c.batch and c.linger_s > 0:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(c.linger_s):
+                                await rt.stop.wait()
                     continue
                 for msg in msgs:
                     await self.sem.acquire()
