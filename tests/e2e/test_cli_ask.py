@@ -191,9 +191,9 @@ def test_watch_resumes_after_a_gateway_restart_without_repeating(
     assert "connection lost" in err and "reconnected" in err, err
 
 
-@pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.01")
-# A slow writer keeps the report streaming long enough for Ctrl-C to land before the run ends.
-@pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.01")
+# A slow writer keeps the report streaming long enough for Ctrl-C to land before the run ends
+# (at 0.01 s a token, a loaded CI machine once saw the whole report before the interrupt).
+@pytest.mark.platform_env(RUNLOOM_OFFLINE_TOKEN_DELAY_S="0.05")
 def test_ctrl_c_asks_to_cancel_the_run(platform: Any, corpus: str, tmp_path: Path) -> None:
     cli = Cli(["ask", QUESTION, "--deliverables", "report"], cli_env(platform, tmp_path))
     cli.wait_for("the report streaming", lambda: "Report:" in cli.out)
