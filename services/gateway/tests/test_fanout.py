@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -76,9 +77,9 @@ async def test_a_stalled_client_is_cut_off_and_never_slows_the_others(platform, 
 async def test_frames_written_at_once_and_queued_frames_interleave_without_a_gap(
     platform, js, reader, poll
 ):
-    """A frame that comes while a client's writer waits is written straight to its connection;
-    frames arriving back to back (a group commit) wait in the queue and go out together. Mixed,
-    every client still reads every event once, in order."""
+    """Frames that come while a client's writer waits are written straight to its connection,
+    one at a time or a group commit's together; the run's last frame goes through the writer's
+    queue. Mixed, every client still reads every event once, in order."""
     async with httpx.AsyncClient(
         base_url=platform.url, headers=platform.headers(), timeout=30
     ) as c:
@@ -150,6 +151,62 @@ async def test_messages_dropped_by_a_full_subscription_queue_are_repaired(js, po
         await log.append(run_id, "t1", StepProgress(step_id="s", message="last"))
         assert await _drain(client, 42) == list(range(2, 43))  # no gap, no duplicate
         assert hub.gaps_repaired >= 1  # messages were really dropped, and repaired
+    finally:
+        await hub.detach(client)
+        await hub.close()
+
+
+async def test_frames_held_for_a_waiting_writer_are_written_together_or_queued_in_order(js, pool):
+    """A writer waiting live: a group commit's frames are held while the feed hands them out,
+    then written in one go through the connection's push, without waking the writer. When the
+    connection cannot take them they go to the writer's queue, still in order."""
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    writes: list[bytes] = []
+    six = asyncio.Event()
+
+    class Connection:  # what the server's BodyPush does with bytes, kept here to read back
+        chunked = False
+        accept = True
+
+        def __call__(self, data: bytes) -> bool:
+            if self.accept:
+                writes.append(data)
+                if b"".join(writes).count(b"event: step.progress") >= 6:
+                    six.set()
+            return self.accept
+
+    push = Connection()
+
+    async def group(n: int) -> None:
+        steps = [StepProgress(step_id="s", message=str(i)) for i in range(n)]
+        await asyncio.gather(*(log.append(run_id, "t1", p) for p in steps))
+
+    # As the SSE writer once it has replayed seq 1 and waits live:
+    client.push, client.live, client.sent = push, True, 1  # type: ignore[assignment]
+    try:
+        waiting = asyncio.create_task(client.wait())
+        feed = client.feed
+        async with feed.lock:  # the feed is busy while the six arrive: they come together
+            await group(6)
+            async with asyncio.timeout(20):
+                while feed.sub.pending_msgs < 5:  # type: ignore[union-attr]
+                    await asyncio.sleep(0.01)
+        await asyncio.wait_for(six.wait(), 20)
+        (written,) = writes  # in one write
+        assert [int(s) for s in re.findall(rb'"seq":(\d+)', written)] == [2, 3, 4, 5, 6, 7]
+        assert client.sent == 7
+        assert not waiting.done()  # the writer slept on
+
+        push.accept = False
+        await group(3)
+        await asyncio.wait_for(waiting, 20)  # woken: the frames are in its queue
+        assert await _drain(client, 10) == [8, 9, 10]
+        assert len(writes) == 1
     finally:
         await hub.detach(client)
         await hub.close()

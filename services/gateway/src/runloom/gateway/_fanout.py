@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -28,6 +28,9 @@ from runloom.gateway._history import Epoch, Frame, History, head_of
 from runloom.gateway.metrics import observe_event_latency
 from runloom.runtime import bus
 from runloom.runtime.eventlog import TRANSIENT_ERRORS, EventLog
+
+if TYPE_CHECKING:
+    from runloom.gateway._server import BodyPush
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +42,10 @@ class Client:
     ready at a wake-up goes out in one write), a bare future to wake the writer (made only
     while it waits), and one heartbeat timer re-armed per heartbeat period, not per event.
 
-    While the writer waits live with nothing queued, a frame that comes next in order is
-    written straight to the connection (`push`, when the server offers one) instead of
-    waking the writer's task: one write, no task switch per client and event. The feed asks
-    for that only while it keeps up; behind, frames queue and each wake-up writes several.
+    While the writer waits live with nothing queued, frames that come next in order are held
+    and written straight to the connection (`push`, when the server offers one) once the
+    feed has handed out what arrived together: one write per client for a burst, and no
+    wake-up of the writer's task. What cannot be written so goes to the queue, in order.
     """
 
     __slots__ = (
@@ -51,6 +54,7 @@ class Client:
         "cut",
         "feed",
         "frames",
+        "held",
         "live",
         "maxsize",
         "overflowed",
@@ -68,6 +72,8 @@ class Client:
         self.feed = feed
         self.maxsize = maxsize
         self.frames: list[Frame] = []
+        self.held: list[Frame] = []
+        """Frames to write straight to the connection when the feed flushes (`release`)."""
         self.waiter: asyncio.Future[None] | None = None
         self.replaying = True
         """While replaying history an overflow is ours, not the client's: it re-reads later."""
@@ -80,7 +86,7 @@ class Client:
         """Something was written since the last heartbeat tick."""
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[object] | None = None
-        self.push: Callable[[bytes, bytes], bool] | None = None
+        self.push: BodyPush | None = None
         """Writes a frame straight to the connection if it can (the server's `BodyPush`)."""
         self.live = False
         """The writer waits live and forwards frames as stored: `offer` may push."""
@@ -93,25 +99,37 @@ class Client:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _parked(self) -> bool:
+        """The writer waits live with nothing queued: frames may be written for it."""
+        waiter = self.waiter
+        return (
+            self.live
+            and not self.frames
+            and self.push is not None
+            and waiter is not None
+            and not waiter.done()
+        )
+
     def offer(self, frame: Frame, push: bool = False) -> None:
-        """Queue a frame for the writer; with `push`, write it at once where it can be."""
+        """Queue a frame for the writer; with `push`, hold it to be written at once when the
+        feed flushes, where it can be."""
         if self.cut:
             return
+        held = self.held
         if (
             push
-            and self.live
-            and not self.frames
-            and frame.seq == self.sent + 1
+            and frame.seq == self.sent + len(held) + 1
             and not frame.terminal  # the writer ends the stream after it
-            and self.push is not None
-            and self.waiter is not None
-            and not self.waiter.done()
-            and self.push(frame.sse(), frame.chunk)
+            and len(held) < self.maxsize
+            and self._parked()
         ):
-            self.sent, self.sent_stream = frame.seq, frame.stream_seq
-            self.wrote = True
-            self.feed.hub.pushed += 1
+            if not held:
+                self.feed.hold(self)
+            held.append(frame)
             return
+        if held:  # what is held goes first
+            self.frames.extend(held)
+            self.held = []
         if len(self.frames) >= self.maxsize:
             self.overflowed = True
             if not self.replaying:
@@ -119,6 +137,29 @@ class Client:
             return
         self.frames.append(frame)
         self._wake()
+
+    def release(self) -> int:
+        """Write what is held straight to the connection if the writer still waits live;
+        else queue it and wake the writer. Returns how many frames were written."""
+        held = self.held
+        if not held or self.cut:
+            return 0
+        self.held = []
+        first, last = held[0], held[-1]
+        if first.seq == self.sent + 1 and self._parked():
+            push = self.push
+            assert push is not None  # `_parked` says so
+            if push.chunked:
+                data = first.chunk if len(held) == 1 else b"".join([f.chunk for f in held])
+            else:
+                data = first.sse() if len(held) == 1 else b"".join([f.sse() for f in held])
+            if push(data):
+                self.sent, self.sent_stream = last.seq, last.stream_seq
+                self.wrote = True
+                return len(held)
+        self.frames[:0] = held
+        self._wake()
+        return 0
 
     def take(self) -> list[Frame]:
         """Every queued frame, in order (the queue is left empty)."""
@@ -129,6 +170,7 @@ class Client:
         """A stalled client: drop it (it resumes with its cursor when it reads again)."""
         self.cut = True
         self.frames = []
+        self.held = []
         self.feed.hub.stalled_cut += 1
         self._wake()
         task, self.task = self.task, None  # cancelled once, by one of us
@@ -137,6 +179,9 @@ class Client:
 
     def close(self) -> None:
         """Finish after what is queued (graceful drain)."""
+        if self.held:
+            self.frames[:0] = self.held
+            self.held = []
         self.closing = True
         self._wake()
 
@@ -199,6 +244,8 @@ class RunFeed:
         self.watchdog: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.idle_since: float | None = None
+        self.holding: list[Client] = []
+        """Clients holding frames until `_flush` runs (once per burst handed out)."""
 
     async def open(self) -> None:
         tail = await self.hub.log.tail(self.run_id, any_replica=True)
@@ -283,15 +330,22 @@ class RunFeed:
         """Hand a frame to every client; `live`: from the subscription (not a repair)."""
         self.hwm, self.hwm_stream = frame.seq, frame.stream_seq
         self.hub.delivered += 1
-        # Written at once only while the subscription has nothing more waiting: a feed that
-        # is behind lets its clients' writers catch up several frames to a write instead.
-        sub = self.sub
-        push = live and sub is not None and sub.pending_msgs == 0  # type: ignore[attr-defined]
         for client in list(self.clients):
-            client.offer(frame, push)
+            client.offer(frame, live)
         if frame.terminal:
             self.ended = True
             asyncio.get_running_loop().create_task(self._unsubscribe())
+
+    def hold(self, client: Client) -> None:
+        """`client` holds frames: write them once this burst is handed out (the subscription
+        hands out whatever arrived together before the loop runs anything else)."""
+        if not self.holding:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.holding.append(client)
+
+    def _flush(self) -> None:
+        clients, self.holding = self.holding, []
+        self.hub.pushed += sum(client.release() for client in clients)
 
     async def _watch(self) -> None:
         """Replace a subscription that went quiet while the log moved on.

@@ -205,9 +205,14 @@ class BodyPush:
         self.protocol = protocol
         self.cycle = cycle
 
-    def __call__(self, data: bytes, chunk: bytes) -> bool:
-        """Write `data` (`chunk`: the same bytes as one HTTP/1.1 chunk, made once by the
-        caller and shared by every connection it goes to)."""
+    @property
+    def chunked(self) -> bool:
+        """The response's body goes as HTTP/1.1 chunks: `__call__` takes them framed so."""
+        return bool(self.cycle.chunked_encoding)
+
+    def __call__(self, data: bytes) -> bool:
+        """Write `data`, framed as the response's body is (`chunked`): the caller frames a
+        part once and shares it with every connection it goes to."""
         cycle, protocol = self.cycle, self.protocol
         if (
             protocol.cycle is not cycle
@@ -218,7 +223,7 @@ class BodyPush:
             or protocol.transport.is_closing()
         ):
             return False
-        protocol.transport.write(chunk if cycle.chunked_encoding else data)
+        protocol.transport.write(data)
         return True
 
 
