@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FLUSH_POSTPONE = 16
+"""Turns of the loop a flush of held frames waits at most for a feed that is behind."""
+
 
 class Client:
     """One SSE connection's view of a feed: a bounded queue of frames.
@@ -245,6 +248,7 @@ class RunFeed:
         self.ready = asyncio.Event()
         self.idle_since: float | None = None
         self.holding: list[Client] = []
+        self.postponed = 0
         """Clients holding frames until `_flush` runs (once per burst handed out)."""
 
     async def open(self) -> None:
@@ -337,13 +341,20 @@ class RunFeed:
             asyncio.get_running_loop().create_task(self._unsubscribe())
 
     def hold(self, client: Client) -> None:
-        """`client` holds frames: write them once this burst is handed out (the subscription
-        hands out whatever arrived together before the loop runs anything else)."""
+        """`client` holds frames: write them once this burst is handed out."""
         if not self.holding:
             asyncio.get_running_loop().call_soon(self._flush)
         self.holding.append(client)
 
     def _flush(self) -> None:
+        # While the subscription has more waiting, the feed is behind: let it hand that out
+        # too, so each client gets several frames to a write (a few turns at most).
+        sub = self.sub
+        if sub is not None and sub.pending_msgs and self.postponed < FLUSH_POSTPONE:  # type: ignore[attr-defined]
+            self.postponed += 1
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self.postponed = 0
         clients, self.holding = self.holding, []
         self.hub.pushed += sum(client.release() for client in clients)
 
