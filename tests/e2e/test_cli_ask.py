@@ -46,6 +46,9 @@ class Cli:
             stderr=subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            # Ctrl-C as a terminal sends it: a runner that started the tests with SIGINT
+            # ignored (a background job without job control) would pass that on to the CLI.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.out: list[str] = []
         self.err: list[str] = []
