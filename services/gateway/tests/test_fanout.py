@@ -156,7 +156,9 @@ async def test_messages_dropped_by_a_full_subscription_queue_are_repaired(js, po
         await hub.close()
 
 
-async def test_frames_held_for_a_waiting_writer_are_written_together_or_queued_in_order(js, pool):
+async def test_frames_held_for_a_waiting_writer_are_written_together_or_queued_in_order(
+    nc, js, pool
+):
     """A writer waiting live: a group commit's frames are held while the feed hands them out,
     then written in one go through the connection's push, without waking the writer. When the
     connection cannot take them they go to the writer's queue, still in order."""
@@ -195,7 +197,7 @@ async def test_frames_held_for_a_waiting_writer_are_written_together_or_queued_i
             await group(6)
             async with asyncio.timeout(20):
                 while feed.sub.pending_msgs < 5:  # type: ignore[union-attr]
-                    await asyncio.sleep(0.01)
+                    await nc.flush()  # a round trip to the server: deliveries come meanwhile
         await asyncio.wait_for(six.wait(), 20)
         (written,) = writes  # in one write
         assert [int(s) for s in re.findall(rb'"seq":(\d+)', written)] == [2, 3, 4, 5, 6, 7]
