@@ -214,6 +214,47 @@ async def test_frames_held_for_a_waiting_writer_are_written_together_or_queued_i
         await hub.close()
 
 
+async def test_a_burst_longer_than_the_queue_reaches_a_waiting_writer_whole(nc, js, pool):
+    """More frames arrive together than a client may queue: a writer waiting live whose
+    connection takes them is healthy, so it gets every one, in order (not cut off)."""
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool, queue_size=8)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    writes: list[bytes] = []
+
+    def push(data: bytes) -> bool:
+        writes.append(data)
+        return True
+
+    push.chunked = False  # type: ignore[attr-defined]
+    # As the SSE writer once it has replayed seq 1 and waits live:
+    client.push, client.live, client.sent = push, True, 1  # type: ignore[assignment]
+    client.replaying = False
+    try:
+        waiting = asyncio.create_task(client.wait())
+        feed = client.feed
+        async with feed.lock:  # the feed is busy while 30 arrive: they come together
+            steps = [StepProgress(step_id="s", message=str(i)) for i in range(30)]
+            await asyncio.gather(*(log.append(run_id, "t1", p) for p in steps))
+            async with asyncio.timeout(20):
+                while feed.sub.pending_msgs < 29:  # type: ignore[union-attr]
+                    await nc.flush()
+        async with asyncio.timeout(20):
+            while client.sent < 31 and not client.cut:
+                await nc.flush()
+        assert not client.cut
+        seqs = [int(s) for s in re.findall(rb'"seq":(\d+)', b"".join(writes))]
+        assert seqs == list(range(2, 32))
+        assert len(writes) > 1  # held frames never exceed the queue bound: written as they fill
+        assert not waiting.done()
+    finally:
+        await hub.detach(client)
+        await hub.close()
+
+
 async def test_a_subscription_that_died_silently_is_replaced(js, pool):
     from runloom.contracts import subjects
     from runloom.contracts.ids import new_id

@@ -49,6 +49,8 @@ class Client:
     and written straight to the connection (`push`, when the server offers one) once the
     feed has handed out what arrived together: one write per client for a burst, and no
     wake-up of the writer's task. What cannot be written so goes to the queue, in order.
+    A client holds at most a queue's worth: a longer burst is written as it fills, so a
+    client whose connection takes it is never cut off for the length of a burst.
     """
 
     __slots__ = (
@@ -119,11 +121,13 @@ class Client:
         if self.cut:
             return
         held = self.held
+        if len(held) >= self.maxsize:  # a burst as long as the queue: write it now
+            self.release()
+            held = self.held
         if (
             push
             and frame.seq == self.sent + len(held) + 1
             and not frame.terminal  # the writer ends the stream after it
-            and len(held) < self.maxsize
             and self._parked()
         ):
             if not held:
