@@ -74,24 +74,29 @@ async def _started(nc: Any, run_id: str, post: Any) -> httpx.Response:
         await sub.unsubscribe()
 
 
+def _fail_once(failure: str, state: Any, monkeypatch: Any) -> None:
+    """Make the next runs row or start command fail, as a lost server would."""
+    if failure == "runs row":
+        state.pool = _FailingPool(state.pool)
+        return
+    real = bus.publish
+    calls = {"n": 0}
+
+    async def publish(js_: Any, subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject == subjects.START_RUN and calls["n"] == 0:
+            calls["n"] += 1
+            raise nats.errors.TimeoutError  # injected: no answer from NATS
+        return await real(js_, subject, *args, **kwargs)
+
+    monkeypatch.setattr(bus, "publish", publish)
+
+
 @pytest.mark.parametrize("failure", ["runs row", "start command"])
 async def test_a_retry_with_the_same_key_completes_a_half_created_run(
     failure: str, settings: Any, pool: Any, nc: Any, js: Any, poll: Any, monkeypatch: Any
 ) -> None:
     async with asyncio.timeout(60), _gateway(settings, pool) as (client, state):
-        if failure == "runs row":
-            state.pool = _FailingPool(state.pool)
-        else:
-            real = bus.publish
-            calls = {"n": 0}
-
-            async def publish(js_: Any, subject: str, *args: Any, **kwargs: Any) -> Any:
-                if subject == subjects.START_RUN and calls["n"] == 0:
-                    calls["n"] += 1
-                    raise nats.errors.TimeoutError  # injected: no answer from NATS
-                return await real(js_, subject, *args, **kwargs)
-
-            monkeypatch.setattr(bus, "publish", publish)
+        _fail_once(failure, state, monkeypatch)
         body = {"question": "What survives a crash halfway?"}
         headers = {"Idempotency-Key": f"key-{failure.replace(' ', '-')}"}
         first = await client.post("/v1/runs", json=body, headers=headers)
@@ -114,3 +119,37 @@ async def test_a_retry_with_the_same_key_completes_a_half_created_run(
         events = await EventLog(js, "test").events(run_id)
         assert [e.type for e in events] == ["run.created"]
         assert (await client.get("/v1/runs")).json()["items"][0]["id"] == run_id
+
+
+@pytest.mark.parametrize("failure", ["runs row", "start command"])
+async def test_a_half_created_run_without_a_key_ends_failed_and_the_answer_names_it(
+    failure: str, settings: Any, pool: Any, js: Any, poll: Any, monkeypatch: Any
+) -> None:
+    """No Idempotency-Key: no retry can finish the run, so it is ended as failed (not left
+    "created" for good, and not run beside the client's retry), and the 503 says which run
+    and what to do."""
+    async with asyncio.timeout(60), _gateway(settings, pool) as (client, state):
+        _fail_once(failure, state, monkeypatch)
+        body = {"question": "What if the start is lost?"}
+        first = await client.post("/v1/runs", json=body)
+        assert first.status_code == 503, first.text
+        assert first.headers["content-type"].startswith("application/problem+json")
+        assert int(first.headers["retry-after"]) >= 1
+        problem = first.json()
+        run_id = problem["run_id"]
+        assert run_id in problem["detail"] and "Idempotency-Key" in problem["detail"]
+
+        events = await EventLog(js, "test").events(run_id)
+        assert [e.type for e in events] == ["run.created", "run.failed"]
+        assert "Idempotency-Key" in events[-1].data["error"]
+
+        async def failed() -> bool:
+            run = await client.get(f"/v1/runs/{run_id}")
+            return run.status_code == 200 and run.json()["status"] == "failed"
+
+        await poll(failed)  # the read model shows it ended, with the reason
+        assert "Idempotency-Key" in (await client.get(f"/v1/runs/{run_id}")).json()["error"]
+
+        again = await client.post("/v1/runs", json=body)  # what the client does next
+        assert again.status_code == 201, again.text
+        assert again.json()["id"] != run_id

@@ -1,7 +1,9 @@
 """Runs: create (idempotent), list, read, cancel, and stream tokens.
 
 `POST /v1/runs` answers once `run.created` is durably stored, the read-model row is in and
-the start command is stored (those two go out together, after `run.created`).
+the start command is stored (those two go out together, after `run.created`). If those fail,
+it answers 503: a retry with the same Idempotency-Key completes the run; without a key the
+run is ended as failed (`run.failed`), since no retry can reach it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
 from runloom.contracts.commands import StartRun
-from runloom.contracts.events import CancelRequested, RunCreated
+from runloom.contracts.events import CancelRequested, RunCreated, RunFailed
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
 from runloom.contracts.types import (
@@ -44,7 +46,14 @@ from runloom.gateway._params import (
 )
 from runloom.gateway._telemetry import in_run_trace
 from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found, responses
+from runloom.gateway.problems import (
+    BUS_UNAVAILABLE,
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_S,
+    Problem,
+    not_found,
+    responses,
+)
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.runtime import bus
 from runloom.runtime.archive import title_of
@@ -221,6 +230,25 @@ async def create_run(
         # One id per run: concurrent replays of the same key append it once.
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     # run.created is durable: the read-model row and the start command go out together.
+    try:
+        inserted = await _row_and_start(state, who, body, run_id, idempotency_key)
+    except (*BUS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
+        if idempotency_key is None:  # no retry can complete this run: end it, say so
+            await _not_started(state, who, run_id)
+        raise
+    # Already there (a replay, or the archive projected run.created first): read it.
+    row = inserted if inserted is not None else await load_run(state, who, run_id)
+    return JSONResponse(
+        run_view(row),
+        status_code=200 if replay else 201,
+        headers={"Location": f"/v1/runs/{run_id}"},
+    )
+
+
+async def _row_and_start(
+    state: GatewayState, who: Principal, body: RunIn, run_id: str, key: str | None
+) -> asyncpg.Record | None:
+    """The read-model row (None if it was there) and the start command, together."""
     inserted, _ = await asyncio.gather(
         state.pool.fetchrow(
             "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
@@ -233,7 +261,7 @@ async def create_run(
             body.skill or "research_report",
             body.budget_usd,
             body.options,
-            idempotency_key,
+            key,
         ),
         bus.publish(
             state.js,
@@ -242,13 +270,38 @@ async def create_run(
             msg_id=f"start-{run_id}",
         ),
     )
-    # Already there (a replay, or the archive projected run.created first): read it.
-    row = inserted if inserted is not None else await load_run(state, who, run_id)
-    return JSONResponse(
-        run_view(row),
-        status_code=200 if replay else 201,
-        headers={"Location": f"/v1/runs/{run_id}"},
+    return inserted  # type: ignore[no-any-return]
+
+
+async def _not_started(state: GatewayState, who: Principal, run_id: str) -> None:
+    """End a run whose start failed and that no retry can reach (it had no Idempotency-Key):
+    `run.failed`, so it is not left "created" for good, and a start command that did get out
+    (the read-model row was what failed) finds it ended instead of running beside the
+    client's retry. Then a 503 that names it; if even this append fails, the caller's 503
+    stands and the run stays "created"."""
+    failed = RunFailed(
+        error="Not started: a server did not answer while the run was being started, and the "
+        "request that made it had no Idempotency-Key to finish it with. Send the request again.",
     )
+    try:
+        await state.log.append(
+            run_id, who.tenant_id, failed, event_id=derived_ulid(f"{run_id}/not-started")
+        )
+    except RunClosed:
+        return  # it had already ended (its start got out and it ran): nothing to say
+    except BUS_UNAVAILABLE as exc:
+        log.warning("run %s: start failed and so did marking it failed: %r", run_id, exc)
+        return
+    problem = Problem(
+        503,
+        "Service Unavailable",
+        f"Run {run_id} could not be started (a server is restarting or the cluster is "
+        f"electing a leader) and was ended as failed. Send the request again in "
+        f"{RETRY_AFTER_S} s; with an Idempotency-Key, a retry completes the same run instead.",
+        run_id=run_id,
+    )
+    problem.headers["Retry-After"] = str(RETRY_AFTER_S)
+    raise problem
 
 
 def _page_cursor(row: asyncpg.Record) -> str:
