@@ -150,6 +150,9 @@ async def test_a_half_created_run_without_a_key_ends_failed_and_the_answer_names
         await poll(failed)  # the read model shows it ended, with the reason
         assert "Idempotency-Key" in (await client.get(f"/v1/runs/{run_id}")).json()["error"]
 
+        spec = (await client.get("/openapi.json")).json()  # a generated client knows it
+        assert "503" in spec["paths"]["/v1/runs"]["post"]["responses"]
+
         again = await client.post("/v1/runs", json=body)  # what the client does next
         assert again.status_code == 201, again.text
         assert again.json()["id"] != run_id

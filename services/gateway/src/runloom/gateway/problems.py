@@ -48,10 +48,10 @@ _TITLES = {
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` declaring each status as an `application/problem+json` body.
 
-    Every route also declares 401, 413, 422 and 500 (authentication, body limit, validation,
-    the unexpected)."""
+    Every route also declares 401, 413, 422, 500 and 503 (authentication, body limit,
+    validation, the unexpected, and a server away: retry after Retry-After)."""
     out: dict[int | str, dict[str, Any]] = {}
-    for code in sorted({*codes, 401, 413, 422, 500}):
+    for code in sorted({*codes, 401, 413, 422, 500, 503}):
         out[code] = {
             "description": _TITLES.get(code, "Error"),
             "content": {PROBLEM_JSON: {"schema": ProblemDetails.model_json_schema()}},

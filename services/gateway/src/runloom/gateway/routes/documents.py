@@ -122,7 +122,7 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", status_code=201, responses=responses(415, 503), openapi_extra=_UPLOAD_BODY)
+@router.post("", status_code=201, responses=responses(415), openapi_extra=_UPLOAD_BODY)
 async def upload_documents(
     request: Request,
     state: GatewayState = Depends(get_state),
@@ -174,7 +174,7 @@ async def upload_documents(
         await form.close()
 
 
-@router.get("", responses=responses(503))
+@router.get("", responses=responses())
 async def list_documents(
     state: GatewayState = Depends(get_state),
     who: Principal = Depends(principal),
@@ -187,7 +187,7 @@ async def list_documents(
     return {"documents": [corpus.as_json(d) for d in page.documents], "total": page.total}
 
 
-@router.delete("/{document_id}", status_code=204, responses=responses(404, 503))
+@router.delete("/{document_id}", status_code=204, responses=responses(404))
 async def delete_document(
     document_id: DocumentIdPath,
     state: GatewayState = Depends(get_state),

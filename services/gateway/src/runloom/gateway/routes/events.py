@@ -77,7 +77,7 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
     return after_seq, after_stream_seq
 
 
-_SSE_RESPONSES = responses(400, 404, 503)
+_SSE_RESPONSES = responses(400, 404)
 _SSE_RESPONSES[200] = {
     "description": "Server-sent events (default), or a JSON page with `format=json`.",
     "content": {"text/event-stream": {}, "application/json": {}},

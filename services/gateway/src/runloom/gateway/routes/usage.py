@@ -116,7 +116,7 @@ def _item(item: UsageItem) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/usage", responses=responses(403, 404, 503))
+@router.get("/v1/usage", responses=responses(403, 404))
 async def get_usage(
     run_id: RunIdQuery = None,
     from_: str | None = Query(
@@ -248,7 +248,7 @@ def _no_stream_tokens(who: Principal) -> None:
         raise Problem(403, "Forbidden", "Budgets need an API key; a stream token cannot use them.")
 
 
-@router.get("/v1/budget", responses=responses(403, 503))
+@router.get("/v1/budget", responses=responses(403))
 async def get_budget(
     who: Principal = Depends(principal), state: GatewayState = Depends(get_state)
 ) -> dict[str, Any]:
@@ -257,7 +257,7 @@ async def get_budget(
     return _budget_view(await _billing(_queries(state).budget(who.tenant_id)))
 
 
-@router.put("/v1/budget", responses=responses(403, 503))
+@router.put("/v1/budget", responses=responses(403))
 async def put_budget(
     body: BudgetIn,
     who: Principal = Depends(principal),
