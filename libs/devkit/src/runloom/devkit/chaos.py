@@ -433,9 +433,11 @@ async def _stream_view(
     from runloom.contracts import subjects
     from runloom.contracts.events import decode_event
     from runloom.runtime import bus
+    from runloom.runtime.eventlog import TRANSIENT_ERRORS
 
     nc = await bus.connect(plat.nats_url, "chaos-reader")
     events = []
+    give_up = time.monotonic() + 30  # a node catching up after a healed fault answers 503
     try:
         js = nc.jetstream()
         subject = subjects.run_events(run_id)
@@ -447,6 +449,11 @@ async def _stream_view(
                 )
             except NotFoundError:
                 break
+            except TRANSIENT_ERRORS:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.25)
+                continue
             position = msg.seq or position + 1
             event = decode_event(bytes(msg.data or b""))
             events.append(event)
@@ -609,11 +616,19 @@ async def _usage_ids(plat: ClusterPlatform, run_id: str) -> int:
 
 
 async def wait_usage_settled(plat: ClusterPlatform, run_ids: list[str], timeout: float) -> None:
+    """Until the ledger counts every usage id of the runs, or `timeout` (the table shows what
+    is left). A node still catching up after a healed fault may answer 503: asked again."""
+    from runloom.runtime.eventlog import TRANSIENT_ERRORS
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = True
         for r in run_ids:
-            want = await _usage_ids(plat, r)
+            try:
+                want = await _usage_ids(plat, r)
+            except TRANSIENT_ERRORS:
+                done = False
+                break
             got = await _ledger_calls(plat, r)
             done = done and got >= want
         if done:
