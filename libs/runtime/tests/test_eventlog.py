@@ -293,3 +293,28 @@ async def test_a_wrong_guess_that_a_run_is_new_is_corrected_by_the_expected_sequ
     ev = await log.append(run_id, "t1", StepStarted(step_id="a"))
     assert ev.seq == 2
     assert [e.seq for e in await log.events(run_id)] == [1, 2]
+
+
+async def test_a_batch_is_stored_with_each_message_s_headers_and_payload_as_sent(js):
+    """The staged messages of an atomic batch are framed by hand (not through `publish`):
+    the server stores each with its own headers and payload, in order, and a line break in a
+    header value becomes a space instead of ending the header."""
+    from runloom.runtime import atomic
+
+    subject = subjects.run_events(new_id("run"))
+    messages = [
+        (b"first", {"X-Note": "one\r\ntwo", "Nats-Msg-Id": ulid()}),
+        (b"", {"Nats-Msg-Id": ulid()}),  # an empty payload
+        (b'{"x": "\xc3\xa9"}', {"X-Note": "plain", "Nats-Msg-Id": ulid()}),
+    ]
+    ack = await atomic.publish_batch(js, subject, messages, timeout=5)
+    stored = [
+        await js.get_msg(subjects.RUN_EVENTS_STREAM, seq)
+        for seq in range(ack.seq - len(messages) + 1, ack.seq + 1)
+    ]
+    assert [m.subject for m in stored] == [subject] * 3
+    assert [m.data or b"" for m in stored] == [b"first", b"", b'{"x": "\xc3\xa9"}']
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [h["Nats-Msg-Id"] for _, h in messages]
+    assert stored[0].headers["X-Note"] == "one  two"
+    assert stored[2].headers["X-Note"] == "plain"
+    assert [m.headers["Nats-Batch-Sequence"] for m in stored] == ["1", "2", "3"]
