@@ -295,8 +295,8 @@ async def _not_started(state: GatewayState, who: Principal, run_id: str) -> None
     problem = Problem(
         503,
         "Service Unavailable",
-        f"Run {run_id} could not be started (a server is restarting or the cluster is "
-        f"electing a leader) and was ended as failed. Send the request again in "
+        f"Run {run_id} could not be started (the event store or the database did not "
+        f"answer) and was ended as failed. Send the request again in "
         f"{RETRY_AFTER_S} s; with an Idempotency-Key, a retry completes the same run instead.",
         run_id=run_id,
     )
