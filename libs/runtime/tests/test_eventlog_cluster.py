@@ -60,20 +60,24 @@ async def test_without_a_majority_an_append_fails_clearly_and_its_retry_lands_on
     for node in lost:
         node.kill()
     event_id = ulid()
+    patient = EventLog(cluster_js, "w", publish_timeout=1.0)
+    retry = None
     try:
         with pytest.raises(StoreUnavailable, match="majority"):
             await log.append(run_id, "t1", StepStarted(step_id="s"), event_id=event_id)
+        # The retry starts while the majority is still lost: it looks for the event first, is
+        # answered with timeouts (and, as the nodes come back, 503s), and waits them out.
+        retry = asyncio.create_task(
+            patient.append(
+                run_id, "t1", StepStarted(step_id="s"), event_id=event_id, check_existing=True
+            )
+        )
     finally:
         for node in lost:
             await asyncio.to_thread(node.start)
         await asyncio.to_thread(nats_cluster.wait_healthy, 60.0)
-    patient = EventLog(cluster_js, "w", publish_timeout=1.0)
-    await asyncio.wait_for(
-        patient.append(
-            run_id, "t1", StepStarted(step_id="s"), event_id=event_id, check_existing=True
-        ),
-        60,
-    )
+    assert retry is not None
+    await asyncio.wait_for(retry, 60)
     events = await patient.events(run_id)
     assert [e.seq for e in events] == [1, 2]
     assert events[1].id == event_id

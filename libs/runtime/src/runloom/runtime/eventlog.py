@@ -412,7 +412,7 @@ class EventLog:
                 raise ValueError(f"unknown event type {type!r}")
             headers[Header.EVENT_TYPE] = type
             trace = trace or headers.get(_TRACEPARENT)
-            event = await self.find(run_id, event_id) if check_existing else None
+            event = await self._find_patiently(run_id, event_id) if check_existing else None
             if event is None:
                 event = await self._enqueue(
                     run_id, tenant_id, event_id, type, data or {}, causation_id, trace, headers
@@ -670,13 +670,29 @@ class EventLog:
             )
             return events
         if unanswered is not None:
-            raise StoreUnavailable(
-                f"append to {run_id}: the event store did not answer {self.max_retries} tries "
-                f"in a row (last: {type(unanswered).__name__}); it stores nothing while fewer "
-                "than a majority of a cluster's servers are up. The last try may have landed: "
-                "retry with the same event id."
-            ) from unanswered
+            raise self._unavailable(run_id, unanswered) from unanswered
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
+
+    def _unavailable(self, run_id: str, last: Exception) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"append to {run_id}: the event store did not answer {self.max_retries} tries "
+            f"in a row (last: {type(last).__name__}); it stores nothing while fewer "
+            "than a majority of a cluster's servers are up. The last try may have landed: "
+            "retry with the same event id."
+        )
+
+    async def _find_patiently(self, run_id: str, event_id: str) -> Event | None:
+        """`find` for an append that checks first, asked again while the store is away or a
+        node catching up answers 503 (as the append itself is retried)."""
+        unanswered: Exception | None = None
+        for attempt in range(self.max_retries):
+            try:
+                return await self.find(run_id, event_id)
+            except TRANSIENT_ERRORS as exc:
+                unanswered = exc
+                await AWAY.sleep(attempt)
+        assert unanswered is not None
+        raise self._unavailable(run_id, unanswered) from unanswered
 
     async def _stored_at(self, stream_seq: int, run_id: str, event_id: str) -> Event | None:
         """The event at a stream position, if it is this run's event with this id."""
