@@ -433,11 +433,9 @@ async def _stream_view(
     from runloom.contracts import subjects
     from runloom.contracts.events import decode_event
     from runloom.runtime import bus
-    from runloom.runtime.eventlog import TRANSIENT_ERRORS
 
     nc = await bus.connect(plat.nats_url, "chaos-reader")
     events = []
-    give_up = time.monotonic() + 30  # a node catching up after a healed fault answers 503
     try:
         js = nc.jetstream()
         subject = subjects.run_events(run_id)
@@ -449,11 +447,6 @@ async def _stream_view(
                 )
             except NotFoundError:
                 break
-            except TRANSIENT_ERRORS:
-                if time.monotonic() > give_up:
-                    raise
-                await asyncio.sleep(0.25)
-                continue
             position = msg.seq or position + 1
             event = decode_event(bytes(msg.data or b""))
             events.append(event)

@@ -135,8 +135,7 @@ class Client:
             held.append(frame)
             return
         if held:  # what is held goes first
-            self.frames.extend(held)
-            self.held = []
+            self._queue_held()
         if len(self.frames) >= self.maxsize:
             self.overflowed = True
             if not self.replaying:
@@ -151,7 +150,6 @@ class Client:
         held = self.held
         if not held or self.cut:
             return 0
-        self.held = []
         first, last = held[0], held[-1]
         if first.seq == self.sent + 1 and self._parked():
             push = self.push
@@ -161,12 +159,18 @@ class Client:
             else:
                 data = first.sse() if len(held) == 1 else b"".join([f.sse() for f in held])
             if push(data):
+                self.held = []
                 self.sent, self.sent_stream = last.seq, last.stream_seq
                 self.wrote = True
                 return len(held)
-        self.frames[:0] = held
+        self._queue_held()
         self._wake()
         return 0
+
+    def _queue_held(self) -> None:
+        """Put the held frames at the head of the writer's queue (they come before it)."""
+        self.frames[:0] = self.held
+        self.held = []
 
     def take(self) -> list[Frame]:
         """Every queued frame, in order (the queue is left empty)."""
@@ -186,9 +190,7 @@ class Client:
 
     def close(self) -> None:
         """Finish after what is queued (graceful drain)."""
-        if self.held:
-            self.frames[:0] = self.held
-            self.held = []
+        self._queue_held()
         self.closing = True
         self._wake()
 
@@ -252,8 +254,9 @@ class RunFeed:
         self.ready = asyncio.Event()
         self.idle_since: float | None = None
         self.holding: list[Client] = []
-        self.postponed = 0
         """Clients holding frames until `_flush` runs (once per burst handed out)."""
+        self.postponed = 0
+        """Turns `_flush` has been put off while the subscription had more waiting."""
 
     async def open(self) -> None:
         tail = await self.hub.log.tail(self.run_id, any_replica=True)
