@@ -9,6 +9,7 @@ which handles each message in a CONSUMER span and dead-letters what it cannot ap
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -118,12 +119,28 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
     ]
 
 
+CREATED_METADATA = "runloom.created_ms"
+"""Stream metadata: when the stream was first created (ms), set by a restore (the server's own
+creation time is then the restore's); provisioning keeps every `runloom.` key."""
+
+
+def created_ms(info: js_api.StreamInfo) -> int:
+    """The stream's original creation time in ms (kept across a backup and restore)."""
+    kept = (info.config.metadata or {}).get(CREATED_METADATA)
+    if kept:
+        return int(kept)
+    return int(info.created.timestamp() * 1000) if info.created is not None else 0
+
+
 async def provision(js: JetStreamContext, settings: Settings) -> None:
     """Create or update every stream (idempotent; safe from any number of replicas)."""
     for cfg in stream_configs(settings):
         try:
-            await js.stream_info(cfg.name)  # type: ignore[arg-type]
-            await js.update_stream(cfg)
+            info = await js.stream_info(cfg.name)  # type: ignore[arg-type]
+            kept = {
+                k: v for k, v in (info.config.metadata or {}).items() if k.startswith("runloom.")
+            }
+            await js.update_stream(dataclasses.replace(cfg, metadata=kept) if kept else cfg)
         except NotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):
                 await js.add_stream(cfg)
