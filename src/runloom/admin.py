@@ -5,6 +5,11 @@
                                            the listed cross-service grants (runtime.roles)
     python -m runloom.admin check          exit 1 (and say what) if either is still missing
     python -m runloom.admin tenant ID      create tenant ID (if missing) and print a new API key
+    python -m runloom.admin tenant delete ID
+                                           erase every trace of tenant ID (resumable; reports
+                                           what it removed: runtime.erasure)
+    python -m runloom.admin tenant retention ID DAYS|keep
+                                           keep the tenant's ended runs DAYS days (or forever)
     python -m runloom.admin backup DIR     online backup: stream snapshots, object stores, a
                                            PostgreSQL dump, manifest with sha256 (runtime.backup)
     python -m runloom.admin restore DIR    restore a backup into an empty NATS and database
@@ -21,13 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-from runloom.runtime import backup, bus, db, release, roles
+from runloom.contracts import subjects
+from runloom.runtime import backup, bus, db, erasure, release, roles
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging
 
@@ -110,6 +119,77 @@ async def restore(settings: Settings, root: Path) -> int:
     return 0
 
 
+SETTLE_TIMEOUT_S = 120.0
+
+
+async def _cancel_and_wait(js: Any, tenant_id: str, run_ids: list[str]) -> None:
+    """Ask each open run to stop, and wait (bounded) until every one has ended."""
+    from runloom.contracts.events import TERMINAL_TYPES, CancelRequested
+    from runloom.contracts.headers import Header
+    from runloom.runtime.eventlog import EventLog, RunClosed
+
+    log = EventLog(js, "admin")
+    for run_id in run_ids:
+        with contextlib.suppress(RunClosed):
+            await log.append(
+                run_id, tenant_id, CancelRequested(reason="tenant erased", requested_by="admin")
+            )
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    waiting = list(run_ids)
+    while waiting:
+        last = []
+        for run_id in waiting:
+            msg = await js.get_last_msg(subjects.RUN_EVENTS_STREAM, subjects.run_events(run_id))
+            if (msg.headers or {}).get(Header.EVENT_TYPE) not in TERMINAL_TYPES:
+                last.append(run_id)
+        waiting = last
+        if waiting and time.monotonic() > deadline:
+            raise erasure.ErasureError(
+                f"runs {', '.join(waiting)} did not end within {SETTLE_TIMEOUT_S:.0f} s of being "
+                "cancelled; is the orchestrator running? Run the deletion again (it resumes)"
+            )
+        if waiting:
+            await asyncio.sleep(0.5)
+
+
+async def tenant_delete(settings: Settings, tenant_id: str) -> int:
+    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    try:
+        js = nc.jetstream()
+        job = await erasure.Erasure.open(nc, js, tenant_id)
+        resumed = f" (resumed after {', '.join(job.job.done)})" if job.job.done else ""
+        done = await job.run(settle=lambda runs: _cancel_and_wait(js, tenant_id, runs))
+    finally:
+        await nc.close()
+    print(f"tenant {tenant_id} erased{resumed}: {done.runs} run(s); removed:")
+    for key, n in sorted(done.removed.items()):
+        print(f"  {key:<45} {n}")
+    return 0
+
+
+async def tenant_retention(settings: Settings, tenant_id: str, days: str) -> int:
+    keep = None if days == "keep" else int(days)
+    if keep is not None and keep < 1:
+        raise ValueError("DAYS must be 1 or more (or `keep`)")
+    pool = await db.create_pool(_admin_url(settings), max_size=1)
+    try:
+        status = await pool.execute(
+            "INSERT INTO tenant_retention(tenant_id, keep_days) SELECT id, $2 FROM tenants"
+            " WHERE id=$1 ON CONFLICT (tenant_id) DO UPDATE SET keep_days=$2, updated_at=now()",
+            tenant_id,
+            keep,
+        )
+    finally:
+        await pool.close()
+    if status.endswith(" 0"):
+        print(f"error: no tenant {tenant_id!r}", file=sys.stderr)
+        return 1
+    print(
+        f"tenant {tenant_id}: " + ("every run kept" if keep is None else f"runs kept {keep} days")
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runloom.admin", description=__doc__.split("\n")[0]
@@ -120,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         "migrate", help="make each service's role and schema, apply its pending migrations"
     )
     sub.add_parser("check", help="exit 1 if a stream or a migration is missing")
-    t = sub.add_parser("tenant", help="create a tenant (if missing) and print a new API key")
-    t.add_argument("tenant_id")
+    t = sub.add_parser(
+        "tenant",
+        help="tenant ID: create (if missing) and print a new API key; tenant delete ID: erase "
+        "it; tenant retention ID DAYS|keep: its retention policy",
+    )
+    t.add_argument("words", nargs="+", metavar="ID | delete ID | retention ID DAYS")
     t.add_argument("--name", default="")
     b = sub.add_parser("backup", help="online backup of every stream and the database into DIR")
     b.add_argument("dir", type=Path)
@@ -147,10 +231,17 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(take_backup(settings, args.dir, args.postgres_dump))
         if args.command == "restore":
             return asyncio.run(restore(settings, args.dir))
-    except backup.BackupError as exc:
+        words = args.words
+        if words[0] == "delete" and len(words) == 2:
+            return asyncio.run(tenant_delete(settings, words[1]))
+        if words[0] == "retention" and len(words) == 3:
+            return asyncio.run(tenant_retention(settings, words[1], words[2]))
+        if len(words) != 1:
+            parser.error("tenant takes ID, or delete ID, or retention ID DAYS|keep")
+    except (backup.BackupError, erasure.ErasureError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(tenant(settings, args.tenant_id, args.name))
+    return asyncio.run(tenant(settings, args.words[0], args.name))
 
 
 if __name__ == "__main__":

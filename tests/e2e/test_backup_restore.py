@@ -7,7 +7,6 @@ new run completes. The figures (backup size and time, restore time) are printed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from runloom.devkit.embedded import free_port
-from runloom.devkit.testing import wait_ended
+from runloom.devkit.testing import artifact_digests, wait_ended
 from runloom.runtime import db
 
 pytestmark = [
@@ -94,18 +93,6 @@ async def _sse_after(base: str, key: str, run_id: str, cursor: str) -> list[tupl
     return frames
 
 
-async def _artifacts(client: httpx.AsyncClient, run_id: str) -> dict[str, str]:
-    """sha256 of every artifact of the run, by its URL."""
-    listing = (await client.get(f"/v1/runs/{run_id}/deliverables")).json()
-    out: dict[str, str] = {}
-    for deliverable in listing["deliverables"]:
-        for art in deliverable["artifacts"]:
-            r = await client.get(art["url"])
-            assert r.status_code == 200, r.text
-            out[art["url"]] = hashlib.sha256(r.content).hexdigest()
-    return out
-
-
 async def _wait(check: Any, what: str, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -133,7 +120,7 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         done_id = r.json()["id"]
         assert (await wait_ended(client, done_id, 120))["ended_by"] == "run.completed"
         before = await _history(client, done_id)
-        artifacts = await _artifacts(client, done_id)
+        artifacts = await artifact_digests(client, done_id)
         assert artifacts
 
         r = await client.post("/v1/runs", json={"question": "How do generators work?"})
@@ -208,7 +195,7 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
             frames = await _sse_after(base, platform.api_key, done_id, before[cut - 1][0])
             assert [i for i, _d in frames] == [cur for cur, _e in before[cut:]]
             assert [json.loads(d) for _i, d in frames] == [e for _c, e in before[cut:]]
-            assert await _artifacts(c, done_id) == artifacts
+            assert await artifact_digests(c, done_id) == artifacts
 
             # The run in flight: what the backup holds is unchanged, and it ends visibly.
             restored_live = await _history(c, live_id)

@@ -229,6 +229,8 @@ def asyncapi() -> Schema:
         "billing": "billing answers on the request's inbox",
         "corpus": "the orchestrator (which owns the corpus) answers on the request's inbox",
         "deliverables": "the deliverables service answers on the request's inbox",
+        "gateway": "the gateway answers on the request's inbox",
+        "orchestrator": "the orchestrator answers on the request's inbox",
     }
     idempotent = "(idempotent by reservation id)"
     views = "(the gateway's budget and usage views)"
@@ -257,6 +259,11 @@ def asyncapi() -> Schema:
          "RunDeliverablesReply", "The deliverables service lists the jobs it knows of a run."),
         ("deliverables", "artifact", subjects.DELIVERABLES_ARTIFACT, "ArtifactRequest",
          "ArtifactReply", "The deliverables service describes one ready artifact."),
+        *(
+            (service, "erase", subjects.erase(service), "EraseRequest", "EraseReply",
+             f"The {service} service removes its own rows of erased runs or a tenant.")
+            for service in subjects.ERASE_SERVICES
+        ),
     ):  # fmt: skip
         name = owner + verb[0].upper() + verb[1:]
         channels[name] = {

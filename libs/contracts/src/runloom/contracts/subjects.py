@@ -38,6 +38,12 @@ CORPUS_DELETE = "corpus.delete"
 DELIVERABLES_RUN = "deliverables.run"
 DELIVERABLES_ARTIFACT = "deliverables.artifact"
 
+ERASE_SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
+"""Services answering `erase.<service>` (`EraseRequest`): each removes its own rows."""
+ERASE_ADDRESS = "erase.{service}"
+ERASURES_BUCKET = "erasures"
+"""Key-value bucket of erasure jobs (`runloom.runtime.erasure`): progress, what was removed."""
+
 ARTIFACTS_BUCKET = "artifacts"
 CORPUS_UPLOADS_BUCKET = "corpus-uploads"
 """Document text too large for one request message, named in `AddDocumentRequest.text_object`."""
@@ -63,6 +69,13 @@ def run_id_of(subject: str) -> str:
     if len(parts) != 3 or parts[0] != "run" or parts[2] != "events":
         raise ValueError(f"not a run events subject: {subject!r}")
     return parts[1]
+
+
+def erase(service: str) -> str:
+    """The subject on which `service` erases its own rows (`EraseRequest`)."""
+    if service not in ERASE_SERVICES:
+        raise ValueError(f"service {service!r} is not one of {', '.join(ERASE_SERVICES)}")
+    return f"erase.{service}"
 
 
 def deliverable_job(kind: str) -> str:

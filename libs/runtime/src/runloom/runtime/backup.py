@@ -5,8 +5,9 @@ What a backup holds (one folder, mode 700):
 - `postgres.dump`: `pg_dump --format=custom` of the whole database (every service's schema),
   one consistent snapshot of PostgreSQL taken while the platform runs;
 - `streams/<NAME>.tar.s2`: a JetStream snapshot of each stream (RUN_EVENTS, COMMANDS, JOBS,
-  DEAD_LETTERS and the object stores `OBJ_<bucket>`), with its messages at their stream
-  sequences, deleted sequences kept as gaps, and its consumers' states;
+  DEAD_LETTERS, the object stores `OBJ_<bucket>` and the erasure records `KV_erasures`), with
+  its messages at their stream sequences, deleted sequences kept as gaps, and its consumers'
+  states;
 - `manifest.json`: versions, each stream's configuration and state, when each part was taken,
   the recovery point, and the sha256 and size of every file.
 
@@ -81,7 +82,8 @@ def stream_names() -> list[str]:
         subjects.JOBS_STREAM,
         subjects.DLQ_STREAM,
     ]
-    return names + [f"OBJ_{bucket}" for bucket in bus.BUCKETS]
+    names += [f"OBJ_{bucket}" for bucket in bus.BUCKETS]
+    return names + [f"KV_{bucket}" for bucket in bus.KV_BUCKETS]
 
 
 # -- files and checksums ---------------------------------------------------------------------

@@ -158,6 +158,23 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
             ),
         )
 
+    for kv in KV_BUCKETS:
+        with contextlib.suppress(Exception):
+            await js.key_value(kv)
+            continue
+        await js.create_key_value(
+            config=js_api.KeyValueConfig(
+                bucket=kv,
+                history=1,
+                storage=js_api.StorageType.FILE,
+                replicas=settings.stream_replicas,
+            )
+        )
+
+
+KV_BUCKETS: tuple[str, ...] = (subjects.ERASURES_BUCKET,)
+"""Key-value buckets (streams `KV_<bucket>`): the erasure jobs' records."""
+
 
 BUCKETS: dict[str, float | None] = {
     subjects.ARTIFACTS_BUCKET: None,

@@ -29,6 +29,7 @@ from runloom.contracts.commands import (
     BudgetGetRequest,
     BudgetSetRequest,
     CommitRequest,
+    EraseRequest,
     ReleaseRequest,
     ReserveReply,
     ReserveRequest,
@@ -144,6 +145,7 @@ class Responders:
                 Route(subjects.BILLING_BUDGET_SET, BudgetSetRequest, q.set_budget),
                 Route(subjects.BILLING_USAGE_RUN, RunUsageRequest, q.run_usage),
                 Route(subjects.BILLING_USAGE_RANGE, UsageRangeRequest, q.usage_range),
+                Route(subjects.erase("billing"), EraseRequest, q.erase),
             ]
         return routes
 

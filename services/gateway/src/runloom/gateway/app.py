@@ -33,6 +33,7 @@ from runloom.gateway.routes import (
     documents,
     events,
     health,
+    lifecycle,
     runs,
     usage,
 )
@@ -60,6 +61,7 @@ FEATURES: list[ModuleType] = [
     usage,
     console,
     agui,
+    lifecycle,
 ]
 
 
