@@ -95,7 +95,11 @@ async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
     return 0
 
 
-async def take_backup(settings: Settings, root: Path, dumped: Path | None) -> int:
+async def take_backup(
+    settings: Settings, root: Path, dumped: Path | None, *, dated: bool = False, keep: int = 0
+) -> int:
+    if dated:
+        root = root / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = await backup.take(
         settings.effective_nats_url, settings.effective_database_url, root, dumped=dumped
     )
@@ -105,6 +109,9 @@ async def take_backup(settings: Settings, root: Path, dumped: Path | None) -> in
         f"events up to stream sequence {point['events_last_stream_seq']}, "
         f"database as of {point['database_at']}"
     )
+    if dated and keep:
+        for old in backup.prune(root.parent, keep):
+            print(f"removed the older backup {old}")
     return 0
 
 
@@ -214,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a pg_dump --format=custom file made just before, used instead of dumping here",
     )
+    b.add_argument(
+        "--dated", action="store_true", help="write into DIR/<UTC time> (a scheduled backup)"
+    )
+    b.add_argument(
+        "--keep", type=int, default=0, help="with --dated: keep only the newest N complete backups"
+    )
     r = sub.add_parser("restore", help="restore a backup into an empty NATS and database")
     r.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
@@ -228,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(check(settings))
     try:
         if args.command == "backup":
-            return asyncio.run(take_backup(settings, args.dir, args.postgres_dump))
+            return asyncio.run(
+                take_backup(
+                    settings, args.dir, args.postgres_dump, dated=args.dated, keep=args.keep
+                )
+            )
         if args.command == "restore":
             return asyncio.run(restore(settings, args.dir))
         words = args.words

@@ -127,6 +127,16 @@ def verify(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def prune(parent: Path, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` complete backups (folders with a manifest) in `parent`,
+    by name (dated names sort by time); returns what was removed. Incomplete ones are kept."""
+    complete = sorted(p for p in parent.iterdir() if (p / MANIFEST).is_file())
+    old = complete[: max(len(complete) - keep, 0)]
+    for path in old:
+        shutil.rmtree(path)
+    return old
+
+
 def _prepare_dir(root: Path) -> None:
     if root.exists() and any(root.iterdir()):
         raise BackupError(f"{root} is not empty: a backup goes into a new or empty folder")
