@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from runloom.devkit.embedded import free_port
+from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
 from runloom.devkit.testing import artifact_digests, wait_ended
-from runloom.runtime import db
+from runloom.runtime import bus, db
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -248,3 +248,56 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         f"(events up to stream seq {point}); restore {restore_s:.2f} s; "
         f"runloom up on the restored home ready in {up_s:.2f} s\n{out.strip()}"
     )
+
+
+def _admin(env: dict[str, str], *args: str) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "runloom.admin", *args],
+        env={**env, "RUNLOOM_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_admin_backup_restores_into_empty_servers_and_refuses_live_ones(
+    settings: Any, _provisioned: None, tmp_path: Path
+) -> None:
+    """The admin commands against external servers: backup, restore into a new nats-server
+    and PostgreSQL, the release then in place; restoring over them again is refused."""
+    env = {
+        **os.environ,
+        "RUNLOOM_NATS_URL": settings.effective_nats_url,
+        "RUNLOOM_DATABASE_URL": settings.effective_database_url,
+    }
+    done = await asyncio.to_thread(_admin, env, "backup", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+
+    nats_server = NatsServer(tmp_path / "nats", free_port())
+    postgres = PostgresServer(tmp_path / "pg", free_port())
+    await asyncio.to_thread(nats_server.start)
+    try:
+        await asyncio.to_thread(postgres.start)
+        target = {**env, "RUNLOOM_NATS_URL": nats_server.url, "RUNLOOM_DATABASE_URL": postgres.url}
+        for command in (("restore", str(tmp_path / "b")), ("migrate",), ("check",)):
+            done = await asyncio.to_thread(_admin, target, *command)
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+        assert "release in place" in done.stdout
+        nc = await bus.connect(nats_server.url, "test-restore")
+        try:
+            js = nc.jetstream()
+            for name, described in manifest["streams"].items():
+                state = (await js.stream_info(name)).state
+                assert (state.last_seq, state.messages) == (
+                    described["state"]["last_seq"],
+                    described["state"]["messages"],
+                ), name
+        finally:
+            await nc.close()
+        again = await asyncio.to_thread(_admin, target, "restore", str(tmp_path / "b"))
+        assert again.returncode == 1 and "restore only into an empty server" in again.stderr
+    finally:
+        await asyncio.to_thread(postgres.remove_data)
+        await asyncio.to_thread(nats_server.stop)
