@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
@@ -320,6 +321,17 @@ async def projection_consumers(nc: NATS) -> list[str]:
 # -- the two operations ----------------------------------------------------------------------
 
 
+async def _connect(url: str, name: str) -> NATS:
+    """A connection that gives up (with what to check) when no server answers at once."""
+    try:
+        return await bus.connect(url, name, max_reconnect_attempts=1, reconnect_time_wait=0.5)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise BackupError(
+            f"no NATS server answers at {url} ({type(exc).__name__}); is the platform running "
+            "(runloom up), or RUNLOOM_NATS_URL right?"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Report:
     root: Path
@@ -346,9 +358,9 @@ async def take(
     from importlib.metadata import version
 
     started = time.monotonic()
-    _prepare_dir(root)
-    nc = await bus.connect(nats_url, "runloom-backup")
+    nc = await _connect(nats_url, "runloom-backup")
     try:
+        _prepare_dir(root)
         missing = [n for n in stream_names() if await _stream_info(nc, n) is None]
         if missing:
             raise BackupError(
@@ -425,7 +437,7 @@ async def restore(nats_url: str, database_url: str, root: Path) -> dict[str, Any
     then the projections' consumers are dropped (services re-create them and catch up), then
     PostgreSQL. Refused when a stream of ours or a service schema already exists."""
     manifest = verify(root)
-    nc = await bus.connect(nats_url, "runloom-restore")
+    nc = await _connect(nats_url, "runloom-restore")
     try:
         present = [n for n in manifest["streams"] if await _stream_info(nc, n) is not None]
         if present:
