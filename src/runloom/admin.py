@@ -13,6 +13,7 @@
     python -m runloom.admin backup DIR     online backup: stream snapshots, object stores, a
                                            PostgreSQL dump, manifest with sha256 (runtime.backup)
     python -m runloom.admin restore DIR    restore a backup into an empty NATS and database
+                                           (streams with RUNLOOM_STREAM_REPLICAS replicas)
 
 Settings come from the same RUNLOOM_* variables as the services (RUNLOOM_NATS_URL,
 RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). RUNLOOM_DATABASE_URL is the database
@@ -117,7 +118,10 @@ async def take_backup(
 
 async def restore(settings: Settings, root: Path) -> int:
     manifest = await backup.restore(
-        settings.effective_nats_url, settings.effective_database_url, root
+        settings.effective_nats_url,
+        settings.effective_database_url,
+        root,
+        replicas=settings.stream_replicas,
     )
     print(
         f"restored {root} (taken {manifest['created_at']}); now run `migrate` (it sets the "

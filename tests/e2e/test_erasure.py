@@ -234,7 +234,7 @@ async def test_a_tenant_deletes_its_own_ended_run(
 
 @pytest.mark.platform_env(RUNLOOM_RETENTION_INTERVAL_S="0.5")
 async def test_retention_erases_runs_older_than_the_policy(
-    platform: Any, corpus: str, pool: Any
+    platform: Any, corpus: str, pool: Any, nc: Any, js: Any
 ) -> None:
     async with httpx.AsyncClient(
         base_url=platform.url, headers=platform.headers(), timeout=30
@@ -269,3 +269,20 @@ async def test_retention_erases_runs_older_than_the_policy(
             == spent
         )
         print("retention:", json.dumps(body))
+
+        # An erasure whose runner died mid-way (its record untouched for ten minutes) is
+        # finished by the next sweep.
+        job = await erasure.Erasure.open(nc, js, corpus, run_ids=[recent])
+        await job.save()
+        name, step = job.steps()[0]
+        job.job.add(await step(job.job))
+        job.job.done.append(name)
+        await job.save()
+        stale = erasure.Job.from_json(job.job.to_json())
+        stale.updated_at = "2000-01-01T00:00:00+00:00"
+        await (await erasure.bucket(js)).put(stale.erasure_id, stale.to_json())
+        while (await client.get(f"/v1/runs/{recent}")).status_code != 404:
+            assert time.monotonic() < deadline + 60, "the sweep did not finish the erasure"
+            await asyncio.sleep(0.25)
+        record = await erasure.load(js, stale.erasure_id)
+        assert record is not None and record.status == "done" and record.runs == 1

@@ -81,7 +81,7 @@ def restore_home(source: Path, home: Path) -> float:
     try:
         postgres.start()
         try:
-            asyncio.run(backup.restore(nats.url, postgres.url, source))
+            asyncio.run(backup.restore(nats.url, postgres.url, source, replicas=1))
         finally:
             postgres.stop()
     finally:

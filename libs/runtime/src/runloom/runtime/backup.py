@@ -430,8 +430,11 @@ def _tool_version(name: str) -> str:
     return out.stdout.strip()
 
 
-async def restore(nats_url: str, database_url: str, root: Path) -> dict[str, Any]:
-    """Restore the backup in `root` into empty servers; returns its manifest.
+async def restore(
+    nats_url: str, database_url: str, root: Path, *, replicas: int | None = None
+) -> dict[str, Any]:
+    """Restore the backup in `root` into empty servers; returns its manifest. `replicas`: each
+    stream's replica count on the target (a cluster's backup restored on one server: 1).
 
     The streams first (each with its sequences and consumers; RUN_EVENTS keeps its epoch),
     then the projections' consumers are dropped (services re-create them and catch up), then
@@ -463,6 +466,8 @@ async def restore(nats_url: str, database_url: str, root: Path) -> dict[str, Any
                 )
         for name, described in manifest["streams"].items():
             config = dict(described["config"])
+            if replicas is not None:
+                config["num_replicas"] = replicas
             if name == subjects.RUN_EVENTS_STREAM:
                 config["metadata"] = {
                     **(config.get("metadata") or {}),

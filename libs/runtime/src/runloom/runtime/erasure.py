@@ -41,7 +41,7 @@ import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import EraseReply, EraseRequest
 from runloom.contracts.headers import Header
@@ -71,6 +71,7 @@ class Job:
     removed: dict[str, int] = field(default_factory=dict)
     status: str = "running"
     started_at: str = ""
+    updated_at: str = ""
     finished_at: str | None = None
     attempts: int = 0
 
@@ -106,6 +107,22 @@ async def bucket(js: JetStreamContext) -> Any:
             f"the {subjects.ERASURES_BUCKET} bucket is missing: provision the streams first "
             "(runloom up, or python -m runloom.admin provision)"
         ) from None
+
+
+async def unfinished(js: JetStreamContext, idle_s: float) -> list[Job]:
+    """Jobs still `running` whose record has not moved for `idle_s` (their runner is gone)."""
+    kv = await bucket(js)
+    try:
+        keys = await kv.keys()
+    except (NoKeysError, NotFoundError):  # no key at all
+        return []
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=idle_s)
+    out = []
+    for key in keys:
+        job = await load(js, key)
+        if job and job.status == "running" and dt.datetime.fromisoformat(job.updated_at) < cutoff:
+            out.append(job)
+    return out
 
 
 async def load(js: JetStreamContext, key: str) -> Job | None:
@@ -155,6 +172,7 @@ class Erasure:
         return cls(nc, js, job)
 
     async def save(self) -> None:
+        self.job.updated_at = _now()
         kv = await bucket(self.js)
         await kv.put(self.job.erasure_id, self.job.to_json())
 

@@ -7,7 +7,9 @@ an hour) one gateway replica (a PostgreSQL advisory lock) picks, per tenant, up 
 that ended more than `keep_days` ago and erases them as one erasure job
 (`runloom.runtime.erasure`: stream subjects, archive, read models, checkpoints, deliverables
 and artifacts, ledger rows; the month's spend stays in billing's aggregate). A job cut short
-is resumed on the next sweep (the same runs give the same job).
+is resumed on the next sweep (the same runs give the same job), and so is any erasure whose
+runner went away (a gateway that died in the middle of `DELETE /v1/runs/{id}`, an admin
+command killed): a `running` record untouched for `STALE_S`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOCK = 0x52544E31  # "RTN1"
 BATCH = 100
+STALE_S = 300.0
 
 
 def interval_s() -> float:
@@ -56,6 +59,12 @@ async def sweep(nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> dict[str,
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK):
             return removed
         try:
+            for job in await erasure.unfinished(js, STALE_S):
+                try:
+                    await erasure.Erasure(nc, js, job).run()
+                    log.info("resumed the erasure %s", job.erasure_id)
+                except erasure.ErasureError as exc:
+                    log.warning("erasure %s still unfinished: %s", job.erasure_id, exc)
             for tenant, runs in (await due(pool)).items():
                 job = await erasure.Erasure.open(nc, js, tenant, run_ids=runs)
                 done = await job.run()
