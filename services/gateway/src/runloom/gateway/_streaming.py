@@ -17,7 +17,7 @@ from runloom.gateway._fanout import Hub
 from runloom.gateway._history import Epoch, History
 from runloom.gateway._options import StreamingOptions
 from runloom.gateway._tokens import StreamTokens, install_redaction
-from runloom.runtime.archive import PgArchive, run_archiver
+from runloom.gateway.store.archive import PgArchive, run_archiver
 
 if TYPE_CHECKING:
     from runloom.gateway.state import GatewayState

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import hash_key
 
 
 @dataclass(frozen=True)

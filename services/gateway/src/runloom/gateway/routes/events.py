@@ -35,7 +35,7 @@ from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import BUS_UNAVAILABLE, Problem, bus_unavailable, responses
 from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
-from runloom.runtime import archive
+from runloom.gateway.store import archive
 from runloom.runtime.eventlog import Tail
 from starlette.datastructures import QueryParams
 

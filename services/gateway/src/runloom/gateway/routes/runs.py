@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,7 +26,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import StartRun
 from runloom.contracts.events import CancelRequested, RunCreated, RunFailed
 from runloom.contracts.ids import derived_ulid, new_id
-from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
+from runloom.contracts.kinds import DEFAULT_SKILL, DELIVERABLE_KINDS, RunStatus
 from runloom.contracts.types import (
     JSON_MAX_BYTES,
     JSON_MAX_DEPTH,
@@ -55,8 +56,9 @@ from runloom.gateway.problems import (
     responses,
 )
 from runloom.gateway.state import GatewayState, get_state, streaming
+from runloom.gateway.store import archive
+from runloom.gateway.store.archive import title_of
 from runloom.runtime import bus
-from runloom.runtime.archive import title_of
 from runloom.runtime.eventlog import RunClosed
 
 log = logging.getLogger(__name__)
@@ -218,20 +220,20 @@ async def create_run(
     # A replay finishes whatever the first request may not have (it may have crashed).
     if not replay:
         state.log.expect_new(run_id)  # a fresh id: no tail to read before the first append
+    created = RunCreated(
+        question=body.question,
+        skill=body.skill or DEFAULT_SKILL,
+        budget_usd=body.budget_usd,
+        options=body.options,
+        title=title_of({"question": body.question}),
+        idempotency_key=idempotency_key,
+    )
     if not (replay and await state.log.first(run_id) is not None):
-        created = RunCreated(
-            question=body.question,
-            skill=body.skill or "research_report",
-            budget_usd=body.budget_usd,
-            options=body.options,
-            title=title_of({"question": body.question}),
-            idempotency_key=idempotency_key,
-        )
         # One id per run: concurrent replays of the same key append it once.
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     # run.created is durable: the read-model row and the start command go out together.
     try:
-        inserted = await _row_and_start(state, who, body, run_id, idempotency_key)
+        inserted = await _row_and_start(state, who, created, run_id)
     except (*BUS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
         if idempotency_key is None:  # no retry can complete this run: end it, say so
             await _not_started(state, who, run_id)
@@ -246,22 +248,16 @@ async def create_run(
 
 
 async def _row_and_start(
-    state: GatewayState, who: Principal, body: RunIn, run_id: str, key: str | None
+    state: GatewayState, who: Principal, created: RunCreated, run_id: str
 ) -> asyncpg.Record | None:
     """The read-model row (None if it was there) and the start command, together."""
     inserted, _ = await asyncio.gather(
-        state.pool.fetchrow(
-            "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
-            " idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            f" ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}",
+        archive.insert_run(
+            state.pool,
             run_id,
             who.tenant_id,
-            body.question,
-            title_of({"question": body.question}),
-            body.skill or "research_report",
-            body.budget_usd,
-            body.options,
-            key,
+            msgspec.structs.asdict(created),
+            returning=RUN_COLUMNS,
         ),
         bus.publish(
             state.js,
@@ -270,7 +266,7 @@ async def _row_and_start(
             msg_id=f"start-{run_id}",
         ),
     )
-    return inserted  # type: ignore[no-any-return]
+    return inserted
 
 
 async def _not_started(state: GatewayState, who: Principal, run_id: str) -> None:
