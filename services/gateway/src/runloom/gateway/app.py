@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runloom = state
         management.add_check("nats", nats_check(nc))
         management.add_check("postgres", postgres_check(pool))
-        state.streaming = await _streaming.start(state)
+        state.streaming = await _streaming.start(js, pool, state.log)
         for feature in FEATURES:
             hook = getattr(feature, "startup", None)
             if hook is not None:

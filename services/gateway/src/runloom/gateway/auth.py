@@ -18,6 +18,12 @@ class Principal:
     """Set when authenticated by a run-scoped stream token: only that run is visible."""
 
 
+def api_only(who: Principal) -> None:
+    """401 for a stream token anywhere but its run's event stream."""
+    if who.run_scope is not None:
+        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
+
+
 def _unauthorized(detail: str) -> Problem:
     p = Problem(401, "Unauthorized", detail)
     p.headers["WWW-Authenticate"] = "Bearer"
