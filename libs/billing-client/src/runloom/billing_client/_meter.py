@@ -53,6 +53,7 @@ from runloom.contracts.operations import Operation
 from runloom.contracts.types import now
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.retry import Backoff
+from runloom.runtime.runstate import fold
 
 log = logging.getLogger(__name__)
 
@@ -392,15 +393,12 @@ class Meter:
         self, run_id: str, tenant_id: str, causation_id: str | None
     ) -> None:
         """A replica that died while billing was away left `billing.waiting` open: close it."""
-        last = None
         try:
-            async for stored in self.log.read(run_id):
-                if stored.event.type in ("billing.waiting", "billing.resumed"):
-                    last = stored.event
+            last = fold(await self.log.events(run_id)).billing_wait
         except Exception:
             log.exception("could not read run %s for an open billing wait", run_id)
             return
-        if last is None or last.type != "billing.waiting":
+        if last is None:
             return
         key = last.id.removeprefix("billing-waiting-")
         waited = 0.0

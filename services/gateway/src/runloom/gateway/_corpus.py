@@ -27,6 +27,7 @@ from runloom.contracts.commands import (
     ListDocumentsRequest,
 )
 from runloom.contracts.operations import Operation
+from runloom.contracts.types import rfc3339
 from runloom.gateway.problems import Problem
 from runloom.runtime.config import env_float
 from runloom.runtime.request import RequestFailed, ask
@@ -101,5 +102,5 @@ def as_json(doc: CorpusDocument) -> dict[str, Any]:
         "origin": doc.origin,
         "size_chars": doc.size_chars,
         "chunk_count": doc.chunk_count,
-        "created_at": doc.created_at.isoformat(),
+        "created_at": rfc3339(doc.created_at),
     }

@@ -16,7 +16,6 @@ the deliverables service does not answer, the read model alone is shown.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from runloom.contracts.commands import (
     RunDeliverablesRequest,
 )
 from runloom.contracts.operations import Operation
+from runloom.contracts.types import rfc3339, rfc3339_or_none
 from runloom.gateway._params import ArtifactIdPath, RunIdPath
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
@@ -88,12 +88,8 @@ def _artifact(row: Any) -> dict[str, Any]:
         "size": row["size"],
         "sha256": row["sha256"],
         "url": f"/v1/artifacts/{row['artifact_id']}",
-        "created_at": row["created_at"].isoformat(),
+        "created_at": rfc3339(row["created_at"]),
     }
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
 
 
 @router.get("/v1/runs/{run_id}/deliverables", responses=responses(404))
@@ -123,8 +119,8 @@ async def list_deliverables(
             "attempts": j["attempts"],
             "max_attempts": j["max_attempts"],
             "error": j["error"],
-            "retry_at": _iso(j["retry_at"]),
-            "completed_at": _iso(j["completed_at"]),
+            "retry_at": rfc3339_or_none(j["retry_at"]),
+            "completed_at": rfc3339_or_none(j["completed_at"]),
             "artifacts": by_job.get(j["job_id"], []),
         }
     known = await _ask(
@@ -143,8 +139,8 @@ async def list_deliverables(
             "attempts": job.attempts,
             "max_attempts": job.max_attempts,
             "error": job.error,
-            "retry_at": _iso(job.retry_at),
-            "completed_at": _iso(job.completed_at),
+            "retry_at": rfc3339_or_none(job.retry_at),
+            "completed_at": rfc3339_or_none(job.completed_at),
             "artifacts": [_artifact(a) for a in job.artifacts],
         }
     out: list[dict[str, Any]] = []
