@@ -371,7 +371,7 @@ EVENT_TYPES: dict[EventType, type[msgspec.Struct]] = {
     "run.budget_stopped": RunBudgetStopped,
 }
 
-TERMINAL_TYPES: frozenset[str] = frozenset(
+TERMINAL_TYPES: frozenset[EventType] = frozenset(
     {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
 )
 

@@ -14,6 +14,8 @@ RUN_EVENTS_SUBJECTS = "run.*.events"
 
 COMMANDS_STREAM = "COMMANDS"
 COMMANDS_SUBJECTS = "cmd.>"
+RUN_COMMANDS = "cmd.run.>"
+"""What the orchestrator takes: every run command (start, resume)."""
 START_RUN = "cmd.run.start"
 RESUME_RUN = "cmd.run.resume"
 

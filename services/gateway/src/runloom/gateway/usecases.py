@@ -48,7 +48,7 @@ from runloom.contracts.types import (
     RUN_ID,
     InvalidValue,
     check_text,
-    rfc3339,
+    rfc3339_or_none,
 )
 from runloom.gateway import _cursor
 from runloom.gateway._history import Frame
@@ -133,10 +133,6 @@ RUN_COLUMNS = (
 )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else rfc3339(value)
-
-
 def run_view(row: asyncpg.Record) -> dict[str, Any]:
     """A run as the API shows it."""
     return {
@@ -148,10 +144,10 @@ def run_view(row: asyncpg.Record) -> dict[str, Any]:
         "budget_usd": None if row["budget_usd"] is None else float(row["budget_usd"]),
         "spent_usd": float(row["spent_usd"]),
         "options": row["options"],
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "ended_at": _iso(row["ended_at"]),
-        "updated_at": _iso(row["updated_at"]),
+        "created_at": rfc3339_or_none(row["created_at"]),
+        "started_at": rfc3339_or_none(row["started_at"]),
+        "ended_at": rfc3339_or_none(row["ended_at"]),
+        "updated_at": rfc3339_or_none(row["updated_at"]),
         "last_seq": row["last_seq"],
         "event_count": row["event_count"],
         "step_count": row["step_count"],
@@ -434,7 +430,7 @@ async def answer_clarification(
             f"The run is {run.status} and has not asked a question; there is nothing to answer.",
             run.status,
         )
-    asked = [e for e in events if e.type == "clarification.requested"]
+    asked = run.clarifications
     # The answer and the resumed run belong to the run's trace (one per run).
     async with in_run_trace(state.log, run_id, "answer clarification", events[0]):
         try:
@@ -443,7 +439,7 @@ async def answer_clarification(
                 who.tenant_id,
                 ClarificationAnswered(answer=answer),
                 event_id=f"{run_id}:answer:{len(asked)}",
-                causation_id=asked[-1].id,
+                causation_id=asked[-1].event_id,
             )
         except RunClosed as exc:
             raise _not_waiting(

@@ -20,7 +20,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts.events import ClarificationRequested, payload_of
 from runloom.contracts.types import RUN_ID, now, rfc3339
 from runloom.gateway import _cursor, usecases
 from runloom.gateway._sse import HEADERS, Raw
@@ -199,10 +198,9 @@ async def run_agent(
     """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
     api_only(who)
     current = await _thread_run(state, who, body.threadId)
-    events = await state.log.events(current) if current else []
-    rs = fold(events)
+    rs = fold(await state.log.events(current) if current else [])
     if body.resume:
-        return await _resume(state, who, body, current, events, rs)
+        return await _resume(state, who, body, current, rs)
     if current is not None and (rs.options.get("agui") or {}).get("run_id") == body.runId:
         return await _stream(state, current, one_part=True)  # the same input again
     if rs.clarification is not None and current is not None:
@@ -225,13 +223,11 @@ async def _resume(
     who: Principal,
     body: RunAgentInput,
     run_id: str | None,
-    events: list[Any],
     rs: RunState,
 ) -> Response:
     """Answer the thread's interrupt (the run's clarification) and continue that run."""
     resume = body.resume or []
-    asked = {e.id: e for e in events if e.type == "clarification.requested"}
-    unknown = [r.interruptId for r in resume if r.interruptId not in asked]
+    unknown = [r.interruptId for r in resume if rs.asked(r.interruptId) is None]
     if run_id is None or unknown:
         return _error_stream(
             f"Thread {body.threadId} has no interrupt {', '.join(unknown) or '(none)'}: "
@@ -241,11 +237,9 @@ async def _resume(
     if len({r.interruptId for r in resume}) != len(resume):
         return _error_stream("Each interrupt may be answered once per resume.", "invalid_resume")
     entry = resume[-1]
-    question = asked[entry.interruptId]
-    answers = [e for e in events if e.type == "clarification.answered"]
-    open_id = None
-    if rs.clarification is not None:
-        open_id = [e for e in events if e.type == "clarification.requested"][-1].id
+    question = rs.asked(entry.interruptId)
+    assert question is not None
+    open_id = rs.clarifications[-1].event_id if rs.clarification is not None else None
     if (open_id is not None and entry.interruptId != open_id) or len(resume) > 1:
         return _error_stream(
             f"The open interrupt is {open_id}; a resume must answer it, and only it.",
@@ -254,15 +248,14 @@ async def _resume(
     answer = _answer_of(entry)
     if open_id is None:
         # Already resolved: a replay of the same resume is safe, another answer is not.
-        done = next((a for a in answers if a.causation_id == question.id), None)
-        if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
-            return await _stream(state, run_id, Position(done.seq - 1, WHOLE), one_part=True)
+        done = question.answered_seq
+        if done is not None and entry.status == "resolved" and question.answer == answer:
+            return await _stream(state, run_id, Position(done - 1, WHOLE), one_part=True)
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
         )
-    asked = payload_of(question)
-    deadline = asked.deadline if isinstance(asked, ClarificationRequested) else None
+    deadline = question.request.deadline
     if deadline is not None and deadline < now():
         return _error_stream(
             f"Interrupt {entry.interruptId} expired at {rfc3339(deadline)}.", "interrupt_expired"
