@@ -6,7 +6,7 @@ import inspect
 import json
 
 import msgspec
-from runloom.contracts import commands, events, subjects
+from runloom.contracts import commands, events, subjects, webhooks
 from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
 from runloom.contracts.headers import Header
 from runloom.contracts.operations import OPERATIONS
@@ -88,6 +88,29 @@ REPLY_HEADERS: Schema = {
 }
 
 
+WEBHOOK_HEADERS: Schema = {
+    "type": "object",
+    "description": "HTTP headers of a webhook delivery (Standard Webhooks).",
+    "properties": {
+        "webhook-id": {
+            "type": "string",
+            "description": "The event's id: the same on every attempt; deduplicate on it.",
+        },
+        "webhook-timestamp": {
+            "type": "string",
+            "description": "Unix time (seconds) of this attempt; refuse one far from your clock.",
+        },
+        "webhook-signature": {
+            "type": "string",
+            "description": "Space-separated `v1,<base64 HMAC-SHA256>` of "
+            "`<webhook-id>.<webhook-timestamp>.<body>`, one per valid secret (two while a "
+            "rotated secret is in its grace period); one matching signature is enough.",
+        },
+    },
+    "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+}
+
+
 def asyncapi() -> Schema:
     """An AsyncAPI 3.0 document of every subject Runloom uses and its messages."""
     _, comps = components()
@@ -97,6 +120,7 @@ def asyncapi() -> Schema:
     schemas["RunEventHeaders"] = RUN_EVENT_HEADERS
     schemas["TraceHeaders"] = TRACE_HEADERS
     schemas["ReplyHeaders"] = REPLY_HEADERS
+    schemas["WebhookHeaders"] = WEBHOOK_HEADERS
 
     messages: dict[str, Schema] = {}
     for cls in env.values():
@@ -106,6 +130,13 @@ def asyncapi() -> Schema:
         messages[cls.__name__] = _message(
             cls.__name__, cls, "ReplyHeaders" if reply else "TraceHeaders"
         )
+    for cls in webhooks.MANAGEMENT_TYPES.values():
+        reply = cls.__name__.endswith("Reply")
+        messages[cls.__name__] = _message(
+            cls.__name__, cls, "ReplyHeaders" if reply else "TraceHeaders"
+        )
+    for cls in webhooks.WEBHOOK_BODIES.values():
+        messages[cls.__name__] = _message(cls.__name__, cls, "WebhookHeaders")
 
     def refs(*names: str) -> dict[str, Schema]:
         return {n: {"$ref": f"#/components/messages/{n}"} for n in names}
@@ -230,6 +261,7 @@ def asyncapi() -> Schema:
         "billing": "billing answers on the request's inbox",
         "orchestrator": "the orchestrator (which owns the corpus) answers on the request's inbox",
         "deliverables": "the deliverables service answers on the request's inbox",
+        "webhooks": "the webhooks service answers on the request's inbox",
     }
     for op in OPERATIONS:
         name, request, reply = op.name, op.request.__name__, op.reply.__name__
@@ -255,6 +287,21 @@ def asyncapi() -> Schema:
                 "messages": ops_msgs(f"{name}Reply", reply),
             },
         }
+    bodies = [cls.__name__ for cls in webhooks.WEBHOOK_BODIES.values()]
+    channels["webhookDelivery"] = {
+        "address": None,
+        "title": "Webhook delivery",
+        "description": "HTTP POST to a tenant's endpoint URL (dynamic), signed per Standard "
+        "Webhooks; a run's events reach an endpoint in `seq` order, retried until answered 2xx.",
+        "servers": [{"$ref": "#/servers/tenantEndpoint"}],
+        "messages": refs(*bodies),
+    }
+    operations["sendWebhook"] = {
+        "action": "send",
+        "channel": chan("webhookDelivery"),
+        "summary": "The webhooks service, for each subscribed event of each run.",
+        "messages": ops_msgs("webhookDelivery", *bodies),
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -262,8 +309,8 @@ def asyncapi() -> Schema:
             "version": f"{events.SCHEMA_VERSION}.0.0",
             "description": (
                 f"{HEADER}\n\nThe subjects of Runloom's NATS JetStream bus: run events, "
-                "commands and jobs on work queues, billing, corpus and deliverables request/reply, "
-                "dead letters."
+                "commands and jobs on work queues, billing, corpus, deliverables and webhooks "
+                "request/reply, dead letters; and the webhooks POSTed to tenants' endpoints."
             ),
         },
         "defaultContentType": "application/json",
@@ -272,7 +319,13 @@ def asyncapi() -> Schema:
                 "host": "127.0.0.1:14222",
                 "protocol": "nats",
                 "description": "`runloom up` (embedded nats-server with JetStream).",
-            }
+            },
+            "tenantEndpoint": {
+                "host": "{host}",
+                "protocol": "https",
+                "description": "A tenant's webhook endpoint (POST /v1/webhooks).",
+                "variables": {"host": {"description": "The endpoint URL's host."}},
+            },
         },
         "channels": channels,
         "operations": operations,

@@ -44,6 +44,20 @@ from runloom.contracts.commands import (
     UsageRangeReply,
     UsageRangeRequest,
 )
+from runloom.contracts.webhooks import (
+    CreateWebhookReply,
+    CreateWebhookRequest,
+    DeleteWebhookReply,
+    DeleteWebhookRequest,
+    ListDeliveriesReply,
+    ListDeliveriesRequest,
+    ListWebhooksReply,
+    ListWebhooksRequest,
+    RedeliverReply,
+    RedeliverRequest,
+    RotateWebhookSecretReply,
+    RotateWebhookSecretRequest,
+)
 
 Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
@@ -53,7 +67,7 @@ ReplyError = Literal["unavailable", "refused"]
 UNAVAILABLE: Final = "unavailable"
 """The `Runloom-Error` value of a request the answering service could not serve now."""
 
-Answerer = Literal["billing", "orchestrator", "deliverables"]
+Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks"]
 """The service that answers an operation (in its queue group: one replica per request)."""
 
 
@@ -61,7 +75,7 @@ Answerer = Literal["billing", "orchestrator", "deliverables"]
 class Operation(Generic[Q, R]):
     """One request/reply subject and its contract."""
 
-    group: Literal["billing", "corpus", "deliverables"]
+    group: Literal["billing", "corpus", "deliverables", "webhooks"]
     verb: str
     subject: str
     request: type[Q]
@@ -136,6 +150,35 @@ DELIVERABLES_ARTIFACT = Operation(
     "deliverables", "The deliverables service describes one ready artifact.", 2.0,
 )  # fmt: skip
 
+_WEBHOOKS_S = 10.0  # creating an endpoint resolves its host before it is stored
+
+WEBHOOKS_CREATE = Operation(
+    "webhooks", "create", subjects.WEBHOOKS_CREATE, CreateWebhookRequest, CreateWebhookReply,
+    "webhooks", "The webhooks service checks the URL and stores an endpoint.", _WEBHOOKS_S,
+)  # fmt: skip
+WEBHOOKS_LIST = Operation(
+    "webhooks", "list", subjects.WEBHOOKS_LIST, ListWebhooksRequest, ListWebhooksReply,
+    "webhooks", "The webhooks service lists a tenant's endpoints.", _WEBHOOKS_S,
+)  # fmt: skip
+WEBHOOKS_DELETE = Operation(
+    "webhooks", "delete", subjects.WEBHOOKS_DELETE, DeleteWebhookRequest, DeleteWebhookReply,
+    "webhooks", "The webhooks service deletes an endpoint.", _WEBHOOKS_S,
+)  # fmt: skip
+WEBHOOKS_ROTATE = Operation(
+    "webhooks", "rotate", subjects.WEBHOOKS_ROTATE, RotateWebhookSecretRequest,
+    RotateWebhookSecretReply, "webhooks", "The webhooks service rotates an endpoint's secret.",
+    _WEBHOOKS_S,
+)  # fmt: skip
+WEBHOOKS_DELIVERIES = Operation(
+    "webhooks", "deliveries", subjects.WEBHOOKS_DELIVERIES, ListDeliveriesRequest,
+    ListDeliveriesReply, "webhooks", "The webhooks service lists an endpoint's deliveries.",
+    _WEBHOOKS_S,
+)  # fmt: skip
+WEBHOOKS_REDELIVER = Operation(
+    "webhooks", "redeliver", subjects.WEBHOOKS_REDELIVER, RedeliverRequest, RedeliverReply,
+    "webhooks", "The webhooks service sends one delivery again.", _WEBHOOKS_S,
+)  # fmt: skip
+
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
     BILLING_RESERVE,
     BILLING_COMMIT,
@@ -149,5 +192,11 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     CORPUS_DELETE,
     DELIVERABLES_RUN,
     DELIVERABLES_ARTIFACT,
+    WEBHOOKS_CREATE,
+    WEBHOOKS_LIST,
+    WEBHOOKS_DELETE,
+    WEBHOOKS_ROTATE,
+    WEBHOOKS_DELIVERIES,
+    WEBHOOKS_REDELIVER,
 )
 """Every request/reply operation, in the order the AsyncAPI document lists them."""

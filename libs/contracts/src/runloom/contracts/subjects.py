@@ -40,6 +40,13 @@ CORPUS_DELETE = "corpus.delete"
 DELIVERABLES_RUN = "deliverables.run"
 DELIVERABLES_ARTIFACT = "deliverables.artifact"
 
+WEBHOOKS_CREATE = "webhooks.endpoint.create"
+WEBHOOKS_LIST = "webhooks.endpoint.list"
+WEBHOOKS_DELETE = "webhooks.endpoint.delete"
+WEBHOOKS_ROTATE = "webhooks.endpoint.rotate"
+WEBHOOKS_DELIVERIES = "webhooks.deliveries.list"
+WEBHOOKS_REDELIVER = "webhooks.deliveries.redeliver"
+
 ARTIFACTS_BUCKET = "artifacts"
 CORPUS_UPLOADS_BUCKET = "corpus-uploads"
 """Document text too large for one request message, named in `AddDocumentRequest.text_object`."""
