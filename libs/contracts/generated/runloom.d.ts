@@ -883,12 +883,25 @@ export interface RunBudgetStopped {
 // ----------------------------------------------------------------------------------------------
 // Commands, jobs and billing requests/replies (work-queue and request/reply)
 
-/** Sent by the gateway once `run.created` is stored; owned by one orchestrator replica. */
+/**
+ * Sent by the gateway once `run.created` is stored; the orchestrator queues the run in
+ *     its tenant's queue and starts it when the tenant and the platform have room.
+ */
 export interface StartRun {
   command_id: string;
   run_id: string;
   tenant_id: string;
   causation_id?: string | null;
+  /** The tenant's dispatch policy (absent: the defaults). */
+  dispatch?: DispatchPolicy | null;
+}
+
+/** The tenant's share of the orchestrators, as its quotas stood when the run was accepted. */
+export interface DispatchPolicy {
+  /** Runs of the tenant working at once; more wait in its queue. */
+  concurrent_runs?: number;
+  /** The tenant's share when runs of several tenants wait (weighted round-robin). */
+  weight?: number;
 }
 
 /** Wakes a paused run (a clarification answered or timed out). */

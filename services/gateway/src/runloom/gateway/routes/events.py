@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from runloom.contracts import subjects
 from runloom.contracts.types import RUN_ID
-from runloom.gateway import _cursor, metrics
+from runloom.gateway import _cursor, metrics, quotas
 from runloom.gateway._edge import has_body, unexpected_error
 from runloom.gateway._history import Frame
 from runloom.gateway._params import RunIdPath
@@ -77,7 +77,7 @@ async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple
     return after_seq, after_stream_seq
 
 
-_SSE_RESPONSES = responses(400, 404)
+_SSE_RESPONSES = responses(400, 404, 429)
 _SSE_RESPONSES[200] = {
     "description": "Server-sent events (default), or a JSON page with `format=json`.",
     "content": {"text/event-stream": {}, "application/json": {}},
@@ -117,7 +117,14 @@ async def open_stream(
     """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
     an unusable cursor, 503 while the gateway drains or the event store does not answer."""
     await load_run(state, who, run_id)
-    return await sse(state, run_id, cursor)
+    lease = await quotas.open_stream(state.pool, who.tenant_id)  # 429 at its open streams
+    try:
+        response = await sse(state, run_id, cursor)
+    except BaseException:
+        await quotas.end_stream(state.pool, lease)
+        raise
+    response.body = quotas.leased(state.pool, lease, response.body)
+    return response
 
 
 async def sse(

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
-from runloom.contracts.commands import StartRun
+from runloom.contracts.commands import DispatchPolicy, StartRun
 from runloom.contracts.events import CancelRequested, RunCreated, RunFailed
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.kinds import DELIVERABLE_KINDS, RunStatus
@@ -35,6 +35,7 @@ from runloom.contracts.types import (
     check_text,
     rfc3339,
 )
+from runloom.gateway import quotas
 from runloom.gateway._params import (
     KEY_PATTERN,
     JsonObject,
@@ -170,7 +171,7 @@ def _api_only(who: Principal) -> None:
 # -- routes -----------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201, responses=responses())
+@router.post("", status_code=201, responses=responses(429))
 async def create_run(
     body: RunIn,
     state: GatewayState = Depends(get_state),
@@ -186,6 +187,7 @@ async def create_run(
     Everything is validated before the first write. The writes go in an order a retry with
     the same key completes: key, `run.created`, then the read-model row and the start command."""
     _api_only(who)
+    quota = await quotas.admit_run(state.pool, who.tenant_id, idempotency_key)  # 429: no write
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     run_id = new_id("run")
@@ -231,7 +233,7 @@ async def create_run(
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     # run.created is durable: the read-model row and the start command go out together.
     try:
-        inserted = await _row_and_start(state, who, body, run_id, idempotency_key)
+        inserted = await _row_and_start(state, who, body, run_id, idempotency_key, quota.dispatch())
     except (*BUS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
         if idempotency_key is None:  # no retry can complete this run: end it, say so
             await _not_started(state, who, run_id)
@@ -246,7 +248,12 @@ async def create_run(
 
 
 async def _row_and_start(
-    state: GatewayState, who: Principal, body: RunIn, run_id: str, key: str | None
+    state: GatewayState,
+    who: Principal,
+    body: RunIn,
+    run_id: str,
+    key: str | None,
+    dispatch: DispatchPolicy,
 ) -> asyncpg.Record | None:
     """The read-model row (None if it was there) and the start command, together."""
     inserted, _ = await asyncio.gather(
@@ -266,7 +273,12 @@ async def _row_and_start(
         bus.publish(
             state.js,
             subjects.START_RUN,
-            StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
+            StartRun(
+                command_id=f"start-{run_id}",
+                run_id=run_id,
+                tenant_id=who.tenant_id,
+                dispatch=dispatch,
+            ),
             msg_id=f"start-{run_id}",
         ),
     )
