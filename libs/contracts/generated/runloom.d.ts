@@ -20,7 +20,7 @@ export interface Event {
   tenant_id: string;
   /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
   seq: number;
-  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
+  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.queued" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
   /** When the event was appended (RFC 3339, UTC). */
   time: DateTime;
   /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
@@ -50,6 +50,26 @@ export interface RunCreatedEvent {
   /** W3C traceparent of the span that wrote the event. */
   trace?: string | null;
   data: RunCreated;
+}
+
+/** The `run.queued` event: the envelope of `Event` with its typed `data`. */
+export interface RunQueuedEvent {
+  /** Unique, lexicographically sortable (ULID). */
+  id: string;
+  run_id: string;
+  tenant_id: string;
+  /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
+  seq: number;
+  type: "run.queued";
+  /** When the event was appended (RFC 3339, UTC). */
+  time: DateTime;
+  /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
+  producer: string;
+  /** Id of the event or command that caused this one. */
+  causation_id?: string | null;
+  /** W3C traceparent of the span that wrote the event. */
+  trace?: string | null;
+  data: RunQueued;
 }
 
 /** The `run.started` event: the envelope of `Event` with its typed `data`. */
@@ -642,6 +662,20 @@ export interface RunCreated {
   options?: Record<string, unknown>;
   title?: string | null;
   idempotency_key?: string | null;
+}
+
+/**
+ * The run waits for room to start, in its tenant's queue; written again when its place
+ *     has moved well forward. Ended by `run.started` (or by a cancel: `run.cancelled`).
+ */
+export interface RunQueued {
+  /** Its place in its tenant's queue: 1 starts next. */
+  position: number;
+  reason: "platform_busy" | "tenant_concurrency";
+  /** Runs of the tenant working when this was written. */
+  running?: number;
+  /** The tenant's concurrent runs. */
+  limit?: number | null;
 }
 
 export interface RunStarted {
@@ -1237,6 +1271,7 @@ export interface Source {
 /** Any run event; narrow on `type` to get the typed `data`. */
 export type RunEvent =
   | RunCreatedEvent
+  | RunQueuedEvent
   | RunStartedEvent
   | PlanProposedEvent
   | PlanRevisedEvent
@@ -1273,6 +1308,7 @@ export type RunEventType = RunEvent["type"];
 /** The payload (`data`) of each event type. */
 export interface RunEventData {
   "run.created": RunCreated;
+  "run.queued": RunQueued;
   "run.started": RunStarted;
   "plan.proposed": PlanProposed;
   "plan.revised": PlanRevised;

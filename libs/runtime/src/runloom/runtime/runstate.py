@@ -23,6 +23,7 @@ from runloom.contracts.events import (
     ClarificationRequested,
     Event,
     RateLimited,
+    RunQueued,
     SourceFound,
     Usage,
 )
@@ -81,6 +82,8 @@ class RunState(msgspec.Struct, kw_only=True):
     usage_ids: list[str] = []
     clarification: ClarificationRequested | None = None
     """The pending clarification question, if the run waits for one."""
+    queued: RunQueued | None = None
+    """Where the run waits to start (position and why), until it starts or ends."""
     rate_limited: RateLimited | None = None
     """The latest rate limit, until the run makes progress again."""
     billing_waiting: bool = False
@@ -146,6 +149,7 @@ def _apply(st: RunState, ev: Event) -> None:
         st.status = TERMINAL_STATUS[ev.type]
         st.terminal = ev
         st.clarification = None
+        st.queued = None
         st.rate_limited = None
         st.billing_waiting = False
 
@@ -156,7 +160,7 @@ def _get(data: dict[str, Any], key: str, default: Any = None) -> Any:
 
 
 def _running(st: RunState) -> None:
-    if st.status in ("created", "waiting_clarification"):
+    if st.status in ("created", "queued", "waiting_clarification"):
         st.status = "running"
 
 
@@ -176,8 +180,15 @@ def _run_created(st: RunState, d: dict[str, Any]) -> None:
     st.title = d.get("title") or st.title
 
 
+def _run_queued(st: RunState, d: dict[str, Any]) -> None:
+    st.queued = msgspec.convert(d, RunQueued)
+    if st.status in ("created", "running"):
+        st.status = "queued"
+
+
 def _run_started(st: RunState, d: dict[str, Any]) -> None:
     st.started_count += 1
+    st.queued = None
     if st.clarification is None:
         _running(st)
 
@@ -356,6 +367,7 @@ def _run_completed(st: RunState, d: dict[str, Any]) -> None:
 
 _HANDLERS = {
     "run.created": _run_created,
+    "run.queued": _run_queued,
     "run.started": _run_started,
     "plan.proposed": _plan,
     "plan.revised": _plan,
