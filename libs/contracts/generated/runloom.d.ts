@@ -947,6 +947,22 @@ export interface ResumeRun {
   causation_id?: string | null;
 }
 
+/**
+ * Published by the orchestrators' dispatcher when a queued run's turn comes (its tenant's
+ *     weighted round-robin turn and a free slot); the replica that takes it works on the run.
+ */
+export interface DriveRun {
+  /**
+   * `drive-<id of the command that queued the run>-<n>`: the n-th dispatch of that queuing
+   * (a dispatcher that died before its commit dispatches again with the same id: a duplicate).
+   */
+  command_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The start or resume command that queued the run. */
+  causation_id?: string | null;
+}
+
 /** Render one deliverable kind of a run's stored content model. */
 export interface DeliverableJob {
   /** sha256 of (run_id, kind, content_hash): the same request is the same job. */

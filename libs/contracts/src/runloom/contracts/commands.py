@@ -42,6 +42,19 @@ class ResumeRun(msgspec.Struct, kw_only=True, omit_defaults=True):
     causation_id: str | None = None
 
 
+class DriveRun(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Published by the orchestrators' dispatcher when a queued run's turn comes (its tenant's
+    weighted round-robin turn and a free slot); the replica that takes it works on the run."""
+
+    command_id: str
+    """`drive-<id of the command that queued the run>-<n>`: the n-th dispatch of that queuing
+    (a dispatcher that died before its commit dispatches again with the same id: a duplicate)."""
+    run_id: RunId
+    tenant_id: str
+    causation_id: str | None = None
+    """The start or resume command that queued the run."""
+
+
 class DeliverableJob(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Render one deliverable kind of a run's stored content model."""
 
@@ -343,6 +356,7 @@ class DeleteDocumentReply(msgspec.Struct, kw_only=True, omit_defaults=True):
 COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "StartRun": StartRun,
     "ResumeRun": ResumeRun,
+    "DriveRun": DriveRun,
     "DeliverableJob": DeliverableJob,
     "ReserveRequest": ReserveRequest,
     "ReserveReply": ReserveReply,

@@ -16,6 +16,8 @@ COMMANDS_STREAM = "COMMANDS"
 COMMANDS_SUBJECTS = "cmd.>"
 START_RUN = "cmd.run.start"
 RESUME_RUN = "cmd.run.resume"
+DRIVE_RUN = "cmd.drive.run"
+"""A queued run the orchestrators' dispatcher handed out: the replica that takes it works on it."""
 
 JOBS_STREAM = "JOBS"
 JOBS_SUBJECTS = "job.>"

@@ -35,7 +35,7 @@ from runloom.contracts.types import (
     check_text,
     rfc3339,
 )
-from runloom.gateway import quotas
+from runloom.gateway import quotas, waiting
 from runloom.gateway._params import (
     KEY_PATTERN,
     JsonObject,
@@ -402,7 +402,7 @@ async def cancel_run(
 ) -> JSONResponse:
     """Ask the run to stop (accepted even before it started); it answers with run.cancelled."""
     _api_only(who)
-    await load_run(state, who, run_id)
+    row = await load_run(state, who, run_id)
     try:
         async with in_run_trace(state.log, run_id, "cancel run"):
             ev = await state.log.append(
@@ -410,6 +410,8 @@ async def cancel_run(
                 who.tenant_id,
                 CancelRequested(reason=body.reason if body else None, requested_by="api"),
             )
+            if waiting.not_started(row):  # queued: nobody works on it to hear the cancel
+                await waiting.end_waiting(state.log, who.tenant_id, run_id, ev)
     except RunClosed as closed:
         raise _ended_problem(run_id, closed.terminal.type, closed.terminal.seq) from None
     return JSONResponse(
