@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import asyncpg
-from prometheus_client import Counter
 from runloom.contracts.commands import DispatchPolicy
+from runloom.gateway import metrics
 from runloom.gateway.problems import Problem
 from runloom.runtime import buckets
 
@@ -68,11 +68,6 @@ class Limits:
 DEFAULTS = Limits()
 NAMES = tuple(f.name for f in fields(Limits))
 
-REFUSED = Counter(
-    "runloom_quota_refused",
-    "Requests refused with 429 because a tenant was over a quota, by tenant and quota",
-    ["tenant", "quota"],
-)
 
 _cache: dict[str, tuple[float, Limits]] = {}
 
@@ -189,7 +184,7 @@ def over_quota(
     remaining: float = 0,
 ) -> Problem:
     """A 429 naming the quota, with Retry-After and the RateLimit fields."""
-    REFUSED.labels(tenant_id, quota).inc()
+    metrics.QUOTA_REFUSED.labels(tenant_id, quota).inc()
     problem = Problem(
         429,
         "Too Many Requests",
