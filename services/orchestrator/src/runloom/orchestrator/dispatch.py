@@ -106,6 +106,8 @@ class Dispatcher:
     log: EventLog
     worker: str
     slots: int
+    fifo: bool = False
+    """Oldest first whoever's it is (the order before fair dispatch, for comparison)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     # -- admission and release (called by the consumers) ---------------------------------------
@@ -241,6 +243,16 @@ class Dispatcher:
         free = int(capacity) - sum(t.running for t in tenants.values())
         if free <= 0 or not any(t.waiting for t in tenants.values()):
             return 0
+        if self.fifo:  # the order before fair dispatch: oldest first, whoever's it is
+            return await self._hand_out(
+                conn,
+                list(
+                    await conn.fetch(
+                        f"{_WAITING} ORDER BY enqueued_at, run_id LIMIT $1 FOR UPDATE",
+                        min(free, BATCH),
+                    )
+                ),
+            )
         clock = await conn.fetchval("SELECT clock FROM dispatch_clock")
         picks, clock = pick(tenants, free, float(clock))
         if not picks:
@@ -250,19 +262,24 @@ class Dispatcher:
             if t.picked:
                 runs[tid] = list(
                     await conn.fetch(
-                        "SELECT run_id, tenant_id, command_id, dispatches, enqueued_at,"
-                        " extract(epoch FROM clock_timestamp() - enqueued_at) AS waited"
-                        " FROM run_queue WHERE tenant_id=$1 AND dispatched_at IS NULL"
-                        " ORDER BY enqueued_at, run_id LIMIT $2 FOR UPDATE",
+                        f"{_WAITING} AND tenant_id=$1 ORDER BY enqueued_at, run_id LIMIT $2"
+                        " FOR UPDATE",
                         tid,
                         t.picked,
                     )
                 )
-        handed = 0
-        for tid in picks:
-            if not runs.get(tid):
-                continue
-            row = runs[tid].pop(0)
+        handed = await self._hand_out(conn, [runs[tid].pop(0) for tid in picks if runs.get(tid)])
+        await conn.executemany(
+            "UPDATE tenant_dispatch SET pass=$2 WHERE tenant_id=$1",
+            [(tid, t.pass_) for tid, t in tenants.items() if t.picked],
+        )
+        await conn.execute("UPDATE dispatch_clock SET clock=$1", clock)
+        return handed
+
+    async def _hand_out(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> int:
+        """Publish each run's drive command, in order, and mark it handed out (committed by
+        the caller's transaction after every publish)."""
+        for row in rows:
             n = row["dispatches"] + 1
             command_id = f"drive-{row['command_id']}-{n}"  # the same on a re-dispatch
             await bus.publish(
@@ -271,7 +288,7 @@ class Dispatcher:
                 DriveRun(
                     command_id=command_id,
                     run_id=row["run_id"],
-                    tenant_id=tid,
+                    tenant_id=row["tenant_id"],
                     causation_id=row["command_id"],
                 ),
                 msg_id=command_id,
@@ -282,14 +299,8 @@ class Dispatcher:
                 row["run_id"],
                 n,
             )
-            metrics.DISPATCH_WAIT.labels(tid).observe(float(row["waited"]))
-            handed += 1
-        await conn.executemany(
-            "UPDATE tenant_dispatch SET pass=$2 WHERE tenant_id=$1",
-            [(tid, t.pass_) for tid, t in tenants.items() if t.picked],
-        )
-        await conn.execute("UPDATE dispatch_clock SET clock=$1", clock)
-        return handed
+            metrics.DISPATCH_WAIT.labels(row["tenant_id"]).observe(float(row["waited"]))
+        return len(rows)
 
     # -- run.queued ------------------------------------------------------------------------------
 
@@ -348,6 +359,12 @@ class Dispatcher:
             )
         return True
 
+
+_WAITING = (
+    "SELECT run_id, tenant_id, command_id, dispatches,"
+    " extract(epoch FROM clock_timestamp() - enqueued_at) AS waited"
+    " FROM run_queue WHERE dispatched_at IS NULL"
+)
 
 _NEWS = """
 WITH waiting AS (

@@ -90,7 +90,12 @@ class Orchestrator:
             worker=ctx.producer,
         )
         self.dispatcher = dispatch.Dispatcher(
-            ctx.pool, ctx.js, self.log, worker=ctx.producer, slots=options.concurrency
+            ctx.pool,
+            ctx.js,
+            self.log,
+            worker=ctx.producer,
+            slots=options.concurrency,
+            fifo=options.dispatch_order == "fifo",
         )
 
     async def admit(self, cmd: StartRun | ResumeRun, delivery: Delivery) -> None:
