@@ -130,3 +130,43 @@ async def test_open_streams_are_counted_across_replicas(platform, second_gateway
                         break
                     await again.aread()
                 await asyncio.sleep(0.05)
+
+
+async def test_the_admin_command_sets_and_shows_quotas(settings, pool) -> None:
+    """`python -m runloom.admin quota`: overrides per tenant and for the platform, kept."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from runloom.runtime.tenants import create_tenant
+
+    tenant = f"q-{uuid.uuid4().hex[:8]}"
+    await create_tenant(pool, tenant, tenant)
+    env = {**os.environ, "RUNLOOM_DATABASE_URL": settings.effective_database_url}
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runloom.admin", "quota", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = await asyncio.to_thread(admin, "set", tenant, "concurrent_runs=3", "weight=2.5")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"concurrent_runs\s+3 \*", done.stdout), done.stdout
+    assert re.search(r"weight\s+2.5 \*", done.stdout) and re.search(r"burst\s+40\n", done.stdout)
+    found = await quotas.read_limits(pool, tenant)
+    assert (found.concurrent_runs, found.weight, found.queued_runs) == (3, 2.5, 500)
+    dropped = await asyncio.to_thread(admin, "set", tenant, "weight=default")
+    assert dropped.returncode == 0 and re.search(r"weight\s+1\n", dropped.stdout), dropped.stdout
+    for bad, words in [
+        (("set", tenant, "concurrent_runs=0"), "at least 1"),
+        (("set", tenant, "speed=3"), "NAME one of"),
+        (("set", "no-such-tenant", "weight=2"), "no tenant"),
+    ]:
+        refused = await asyncio.to_thread(admin, *bad)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert (await quotas.read_limits(pool, tenant)).concurrent_runs == 3
