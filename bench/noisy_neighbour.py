@@ -31,8 +31,8 @@ import asyncpg
 import httpx
 from runloom.corpus.store import seed_default_corpus
 from runloom.devkit.supervisor import ServiceProcess, wait_http
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import db
-from runloom.runtime.tenants import create_tenant
 
 from bench._env import Env, platform
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from runloom.corpus.store import seed_default_corpus
-from runloom.orchestrator.testing import json_events
+from runloom.devkit.runs import json_events
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import db
-from runloom.runtime.tenants import create_tenant
 
 QUESTION = "How do Python decorators and context managers work?"
 TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}

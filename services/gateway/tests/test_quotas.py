@@ -12,7 +12,7 @@ import pytest
 from runloom.devkit.embedded import free_port
 from runloom.devkit.supervisor import ServiceProcess, wait_http
 from runloom.gateway import quotas
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import hash_key
 
 pytestmark = pytest.mark.platform_services("gateway")
 
@@ -139,7 +139,7 @@ async def test_the_admin_command_sets_and_shows_quotas(settings, pool) -> None:
     import sys
     import uuid
 
-    from runloom.runtime.tenants import create_tenant
+    from runloom.gateway.store.tenants import create_tenant
 
     tenant = f"q-{uuid.uuid4().hex[:8]}"
     await create_tenant(pool, tenant, tenant)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
-from runloom.contracts.kinds import DeliverableKind, QueueReason, UsageKind
+from runloom.contracts.kinds import DEFAULT_SKILL, DeliverableKind, QueueReason, UsageKind
 from runloom.contracts.types import InvalidValue, RunId, Text, Usd, UtcTime
 
 SCHEMA_VERSION = 1
@@ -120,7 +120,7 @@ class ArtifactRef(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class RunCreated(msgspec.Struct, kw_only=True, omit_defaults=True):
     question: Text
-    skill: str = "research_report"
+    skill: str = DEFAULT_SKILL
     budget_usd: Usd | None = None
     options: dict[str, Any] = {}
     title: Text | None = None
@@ -386,7 +386,7 @@ EVENT_TYPES: dict[EventType, type[msgspec.Struct]] = {
     "run.budget_stopped": RunBudgetStopped,
 }
 
-TERMINAL_TYPES: frozenset[str] = frozenset(
+TERMINAL_TYPES: frozenset[EventType] = frozenset(
     {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
 )
 

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from nats.js.errors import NotFoundError
@@ -42,7 +42,7 @@ from runloom.orchestrator import dispatch, documents, metrics, retrieval
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
-from runloom.orchestrator.run import RunDriver
+from runloom.orchestrator.run import Outcome, RunDriver
 from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock
@@ -55,9 +55,9 @@ from runloom.runtime.telemetry import context_from_traceparent, tracer
 log = logging.getLogger("runloom.orchestrator")
 
 DURABLE = "orchestrator"
-FILTER = "cmd.run.>"
+FILTER = subjects.RUN_COMMANDS
 DRIVE_DURABLE = "orchestrator-drive"
-DRIVE_FILTER = "cmd.drive.>"
+DRIVE_FILTER = subjects.DRIVE_COMMANDS
 
 
 def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
@@ -107,15 +107,17 @@ class Orchestrator:
         then free its slot (not on a transient failure: the message comes back)."""
         trace.get_current_span().set_attribute("messaging.message.conversation_id", cmd.run_id)
         driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
+        outcome: Outcome | Literal["closed"]
         try:
             outcome = await driver.drive()
-        except RunClosed as exc:
-            outcome = f"closed by {exc.terminal.type}"
+        except RunClosed as exc:  # another writer ended it meanwhile
+            outcome = "closed"
+            log.info("run %s: closed by %s", cmd.run_id, exc.terminal.type)
         await self.dispatcher.release(cmd.run_id)
         if outcome == "missing":
             raise bus.PoisonMessage(f"run {cmd.run_id} has no run.created event; nothing to start")
         log.info("run %s: %s", cmd.run_id, outcome)
-        metrics.RUNS_DRIVEN.labels(outcome.split(" ")[0]).inc()
+        metrics.RUNS_DRIVEN.labels(outcome).inc()
         if outcome != "paused":  # ended: its checkpoints served their purpose
             await self.ctx.pool.execute("DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id)
 
