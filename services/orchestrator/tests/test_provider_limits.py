@@ -3,6 +3,8 @@ over it waits visibly (rate_limited) instead of calling."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from runloom.orchestrator.provider_limits import key_of
 
@@ -19,19 +21,21 @@ async def test_two_replicas_share_one_request_rate(start_orchestrator, driver, p
         key,
     )
     async with start_orchestrator(), start_orchestrator():
+        began = time.monotonic()
         runs = [await driver.run(QUESTION, deliverables=[]) for _ in range(2)]
         histories = [await driver.finished(r, timeout=90) for r in runs]
-    calls = sorted(
-        e.time.timestamp()
+        took = time.monotonic() - began
+    calls = [
+        e
         for h in histories
         for e in h
         if e.type == "usage.recorded" and e.data["kind"] == "provider"
-    )
+    ]
     waits = [e for h in histories for e in h if e.type == "rate_limited"]
     assert all(h[-1].type == "run.completed" for h in histories)
     assert len(calls) >= 3
-    # 1 request/s for both replicas together: n calls span at least n-1 s (less a margin for
-    # where in its second each call landed), whichever replica made them.
-    assert calls[-1] - calls[0] >= (len(calls) - 1) * 0.8, (len(calls), calls[-1] - calls[0])
+    # 1 request/s for both replicas together, from an empty bucket: n calls take n seconds at
+    # least, whichever replica made them.
+    assert took >= len(calls) * 0.9, (len(calls), took)
     assert waits and all(0 < e.data["retry_after_s"] <= 1.5 for e in waits)
     assert {e.data["provider"] for e in waits} == {"offline"}
