@@ -5,6 +5,8 @@
                                            the listed cross-service grants (runtime.roles)
     python -m runloom.admin check          exit 1 (and say what) if either is still missing
     python -m runloom.admin tenant ID      create tenant ID (if missing) and print a new API key
+    python -m runloom.admin quota show [ID]                 a tenant's quotas (or the platform's)
+    python -m runloom.admin quota set ID|--platform N=V...  override quotas (V `default`: drop it)
     python -m runloom.admin tenant delete ID
                                            erase every trace of tenant ID (resumable; reports
                                            what it removed: runtime.erasure)
@@ -85,7 +87,7 @@ async def check(settings: Settings) -> int:
 
 
 async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
-    from runloom.runtime.tenants import create_tenant
+    from runloom.gateway.store.tenants import create_tenant
 
     pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
@@ -93,6 +95,38 @@ async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
     finally:
         await pool.close()
     print(key)
+    return 0
+
+
+async def quota(settings: Settings, action: str, tenant_id: str | None, values: list[str]) -> int:
+    from runloom.gateway import quotas
+
+    target = tenant_id or quotas.PLATFORM
+    try:
+        parsed = quotas.parse(values)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if action == "set" and not parsed:
+        print(f"error: give at least one NAME=VALUE ({', '.join(quotas.NAMES)})", file=sys.stderr)
+        return 2
+    pool = await db.create_pool(_admin_url(settings), max_size=1)
+    try:
+        if action == "set":
+            if tenant_id is not None and not await pool.fetchval(
+                "SELECT 1 FROM tenants WHERE id=$1", tenant_id
+            ):
+                print(f"error: no tenant {tenant_id!r}", file=sys.stderr)
+                return 2
+            await quotas.set_limits(pool, target, parsed)
+        effective = await quotas.read_limits(pool, target)
+        own = await quotas.overrides(pool, target)
+    finally:
+        await pool.close()
+    who = "platform defaults" if tenant_id is None else f"tenant {tenant_id}"
+    print(f"quotas of {who} (* = set here; replicas apply a change within {quotas.CACHE_S:g} s):")
+    for name, value in quotas.describe(effective).items():
+        print(f"  {name:20} {value:g}{' *' if name in own else ''}")
     return 0
 
 
@@ -182,17 +216,14 @@ async def tenant_retention(settings: Settings, tenant_id: str, days: str) -> int
     keep = None if days == "keep" else int(days)
     if keep is not None and keep < 1:
         raise ValueError("DAYS must be 1 or more (or `keep`)")
+    from runloom.gateway.store.erasure import set_retention
+
     pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
-        status = await pool.execute(
-            "INSERT INTO tenant_retention(tenant_id, keep_days) SELECT id, $2 FROM tenants"
-            " WHERE id=$1 ON CONFLICT (tenant_id) DO UPDATE SET keep_days=$2, updated_at=now()",
-            tenant_id,
-            keep,
-        )
+        found = await set_retention(pool, tenant_id, keep)
     finally:
         await pool.close()
-    if status.endswith(" 0"):
+    if not found:
         print(f"error: no tenant {tenant_id!r}", file=sys.stderr)
         return 1
     print(
@@ -218,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("words", nargs="+", metavar="ID | delete ID | retention ID DAYS")
     t.add_argument("--name", default="")
+    q = sub.add_parser("quota", help="show or set a tenant's quotas (or the platform defaults)")
+    q.add_argument("action", choices=["show", "set"])
+    q.add_argument("tenant_id", nargs="?", help="the tenant (none: the platform defaults)")
+    q.add_argument("--platform", action="store_true", help="the platform defaults")
+    q.add_argument("values", nargs="*", metavar="NAME=VALUE")
     b = sub.add_parser("backup", help="online backup of every stream and the database into DIR")
     b.add_argument("dir", type=Path)
     b.add_argument(
@@ -243,6 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(migrate(settings))
     if args.command == "check":
         return asyncio.run(check(settings))
+    if args.command == "quota":
+        tenant_id, values = args.tenant_id, list(args.values)
+        if tenant_id is not None and "=" in tenant_id:  # `set --platform N=V`: no tenant id
+            values.insert(0, tenant_id)
+            tenant_id = None
+        if tenant_id is None and not args.platform and args.action == "set":
+            parser.error("quota set: name a tenant, or --platform for the defaults")
+        return asyncio.run(quota(settings, args.action, tenant_id, values))
     try:
         if args.command == "backup":
             return asyncio.run(

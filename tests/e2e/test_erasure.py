@@ -25,11 +25,16 @@ import httpx
 import nats
 import pytest
 from runloom.contracts import subjects
+from runloom.devkit.supervisor import SERVICES
 from runloom.devkit.testing import artifact_digests, wait_ended
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import db, erasure
-from runloom.runtime.tenants import create_tenant
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.timeout(300),
+    # Every service that holds a tenant's data answers its part of an erasure.
+    pytest.mark.platform_services(*SERVICES),
+]
 
 SCHEMAS = db.SERVICES
 DOCUMENT = {

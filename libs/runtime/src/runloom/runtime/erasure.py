@@ -14,10 +14,10 @@ Steps, in order:
    it goes first, so no projection can be rebuilt from it afterwards);
    `stream:COMMANDS`, `stream:JOBS`, `stream:DEAD_LETTERS`: every message naming one of the runs
    (or the tenant, for a whole tenant) deleted by sequence.
-3. `service:<name>` for orchestrator, deliverables, billing, then gateway: each service removes
-   its own rows (and stored objects) on `erase.<service>` (`EraseRequest`); nobody reaches into
-   another service's schema. The gateway goes last: its archive and read models are what
-   point at everything else.
+3. `service:<name>` for orchestrator, deliverables, billing, webhooks, then gateway: each
+   service removes its own rows (and stored objects) on `erase.<service>` (`EraseRequest`);
+   nobody reaches into another service's schema. The gateway goes last: its archive and read
+   models are what point at everything else.
 4. `verify`: the runs' stream subjects are empty (a late archive batch cannot bring anything
    back from them); the job ends `done` with the sum of what every step removed. A done
    record keeps the erasure id (the tenant's or the run's id), the number of runs and the
@@ -38,20 +38,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import EraseReply, EraseRequest
-from runloom.contracts.headers import Header
+from runloom.contracts.operations import ERASE, Answerer
+from runloom.runtime.request import RequestFailed, ask
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_S = 60.0
 SCANNED_STREAMS = (subjects.COMMANDS_STREAM, subjects.JOBS_STREAM, subjects.DLQ_STREAM)
 """Streams whose subjects do not name a run: their messages are read and matched."""
-SERVICE_ORDER = ("orchestrator", "deliverables", "billing", "gateway")
+SERVICE_ORDER: tuple[Answerer, ...] = (
+    "orchestrator",
+    "deliverables",
+    "billing",
+    "webhooks",
+    "gateway",
+)
 
 
 class ErasureError(RuntimeError):
@@ -215,20 +220,14 @@ class Erasure:
 
     # -- the steps -------------------------------------------------------------------------
 
-    async def ask(self, service: str, request: EraseRequest) -> EraseReply:
+    async def ask(self, service: Answerer, request: EraseRequest) -> EraseReply:
         try:
-            msg = await self.nc.request(
-                subjects.erase(service), msgspec.json.encode(request), timeout=REQUEST_TIMEOUT_S
-            )
-        except TimeoutError:
+            return await ask(self.nc, ERASE[service], request, message_id=self.job.erasure_id)
+        except RequestFailed as exc:
             raise ErasureError(
-                f"the {service} service did not answer {subjects.erase(service)} within "
-                f"{REQUEST_TIMEOUT_S:.0f} s; start it and run the erasure again (it resumes)"
+                f"{exc.detail} ({exc.why} on {ERASE[service].subject}); the erasure is recorded: "
+                "run it again once the service answers (it resumes)"
             ) from None
-        error = (msg.headers or {}).get(Header.ERROR)
-        if error:
-            raise ErasureError(f"the {service} service refused the erasure: {error}")
-        return msgspec.json.decode(msg.data, type=EraseReply)
 
     def request(self, *, inventory: bool = False) -> EraseRequest:
         return EraseRequest(
@@ -266,7 +265,7 @@ class Erasure:
 
         return scan
 
-    def _service(self, service: str) -> Step:
+    def _service(self, service: Answerer) -> Step:
         async def erase(job: Job) -> dict[str, int]:
             return (await self.ask(service, self.request())).removed
 

@@ -18,6 +18,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     ArtifactReply,
@@ -141,8 +142,8 @@ class Queries:
 def responder(nc: NATS, js: JetStreamContext, queries: Queries) -> Responder:
     """`Queries` on core NATS, in the queue group `deliverables`."""
     routes = [
-        Route(subjects.DELIVERABLES_RUN, RunDeliverablesRequest, queries.run),
-        Route(subjects.DELIVERABLES_ARTIFACT, ArtifactRequest, queries.artifact),
-        Route(subjects.erase("deliverables"), EraseRequest, queries.erase),
+        Route(ops.DELIVERABLES_RUN, queries.run),
+        Route(ops.DELIVERABLES_ARTIFACT, queries.artifact),
+        Route(ops.ERASE["deliverables"], queries.erase),
     ]
     return Responder(nc, js, QUEUE, routes)

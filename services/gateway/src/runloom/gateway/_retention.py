@@ -20,7 +20,7 @@ import logging
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from runloom.contracts.kinds import TERMINAL_STATUS
+from runloom.gateway.store import erasure as store
 from runloom.runtime import erasure
 from runloom.runtime.config import env_float
 
@@ -33,23 +33,6 @@ STALE_S = 300.0
 
 def interval_s() -> float:
     return env_float("RUNLOOM_RETENTION_INTERVAL_S", 3600.0)
-
-
-async def due(pool: asyncpg.Pool) -> dict[str, list[str]]:
-    """Per tenant with a policy, the ended runs older than it (at most BATCH each)."""
-    rows = await pool.fetch(
-        "SELECT r.tenant_id, r.id FROM runs r JOIN tenant_retention p USING (tenant_id)"
-        " WHERE p.keep_days IS NOT NULL AND r.status = ANY($1::text[])"
-        "  AND r.ended_at < now() - make_interval(days => p.keep_days)"
-        " ORDER BY r.tenant_id, r.ended_at, r.id",
-        sorted(set(TERMINAL_STATUS.values())),
-    )
-    out: dict[str, list[str]] = {}
-    for r in rows:
-        runs = out.setdefault(r["tenant_id"], [])
-        if len(runs) < BATCH:
-            runs.append(r["id"])
-    return out
 
 
 async def sweep(nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> dict[str, int]:
@@ -65,7 +48,7 @@ async def sweep(nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> dict[str,
                     log.info("resumed the erasure %s", job.erasure_id)
                 except erasure.ErasureError as exc:
                     log.warning("erasure %s still unfinished: %s", job.erasure_id, exc)
-            for tenant, runs in (await due(pool)).items():
+            for tenant, runs in (await store.due(pool, BATCH)).items():
                 job = await erasure.Erasure.open(nc, js, tenant, run_ids=runs)
                 done = await job.run()
                 log.info("retention erased %d run(s) of %s: %s", len(runs), tenant, done.removed)

@@ -25,6 +25,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     AddDocumentReply,
@@ -49,6 +50,8 @@ ERASED_TABLES = (
     erasure.Owned("documents", run_column=None),
     erasure.Owned("paused_runs"),
     erasure.Owned("run_checkpoints", tenant_column=None),
+    erasure.Owned("run_queue"),
+    erasure.Owned("tenant_dispatch", run_column=None),
 )
 """The orchestrator's tables holding a tenant's data, in the order they are emptied."""
 
@@ -66,10 +69,10 @@ class Documents:
 
     async def start(self) -> None:
         routes = [
-            Route(subjects.CORPUS_ADD, AddDocumentRequest, self.add),
-            Route(subjects.CORPUS_LIST, ListDocumentsRequest, self.list),
-            Route(subjects.CORPUS_DELETE, DeleteDocumentRequest, self.delete),
-            Route(subjects.erase("orchestrator"), EraseRequest, self.erase),
+            Route(ops.CORPUS_ADD, self.add),
+            Route(ops.CORPUS_LIST, self.list),
+            Route(ops.CORPUS_DELETE, self.delete),
+            Route(ops.ERASE["orchestrator"], self.erase),
         ]
         self._responder = Responder(self.nc, self.js, QUEUE, routes, self.concurrency)
         await self._responder.start()
