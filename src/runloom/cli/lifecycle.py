@@ -96,10 +96,13 @@ def restore_home(source: Path, home: Path) -> float:
 
 def run_restore(args: argparse.Namespace) -> int:
     home = _settings(args).home
+    was_empty = home_is_empty(home)
     try:
         seconds = restore_home(Path(args.dir).resolve(), home)
     except (backup.BackupError, ServerError, OSError) as exc:
         _say(f"error: {exc}")
+        if was_empty and not home_is_empty(home):
+            _say(f"{home} holds a partial restore: remove it before trying again")
         return 1
     _say(f"restored {args.dir} into {home} in {seconds:.2f} s; start it: runloom up --home {home}")
     return 0
