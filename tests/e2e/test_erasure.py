@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,10 +26,12 @@ import httpx
 import nats
 import pytest
 from runloom.contracts import subjects
+from runloom.contracts.commands import DeadLetter
+from runloom.contracts.types import now
 from runloom.devkit.supervisor import SERVICES
 from runloom.devkit.testing import artifact_digests, wait_ended
 from runloom.gateway.store.tenants import create_tenant
-from runloom.runtime import db, erasure
+from runloom.runtime import bus, db, erasure
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -157,6 +160,18 @@ async def test_tenant_delete_resumes_after_a_crash_and_leaves_no_trace(
         assert arts_a
         b_history, b_arts = await _history(theirs, run_b), await artifact_digests(theirs, run_b)
 
+        # A dead letter of each tenant's (as a consumer that could not read their message
+        # leaves it: the original bytes quoted inside).
+        letters = {}
+        for tenant, run in ((corpus, run_a), (other_tenant, run_b)):
+            original = json.dumps({"run_id": run, "tenant_id": tenant, "type": "x"})
+            letter = DeadLetter(
+                stream="RUN_EVENTS", subject=subjects.run_events(run), consumer="erasure-test",
+                reason="a test's poison", payload=original, time=now(),
+            )  # fmt: skip
+            ack = await bus.publish(js, subjects.dead_letter("core", "erasure-test"), letter)
+            letters[tenant] = ack.seq
+
         # A crash after the first two steps: the record says so, the rest was never done.
         crashed = await erasure.Erasure.open(nc, js, corpus)
         await crashed.save()
@@ -198,6 +213,10 @@ async def test_tenant_delete_resumes_after_a_crash_and_leaves_no_trace(
         with contextlib.suppress(nats.js.errors.NotFoundError):
             assert doc_a not in {o.name for o in await uploads.list(ignore_deletes=True)}
         print("buckets searched: artifacts, corpus-uploads")
+        assert re.search(r"^\s*stream:DEAD_LETTERS\s+1$", done.stdout, re.M), done.stdout
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await js.get_msg(subjects.DLQ_STREAM, letters[corpus])
+        assert (await js.get_msg(subjects.DLQ_STREAM, letters[other_tenant])).data
 
         # The erased tenant's key no longer opens anything; the other tenant is untouched.
         assert (await mine.get(f"/v1/runs/{run_a}")).status_code == 401
