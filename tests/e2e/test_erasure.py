@@ -29,7 +29,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.contracts.types import now
 from runloom.devkit.supervisor import SERVICES
-from runloom.devkit.testing import artifact_digests, wait_ended
+from runloom.devkit.testing import artifact_digests, wait_ended, wait_usage
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus, db, erasure
 
@@ -234,13 +234,14 @@ async def test_a_tenant_deletes_its_own_ended_run(
         base_url=platform.url, headers=platform.headers(), timeout=30
     ) as client:
         run_id, _doc = await _tenant_with_a_run(client)
+        calls = sum(e["type"] == "usage.recorded" for _c, e in await _history(client, run_id))
+        await wait_usage(client, run_id, calls)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        usage = {"from": today, "to": today, "group_by": "model"}
+        before = (await client.get("/v1/usage", params=usage)).json()
         other = {"Authorization": f"Bearer {other_key}"}
         r = await client.delete(f"/v1/runs/{run_id}", headers=other)
         assert r.status_code == 404, r.text
-        r = await client.post("/v1/runs", json={"question": "How do Python generators work?"})
-        going = r.json()["id"]
-        r = await client.delete(f"/v1/runs/{going}")
-        assert r.status_code == 409 and "cancel it" in r.json()["detail"], r.text
 
         r = await client.delete(f"/v1/runs/{run_id}")
         assert r.status_code == 200, r.text
@@ -253,6 +254,14 @@ async def test_a_tenant_deletes_its_own_ended_run(
         tables = await _traces(pool, [run_id])
         assert not any(tables.values()), tables
         assert await erasure.count_subject(js, subjects.run_events(run_id)) == 0
+        # The run's usage stays in the tenant's reports, in aggregate.
+        after = (await client.get("/v1/usage", params=usage)).json()
+        assert after["groups"] == before["groups"] and before["groups"], (before, after)
+
+        r = await client.post("/v1/runs", json={"question": "How do Python generators work?"})
+        going = r.json()["id"]
+        r = await client.delete(f"/v1/runs/{going}")
+        assert r.status_code == 409 and "cancel it" in r.json()["detail"], r.text
         await wait_ended(client, going, 120)
 
 
