@@ -162,9 +162,17 @@ def asyncapi() -> Schema:
         "startRun": {
             "address": subjects.START_RUN,
             "title": "Start a run",
-            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): "
-            "the orchestrator replica that takes it owns the run.",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): an orchestrator "
+            "replica queues the run in its tenant's queue.",
             "messages": refs("StartRun"),
+        },
+        "driveRun": {
+            "address": subjects.DRIVE_RUN,
+            "title": "Work on a queued run",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): the dispatcher "
+            "hands out queued runs weighted round-robin across tenants; the replica that "
+            "takes one owns the run.",
+            "messages": refs("DriveRun"),
         },
         "resumeRun": {
             "address": subjects.RESUME_RUN,
@@ -222,6 +230,18 @@ def asyncapi() -> Schema:
             "channel": chan("startRun"),
             "summary": "An orchestrator replica (durable pull consumer).",
             "messages": ops_msgs("startRun", "StartRun"),
+        },
+        "sendDriveRun": {
+            "action": "send",
+            "channel": chan("driveRun"),
+            "summary": "The orchestrators' dispatcher (one at a time, under a database lock).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
+        },
+        "takeDriveRun": {
+            "action": "receive",
+            "channel": chan("driveRun"),
+            "summary": "An orchestrator replica (durable pull consumer `orchestrator-drive`).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
         },
         "sendResumeRun": {
             "action": "send",

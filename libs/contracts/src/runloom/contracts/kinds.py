@@ -21,6 +21,7 @@ UsageKind = Literal["provider", "tool"]
 
 RunStatus = Literal[
     "created",
+    "queued",
     "running",
     "waiting_clarification",
     "completed",
@@ -30,6 +31,10 @@ RunStatus = Literal[
 ]
 """A run's status, as every fold of its events derives it."""
 RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+
+QueueReason = Literal["tenant_concurrency", "platform_busy"]
+"""Why a run waits to start: its tenant already has its concurrent runs working, or every
+orchestrator slot of the platform is taken."""
 
 TERMINAL_STATUS: dict[str, RunStatus] = {
     "run.completed": "completed",

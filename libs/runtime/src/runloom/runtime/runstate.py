@@ -23,6 +23,7 @@ from runloom.contracts.events import (
     ClarificationRequested,
     Event,
     RateLimited,
+    RunQueued,
     SourceFound,
     Usage,
 )
@@ -98,6 +99,8 @@ class RunState(msgspec.Struct, kw_only=True):
     usage_ids: list[str] = []
     clarification: ClarificationRequested | None = None
     """The pending clarification question, if the run waits for one."""
+    queued: RunQueued | None = None
+    """Where the run waits to start (position and why), until it starts or ends."""
     clarifications: list[Clarification] = []
     """Every question the run asked, in order, with its answer once given."""
     trace: str | None = None
@@ -182,6 +185,7 @@ def _apply(st: RunState, ev: Event) -> None:
         st.status = TERMINAL_STATUS[ev.type]
         st.terminal = ev
         st.clarification = None
+        st.queued = None
         st.rate_limited = None
         st.billing_waiting = False
         st.billing_wait = None
@@ -193,7 +197,7 @@ def _get(data: dict[str, Any], key: str, default: Any = None) -> Any:
 
 
 def _running(st: RunState) -> None:
-    if st.status in ("created", "waiting_clarification"):
+    if st.status in ("created", "queued", "waiting_clarification"):
         st.status = "running"
 
 
@@ -221,9 +225,16 @@ def _run_created(st: RunState, ev: Event) -> None:
     st.title = d.get("title") or st.title
 
 
+def _run_queued(st: RunState, ev: Event) -> None:
+    st.queued = msgspec.convert(ev.data, RunQueued)
+    if st.status in ("created", "running"):
+        st.status = "queued"
+
+
 def _run_started(st: RunState, ev: Event) -> None:
     st.started_count += 1
     st.started_trace = ev.trace
+    st.queued = None
     if st.clarification is None:
         _running(st)
 
@@ -429,6 +440,7 @@ def _run_completed(st: RunState, ev: Event) -> None:
 
 _HANDLERS = {
     "run.created": _run_created,
+    "run.queued": _run_queued,
     "run.started": _run_started,
     "plan.proposed": _plan,
     "plan.revised": _plan,

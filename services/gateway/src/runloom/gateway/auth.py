@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
+from runloom.gateway import quotas
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
 from runloom.gateway.store.tenants import tenant_of_key
@@ -47,11 +48,13 @@ async def principal(request: Request, state: GatewayState = Depends(get_state)) 
                 "This API key is not valid. Locally, the key is in .runloom/api-key "
                 "(printed by 'runloom up')."
             )
+        await quotas.take_request(state.pool, tenant)  # 429 over its request rate
         return Principal(tenant_id=tenant)
     token = request.query_params.get("token")
     if token and state.streaming is not None:
         grant = state.streaming.tokens.resolve(token, request)
         if grant is not None:
+            await quotas.take_request(state.pool, grant.tenant_id)
             return Principal(grant.tenant_id, run_scope=grant.run_id)
         raise _unauthorized("This stream token is invalid or expired; request a new one.")
     raise _unauthorized(

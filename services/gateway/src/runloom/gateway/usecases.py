@@ -31,7 +31,7 @@ import asyncpg
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
-from runloom.contracts.commands import ResumeRun, StartRun
+from runloom.contracts.commands import DispatchPolicy, ResumeRun, StartRun
 from runloom.contracts.events import (
     CancelRequested,
     ClarificationAnswered,
@@ -50,7 +50,7 @@ from runloom.contracts.types import (
     check_text,
     rfc3339_or_none,
 )
-from runloom.gateway import _cursor
+from runloom.gateway import _cursor, quotas, waiting
 from runloom.gateway._history import Frame
 from runloom.gateway._params import JsonObject, NonBlankText, StorableText, Usd, text
 from runloom.gateway._sse import SSEResponse, frames
@@ -272,7 +272,9 @@ async def create_run(
     """Start a run. With an idempotency key, the same key and body return the same run.
 
     Everything is validated before the first write. The writes go in an order a retry with
-    the same key completes: key, `run.created`, then the read-model row and the start command."""
+    the same key completes: key, `run.created`, then the read-model row and the start command.
+    A tenant whose queue is full gets 429 before anything is written."""
+    quota = await quotas.admit_run(state.pool, who.tenant_id, idempotency_key)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     run_id = new_id("run")
@@ -318,7 +320,7 @@ async def create_run(
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     # run.created is durable: the read-model row and the start command go out together.
     try:
-        inserted = await _row_and_start(state, who, created, run_id)
+        inserted = await _row_and_start(state, who, created, run_id, quota.dispatch())
     except (*BUS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
         if idempotency_key is None:  # no retry can complete this run: end it, say so
             await _not_started(state, who, run_id)
@@ -329,7 +331,11 @@ async def create_run(
 
 
 async def _row_and_start(
-    state: GatewayState, who: Principal, created: RunCreated, run_id: str
+    state: GatewayState,
+    who: Principal,
+    created: RunCreated,
+    run_id: str,
+    dispatch: DispatchPolicy,
 ) -> asyncpg.Record | None:
     """The read-model row (None if it was there) and the start command, together."""
     inserted, _ = await asyncio.gather(
@@ -343,7 +349,12 @@ async def _row_and_start(
         bus.publish(
             state.js,
             subjects.START_RUN,
-            StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
+            StartRun(
+                command_id=f"start-{run_id}",
+                run_id=run_id,
+                tenant_id=who.tenant_id,
+                dispatch=dispatch,
+            ),
             msg_id=f"start-{run_id}",
         ),
     )
@@ -402,16 +413,19 @@ async def cancel_run(
     event_id: str | None = None,
 ) -> Event:
     """Ask the run to stop (accepted even before it started); it answers with run.cancelled.
-    409 when it has already ended."""
-    await load_run(state, who, run_id)
+    409 when it has already ended. A run nobody has started yet ends at once."""
+    row = await load_run(state, who, run_id)
     try:
         async with in_run_trace(state.log, run_id, "cancel run"):
-            return await state.log.append(
+            asked = await state.log.append(
                 run_id,
                 who.tenant_id,
                 CancelRequested(reason=reason, requested_by=requested_by),
                 event_id=event_id,
             )
+            if waiting.not_started(row):  # queued: nobody works on it to hear the cancel
+                await waiting.end_waiting(state.log, who.tenant_id, run_id, asked)
+            return asked
     except RunClosed as closed:
         how, seq = closed.terminal.type, closed.terminal.seq
         raise Problem(
@@ -533,7 +547,14 @@ async def open_stream(
     """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
     an unusable cursor, 503 while the gateway drains or the event store does not answer."""
     await load_run(state, who, run_id)
-    return await follow(state, run_id, cursor)
+    lease = await quotas.open_stream(state.pool, who.tenant_id)  # 429 at its open streams
+    try:
+        response = await follow(state, run_id, cursor)
+    except BaseException:
+        await quotas.end_stream(state.pool, lease)
+        raise
+    response.body = quotas.leased(state.pool, lease, response.body)
+    return response
 
 
 async def follow(
