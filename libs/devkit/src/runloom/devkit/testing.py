@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
+from runloom.devkit.embedded import (
+    NatsServer,
+    PostgresServer,
+    free_port,
+    remove_stale_system_dirs,
+)
 from runloom.runtime.config import Settings
 
 
@@ -126,6 +131,9 @@ def servers() -> Iterator[Servers]:
             nats = NatsServer(root / "nats", free_port())
             cleanup.callback(_quietly, nats.stop)
             nats.start()
+            if os.geteuid() == 0:
+                # Sessions killed before their clean-up leave PostgreSQL folders behind.
+                remove_stale_system_dirs()
             pg = PostgresServer(root / "postgres", free_port())
             cleanup.callback(_quietly, pg.remove_data)
             pg.start()
