@@ -24,12 +24,12 @@ import psutil
 import pytest
 from runloom.devkit import database
 from runloom.devkit.embedded import (
-    PG_SYSTEM_BASE,
     free_port,
     free_ports,
     port_open,
     wheel_pginstall,
 )
+from runloom.devkit.testing import orphaned_postgres_folder
 from runloom.runtime.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
@@ -159,20 +159,6 @@ def start_up(home: Path, ports: Ports) -> Iterator[type[UpProcess]]:
         up.kill_all()
 
 
-def _plant_orphaned_postgres_folder(private: Path) -> Path | None:
-    """As root: a PostgreSQL folder under /var/lib/runloom whose data folder was deleted and
-    whose server is not running (what a killed test session leaves behind)."""
-    if os.geteuid() != 0:
-        return None
-    if not PG_SYSTEM_BASE.exists():
-        PG_SYSTEM_BASE.mkdir()
-        PG_SYSTEM_BASE.chmod(0o755)  # what PostgresServer expects of it
-    stale = PG_SYSTEM_BASE / f"orphan-{private.name}"
-    (stale / "pgdata").mkdir(parents=True)
-    (stale / "origin").write_text(f"{private / 'deleted' / 'postgres'}\n")
-    return stale
-
-
 def _key_owner(database_url: str, key: str) -> str | None:
     async def query() -> str | None:
         conn = await asyncpg.connect(database.admin_url(database_url))
@@ -203,7 +189,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     private = home.parent
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     before = _modes(private, wheel_pginstall() / "bin")
-    stale = _plant_orphaned_postgres_folder(private)
+    stale = orphaned_postgres_folder(f"orphan-{private.name}", private / "deleted")
     up = start_up()
     up.wait_ready()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from runloom.devkit.embedded import PG_SYSTEM_BASE
+from runloom.devkit.testing import orphaned_postgres_folder
 
 INI = """[pytest]
 addopts = -p runloom.devkit.testing -p no:cacheprovider
@@ -97,15 +97,7 @@ def test_postgres_fixture_works_from_a_private_folder_and_changes_no_folder(
 ) -> None:
     (private / "test_uses_postgres.py").write_text(USES_POSTGRES)
     before = modes(private)
-    stale = None
-    if os.geteuid() == 0:  # as root, PostgreSQL's folders live under /var/lib/runloom
-        # What a session killed before its clean-up leaves: its data folder gone, no server.
-        if not PG_SYSTEM_BASE.exists():
-            PG_SYSTEM_BASE.mkdir()
-            PG_SYSTEM_BASE.chmod(0o755)  # what PostgresServer expects of it
-        stale = PG_SYSTEM_BASE / f"orphan-{private.parent.name}"
-        (stale / "pgdata").mkdir(parents=True)
-        (stale / "origin").write_text(f"{private.parent / 'gone'}\n")
+    stale = orphaned_postgres_folder(f"orphan-{private.parent.name}", private.parent / "gone")
 
     done = _pytest(private)
 

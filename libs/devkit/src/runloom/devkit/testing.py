@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from runloom.devkit.embedded import (
+    PG_SYSTEM_BASE,
     NatsServer,
     PostgresServer,
     free_port,
@@ -109,6 +110,21 @@ def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Dock
         ),
         root=root,
     )
+
+
+def orphaned_postgres_folder(name: str, origin: Path) -> Path | None:
+    """As root: a folder `name` under /var/lib/runloom as a session killed before its clean-up
+    leaves it (its origin `origin` deleted, no server running), for tests of its removal.
+    None when not root (PostgreSQL's folders then live in the data folder itself)."""
+    if os.geteuid() != 0:
+        return None
+    if not PG_SYSTEM_BASE.exists():
+        PG_SYSTEM_BASE.mkdir()
+        PG_SYSTEM_BASE.chmod(0o755)  # what PostgresServer expects of it
+    stale = PG_SYSTEM_BASE / name
+    (stale / "pgdata").mkdir(parents=True)
+    (stale / "origin").write_text(f"{origin}\n")
+    return stale
 
 
 def _quietly(stop: Any) -> None:
