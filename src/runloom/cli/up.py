@@ -353,8 +353,13 @@ class Up:
         if embedded_nats and self.want_cluster:
             self.start_cluster()
         elif embedded_nats:
+            # JetStream's storage limit follows the disk (at each start), so a filling disk
+            # gets appends refused cleanly before nats-server's writes fail.
             self.nats = NatsServer(
-                self.home / "nats", s.nats_port, sync_interval=s.nats_sync_interval
+                self.home / "nats",
+                s.nats_port,
+                sync_interval=s.nats_sync_interval,
+                max_file_store="disk",
             )
             unit = _server_unit("nats-server", self.nats, self.run_dir / "nats-server.pid")
             say(f"starting nats-server on port {s.nats_port}, sync_interval {s.nats_sync_interval}")

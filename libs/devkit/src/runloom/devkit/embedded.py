@@ -200,13 +200,43 @@ class ChildProcess:
         self.start()
 
 
-class NatsServer(ChildProcess):
-    """A nats-server with JetStream on a data folder."""
+DISK_RESERVE_FRACTION = 0.05
+"""Of the store's filesystem, what JetStream leaves free (`store_limit`)."""
+DISK_RESERVE_MIN = 4 * 1024 * 1024
 
-    def __init__(self, root: Path, port: int, *, sync_interval: str = "always") -> None:
+
+def store_limit(store: Path) -> int:
+    """A JetStream `max_file_store` for `store` that the disk can hold: what is stored there now
+    plus the filesystem's free space, less a reserve (5 %, at least 4 MiB). JetStream then
+    refuses appends with 'insufficient resources' (clean, nothing stored, and it takes them again
+    once space is back) before the disk is full; a write that hits a full disk instead leaves
+    nats-server failing every write until it is restarted."""
+    probe = store if store.exists() else next(p for p in store.parents if p.exists())
+    st = os.statvfs(probe)
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    used = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else 0
+    reserve = max(DISK_RESERVE_MIN, int(total * DISK_RESERVE_FRACTION))
+    return max(used + DISK_RESERVE_MIN, used + free - reserve)
+
+
+class NatsServer(ChildProcess):
+    """A nats-server with JetStream on a data folder.
+
+    `max_file_store`: JetStream's storage limit in bytes (None: nats-server's default, most of
+    the disk); `"disk"`: computed at each start from the disk (`store_limit`)."""
+
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        *,
+        sync_interval: str = "always",
+        max_file_store: int | str | None = None,
+    ) -> None:
         self.root = root
         self.port = port
         self.sync_interval = sync_interval
+        self.max_file_store = max_file_store
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = root / "nats-server.log"
 
@@ -227,12 +257,19 @@ class NatsServer(ChildProcess):
                     "jetstream {",
                     f'  store_dir: "{self.root / "jetstream"}"',
                     f"  sync_interval: {self.sync_interval}",
+                    *self._store_limit(),
                     "}",
                     "",
                 ]
             )
         )
         return conf
+
+    def _store_limit(self) -> list[str]:
+        limit = self.max_file_store
+        if limit == "disk":
+            limit = store_limit(self.root / "jetstream")
+        return [] if limit is None else [f"  max_file_store: {int(limit)}"]
 
     def start(self, timeout: float = 15.0) -> None:
         conf = self.write_config()

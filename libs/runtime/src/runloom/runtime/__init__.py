@@ -16,6 +16,7 @@ from runloom.runtime.eventlog import (
     EventLog,
     RunClosed,
     StoredEvent,
+    StoreFull,
     StoreUnavailable,
     Tail,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "RunState",
     "ServiceContext",
     "Settings",
+    "StoreFull",
     "StoreUnavailable",
     "StoredEvent",
     "Tail",
