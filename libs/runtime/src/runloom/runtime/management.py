@@ -119,6 +119,22 @@ class _LivenessCollector(Collector):
 REGISTRY.register(_LivenessCollector())
 
 
+class _TasksCollector(Collector):
+    """`runloom_asyncio_tasks`: the tasks of the event loop the scrape runs on (the service's:
+    its management port serves on it), so a soak sees tasks that pile up."""
+
+    def collect(self) -> Any:
+        tasks = GaugeMetricFamily(
+            "runloom_asyncio_tasks", "Asyncio tasks alive in the process's event loop"
+        )
+        with contextlib.suppress(RuntimeError):  # no running loop in this thread: no sample
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        yield tasks
+
+
+REGISTRY.register(_TasksCollector())
+
+
 def nats_check(nc: Any) -> Check:
     """Ready when the NATS connection is up and a round trip (flush) answers."""
 
