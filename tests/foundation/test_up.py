@@ -30,7 +30,7 @@ from runloom.devkit.embedded import (
     wheel_pginstall,
 )
 from runloom.devkit.testing import orphaned_postgres_folder
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
 

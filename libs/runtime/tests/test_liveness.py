@@ -16,6 +16,7 @@ import nats.errors
 import pytest
 from nats.js import api as js_api
 from prometheus_client import REGISTRY
+from runloom.contracts.operations import Operation
 from runloom.runtime.consumer import Consumer, serve
 from runloom.runtime.management import ManagementServer
 from runloom.runtime.responder import Responder, Route
@@ -175,7 +176,8 @@ async def test_a_responder_whose_subscription_dies_is_recreated_and_answers_agai
     async def echo(req: Echo) -> Echo:
         return req
 
-    responder = Responder(nc, js, queue, [Route(subject, Echo, echo)], liveness_every_s=0.5)
+    echoing = Operation("deliverables", "echo", subject, Echo, Echo, "deliverables", "echo", 1.0)
+    responder = Responder(nc, js, queue, [Route(echoing, echo)], liveness_every_s=0.5)
     await responder.start()
     try:
         assert await _answered(nc, subject, 1)

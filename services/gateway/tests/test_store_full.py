@@ -26,9 +26,9 @@ from runloom.contracts.events import RunCreated, StepStarted
 from runloom.contracts.ids import new_id
 from runloom.devkit.embedded import NatsServer, free_port
 from runloom.gateway.app import create_app
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog, StoreFull
-from runloom.runtime.tenants import create_tenant
 
 DISK = "24m"
 CHUNK = 256 * 1024

@@ -14,8 +14,14 @@ RUN_EVENTS_SUBJECTS = "run.*.events"
 
 COMMANDS_STREAM = "COMMANDS"
 COMMANDS_SUBJECTS = "cmd.>"
+RUN_COMMANDS = "cmd.run.>"
+"""What the orchestrator takes: every run command (start, resume)."""
 START_RUN = "cmd.run.start"
 RESUME_RUN = "cmd.run.resume"
+DRIVE_COMMANDS = "cmd.drive.>"
+"""What the orchestrator's drive consumer takes: queued runs handed out by the dispatcher."""
+DRIVE_RUN = "cmd.drive.run"
+"""A queued run the orchestrators' dispatcher handed out: the replica that takes it works on it."""
 
 JOBS_STREAM = "JOBS"
 JOBS_SUBJECTS = "job.>"
@@ -37,6 +43,13 @@ CORPUS_DELETE = "corpus.delete"
 
 DELIVERABLES_RUN = "deliverables.run"
 DELIVERABLES_ARTIFACT = "deliverables.artifact"
+
+WEBHOOKS_CREATE = "webhooks.endpoint.create"
+WEBHOOKS_LIST = "webhooks.endpoint.list"
+WEBHOOKS_DELETE = "webhooks.endpoint.delete"
+WEBHOOKS_ROTATE = "webhooks.endpoint.rotate"
+WEBHOOKS_DELIVERIES = "webhooks.deliveries.list"
+WEBHOOKS_REDELIVER = "webhooks.deliveries.redeliver"
 
 ARTIFACTS_BUCKET = "artifacts"
 CORPUS_UPLOADS_BUCKET = "corpus-uploads"

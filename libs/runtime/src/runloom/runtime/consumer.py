@@ -156,6 +156,9 @@ class Consumer(Generic[T]):
     """A Postgres advisory lock taken around the handler."""
     fail_run: bool = True
     """On poison, append `run.failed` to the run the message names (if it has not ended)."""
+    deliver_new: bool = False
+    """A durable created now starts at the stream's next message instead of its first (it
+    has no use for the history stored before it existed)."""
     liveness_every_s: float = 5.0
     """How often the watchdog asks the server what waits for the durable."""
     liveness_strikes: int = 3
@@ -173,6 +176,7 @@ class Consumer(Generic[T]):
             max_deliver=-1,
             filter_subject=self.filter_subject,
             max_ack_pending=1000,
+            deliver_policy=js_api.DeliverPolicy.NEW if self.deliver_new else None,
         )
 
     def decoder(self, subject: str) -> Callable[[bytes], Any]:
