@@ -1376,6 +1376,11 @@ export interface CreateWebhookRequest {
   events: Array<"clarification.requested" | "deliverable.failed" | "deliverable.ready" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started">;
   description?: string | null;
   run_id?: string | null;
+  /**
+   * Only check the URL (the reply is refused or empty): POST /v1/runs checks a run's
+   * webhook before it stores anything.
+   */
+  check_only?: boolean;
 }
 
 export interface CreateWebhookReply {

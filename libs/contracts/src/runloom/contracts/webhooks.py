@@ -187,6 +187,9 @@ class CreateWebhookRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     events: list[WebhookEventType]
     description: str | None = None
     run_id: RunId | None = None
+    check_only: bool = False
+    """Only check the URL (the reply is refused or empty): POST /v1/runs checks a run's
+    webhook before it stores anything."""
 
 
 class CreateWebhookReply(msgspec.Struct, kw_only=True, omit_defaults=True):

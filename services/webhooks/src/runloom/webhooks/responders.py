@@ -57,6 +57,8 @@ class Management:
             await self.policy.admit(req.url)
         except Refused as exc:
             return CreateWebhookReply(refused=exc.kind, detail=exc.detail)  # type: ignore[arg-type]
+        if req.check_only:
+            return CreateWebhookReply()
         stored = await self.store.create_endpoint(
             endpoint_id=req.endpoint_id,
             tenant_id=req.tenant_id,

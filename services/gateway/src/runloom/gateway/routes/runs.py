@@ -35,6 +35,7 @@ from runloom.contracts.types import (
     check_text,
     rfc3339,
 )
+from runloom.gateway import _webhooks
 from runloom.gateway._params import (
     KEY_PATTERN,
     JsonObject,
@@ -100,6 +101,14 @@ class RunIn(BaseModel):
                 )
             value = {**value, "deliverables": list(dict.fromkeys(kinds))}
         return value
+
+    webhook: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_webhooks.MAX_URL_CHARS,
+        description="An https URL that gets this run's events (run.*, clarification.requested, "
+        "deliverable.*) as signed webhooks; the answer's `webhook.secret` verifies them.",
+    )
 
 
 class CancelIn(BaseModel):
@@ -186,6 +195,7 @@ async def create_run(
     Everything is validated before the first write. The writes go in an order a retry with
     the same key completes: key, `run.created`, then the read-model row and the start command."""
     _api_only(who)
+    await _webhooks.check_run_webhook(state, who, body.webhook)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     run_id = new_id("run")
@@ -218,6 +228,7 @@ async def create_run(
     # A replay finishes whatever the first request may not have (it may have crashed).
     if not replay:
         state.log.expect_new(run_id)  # a fresh id: no tail to read before the first append
+    hook = await _webhooks.for_run(state, who, run_id, body.webhook)  # before run.created
     if not (replay and await state.log.first(run_id) is not None):
         created = RunCreated(
             question=body.question,
@@ -239,7 +250,7 @@ async def create_run(
     # Already there (a replay, or the archive projected run.created first): read it.
     row = inserted if inserted is not None else await load_run(state, who, run_id)
     return JSONResponse(
-        run_view(row),
+        run_view(row) | ({"webhook": hook} if hook else {}),
         status_code=200 if replay else 201,
         headers={"Location": f"/v1/runs/{run_id}"},
     )
