@@ -9,6 +9,8 @@ Hostile URLs are refused with a problem saying why.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -112,6 +114,10 @@ async def test_every_event_of_every_run_arrives_verified_in_order_across_a_sigki
         assert {w["id"] for w in listed} == {hook["id"], run_hook["id"]}
         assert all("secret" not in w for w in listed)
 
+        metrics = httpx.get(f"{platform.management['webhooks-1']}/metrics", timeout=10).text
+        assert 'runloom_webhook_attempts_total{outcome="delivered"}' in metrics
+        assert "runloom_webhook_oldest_pending_age_seconds 0.0" in metrics  # nothing waits
+
 
 @pytest.mark.platform_services("gateway", "webhooks")
 @pytest.mark.platform_env(RUNLOOM_WEBHOOKS_ALLOW_LOCAL="true")
@@ -146,3 +152,32 @@ async def test_hostile_urls_are_refused_with_a_problem_saying_why(platform) -> N
         assert r.status_code == 404 and r.headers["content-type"].startswith(
             "application/problem+json"
         )
+
+
+@pytest.mark.platform_services("gateway", "webhooks")
+@pytest.mark.platform_env(RUNLOOM_WEBHOOKS_ALLOW_LOCAL="true")
+async def test_the_cli_lists_endpoints_and_deliveries(platform) -> None:
+    where = ("--url", platform.url, "--key", platform.api_key)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "runloom.cli.main", "webhooks", *args, *where],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert "No webhooks yet" in await asyncio.to_thread(cli, "list")
+    added = await asyncio.to_thread(
+        cli, "add", "http://127.0.0.1:9/hook", "--events", "run.completed,run.failed"
+    )
+    hook_id = added.split()[1]
+    assert hook_id.startswith("whk_") and "secret  whsec_" in added
+    listed = await asyncio.to_thread(cli, "list")
+    assert hook_id in listed and "run.completed,run.failed" in listed and "enabled" in listed
+    assert "No deliveries yet" in await asyncio.to_thread(cli, "deliveries", hook_id)
+    rotated = await asyncio.to_thread(cli, "rotate", hook_id)
+    assert "whsec_" in rotated and "previous secret still signs until" in rotated
+    assert f"deleted webhook {hook_id}" in await asyncio.to_thread(cli, "delete", hook_id)

@@ -203,31 +203,27 @@ class Store:
     # -- deliveries -------------------------------------------------------------------------
 
     async def enqueue(self, pending: Sequence[Pending]) -> int:
-        """Store deliveries to make (those already stored are left as they are)."""
+        """Store deliveries to make; returns how many were new (those already stored, from an
+        event delivered twice, are left as they are)."""
         if not pending:
             return 0
-        async with self.pool.acquire() as conn:
-            await conn.executemany(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
-                " event_type, run_id, seq, stream_seq, body)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-                [
-                    (
-                        new_id("dlv"),
-                        p.endpoint_id,
-                        p.tenant_id,
-                        p.event_id,
-                        p.event_type,
-                        p.run_id,
-                        p.seq,
-                        p.stream_seq,
-                        p.body,
-                    )
-                    for p in pending
-                ],
-            )
-        return len(pending)
+        done = await self.pool.execute(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type,"
+            " run_id, seq, stream_seq, body)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::bigint[], $8::bigint[], $9::bytea[])"
+            " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            [new_id("dlv") for _ in pending],
+            [p.endpoint_id for p in pending],
+            [p.tenant_id for p in pending],
+            [p.event_id for p in pending],
+            [p.event_type for p in pending],
+            [p.run_id for p in pending],
+            [p.seq for p in pending],
+            [p.stream_seq for p in pending],
+            [p.body for p in pending],
+        )
+        return int(done.rsplit(" ", 1)[-1])
 
     async def claim(self, floor: int, limit: int, lease_s: float) -> list[Claimed]:
         """Lease up to `limit` due heads whose event the intake is past (`floor`)."""
