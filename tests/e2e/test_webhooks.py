@@ -114,7 +114,7 @@ async def test_every_event_of_every_run_arrives_verified_in_order_across_a_sigki
         assert {w["id"] for w in listed} == {hook["id"], run_hook["id"]}
         assert all("secret" not in w for w in listed)
 
-        metrics = httpx.get(f"{platform.management['webhooks-1']}/metrics", timeout=10).text
+        metrics = (await c.get(f"{platform.management['webhooks-1']}/metrics")).text
         assert 'runloom_webhook_attempts_total{outcome="delivered"}' in metrics
         assert "runloom_webhook_oldest_pending_age_seconds 0.0" in metrics  # nothing waits
 
