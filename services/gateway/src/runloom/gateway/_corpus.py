@@ -8,6 +8,7 @@ when it fits in one message (the server's `max_payload`); larger text goes first
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -55,21 +56,32 @@ def unavailable(why: str) -> Problem:
     return problem
 
 
-async def _ask(nc: NATS, subject: str, body: msgspec.Struct, reply: type[T], timeout: float) -> T:
+async def ask(
+    nc: NATS,
+    subject: str,
+    body: msgspec.Struct,
+    reply: type[T],
+    timeout: float,
+    *,
+    unavailable: Callable[[str], Problem] = unavailable,
+    service: str = "orchestrator",
+) -> T:
+    """The `service`'s reply to a request; `unavailable(why)` (a 503 problem) when it does not
+    answer, or answers that it cannot serve now."""
     try:
         msg = await nc.request(
             subject, _encoder.encode(body), timeout=timeout, headers=inject_headers() or None
         )
     except nats.errors.NoRespondersError as exc:
-        raise unavailable("no orchestrator is running") from exc
+        raise unavailable(f"no {service} is running") from exc
     except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise unavailable(f"the orchestrator did not answer within {timeout:.0f} s") from exc
+        raise unavailable(f"the {service} did not answer within {timeout:.0f} s") from exc
     except nats.errors.Error as exc:  # connection closed or draining
         raise unavailable(f"NATS: {type(exc).__name__}") from exc
     error = (msg.headers or {}).get(Header.ERROR)
     if error:
         if error == "unavailable":
-            raise unavailable("the orchestrator could not reach its database")
+            raise unavailable(f"the {service} could not reach its database")
         raise RuntimeError(f"{subject} refused the gateway's request: {error}")
     return msgspec.json.decode(msg.data, type=reply)
 
@@ -86,17 +98,17 @@ async def add(
             await bucket.put(req.document_id, text.encode())
         except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(f"the upload bucket did not take the text: {exc!r}") from exc
-    return await _ask(nc, subjects.CORPUS_ADD, req, AddDocumentReply, ADD_TIMEOUT_S)
+    return await ask(nc, subjects.CORPUS_ADD, req, AddDocumentReply, ADD_TIMEOUT_S)
 
 
 async def list_documents(nc: NATS, tenant_id: str, limit: int, offset: int) -> ListDocumentsReply:
     req = ListDocumentsRequest(tenant_id=tenant_id, limit=limit, offset=offset)
-    return await _ask(nc, subjects.CORPUS_LIST, req, ListDocumentsReply, READ_TIMEOUT_S)
+    return await ask(nc, subjects.CORPUS_LIST, req, ListDocumentsReply, READ_TIMEOUT_S)
 
 
 async def delete(nc: NATS, tenant_id: str, document_id: str) -> bool:
     req = DeleteDocumentRequest(tenant_id=tenant_id, document_id=document_id)
-    reply = await _ask(nc, subjects.CORPUS_DELETE, req, DeleteDocumentReply, READ_TIMEOUT_S)
+    reply = await ask(nc, subjects.CORPUS_DELETE, req, DeleteDocumentReply, READ_TIMEOUT_S)
     return reply.deleted
 
 

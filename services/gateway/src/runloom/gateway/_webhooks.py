@@ -10,19 +10,17 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-import nats.errors
 from runloom.contracts import subjects
-from runloom.contracts.headers import Header
 from runloom.contracts.ids import derived_ulid, new_id
 from runloom.contracts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     CreateWebhookReply,
     CreateWebhookRequest,
 )
+from runloom.gateway import _corpus
 from runloom.gateway.auth import Principal
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState
-from runloom.runtime.telemetry import inject_headers
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -44,25 +42,16 @@ def unavailable(why: str) -> Problem:
 
 
 async def ask(state: GatewayState, subject: str, body: msgspec.Struct, reply: type[R]) -> R:
-    try:
-        msg = await state.nc.request(
-            subject,
-            msgspec.json.encode(body),
-            timeout=ASK_TIMEOUT_S,
-            headers=inject_headers() or None,
-        )
-    except nats.errors.NoRespondersError as exc:
-        raise unavailable("the webhooks service is not running") from exc
-    except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise unavailable(f"the webhooks service did not answer in {ASK_TIMEOUT_S:.0f} s") from exc
-    except nats.errors.Error as exc:
-        raise unavailable(f"NATS: {type(exc).__name__}") from exc
-    error = (msg.headers or {}).get(Header.ERROR)
-    if error:
-        if error == "unavailable":
-            raise unavailable("the webhooks service could not reach its database")
-        raise RuntimeError(f"{subject} refused the gateway's request: {error}")
-    return msgspec.json.decode(msg.data, type=reply)
+    """The webhooks service's reply; a 503 problem when it does not answer."""
+    return await _corpus.ask(
+        state.nc,
+        subject,
+        body,
+        reply,
+        ASK_TIMEOUT_S,
+        unavailable=unavailable,
+        service="webhooks service",
+    )
 
 
 def refused(reply: CreateWebhookReply, field: str = "url") -> Problem:
@@ -78,24 +67,45 @@ def refused(reply: CreateWebhookReply, field: str = "url") -> Problem:
 # -- a run's own webhook (POST /v1/runs `webhook`) ---------------------------------------------
 
 
-async def check_run_webhook(state: GatewayState, who: Principal, url: str | None) -> None:
-    """Refuse a run's webhook URL before the run stores anything (422 saying why)."""
-    if url is None:
-        return
+async def create(
+    state: GatewayState,
+    who: Principal,
+    url: str,
+    events: list[str],
+    *,
+    endpoint_id: str | None = None,
+    description: str | None = None,
+    run_id: str | None = None,
+    check_only: bool = False,
+    field: str = "url",
+) -> CreateWebhookReply:
+    """Register an endpoint (or only check its URL); a refused URL raises a 422 problem."""
     reply = await ask(
         state,
         subjects.WEBHOOKS_CREATE,
         CreateWebhookRequest(
             tenant_id=who.tenant_id,
-            endpoint_id=new_id("whk"),
+            endpoint_id=endpoint_id or new_id("whk"),
             url=url,
-            events=list(WEBHOOK_EVENT_TYPES),
-            check_only=True,
+            events=events,  # type: ignore[arg-type]
+            description=description,
+            run_id=run_id,
+            check_only=check_only,
         ),
         CreateWebhookReply,
     )
-    if reply.refused is not None:
-        raise refused(reply, "webhook")
+    if reply.refused is not None or (reply.endpoint is None and not check_only):
+        raise refused(reply, field)
+    return reply
+
+
+# -- a run's own webhook (POST /v1/runs `webhook`) ---------------------------------------------
+
+
+async def check_run_webhook(state: GatewayState, who: Principal, url: str | None) -> None:
+    """Refuse a run's webhook URL before the run stores anything (422 saying why)."""
+    if url is not None:
+        await create(state, who, url, list(WEBHOOK_EVENT_TYPES), check_only=True, field="webhook")
 
 
 async def for_run(
@@ -105,18 +115,14 @@ async def for_run(
     first event; idempotent by run, so a replay of the request gets the same id and secret."""
     if url is None:
         return None
-    reply = await ask(
+    reply = await create(
         state,
-        subjects.WEBHOOKS_CREATE,
-        CreateWebhookRequest(
-            tenant_id=who.tenant_id,
-            endpoint_id="whk_" + derived_ulid(f"webhook:{run_id}"),
-            url=url,
-            events=list(WEBHOOK_EVENT_TYPES),
-            run_id=run_id,
-        ),
-        CreateWebhookReply,
+        who,
+        url,
+        list(WEBHOOK_EVENT_TYPES),
+        endpoint_id="whk_" + derived_ulid(f"webhook:{run_id}"),
+        run_id=run_id,
+        field="webhook",
     )
-    if reply.refused is not None or reply.endpoint is None:
-        raise refused(reply, "webhook")
+    assert reply.endpoint is not None
     return {"id": reply.endpoint.id, "url": reply.endpoint.url, "secret": reply.secret}

@@ -22,14 +22,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from runloom.contracts import subjects
-from runloom.contracts.ids import new_id
 from runloom.contracts.types import rfc3339
 from runloom.contracts.webhooks import (
     DELIVERY_ID,
     WEBHOOK_EVENT_TYPES,
     WEBHOOK_ID,
-    CreateWebhookReply,
-    CreateWebhookRequest,
     DeleteWebhookReply,
     DeleteWebhookRequest,
     DeliveryStatus,
@@ -46,7 +43,7 @@ from runloom.contracts.webhooks import (
     WebhookEventType,
 )
 from runloom.gateway._params import StorableText, text
-from runloom.gateway._webhooks import MAX_URL_CHARS, ask, refused
+from runloom.gateway._webhooks import MAX_URL_CHARS, ask, create
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
@@ -150,20 +147,10 @@ async def create_webhook(
 ) -> JSONResponse:
     """Register an endpoint; the answer holds its signing secret (shown this once)."""
     _api_only(who)
-    reply = await ask(
-        state,
-        subjects.WEBHOOKS_CREATE,
-        CreateWebhookRequest(
-            tenant_id=who.tenant_id,
-            endpoint_id=new_id("whk"),
-            url=body.url,
-            events=list(dict.fromkeys(body.events)),
-            description=body.description,
-        ),
-        CreateWebhookReply,
+    reply = await create(
+        state, who, body.url, list(dict.fromkeys(body.events)), description=body.description
     )
-    if reply.refused is not None or reply.endpoint is None:
-        raise refused(reply)
+    assert reply.endpoint is not None
     return JSONResponse(
         {**endpoint_json(reply.endpoint), "secret": reply.secret},
         status_code=201,
