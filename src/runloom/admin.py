@@ -71,7 +71,7 @@ async def check(settings: Settings) -> int:
 
 
 async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
-    from runloom.runtime.tenants import create_tenant
+    from runloom.gateway.store.tenants import create_tenant
 
     pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:

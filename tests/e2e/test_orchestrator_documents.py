@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 from runloom.corpus import embed, hybrid
+from runloom.gateway.store.tenants import create_tenant
 from runloom.orchestrator.testing import sse_events
-from runloom.runtime.tenants import create_tenant
 
 pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from runloom.devkit import database
 from runloom.devkit.embedded import free_port, port_open, wheel_pginstall
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1", "webhooks-1")
 

@@ -211,8 +211,8 @@ async def bootstrap(
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
+    from runloom.gateway.store.tenants import create_tenant, hash_key
     from runloom.runtime import bus, db
-    from runloom.runtime.tenants import create_tenant, hash_key
 
     applied = await database.provision(settings.effective_database_url, passwords)
     pool = await db.create_pool(database.admin_url(settings.effective_database_url), max_size=4)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
-from runloom.contracts.kinds import DeliverableKind, UsageKind
+from runloom.contracts.kinds import DEFAULT_SKILL, DeliverableKind, UsageKind
 from runloom.contracts.types import InvalidValue, RunId, Text, Usd, UtcTime
 
 SCHEMA_VERSION = 1
@@ -119,7 +119,7 @@ class ArtifactRef(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class RunCreated(msgspec.Struct, kw_only=True, omit_defaults=True):
     question: Text
-    skill: str = "research_report"
+    skill: str = DEFAULT_SKILL
     budget_usd: Usd | None = None
     options: dict[str, Any] = {}
     title: Text | None = None

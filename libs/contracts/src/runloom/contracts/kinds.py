@@ -9,6 +9,9 @@ DeliverableKind = Literal["report", "website", "slides"]
 """What a run can deliver (each renders to several formats)."""
 DELIVERABLE_KINDS: tuple[DeliverableKind, ...] = get_args(DeliverableKind)
 
+DEFAULT_SKILL = "research_report"
+"""The skill a run follows when its request names none (the one skill the orchestrator has)."""
+
 UsageKind = Literal["provider", "tool"]
 """What a metered call was."""
 

@@ -198,9 +198,9 @@ class ClusterPlatform:
 
     async def _bootstrap(self) -> None:
         from runloom.corpus.store import seed_default_corpus
+        from runloom.gateway.store.tenants import create_tenant
         from runloom.runtime import bus, db
         from runloom.runtime.config import Settings
-        from runloom.runtime.tenants import create_tenant
 
         await database.provision(self.postgres.url, self.passwords)
         pool = await db.create_pool(self.database_url, max_size=2)

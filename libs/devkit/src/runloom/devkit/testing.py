@@ -250,7 +250,8 @@ def tmp_home(tmp_path: Path) -> Path:
 class Platform:
     """Gateway and services as real processes against the session's servers.
 
-    `platform.api_key` is a fresh tenant's key; `platform.url` the gateway's base URL.
+    `platform.api_key` is a fresh tenant's key (`platform.tenant_id` its id); `platform.url` the
+    gateway's base URL.
     Add replicas with `platform.add("orchestrator")`; fault tests `.kill()` and `.start()` them.
     """
 
@@ -275,6 +276,7 @@ class Platform:
         self.management: dict[str, str] = {}
         """Process name -> base URL of its management port."""
         self.api_key = ""
+        self.tenant_id = ""
 
     @property
     def url(self) -> str:
@@ -328,8 +330,8 @@ class Platform:
 
 
 async def _new_tenant(settings: Settings, name: str) -> str:
+    from runloom.gateway.store.tenants import create_tenant
     from runloom.runtime import db
-    from runloom.runtime.tenants import create_tenant
 
     p = await db.create_pool(settings.effective_database_url, max_size=2)
     try:
@@ -357,7 +359,8 @@ async def platform(
         svc_marker.args if svc_marker else ("gateway", "orchestrator", "deliverables", "billing")
     )
     plat = Platform(settings, tmp_path / "platform", env)
-    plat.api_key = await _new_tenant(settings, f"t-{uuid.uuid4().hex[:10]}")
+    plat.tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    plat.api_key = await _new_tenant(settings, plat.tenant_id)
     try:
         for service in services:
             plat.add(service)

@@ -3,9 +3,11 @@ consumers, Postgres, the run-state fold, the service frame and telemetry.
 
 Modules: `config`, `bus` (connect, provision, publish), `consumer` (declared consumers and
 their serve loop), `responder` (request/reply subjects served in a queue group), `eventlog`
-(append in order, at most once; read), `archive` (the Postgres archive and the runs read
-model), `runstate` (the fold of a run's events), `db`, `service`, `tenants`, `telemetry`,
-`logging`, `retry` (the pause between attempts).
+(append in order, at most once; read), `runstate` (the fold of a run's events), `db`,
+`service`, `telemetry`, `logging`, `retry` (the pause between attempts).
+
+What one service alone uses lives in that service: the gateway's tables (the event archive,
+the runs and deliverables read models, tenants and API keys) are `runloom.gateway.store`.
 """
 
 from runloom.runtime.bus import PoisonMessage

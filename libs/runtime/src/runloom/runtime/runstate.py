@@ -26,7 +26,7 @@ from runloom.contracts.events import (
     SourceFound,
     Usage,
 )
-from runloom.contracts.kinds import TERMINAL_STATUS, RunStatus
+from runloom.contracts.kinds import DEFAULT_SKILL, TERMINAL_STATUS, RunStatus
 
 StepStatus = Literal["pending", "running", "done", "failed", "skipped"]
 DeliverableStatus = Literal["requested", "running", "ready", "failed"]
@@ -170,7 +170,7 @@ def _step(st: RunState, step_id: str, title: str | None = None) -> StepState:
 
 def _run_created(st: RunState, d: dict[str, Any]) -> None:
     st.question = d.get("question")
-    st.skill = _get(d, "skill", "research_report")
+    st.skill = _get(d, "skill", DEFAULT_SKILL)
     st.budget_usd = d.get("budget_usd")
     st.options = dict(_get(d, "options", {}))
     st.title = d.get("title") or st.title

@@ -2,6 +2,8 @@
 
 - `app`: `create_app(settings)`, the FastAPI application (`python -m runloom.gateway` serves it).
 - `routes`: one module per resource; `agui`: the AG-UI protocol adapter; `console`: the web UI.
+- `store`: the gateway's tables and the only code that writes them (event archive, runs and
+  deliverables read models, tenants and API keys).
 - `_streaming`, `_fanout`, `_history`, `_sse`: the run-event stream core (archive, one
   subscription per run fanned out in process, replay from JetStream or the archive).
 

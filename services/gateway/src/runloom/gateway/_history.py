@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, decode_event
 from runloom.gateway import _cursor
-from runloom.runtime.archive import PgArchive
+from runloom.gateway.store.archive import PgArchive
 from runloom.runtime.eventlog import DIRECT_READ_LIMIT, EventLog
 from runloom.runtime.runstate import fold, snapshot
 

@@ -4,7 +4,7 @@ The lifespan connects NATS and PostgreSQL, starts the streaming core (`_streamin
 feature's hooks. Each feature lives in its own module under `routes/` exposing `router` and,
 optionally, `async def startup(state)` / `async def shutdown(state)` hooks.
 
-Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `runtime.archive.consumer`,
+Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `gateway.store.archive.consumer`,
 served by `_streaming`) into the archive and the runs read model; each followed run's subject
 (ordered, one per run per process) for SSE. Publishes: `run.created`, `cancel.requested`,
 `clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
@@ -39,7 +39,8 @@ from runloom.gateway.routes import (
     webhooks,
 )
 from runloom.gateway.state import GatewayState
-from runloom.runtime import archive, bus, db, release
+from runloom.gateway.store import archive
+from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runloom = state
         management.add_check("nats", nats_check(nc))
         management.add_check("postgres", postgres_check(pool))
-        state.streaming = await _streaming.start(state)
+        state.streaming = await _streaming.start(js, pool, state.log)
         for feature in FEATURES:
             hook = getattr(feature, "startup", None)
             if hook is not None:

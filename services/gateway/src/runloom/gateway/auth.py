@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import hash_key
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,12 @@ class Principal:
     """The authenticated tenant. Every query is scoped to it."""
     run_scope: str | None = None
     """Set when authenticated by a run-scoped stream token: only that run is visible."""
+
+
+def api_only(who: Principal) -> None:
+    """401 for a stream token anywhere but its run's event stream."""
+    if who.run_scope is not None:
+        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
 
 
 def _unauthorized(detail: str) -> Problem:

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from runloom.contracts import subjects
-from runloom.runtime import archive
+from runloom.gateway.store import archive
 
 SSE_EVENT_LATENCY = Histogram(
     "runloom_sse_event_latency_seconds",

@@ -20,19 +20,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts.events import CancelRequested, ClarificationRequested, payload_of
+from runloom.contracts.events import ClarificationRequested, payload_of
 from runloom.contracts.types import RUN_ID, now, rfc3339
-from runloom.gateway import _cursor
-from runloom.gateway._sse import HEADERS
+from runloom.gateway import _cursor, usecases
+from runloom.gateway._sse import HEADERS, Raw
 from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
-from runloom.gateway.auth import Principal, principal
+from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import Problem, not_found, responses
-from runloom.gateway.routes import clarifications, runs
-from runloom.gateway.routes.events import _position, _Raw, sse
 from runloom.gateway.state import GatewayState, get_state
-from runloom.runtime.eventlog import RunClosed
+from runloom.gateway.usecases import ClarificationIn, RunIn
 from runloom.runtime.runstate import RunState, fold
 
 router = APIRouter(tags=["agui"])
@@ -84,7 +82,7 @@ def _text(message: _Message) -> str:
     return "\n".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
 
 
-def _run_in(body: RunAgentInput) -> runs.RunIn | str:
+def _run_in(body: RunAgentInput) -> RunIn | str:
     """The run a RunAgentInput asks for, or why it asks for none."""
     users = [m for m in body.messages if m.role == "user" and _text(m).strip()]
     if not users:
@@ -96,7 +94,7 @@ def _run_in(body: RunAgentInput) -> runs.RunIn | str:
     if props.get("deliverables") is not None:
         options["deliverables"] = props["deliverables"]
     try:
-        return runs.RunIn(
+        return RunIn(
             question=_text(users[-1]),
             skill=props.get("skill"),
             budget_usd=props.get("budget_usd", props.get("budgetUsd")),
@@ -122,7 +120,9 @@ async def _stream(
     state: GatewayState, run_id: str, after: Position | None = None, *, one_part: bool = False
 ) -> Response:
     renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
-    return _Raw(await sse(state, run_id, None, render=renderer.render, until=renderer.until))
+    return Raw(
+        await usecases.follow(state, run_id, None, render=renderer.render, until=renderer.until)
+    )
 
 
 HISTORY_RUNS = 20
@@ -197,8 +197,7 @@ async def run_agent(
     who: Principal = Depends(principal),
 ) -> Response:
     """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
-    if who.run_scope is not None:
-        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
+    api_only(who)
     current = await _thread_run(state, who, body.threadId)
     events = await state.log.events(current) if current else []
     rs = fold(events)
@@ -215,11 +214,10 @@ async def run_agent(
     run_in = _run_in(body)
     if isinstance(run_in, str):
         return _error_stream(run_in, "invalid_input")
-    created = await runs.create_run(
-        run_in, state, who, idempotency_key=f"agui:{body.threadId}:{body.runId}"
+    created = await usecases.create_run(
+        state, who, run_in, idempotency_key=f"agui:{body.threadId}:{body.runId}"
     )
-    run_id = json.loads(bytes(created.body))["id"]
-    return await _stream(state, run_id, one_part=True)
+    return await _stream(state, created.run_id, one_part=True)
 
 
 async def _resume(
@@ -272,14 +270,17 @@ async def _resume(
     if entry.status == "cancelled":
         tail = await state.log.tail(run_id)
         try:
-            await state.log.append(
+            await usecases.cancel_run(
+                state,
+                who,
                 run_id,
-                who.tenant_id,
-                CancelRequested(reason="the interrupt was cancelled", requested_by="agui"),
+                "the interrupt was cancelled",
+                requested_by="agui",
                 event_id=f"{run_id}:agui-cancel:{entry.interruptId}",
             )
-        except RunClosed:
-            pass
+        except Problem as problem:
+            if problem.status != 409:  # 409: it has already ended, nothing to cancel
+                raise
         return await _stream(state, run_id, Position(tail.run_seq, WHOLE))
     if answer is None:
         return _error_stream(
@@ -287,14 +288,14 @@ async def _resume(
             "invalid_resume_payload",
         )
     try:
-        done_ = await clarifications.answer_clarification(
-            run_id, clarifications.ClarificationIn(answer=answer), state, who
+        answered = await usecases.answer_clarification(
+            state, who, run_id, ClarificationIn(answer=answer).answer
         )
     except Problem as problem:
         return _error_stream(str(problem.detail), "interrupt_resolved")
     except ValueError as exc:
         return _error_stream(str(exc), "invalid_resume_payload")
-    position = Position(int(done_["seq"]) - 1, WHOLE)
+    position = Position(answered.seq - 1, WHOLE)
     return await _stream(state, run_id, position, one_part=True)
 
 
@@ -318,7 +319,7 @@ async def run_stream(
     """A run as AG-UI events: the whole run, or exactly what follows an event id."""
     if not RUN_ID.matches(run_id):
         raise not_found("run", run_id)
-    await runs.load_run(state, who, run_id)
+    await usecases.load_run(state, who, run_id)
     text = last_event_id_header or last_event_id
     position = None
     if text:
@@ -326,6 +327,6 @@ async def run_stream(
             cursor, index = parse_id(text)
         except _cursor.CursorError as exc:
             raise Problem(400, "Bad cursor", str(exc)) from None
-        after_seq, _ = await _position(state, run_id, cursor.encode())
+        after_seq, _ = await usecases.stream_position(state, run_id, cursor.encode())
         position = Position(after_seq, index)
     return await _stream(state, run_id, position)

@@ -7,7 +7,7 @@
 
 Both answer 404 for another tenant's run or artifact, exactly as for one that does not exist.
 Both read the gateway's own read model (`run_deliverables`, `run_artifacts`), projected from the
-run's `deliverable.*` events by the archive consumer (`runtime.deliverable_view`), and ask the
+run's `deliverable.*` events by the archive consumer (`gateway.store.deliverable_view`), and ask the
 deliverables service (`deliverables.run|artifact`, request/reply) for what no event carries: a
 job that finished after its run ended. The bytes come from the artifacts object store. When
 the deliverables service does not answer, the read model alone is shown.

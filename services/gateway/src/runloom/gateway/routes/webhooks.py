@@ -44,8 +44,8 @@ from runloom.contracts.webhooks import (
 )
 from runloom.gateway._params import StorableText, text
 from runloom.gateway._webhooks import MAX_URL_CHARS, ask, create
-from runloom.gateway.auth import Principal, principal
-from runloom.gateway.problems import Problem, not_found, responses
+from runloom.gateway.auth import Principal, api_only, principal
+from runloom.gateway.problems import not_found, responses
 from runloom.gateway.state import GatewayState, get_state
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -131,11 +131,6 @@ def delivery_json(d: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-def _api_only(who: Principal) -> None:
-    if who.run_scope is not None:
-        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
-
-
 # -- routes -------------------------------------------------------------------------------------
 
 
@@ -146,7 +141,7 @@ async def create_webhook(
     who: Principal = Depends(principal),
 ) -> JSONResponse:
     """Register an endpoint; the answer holds its signing secret (shown this once)."""
-    _api_only(who)
+    api_only(who)
     reply = await create(
         state, who, body.url, list(dict.fromkeys(body.events)), description=body.description
     )
@@ -163,7 +158,7 @@ async def list_webhooks(
     state: GatewayState = Depends(get_state), who: Principal = Depends(principal)
 ) -> dict[str, Any]:
     """The tenant's endpoints (never their secrets), newest first."""
-    _api_only(who)
+    api_only(who)
     reply = await ask(
         state,
         subjects.WEBHOOKS_LIST,
@@ -180,7 +175,7 @@ async def delete_webhook(
     who: Principal = Depends(principal),
 ) -> Response:
     """Delete an endpoint; what was still pending for it is dropped."""
-    _api_only(who)
+    api_only(who)
     reply = await ask(
         state,
         subjects.WEBHOOKS_DELETE,
@@ -200,7 +195,7 @@ async def rotate_secret(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """A new signing secret; the previous one also signs until `previous_secret_expires_at`."""
-    _api_only(who)
+    api_only(who)
     reply = await ask(
         state,
         subjects.WEBHOOKS_ROTATE,
@@ -225,7 +220,7 @@ async def list_deliveries(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """The endpoint's deliveries, newest first: attempts, status, last answer, next retry."""
-    _api_only(who)
+    api_only(who)
     reply = await ask(
         state,
         subjects.WEBHOOKS_DELIVERIES,
@@ -249,7 +244,7 @@ async def redeliver(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """Send one delivery again now (the same body and webhook-id, signed anew)."""
-    _api_only(who)
+    api_only(who)
     reply = await ask(
         state,
         subjects.WEBHOOKS_REDELIVER,
