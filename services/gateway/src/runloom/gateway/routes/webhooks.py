@@ -62,8 +62,10 @@ WebhookUrl = Annotated[
     Field(
         min_length=1,
         max_length=MAX_URL_CHARS,
-        description="Where to POST: an absolute https:// URL on a public address.",
-        examples=["https://example.com/runloom-hook"],
+        # No example: a generated client or a fuzzer would send it, and resolving its host is
+        # a lookup outside this machine.
+        description="Where to POST: an absolute https:// URL on a public address "
+        "(e.g. https://hooks.your-domain/runloom).",
     ),
 ]
 
