@@ -351,6 +351,18 @@ class Store:
             tenant_id,
         )
 
+    async def forget(self, older_than_s: float, limit: int = 5000) -> int:
+        """Delete up to `limit` settled deliveries (delivered or failed) older than this; returns
+        how many. Pending ones are never dropped."""
+        done = await self.pool.execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+            " WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1)"
+            " LIMIT $2)",
+            older_than_s,
+            limit,
+        )
+        return int(done.rsplit(" ", 1)[-1])
+
     async def oldest_pending_age_s(self) -> float:
         """Age of the oldest delivery still pending for an enabled endpoint (0: none)."""
         age = await self.pool.fetchval(
