@@ -1446,6 +1446,17 @@ export interface RotateWebhookSecretReply {
   secret?: string | null;
 }
 
+/** Enable a disabled endpoint again: what is pending for it goes out from now on. */
+export interface EnableWebhookRequest {
+  tenant_id: string;
+  endpoint_id: string;
+}
+
+export interface EnableWebhookReply {
+  /** Absent when the tenant has no such endpoint. */
+  endpoint?: WebhookEndpoint | null;
+}
+
 export interface ListDeliveriesRequest {
   tenant_id: string;
   endpoint_id: string;

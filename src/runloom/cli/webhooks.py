@@ -4,6 +4,7 @@
     runloom webhooks add URL [--events run.completed,run.failed] [--description TEXT]
     runloom webhooks deliveries WEBHOOK_ID [--status pending|delivered|failed] [--limit N]
     runloom webhooks rotate WEBHOOK_ID [--grace SECONDS]
+    runloom webhooks enable WEBHOOK_ID
     runloom webhooks redeliver WEBHOOK_ID DELIVERY_ID
     runloom webhooks delete WEBHOOK_ID
 
@@ -55,6 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("webhook_id")
     p.add_argument("--grace", type=float, metavar="SECONDS", help="default 24 h")
     p.set_defaults(func=_guard(cmd_rotate))
+
+    p = cmds.add_parser("enable", parents=[common], help="enable a disabled endpoint again")
+    p.add_argument("webhook_id")
+    p.set_defaults(func=_guard(cmd_enable))
 
     p = cmds.add_parser("redeliver", parents=[common], help="send one delivery again")
     p.add_argument("webhook_id")
@@ -154,6 +159,12 @@ def cmd_deliveries(args: argparse.Namespace, gw: Gateway) -> int:
         for d in deliveries
     ]
     _table(("DELIVERY", "EVENT", "RUN#SEQ", "STATUS", "TRIES", "HTTP", "NEXT", "LAST ERROR"), rows)
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace, gw: Gateway) -> int:
+    hook = gw.request("POST", f"/v1/webhooks/{args.webhook_id}/enable")
+    print(json.dumps(hook, indent=2) if args.json else f"webhook {hook['id']} is {hook['status']}")
     return 0
 
 

@@ -297,6 +297,8 @@ def asyncapi() -> Schema:
          "DeleteWebhookReply", "The webhooks service deletes an endpoint."),
         ("webhooks", "rotate", subjects.WEBHOOKS_ROTATE, "RotateWebhookSecretRequest",
          "RotateWebhookSecretReply", "The webhooks service rotates an endpoint's secret."),
+        ("webhooks", "enable", subjects.WEBHOOKS_ENABLE, "EnableWebhookRequest",
+         "EnableWebhookReply", "The webhooks service enables a disabled endpoint again."),
         ("webhooks", "deliveries", subjects.WEBHOOKS_DELIVERIES, "ListDeliveriesRequest",
          "ListDeliveriesReply", "The webhooks service lists an endpoint's deliveries."),
         ("webhooks", "redeliver", subjects.WEBHOOKS_REDELIVER, "RedeliverRequest",

@@ -238,6 +238,18 @@ class RotateWebhookSecretReply(msgspec.Struct, kw_only=True, omit_defaults=True)
     secret: str | None = None
 
 
+class EnableWebhookRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Enable a disabled endpoint again: what is pending for it goes out from now on."""
+
+    tenant_id: str
+    endpoint_id: str
+
+
+class EnableWebhookReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    endpoint: WebhookEndpoint | None = None
+    """Absent when the tenant has no such endpoint."""
+
+
 class WebhookDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One event for one endpoint, and how its attempts went."""
 
@@ -297,6 +309,8 @@ MANAGEMENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "DeleteWebhookReply": DeleteWebhookReply,
     "RotateWebhookSecretRequest": RotateWebhookSecretRequest,
     "RotateWebhookSecretReply": RotateWebhookSecretReply,
+    "EnableWebhookRequest": EnableWebhookRequest,
+    "EnableWebhookReply": EnableWebhookReply,
     "ListDeliveriesRequest": ListDeliveriesRequest,
     "ListDeliveriesReply": ListDeliveriesReply,
     "RedeliverRequest": RedeliverRequest,

@@ -13,6 +13,8 @@ from runloom.contracts.webhooks import (
     CreateWebhookRequest,
     DeleteWebhookReply,
     DeleteWebhookRequest,
+    EnableWebhookReply,
+    EnableWebhookRequest,
     ListDeliveriesReply,
     ListDeliveriesRequest,
     ListWebhooksReply,
@@ -48,6 +50,7 @@ class Management:
             Route(subjects.WEBHOOKS_LIST, ListWebhooksRequest, self.list),
             Route(subjects.WEBHOOKS_DELETE, DeleteWebhookRequest, self.delete),
             Route(subjects.WEBHOOKS_ROTATE, RotateWebhookSecretRequest, self.rotate),
+            Route(subjects.WEBHOOKS_ENABLE, EnableWebhookRequest, self.enable),
             Route(subjects.WEBHOOKS_DELIVERIES, ListDeliveriesRequest, self.deliveries),
             Route(subjects.WEBHOOKS_REDELIVER, RedeliverRequest, self.redeliver),
         ]
@@ -91,6 +94,10 @@ class Management:
         if row is None:
             return RotateWebhookSecretReply()
         return RotateWebhookSecretReply(endpoint=endpoint_view(row), secret=secret)
+
+    async def enable(self, req: EnableWebhookRequest) -> EnableWebhookReply:
+        row = await self.store.enable(req.tenant_id, req.endpoint_id)
+        return EnableWebhookReply(endpoint=endpoint_view(row) if row is not None else None)
 
     async def deliveries(self, req: ListDeliveriesRequest) -> ListDeliveriesReply:
         rows = await self.store.deliveries(req.tenant_id, req.endpoint_id, req.limit, req.status)

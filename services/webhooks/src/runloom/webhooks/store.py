@@ -190,6 +190,25 @@ class Store:
             grace_s,
         )
 
+    async def enable(self, tenant_id: str, endpoint_id: str) -> Any | None:
+        """Enable an endpoint again: its failure streak starts over, and what is pending for it
+        is due now (each with a fresh retry window), in order."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL,"
+                " disabled_at = NULL, failing_since = NULL"
+                " WHERE id = $1 AND tenant_id = $2 RETURNING *",
+                endpoint_id,
+                tenant_id,
+            )
+            if row is not None:
+                await conn.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at = now(), first_attempt_at = NULL"
+                    " WHERE endpoint_id = $1 AND status = 'pending'",
+                    endpoint_id,
+                )
+            return row
+
     async def matching(self, tenant_ids: Sequence[str]) -> list[Endpoint]:
         rows = await self.pool.fetch(
             "SELECT id, tenant_id, events, run_id FROM webhook_endpoints"

@@ -5,6 +5,7 @@
 - `GET /v1/webhooks`, `DELETE /v1/webhooks/{id}`.
 - `POST /v1/webhooks/{id}/rotate-secret` `{grace_s}`: a new secret; the previous one also
   signs for `grace_s` seconds (default 24 h), so receivers can switch without a gap.
+- `POST /v1/webhooks/{id}/enable`: a disabled endpoint again (its pending deliveries go).
 - `GET /v1/webhooks/{id}/deliveries?status=&limit=`: attempts, status, response code, last
   error, next retry. `POST /v1/webhooks/{id}/deliveries/{delivery_id}/redeliver`.
 
@@ -30,6 +31,8 @@ from runloom.contracts.webhooks import (
     DeleteWebhookReply,
     DeleteWebhookRequest,
     DeliveryStatus,
+    EnableWebhookReply,
+    EnableWebhookRequest,
     ListDeliveriesReply,
     ListDeliveriesRequest,
     ListWebhooksReply,
@@ -211,6 +214,25 @@ async def rotate_secret(
     if reply.endpoint is None:
         raise not_found("webhook", webhook_id)
     return {**endpoint_json(reply.endpoint), "secret": reply.secret}
+
+
+@router.post("/{webhook_id}/enable", responses=responses(404))
+async def enable_webhook(
+    webhook_id: WebhookIdPath,
+    state: GatewayState = Depends(get_state),
+    who: Principal = Depends(principal),
+) -> dict[str, Any]:
+    """Enable a disabled endpoint again; what is pending for it goes out from now on."""
+    api_only(who)
+    reply = await ask(
+        state,
+        subjects.WEBHOOKS_ENABLE,
+        EnableWebhookRequest(tenant_id=who.tenant_id, endpoint_id=webhook_id),
+        EnableWebhookReply,
+    )
+    if reply.endpoint is None:
+        raise not_found("webhook", webhook_id)
+    return endpoint_json(reply.endpoint)
 
 
 @router.get("/{webhook_id}/deliveries", responses=responses(404))
