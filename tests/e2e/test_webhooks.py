@@ -180,4 +180,5 @@ async def test_the_cli_lists_endpoints_and_deliveries(platform) -> None:
     assert "No deliveries yet" in await asyncio.to_thread(cli, "deliveries", hook_id)
     rotated = await asyncio.to_thread(cli, "rotate", hook_id)
     assert "whsec_" in rotated and "previous secret still signs until" in rotated
+    assert f"webhook {hook_id} is enabled" in await asyncio.to_thread(cli, "enable", hook_id)
     assert f"deleted webhook {hook_id}" in await asyncio.to_thread(cli, "delete", hook_id)
