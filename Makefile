@@ -57,9 +57,10 @@ contracts-check: setup ## fail on drift of the generated contracts or on a break
 	$(UV) run --frozen python -m runloom.contracts.codegen --check
 	$(UV) run --frozen python -m runloom.contracts.compat --against $(CONTRACTS_BASE)
 
-bench: setup ## run the benchmarks (bench/): streaming figures, then what tracing costs (export on vs off)
+bench: setup ## run the benchmarks (bench/): streaming figures, what tracing costs (export on vs off), a noisy neighbour (fair vs FIFO)
 	@if [ -d bench ]; then $(UV) run --frozen python -m bench; else echo "no bench/ folder yet: nothing to run"; fi
 	@if [ -f bench/tracing.py ]; then $(UV) run --frozen python -m bench.tracing; fi
+	@if [ -f bench/noisy_neighbour.py ]; then $(UV) run --frozen python -m bench.noisy_neighbour; fi
 
 chaos: setup netns-deps ## the fault matrix on a 3-node cluster in network namespaces (<= 10 min); prints the table
 	@mkdir -p test-artifacts; rm -f test-artifacts/chaos.jsonl; rc=0; \

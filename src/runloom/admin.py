@@ -5,6 +5,8 @@
                                            the listed cross-service grants (runtime.roles)
     python -m runloom.admin check          exit 1 (and say what) if either is still missing
     python -m runloom.admin tenant ID      create tenant ID (if missing) and print a new API key
+    python -m runloom.admin quota show [ID]                 a tenant's quotas (or the platform's)
+    python -m runloom.admin quota set ID|--platform N=V...  override quotas (V `default`: drop it)
 
 Settings come from the same RUNLOOM_* variables as the services (RUNLOOM_NATS_URL,
 RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). RUNLOOM_DATABASE_URL is the database
@@ -82,6 +84,38 @@ async def tenant(settings: Settings, tenant_id: str, name: str) -> int:
     return 0
 
 
+async def quota(settings: Settings, action: str, tenant_id: str | None, values: list[str]) -> int:
+    from runloom.gateway import quotas
+
+    target = tenant_id or quotas.PLATFORM
+    try:
+        parsed = quotas.parse(values)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if action == "set" and not parsed:
+        print(f"error: give at least one NAME=VALUE ({', '.join(quotas.NAMES)})", file=sys.stderr)
+        return 2
+    pool = await db.create_pool(_admin_url(settings), max_size=1)
+    try:
+        if action == "set":
+            if tenant_id is not None and not await pool.fetchval(
+                "SELECT 1 FROM tenants WHERE id=$1", tenant_id
+            ):
+                print(f"error: no tenant {tenant_id!r}", file=sys.stderr)
+                return 2
+            await quotas.set_limits(pool, target, parsed)
+        effective = await quotas.read_limits(pool, target)
+        own = await quotas.overrides(pool, target)
+    finally:
+        await pool.close()
+    who = "platform defaults" if tenant_id is None else f"tenant {tenant_id}"
+    print(f"quotas of {who} (* = set here; replicas apply a change within {quotas.CACHE_S:g} s):")
+    for name, value in quotas.describe(effective).items():
+        print(f"  {name:20} {value:g}{' *' if name in own else ''}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runloom.admin", description=__doc__.split("\n")[0]
@@ -95,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("tenant", help="create a tenant (if missing) and print a new API key")
     t.add_argument("tenant_id")
     t.add_argument("--name", default="")
+    q = sub.add_parser("quota", help="show or set a tenant's quotas (or the platform defaults)")
+    q.add_argument("action", choices=["show", "set"])
+    q.add_argument("tenant_id", nargs="?", help="the tenant (none: the platform defaults)")
+    q.add_argument("--platform", action="store_true", help="the platform defaults")
+    q.add_argument("values", nargs="*", metavar="NAME=VALUE")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     setup_logging("admin", settings.log_level, settings.log_format)
@@ -105,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(migrate(settings))
     if args.command == "check":
         return asyncio.run(check(settings))
+    if args.command == "quota":
+        tenant_id, values = args.tenant_id, list(args.values)
+        if tenant_id is not None and "=" in tenant_id:  # `set --platform N=V`: no tenant id
+            values.insert(0, tenant_id)
+            tenant_id = None
+        if tenant_id is None and not args.platform and args.action == "set":
+            parser.error("quota set: name a tenant, or --platform for the defaults")
+        return asyncio.run(quota(settings, args.action, tenant_id, values))
     return asyncio.run(tenant(settings, args.tenant_id, args.name))
 
 

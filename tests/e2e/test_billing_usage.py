@@ -7,9 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from runloom.devkit.runs import json_events
 from runloom.devkit.testing import wait_ended, wait_usage
 from runloom.gateway.store.tenants import create_tenant
-from runloom.orchestrator.testing import json_events
 from runloom.runtime import db
 
 QUESTION = "How do Python decorators and context managers work?"

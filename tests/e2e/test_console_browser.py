@@ -463,6 +463,43 @@ async def test_failure_states_are_shown_in_words(
     await shot(page, "partial")
 
 
+@pytest.mark.platform_services("gateway")
+async def test_a_queued_run_shows_its_place_and_why_then_starts(
+    page: Any, platform: Any, platform_tenant: str, js: Any
+) -> None:
+    from runloom.contracts import events as ev
+    from runloom.runtime.eventlog import EventLog
+
+    run = await api(
+        platform, "POST", "/v1/runs", json={"question": QUESTION, "options": {"deliverables": []}}
+    )
+    run_id = run["id"]
+    log = EventLog(js, "orchestrator/test")
+    await log.append(
+        run_id,
+        platform_tenant,
+        ev.RunQueued(position=3, reason="platform_busy", running=8, limit=8),
+    )
+    await open_run(page, platform, run_id)
+    banner = page.locator("[data-testid=queued]")
+    await banner.wait_for()
+    assert (await status(page)) == "Queued"
+    text = await banner.text_content() or ""
+    assert "Queued (position 3)" in text and "the platform is busy" in text, text
+    assert "8 of 8 running" in text
+    await shot(page, "queued")
+    await log.append(
+        run_id,
+        platform_tenant,
+        ev.RunQueued(position=1, reason="platform_busy", running=8, limit=8),
+    )
+    await page.wait_for_selector("[data-testid=queued] >> text=Queued (position 1)")
+    await log.append(run_id, platform_tenant, ev.RunStarted(worker="orchestrator-test"))
+    await banner.wait_for(state="detached")
+    assert (await status(page)) == "Running"
+    same_as_history(await rows(page), await history(platform, run_id))
+
+
 # -- webhooks ------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from prometheus_client.parser import text_string_to_metric_families
-from runloom.orchestrator.testing import json_events, sse_events, wait_for_event
+from runloom.devkit.runs import json_events, sse_events, wait_for_event
 
 PRODUCER, CONSUMER, SERVER = (
     PbSpan.SpanKind.SPAN_KIND_PRODUCER,

@@ -20,7 +20,7 @@ export interface Event {
   tenant_id: string;
   /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
   seq: number;
-  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
+  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.queued" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
   /** When the event was appended (RFC 3339, UTC). */
   time: DateTime;
   /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
@@ -50,6 +50,26 @@ export interface RunCreatedEvent {
   /** W3C traceparent of the span that wrote the event. */
   trace?: string | null;
   data: RunCreated;
+}
+
+/** The `run.queued` event: the envelope of `Event` with its typed `data`. */
+export interface RunQueuedEvent {
+  /** Unique, lexicographically sortable (ULID). */
+  id: string;
+  run_id: string;
+  tenant_id: string;
+  /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
+  seq: number;
+  type: "run.queued";
+  /** When the event was appended (RFC 3339, UTC). */
+  time: DateTime;
+  /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
+  producer: string;
+  /** Id of the event or command that caused this one. */
+  causation_id?: string | null;
+  /** W3C traceparent of the span that wrote the event. */
+  trace?: string | null;
+  data: RunQueued;
 }
 
 /** The `run.started` event: the envelope of `Event` with its typed `data`. */
@@ -644,6 +664,20 @@ export interface RunCreated {
   idempotency_key?: string | null;
 }
 
+/**
+ * The run waits for room to start, in its tenant's queue; written again when its place
+ *     has moved well forward. Ended by `run.started` (or by a cancel: `run.cancelled`).
+ */
+export interface RunQueued {
+  /** Its place in its tenant's queue: 1 starts next. */
+  position: number;
+  reason: "platform_busy" | "tenant_concurrency";
+  /** Runs of the tenant working when this was written. */
+  running?: number;
+  /** The tenant's concurrent runs. */
+  limit?: number | null;
+}
+
 export interface RunStarted {
   worker: string;
   /** 1 on the first start; more when another replica took the run over. */
@@ -883,12 +917,25 @@ export interface RunBudgetStopped {
 // ----------------------------------------------------------------------------------------------
 // Commands, jobs and billing requests/replies (work-queue and request/reply)
 
-/** Sent by the gateway once `run.created` is stored; owned by one orchestrator replica. */
+/**
+ * Sent by the gateway once `run.created` is stored; the orchestrator queues the run in
+ *     its tenant's queue and starts it when the tenant and the platform have room.
+ */
 export interface StartRun {
   command_id: string;
   run_id: string;
   tenant_id: string;
   causation_id?: string | null;
+  /** The tenant's dispatch policy (absent: the defaults). */
+  dispatch?: DispatchPolicy | null;
+}
+
+/** The tenant's share of the orchestrators, as its quotas stood when the run was accepted. */
+export interface DispatchPolicy {
+  /** Runs of the tenant working at once; more wait in its queue. */
+  concurrent_runs?: number;
+  /** The tenant's share when runs of several tenants wait (weighted round-robin). */
+  weight?: number;
 }
 
 /** Wakes a paused run (a clarification answered or timed out). */
@@ -897,6 +944,22 @@ export interface ResumeRun {
   run_id: string;
   tenant_id: string;
   reason: string;
+  causation_id?: string | null;
+}
+
+/**
+ * Published by the orchestrators' dispatcher when a queued run's turn comes (its tenant's
+ *     weighted round-robin turn and a free slot); the replica that takes it works on the run.
+ */
+export interface DriveRun {
+  /**
+   * `drive-<id of the command that queued the run>-<n>`: the n-th dispatch of that queuing
+   * (a dispatcher that died before its commit dispatches again with the same id: a duplicate).
+   */
+  command_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The start or resume command that queued the run. */
   causation_id?: string | null;
 }
 
@@ -1508,6 +1571,7 @@ export interface RedeliverReply {
 /** Any run event; narrow on `type` to get the typed `data`. */
 export type RunEvent =
   | RunCreatedEvent
+  | RunQueuedEvent
   | RunStartedEvent
   | PlanProposedEvent
   | PlanRevisedEvent
@@ -1544,6 +1608,7 @@ export type RunEventType = RunEvent["type"];
 /** The payload (`data`) of each event type. */
 export interface RunEventData {
   "run.created": RunCreated;
+  "run.queued": RunQueued;
   "run.started": RunStarted;
   "plan.proposed": PlanProposed;
   "plan.revised": PlanRevised;

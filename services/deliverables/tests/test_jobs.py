@@ -14,7 +14,7 @@ from runloom.contracts.commands import DeadLetter
 from runloom.contracts.events import RunCancelled
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.sample import sample_content
-from runloom.deliverables.testing import eventually
+from runloom.devkit.deliverables import eventually
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 

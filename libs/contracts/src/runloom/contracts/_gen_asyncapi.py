@@ -9,6 +9,7 @@ import msgspec
 from runloom.contracts import commands, events, subjects, webhooks
 from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
 from runloom.contracts.headers import Header
+from runloom.contracts.operations import OPERATIONS
 from runloom.contracts.types import RUN_ID
 
 # -- AsyncAPI --------------------------------------------------------------------------------------
@@ -161,9 +162,17 @@ def asyncapi() -> Schema:
         "startRun": {
             "address": subjects.START_RUN,
             "title": "Start a run",
-            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): "
-            "the orchestrator replica that takes it owns the run.",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): an orchestrator "
+            "replica queues the run in its tenant's queue.",
             "messages": refs("StartRun"),
+        },
+        "driveRun": {
+            "address": subjects.DRIVE_RUN,
+            "title": "Work on a queued run",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): the dispatcher "
+            "hands out queued runs weighted round-robin across tenants; the replica that "
+            "takes one owns the run.",
+            "messages": refs("DriveRun"),
         },
         "resumeRun": {
             "address": subjects.RESUME_RUN,
@@ -222,6 +231,18 @@ def asyncapi() -> Schema:
             "summary": "An orchestrator replica (durable pull consumer).",
             "messages": ops_msgs("startRun", "StartRun"),
         },
+        "sendDriveRun": {
+            "action": "send",
+            "channel": chan("driveRun"),
+            "summary": "The orchestrators' dispatcher (one at a time, under a database lock).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
+        },
+        "takeDriveRun": {
+            "action": "receive",
+            "channel": chan("driveRun"),
+            "summary": "An orchestrator replica (durable pull consumer `orchestrator-drive`).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
+        },
         "sendResumeRun": {
             "action": "send",
             "channel": chan("resumeRun"),
@@ -258,69 +279,28 @@ def asyncapi() -> Schema:
     }
     answers = {
         "billing": "billing answers on the request's inbox",
-        "corpus": "the orchestrator (which owns the corpus) answers on the request's inbox",
+        "orchestrator": "the orchestrator (which owns the corpus) answers on the request's inbox",
         "deliverables": "the deliverables service answers on the request's inbox",
         "webhooks": "the webhooks service answers on the request's inbox",
     }
-    idempotent = "(idempotent by reservation id)"
-    views = "(the gateway's budget and usage views)"
-    for owner, verb, subject, request, reply, summary in (
-        ("billing", "reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply",
-         f"Billing answers a reserve request {idempotent}."),
-        ("billing", "commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply",
-         f"Billing answers a commit request {idempotent}."),
-        ("billing", "release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply",
-         f"Billing answers a release request {idempotent}."),
-        ("billing", "budgetGet", subjects.BILLING_BUDGET_GET, "BudgetGetRequest", "BudgetReply",
-         f"Billing answers {subjects.BILLING_BUDGET_GET} {views}."),
-        ("billing", "budgetSet", subjects.BILLING_BUDGET_SET, "BudgetSetRequest", "BudgetReply",
-         f"Billing answers {subjects.BILLING_BUDGET_SET} {views}."),
-        ("billing", "usageRun", subjects.BILLING_USAGE_RUN, "RunUsageRequest", "RunUsageReply",
-         f"Billing answers {subjects.BILLING_USAGE_RUN} {views}."),
-        ("billing", "usageRange", subjects.BILLING_USAGE_RANGE, "UsageRangeRequest",
-         "UsageRangeReply", f"Billing answers {subjects.BILLING_USAGE_RANGE} {views}."),
-        ("corpus", "add", subjects.CORPUS_ADD, "AddDocumentRequest", "AddDocumentReply",
-         "The orchestrator stores a document (idempotent by document id)."),
-        ("corpus", "list", subjects.CORPUS_LIST, "ListDocumentsRequest", "ListDocumentsReply",
-         "The orchestrator lists a tenant's documents."),
-        ("corpus", "delete", subjects.CORPUS_DELETE, "DeleteDocumentRequest",
-         "DeleteDocumentReply", "The orchestrator deletes a document and its passages."),
-        ("deliverables", "run", subjects.DELIVERABLES_RUN, "RunDeliverablesRequest",
-         "RunDeliverablesReply", "The deliverables service lists the jobs it knows of a run."),
-        ("deliverables", "artifact", subjects.DELIVERABLES_ARTIFACT, "ArtifactRequest",
-         "ArtifactReply", "The deliverables service describes one ready artifact."),
-        ("webhooks", "create", subjects.WEBHOOKS_CREATE, "CreateWebhookRequest",
-         "CreateWebhookReply", "The webhooks service checks the URL and stores an endpoint."),
-        ("webhooks", "list", subjects.WEBHOOKS_LIST, "ListWebhooksRequest", "ListWebhooksReply",
-         "The webhooks service lists a tenant's endpoints."),
-        ("webhooks", "delete", subjects.WEBHOOKS_DELETE, "DeleteWebhookRequest",
-         "DeleteWebhookReply", "The webhooks service deletes an endpoint."),
-        ("webhooks", "rotate", subjects.WEBHOOKS_ROTATE, "RotateWebhookSecretRequest",
-         "RotateWebhookSecretReply", "The webhooks service rotates an endpoint's secret."),
-        ("webhooks", "enable", subjects.WEBHOOKS_ENABLE, "EnableWebhookRequest",
-         "EnableWebhookReply", "The webhooks service enables a disabled endpoint again."),
-        ("webhooks", "deliveries", subjects.WEBHOOKS_DELIVERIES, "ListDeliveriesRequest",
-         "ListDeliveriesReply", "The webhooks service lists an endpoint's deliveries."),
-        ("webhooks", "redeliver", subjects.WEBHOOKS_REDELIVER, "RedeliverRequest",
-         "RedeliverReply", "The webhooks service sends one delivery again."),
-    ):  # fmt: skip
-        name = owner + verb[0].upper() + verb[1:]
+    for op in OPERATIONS:
+        name, request, reply = op.name, op.request.__name__, op.reply.__name__
         channels[name] = {
-            "address": subject,
-            "title": f"{owner.capitalize()}: {verb}",
-            "description": f"Core NATS request/reply; {answers[owner]}.",
+            "address": op.subject,
+            "title": f"{op.group.capitalize()}: {op.verb}",
+            "description": f"Core NATS request/reply; {answers[op.answered_by]}.",
             "messages": refs(request),
         }
         channels[f"{name}Reply"] = {
             "address": None,
-            "title": f"{owner.capitalize()}: {verb} reply",
+            "title": f"{op.group.capitalize()}: {op.verb} reply",
             "description": "The requester's reply inbox (dynamic).",
             "messages": refs(reply),
         }
         operations[name] = {
             "action": "receive",
             "channel": chan(name),
-            "summary": summary,
+            "summary": op.summary,
             "messages": ops_msgs(name, request),
             "reply": {
                 "channel": chan(f"{name}Reply"),

@@ -1,8 +1,8 @@
-"""Request/reply over core NATS: the subjects a service answers, declared once.
+"""Request/reply over core NATS: the operations a service answers, declared once.
 
-A `Route` names a subject, the contract type its request decodes to and the handler; a
-`Responder` serves a list of them in the service's queue group, so each request reaches one
-replica. What every service needs is done here, once:
+A `Route` pairs an operation of `contracts.operations` (its subject, the contract types of its
+request and reply) with the handler; a `Responder` serves a list of them in the service's
+queue group, so each request reaches one replica. What every service needs is done here, once:
 
 - nats-py runs one subscription's callbacks one after another, so each request is handled in
   its own task, at most `concurrency` at once per replica;
@@ -27,13 +27,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from runloom.contracts.operations import UNAVAILABLE, Operation
 from runloom.runtime import bus
 from runloom.runtime.telemetry import consumer_span
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = "unavailable"
-"""`Runloom-Error` of a request the service could not serve now: retry later."""
 DEAD_LETTER_STREAM = "core"
 """The `stream` token of dead letters from core NATS requests (`dlq.core.<queue>`)."""
 
@@ -46,11 +45,18 @@ _encoder = msgspec.json.Encoder()
 
 @dataclass(frozen=True)
 class Route:
-    """A subject, the contract type of its requests, and what answers them."""
+    """An operation (subject, request and reply types) and what answers it."""
 
-    subject: str
-    request: type[msgspec.Struct]
+    operation: Operation[Any, Any]
     handle: Handler
+
+    @property
+    def subject(self) -> str:
+        return self.operation.subject
+
+    @property
+    def request(self) -> type[msgspec.Struct]:
+        return self.operation.request
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from runloom.contracts import subjects
+from runloom.contracts import operations as ops
 from runloom.contracts.commands import (
     ArtifactReply,
     ArtifactRequest,
@@ -105,7 +105,7 @@ class Queries:
 def responder(nc: NATS, js: JetStreamContext, queries: Queries) -> Responder:
     """`Queries` on core NATS, in the queue group `deliverables`."""
     routes = [
-        Route(subjects.DELIVERABLES_RUN, RunDeliverablesRequest, queries.run),
-        Route(subjects.DELIVERABLES_ARTIFACT, ArtifactRequest, queries.artifact),
+        Route(ops.DELIVERABLES_RUN, queries.run),
+        Route(ops.DELIVERABLES_ARTIFACT, queries.artifact),
     ]
     return Responder(nc, js, QUEUE, routes)

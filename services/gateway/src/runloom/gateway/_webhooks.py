@@ -1,8 +1,10 @@
 """The gateway's client of the webhooks service: `webhooks.*` over NATS request/reply.
 
-The webhooks service owns endpoints and deliveries; the gateway never reads its tables. When
-it does not answer, a 503 problem with Retry-After; a URL it refuses, a 422 problem saying
-why. `check_run_webhook` and `for_run` serve `webhook` on POST /v1/runs.
+The webhooks service owns endpoints and deliveries; the gateway never reads its tables. Every
+request goes through the one requester (`runtime.request.ask`) with the operation's timeout
+(`contracts.operations.WEBHOOKS_*`). When it does not answer, a 503 problem with Retry-After;
+a URL it refuses, a 422 problem saying why. `check_run_webhook` and `for_run` serve `webhook`
+on POST /v1/runs.
 """
 
 from __future__ import annotations
@@ -10,22 +12,23 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-from runloom.contracts import subjects
+from runloom.contracts import operations as ops
 from runloom.contracts.ids import derived_ulid, new_id
+from runloom.contracts.operations import Operation
 from runloom.contracts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     CreateWebhookReply,
     CreateWebhookRequest,
 )
-from runloom.gateway import _corpus
 from runloom.gateway.auth import Principal
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState
+from runloom.runtime.request import RequestFailed
+from runloom.runtime.request import ask as request_op
 
+Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
 
-ASK_TIMEOUT_S = 10.0
-"""A URL check resolves the host name: seconds, not minutes."""
 RETRY_AFTER_S = 5
 MAX_URL_CHARS = 2048
 
@@ -41,17 +44,14 @@ def unavailable(why: str) -> Problem:
     return problem
 
 
-async def ask(state: GatewayState, subject: str, body: msgspec.Struct, reply: type[R]) -> R:
-    """The webhooks service's reply; a 503 problem when it does not answer."""
-    return await _corpus.ask(
-        state.nc,
-        subject,
-        body,
-        reply,
-        ASK_TIMEOUT_S,
-        unavailable=unavailable,
-        service="webhooks service",
-    )
+async def ask(state: GatewayState, op: Operation[Q, R], request: Q) -> R:
+    """The webhooks service's reply (the one requester); a 503 problem when there is none."""
+    try:
+        return await request_op(state.nc, op, request)
+    except RequestFailed as failed:
+        if failed.retryable:
+            raise unavailable(failed.detail) from None
+        raise RuntimeError(f"{failed.detail} (the gateway's request)") from None
 
 
 def refused(reply: CreateWebhookReply, field: str = "url") -> Problem:
@@ -82,7 +82,7 @@ async def create(
     """Register an endpoint (or only check its URL); a refused URL raises a 422 problem."""
     reply = await ask(
         state,
-        subjects.WEBHOOKS_CREATE,
+        ops.WEBHOOKS_CREATE,
         CreateWebhookRequest(
             tenant_id=who.tenant_id,
             endpoint_id=endpoint_id or new_id("whk"),
@@ -92,7 +92,6 @@ async def create(
             run_id=run_id,
             check_only=check_only,
         ),
-        CreateWebhookReply,
     )
     if reply.refused is not None or (reply.endpoint is None and not check_only):
         raise refused(reply, field)

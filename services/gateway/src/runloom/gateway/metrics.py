@@ -26,6 +26,11 @@ ARCHIVE_LAG = Gauge(
     "runloom_archive_lag_events",
     "Run events stored in JetStream and not yet archived in PostgreSQL",
 )
+QUOTA_REFUSED = Counter(
+    "runloom_quota_refused",
+    "Requests refused with 429 because a tenant was over a quota, by tenant and quota",
+    ["tenant", "quota"],
+)
 
 
 HTTP_REQUESTS = Counter(

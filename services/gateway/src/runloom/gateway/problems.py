@@ -40,6 +40,7 @@ _TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid request",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }

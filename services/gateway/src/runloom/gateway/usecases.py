@@ -31,7 +31,7 @@ import asyncpg
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from runloom.contracts import subjects
-from runloom.contracts.commands import ResumeRun, StartRun
+from runloom.contracts.commands import DispatchPolicy, ResumeRun, StartRun
 from runloom.contracts.events import (
     CancelRequested,
     ClarificationAnswered,
@@ -48,9 +48,9 @@ from runloom.contracts.types import (
     RUN_ID,
     InvalidValue,
     check_text,
-    rfc3339,
+    rfc3339_or_none,
 )
-from runloom.gateway import _cursor, _webhooks
+from runloom.gateway import _cursor, _webhooks, quotas, waiting
 from runloom.gateway._history import Frame
 from runloom.gateway._params import JsonObject, NonBlankText, StorableText, Usd, text
 from runloom.gateway._sse import SSEResponse, frames
@@ -141,10 +141,6 @@ RUN_COLUMNS = (
 )
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else rfc3339(value)
-
-
 def run_view(row: asyncpg.Record) -> dict[str, Any]:
     """A run as the API shows it."""
     return {
@@ -156,10 +152,10 @@ def run_view(row: asyncpg.Record) -> dict[str, Any]:
         "budget_usd": None if row["budget_usd"] is None else float(row["budget_usd"]),
         "spent_usd": float(row["spent_usd"]),
         "options": row["options"],
-        "created_at": _iso(row["created_at"]),
-        "started_at": _iso(row["started_at"]),
-        "ended_at": _iso(row["ended_at"]),
-        "updated_at": _iso(row["updated_at"]),
+        "created_at": rfc3339_or_none(row["created_at"]),
+        "started_at": rfc3339_or_none(row["started_at"]),
+        "ended_at": rfc3339_or_none(row["ended_at"]),
+        "updated_at": rfc3339_or_none(row["updated_at"]),
         "last_seq": row["last_seq"],
         "event_count": row["event_count"],
         "step_count": row["step_count"],
@@ -238,6 +234,31 @@ async def list_runs(
     }
 
 
+async def thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
+    """The newest of the tenant's runs started from an AG-UI thread (`options.agui`)."""
+    run_id: str | None = await state.pool.fetchval(
+        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
+        " ORDER BY created_at DESC, id DESC LIMIT 1",
+        who.tenant_id,
+        thread_id,
+    )
+    return run_id
+
+
+async def earlier_in_thread(state: GatewayState, run_id: str, limit: int) -> list[str]:
+    """The runs of this run's AG-UI thread that came before it (at most `limit`, the latest
+    ones), oldest first."""
+    rows = await state.pool.fetch(
+        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
+        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
+        " AND (e.created_at, e.id) < (r.created_at, r.id)"
+        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
+        run_id,
+        limit,
+    )
+    return [row["id"] for row in reversed(rows)]
+
+
 # -- creating a run ---------------------------------------------------------------------------
 
 
@@ -262,8 +283,10 @@ async def create_run(
 
     Everything is validated before the first write. The writes go in an order a retry with
     the same key completes: key, `run.created`, then the read-model row and the start command.
-    A `webhook` URL is checked first; the run's endpoint is made before `run.created`."""
+    A tenant whose queue is full gets 429 before anything is written. A `webhook` URL is
+    checked first too; the run's endpoint is made before `run.created`."""
     await _webhooks.check_run_webhook(state, who, body.webhook)
+    quota = await quotas.admit_run(state.pool, who.tenant_id, idempotency_key)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     run_id = new_id("run")
@@ -310,7 +333,7 @@ async def create_run(
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
     # run.created is durable: the read-model row and the start command go out together.
     try:
-        inserted = await _row_and_start(state, who, created, run_id)
+        inserted = await _row_and_start(state, who, created, run_id, quota.dispatch())
     except (*BUS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
         if idempotency_key is None:  # no retry can complete this run: end it, say so
             await _not_started(state, who, run_id)
@@ -321,7 +344,11 @@ async def create_run(
 
 
 async def _row_and_start(
-    state: GatewayState, who: Principal, created: RunCreated, run_id: str
+    state: GatewayState,
+    who: Principal,
+    created: RunCreated,
+    run_id: str,
+    dispatch: DispatchPolicy,
 ) -> asyncpg.Record | None:
     """The read-model row (None if it was there) and the start command, together."""
     inserted, _ = await asyncio.gather(
@@ -335,7 +362,12 @@ async def _row_and_start(
         bus.publish(
             state.js,
             subjects.START_RUN,
-            StartRun(command_id=f"start-{run_id}", run_id=run_id, tenant_id=who.tenant_id),
+            StartRun(
+                command_id=f"start-{run_id}",
+                run_id=run_id,
+                tenant_id=who.tenant_id,
+                dispatch=dispatch,
+            ),
             msg_id=f"start-{run_id}",
         ),
     )
@@ -394,16 +426,19 @@ async def cancel_run(
     event_id: str | None = None,
 ) -> Event:
     """Ask the run to stop (accepted even before it started); it answers with run.cancelled.
-    409 when it has already ended."""
-    await load_run(state, who, run_id)
+    409 when it has already ended. A run nobody has started yet ends at once."""
+    row = await load_run(state, who, run_id)
     try:
         async with in_run_trace(state.log, run_id, "cancel run"):
-            return await state.log.append(
+            asked = await state.log.append(
                 run_id,
                 who.tenant_id,
                 CancelRequested(reason=reason, requested_by=requested_by),
                 event_id=event_id,
             )
+            if waiting.not_started(row):  # queued: nobody works on it to hear the cancel
+                await waiting.end_waiting(state.log, who.tenant_id, run_id, asked)
+            return asked
     except RunClosed as closed:
         how, seq = closed.terminal.type, closed.terminal.seq
         raise Problem(
@@ -447,7 +482,7 @@ async def answer_clarification(
             f"The run is {run.status} and has not asked a question; there is nothing to answer.",
             run.status,
         )
-    asked = [e for e in events if e.type == "clarification.requested"]
+    asked = run.clarifications
     # The answer and the resumed run belong to the run's trace (one per run).
     async with in_run_trace(state.log, run_id, "answer clarification", events[0]):
         try:
@@ -456,7 +491,7 @@ async def answer_clarification(
                 who.tenant_id,
                 ClarificationAnswered(answer=answer),
                 event_id=f"{run_id}:answer:{len(asked)}",
-                causation_id=asked[-1].id,
+                causation_id=asked[-1].event_id,
             )
         except RunClosed as exc:
             raise _not_waiting(
@@ -525,7 +560,14 @@ async def open_stream(
     """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
     an unusable cursor, 503 while the gateway drains or the event store does not answer."""
     await load_run(state, who, run_id)
-    return await follow(state, run_id, cursor)
+    lease = await quotas.open_stream(state.pool, who.tenant_id)  # 429 at its open streams
+    try:
+        response = await follow(state, run_id, cursor)
+    except BaseException:
+        await quotas.end_stream(state.pool, lease)
+        raise
+    response.body = quotas.leased(state.pool, lease, response.body)
+    return response
 
 
 async def follow(

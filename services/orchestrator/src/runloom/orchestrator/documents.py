@@ -22,6 +22,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     AddDocumentReply,
@@ -52,9 +53,9 @@ class Documents:
 
     async def start(self) -> None:
         routes = [
-            Route(subjects.CORPUS_ADD, AddDocumentRequest, self.add),
-            Route(subjects.CORPUS_LIST, ListDocumentsRequest, self.list),
-            Route(subjects.CORPUS_DELETE, DeleteDocumentRequest, self.delete),
+            Route(ops.CORPUS_ADD, self.add),
+            Route(ops.CORPUS_LIST, self.list),
+            Route(ops.CORPUS_DELETE, self.delete),
         ]
         self._responder = Responder(self.nc, self.js, QUEUE, routes, self.concurrency)
         await self._responder.start()

@@ -7,7 +7,7 @@ stored; a refusal is a reply saying why (the gateway turns it into a 422 problem
 
 from __future__ import annotations
 
-from runloom.contracts import subjects
+from runloom.contracts import operations
 from runloom.contracts.webhooks import (
     CreateWebhookReply,
     CreateWebhookRequest,
@@ -46,13 +46,13 @@ class Management:
 
     def routes(self) -> list[Route]:
         return [
-            Route(subjects.WEBHOOKS_CREATE, CreateWebhookRequest, self.create),
-            Route(subjects.WEBHOOKS_LIST, ListWebhooksRequest, self.list),
-            Route(subjects.WEBHOOKS_DELETE, DeleteWebhookRequest, self.delete),
-            Route(subjects.WEBHOOKS_ROTATE, RotateWebhookSecretRequest, self.rotate),
-            Route(subjects.WEBHOOKS_ENABLE, EnableWebhookRequest, self.enable),
-            Route(subjects.WEBHOOKS_DELIVERIES, ListDeliveriesRequest, self.deliveries),
-            Route(subjects.WEBHOOKS_REDELIVER, RedeliverRequest, self.redeliver),
+            Route(operations.WEBHOOKS_CREATE, self.create),
+            Route(operations.WEBHOOKS_LIST, self.list),
+            Route(operations.WEBHOOKS_DELETE, self.delete),
+            Route(operations.WEBHOOKS_ROTATE, self.rotate),
+            Route(operations.WEBHOOKS_ENABLE, self.enable),
+            Route(operations.WEBHOOKS_DELIVERIES, self.deliveries),
+            Route(operations.WEBHOOKS_REDELIVER, self.redeliver),
         ]
 
     async def create(self, req: CreateWebhookRequest) -> CreateWebhookReply:

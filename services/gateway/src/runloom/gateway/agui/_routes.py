@@ -20,7 +20,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts.events import ClarificationRequested, payload_of
 from runloom.contracts.types import RUN_ID, now, rfc3339
 from runloom.gateway import _cursor, usecases
 from runloom.gateway._sse import HEADERS, Raw
@@ -131,29 +130,10 @@ HISTORY_RUNS = 20
 
 async def _history(state: GatewayState, run_id: str) -> list[dict[str, Any]]:
     """The messages of the earlier runs of this run's AG-UI thread, oldest first."""
-    rows = await state.pool.fetch(
-        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
-        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
-        " AND (e.created_at, e.id) < (r.created_at, r.id)"
-        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
-        run_id,
-        HISTORY_RUNS,
-    )
     messages: list[dict[str, Any]] = []
-    for row in reversed(rows):
-        messages += transcript(await state.log.events(row["id"]))
+    for earlier in await usecases.earlier_in_thread(state, run_id, HISTORY_RUNS):
+        messages += transcript(await state.log.events(earlier))
     return messages
-
-
-async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
-    """The newest run of this tenant's AG-UI thread."""
-    run_id: str | None = await state.pool.fetchval(
-        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
-        " ORDER BY created_at DESC, id DESC LIMIT 1",
-        who.tenant_id,
-        thread_id,
-    )
-    return run_id
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -198,11 +178,10 @@ async def run_agent(
 ) -> Response:
     """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
     api_only(who)
-    current = await _thread_run(state, who, body.threadId)
-    events = await state.log.events(current) if current else []
-    rs = fold(events)
+    current = await usecases.thread_run(state, who, body.threadId)
+    rs = fold(await state.log.events(current) if current else [])
     if body.resume:
-        return await _resume(state, who, body, current, events, rs)
+        return await _resume(state, who, body, current, rs)
     if current is not None and (rs.options.get("agui") or {}).get("run_id") == body.runId:
         return await _stream(state, current, one_part=True)  # the same input again
     if rs.clarification is not None and current is not None:
@@ -225,13 +204,11 @@ async def _resume(
     who: Principal,
     body: RunAgentInput,
     run_id: str | None,
-    events: list[Any],
     rs: RunState,
 ) -> Response:
     """Answer the thread's interrupt (the run's clarification) and continue that run."""
     resume = body.resume or []
-    asked = {e.id: e for e in events if e.type == "clarification.requested"}
-    unknown = [r.interruptId for r in resume if r.interruptId not in asked]
+    unknown = [r.interruptId for r in resume if rs.asked(r.interruptId) is None]
     if run_id is None or unknown:
         return _error_stream(
             f"Thread {body.threadId} has no interrupt {', '.join(unknown) or '(none)'}: "
@@ -241,11 +218,9 @@ async def _resume(
     if len({r.interruptId for r in resume}) != len(resume):
         return _error_stream("Each interrupt may be answered once per resume.", "invalid_resume")
     entry = resume[-1]
-    question = asked[entry.interruptId]
-    answers = [e for e in events if e.type == "clarification.answered"]
-    open_id = None
-    if rs.clarification is not None:
-        open_id = [e for e in events if e.type == "clarification.requested"][-1].id
+    question = rs.asked(entry.interruptId)
+    assert question is not None
+    open_id = rs.clarifications[-1].event_id if rs.clarification is not None else None
     if (open_id is not None and entry.interruptId != open_id) or len(resume) > 1:
         return _error_stream(
             f"The open interrupt is {open_id}; a resume must answer it, and only it.",
@@ -254,15 +229,14 @@ async def _resume(
     answer = _answer_of(entry)
     if open_id is None:
         # Already resolved: a replay of the same resume is safe, another answer is not.
-        done = next((a for a in answers if a.causation_id == question.id), None)
-        if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
-            return await _stream(state, run_id, Position(done.seq - 1, WHOLE), one_part=True)
+        done = question.answered_seq
+        if done is not None and entry.status == "resolved" and question.answer == answer:
+            return await _stream(state, run_id, Position(done - 1, WHOLE), one_part=True)
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
         )
-    asked = payload_of(question)
-    deadline = asked.deadline if isinstance(asked, ClarificationRequested) else None
+    deadline = question.request.deadline
     if deadline is not None and deadline < now():
         return _error_stream(
             f"Interrupt {entry.interruptId} expired at {rfc3339(deadline)}.", "interrupt_expired"

@@ -36,7 +36,7 @@ from starlette.datastructures import QueryParams
 router = APIRouter(tags=["events"])
 
 
-_SSE_RESPONSES = responses(400, 404)
+_SSE_RESPONSES = responses(400, 404, 429)
 _SSE_RESPONSES[200] = {
     "description": "Server-sent events (default), or a JSON page with `format=json`.",
     "content": {"text/event-stream": {}, "application/json": {}},

@@ -23,7 +23,7 @@ from runloom.gateway.usecases import CancelIn, RunIn, run_view
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
-@router.post("", status_code=201, responses=responses())
+@router.post("", status_code=201, responses=responses(429))
 async def create_run(
     body: RunIn,
     state: GatewayState = Depends(get_state),

@@ -22,24 +22,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts import subjects
+from runloom.contracts import operations as ops
 from runloom.contracts.types import rfc3339
 from runloom.contracts.webhooks import (
     DELIVERY_ID,
     WEBHOOK_EVENT_TYPES,
     WEBHOOK_ID,
-    DeleteWebhookReply,
     DeleteWebhookRequest,
     DeliveryStatus,
-    EnableWebhookReply,
     EnableWebhookRequest,
-    ListDeliveriesReply,
     ListDeliveriesRequest,
-    ListWebhooksReply,
     ListWebhooksRequest,
-    RedeliverReply,
     RedeliverRequest,
-    RotateWebhookSecretReply,
     RotateWebhookSecretRequest,
     WebhookDelivery,
     WebhookEndpoint,
@@ -164,12 +158,7 @@ async def list_webhooks(
 ) -> dict[str, Any]:
     """The tenant's endpoints (never their secrets), newest first."""
     api_only(who)
-    reply = await ask(
-        state,
-        subjects.WEBHOOKS_LIST,
-        ListWebhooksRequest(tenant_id=who.tenant_id),
-        ListWebhooksReply,
-    )
+    reply = await ask(state, ops.WEBHOOKS_LIST, ListWebhooksRequest(tenant_id=who.tenant_id))
     return {"webhooks": [endpoint_json(e) for e in reply.endpoints]}
 
 
@@ -183,9 +172,8 @@ async def delete_webhook(
     api_only(who)
     reply = await ask(
         state,
-        subjects.WEBHOOKS_DELETE,
+        ops.WEBHOOKS_DELETE,
         DeleteWebhookRequest(tenant_id=who.tenant_id, endpoint_id=webhook_id),
-        DeleteWebhookReply,
     )
     if not reply.deleted:
         raise not_found("webhook", webhook_id)
@@ -203,13 +191,12 @@ async def rotate_secret(
     api_only(who)
     reply = await ask(
         state,
-        subjects.WEBHOOKS_ROTATE,
+        ops.WEBHOOKS_ROTATE,
         RotateWebhookSecretRequest(
             tenant_id=who.tenant_id,
             endpoint_id=webhook_id,
             grace_s=body.grace_s if body is not None else None,
         ),
-        RotateWebhookSecretReply,
     )
     if reply.endpoint is None:
         raise not_found("webhook", webhook_id)
@@ -226,9 +213,8 @@ async def enable_webhook(
     api_only(who)
     reply = await ask(
         state,
-        subjects.WEBHOOKS_ENABLE,
+        ops.WEBHOOKS_ENABLE,
         EnableWebhookRequest(tenant_id=who.tenant_id, endpoint_id=webhook_id),
-        EnableWebhookReply,
     )
     if reply.endpoint is None:
         raise not_found("webhook", webhook_id)
@@ -247,11 +233,10 @@ async def list_deliveries(
     api_only(who)
     reply = await ask(
         state,
-        subjects.WEBHOOKS_DELIVERIES,
+        ops.WEBHOOKS_DELIVERIES,
         ListDeliveriesRequest(
             tenant_id=who.tenant_id, endpoint_id=webhook_id, limit=limit, status=status
         ),
-        ListDeliveriesReply,
     )
     if not reply.found:
         raise not_found("webhook", webhook_id)
@@ -271,9 +256,8 @@ async def redeliver(
     api_only(who)
     reply = await ask(
         state,
-        subjects.WEBHOOKS_REDELIVER,
+        ops.WEBHOOKS_REDELIVER,
         RedeliverRequest(tenant_id=who.tenant_id, endpoint_id=webhook_id, delivery_id=delivery_id),
-        RedeliverReply,
     )
     if reply.delivery is None:
         raise not_found("delivery", delivery_id)

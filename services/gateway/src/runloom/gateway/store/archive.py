@@ -355,17 +355,20 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
     d, t = ev.data, ev.type
     if t == "run.created":
         m["title"] = m["title"] or _pg_safe(title_of(d))
+    elif t == "run.queued":
+        if m["status"] in ("created", "running"):
+            m["status"] = "queued"
     elif t == "run.started":
         m["started_count"] += 1
         m["started_at"] = m["started_at"] or ev.time
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t in ("plan.proposed", "plan.revised"):
         m["step_count"] = len(d.get("steps") or [])
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t == "step.started":
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t == "source.found":
         recount.add("sources")

@@ -1,6 +1,7 @@
-"""Test helpers: put a run with a stored content model on the bus and request deliverables of it,
-exactly as the orchestrator does (run.created, content.stored, deliverable.requested, then a
-DeliverableJob on the JOBS stream with msg id = job id)."""
+"""Test helpers for deliverables: put a run with a stored content model on the bus and request
+deliverables of it, exactly as the orchestrator does (run.created, content.stored,
+deliverable.requested, then a DeliverableJob on the JOBS stream with msg id = job id); read
+artifacts back with real parsers of their formats."""
 
 from __future__ import annotations
 
