@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from opentelemetry import context as otel_context
 from runloom.contracts import subjects
 from runloom.contracts.commands import DispatchPolicy, DriveRun, ResumeRun, StartRun
 from runloom.contracts.events import RunQueued
@@ -48,6 +49,7 @@ from runloom.contracts.kinds import QueueReason
 from runloom.orchestrator import metrics
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.telemetry import context_from_traceparent, current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +137,19 @@ class Dispatcher:
                 )
             # A resume for a run that holds its slot (it is still pausing): queue it again
             # when that drive ends.
+            requeue = "$4 AND run_queue.dispatched_at IS NOT NULL"
             await conn.execute(
-                "INSERT INTO run_queue(run_id, tenant_id, command_id) VALUES ($1, $2, $3)"
-                " ON CONFLICT (run_id) DO UPDATE SET"
-                " again = run_queue.again OR ($4 AND run_queue.dispatched_at IS NOT NULL),"
-                " command_id = CASE WHEN $4 AND run_queue.dispatched_at IS NOT NULL"
-                " THEN EXCLUDED.command_id ELSE run_queue.command_id END",
+                "INSERT INTO run_queue(run_id, tenant_id, command_id, trace)"
+                " VALUES ($1, $2, $3, $5) ON CONFLICT (run_id) DO UPDATE SET"
+                f" again = run_queue.again OR ({requeue}),"
+                f" command_id = CASE WHEN {requeue} THEN EXCLUDED.command_id"
+                " ELSE run_queue.command_id END,"
+                f" trace = CASE WHEN {requeue} THEN EXCLUDED.trace ELSE run_queue.trace END",
                 cmd.run_id,
                 cmd.tenant_id,
                 cmd.command_id,
                 isinstance(cmd, ResumeRun),
+                current_traceparent(),
             )
         self.wake.set()
 
@@ -282,17 +287,22 @@ class Dispatcher:
         for row in rows:
             n = row["dispatches"] + 1
             command_id = f"drive-{row['command_id']}-{n}"  # the same on a re-dispatch
-            await bus.publish(
-                self.js,
-                subjects.DRIVE_RUN,
-                DriveRun(
-                    command_id=command_id,
-                    run_id=row["run_id"],
-                    tenant_id=row["tenant_id"],
-                    causation_id=row["command_id"],
-                ),
-                msg_id=command_id,
-            )
+            # Published in the trace of the command that queued the run: the run stays one trace.
+            token = otel_context.attach(context_from_traceparent(row["trace"]))
+            try:
+                await bus.publish(
+                    self.js,
+                    subjects.DRIVE_RUN,
+                    DriveRun(
+                        command_id=command_id,
+                        run_id=row["run_id"],
+                        tenant_id=row["tenant_id"],
+                        causation_id=row["command_id"],
+                    ),
+                    msg_id=command_id,
+                )
+            finally:
+                otel_context.detach(token)
             await conn.execute(
                 "UPDATE run_queue SET dispatched_at=clock_timestamp(), dispatches=$2"
                 " WHERE run_id=$1",
@@ -361,7 +371,7 @@ class Dispatcher:
 
 
 _WAITING = (
-    "SELECT run_id, tenant_id, command_id, dispatches,"
+    "SELECT run_id, tenant_id, command_id, dispatches, trace,"
     " extract(epoch FROM clock_timestamp() - enqueued_at) AS waited"
     " FROM run_queue WHERE dispatched_at IS NULL"
 )
