@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 from runloom.contracts import subjects
 from runloom.contracts.commands import DispatchPolicy, DriveRun, ResumeRun, StartRun
-from runloom.contracts.events import RunQueued
+from runloom.contracts.events import TERMINAL_TYPES, RunQueued, decode_event
 from runloom.contracts.kinds import QueueReason
 from runloom.orchestrator import metrics
 from runloom.runtime import bus
@@ -62,6 +63,9 @@ SLOTS_TTL_S = 10.0
 ANNOUNCE_AFTER_S = 0.5
 """A run waits this long before `run.queued` is written (most runs start sooner)."""
 ANNOUNCE_BATCH = 200
+REAP_EVERY_S = 15.0
+REAP_AFTER_S = 60.0
+"""A run handed out this long ago whose log has ended no longer holds a slot."""
 
 
 @dataclass
@@ -173,6 +177,7 @@ class Dispatcher:
             asyncio.create_task(self._every(stop, 2.0, self._renew_slots)),
             asyncio.create_task(self._dispatch_loop(stop)),
             asyncio.create_task(self._every(stop, 1.0, self.announce)),
+            asyncio.create_task(self._every(stop, REAP_EVERY_S, self.reap)),
         ]
         try:
             await stop.wait()
@@ -311,6 +316,35 @@ class Dispatcher:
             )
             metrics.DISPATCH_WAIT.labels(row["tenant_id"]).observe(float(row["waited"]))
         return len(rows)
+
+    async def reap(self) -> int:
+        """Free the slots of runs handed out long ago that have ended without their drive
+        saying so (e.g. a drive command set apart as poison); returns how many."""
+        rows = await self.pool.fetch(
+            "SELECT run_id FROM run_queue WHERE dispatched_at < now() - make_interval(secs => $1)"
+            " ORDER BY dispatched_at LIMIT 100",
+            REAP_AFTER_S,
+        )
+        freed = 0
+        for row in rows:
+            try:
+                msg = await self.js.get_last_msg(
+                    subjects.RUN_EVENTS_STREAM, subjects.run_events(row["run_id"])
+                )
+            except NotFoundError:  # no event at all (or long gone): nothing to run
+                ended = True
+            else:
+                ended = decode_event(msg.data).type in TERMINAL_TYPES
+            if ended:
+                await self.pool.execute(
+                    "DELETE FROM run_queue WHERE run_id=$1 AND dispatched_at IS NOT NULL",
+                    row["run_id"],
+                )
+                freed += 1
+        if freed:
+            log.warning("freed %d slots of runs that ended without their drive saying so", freed)
+            self.wake.set()
+        return freed
 
     # -- run.queued ------------------------------------------------------------------------------
 
