@@ -11,8 +11,9 @@ tenants, cluster-wide, each handed out once.
 - **Dispatch** (any replica; one at a time, under a transaction-scoped advisory lock): while
   the platform has a free slot (the live replicas' slots in `dispatch_slots`, less the rows
   handed out), pick among tenants with a waiting run and room under their concurrent runs the
-  one with the smallest virtual time (stride scheduling: each dispatch adds 1/weight; a tenant
-  back from idle starts at the clock, not with banked credit), take its oldest waiting run,
+  one holding the fewest slots for its weight, then the one with the smallest virtual time
+  (stride scheduling: each dispatch adds 1/weight; a tenant back from idle starts at the
+  clock, not with banked credit), take its oldest waiting run,
   publish `cmd.drive.run` with a message id per dispatch (`drive-<the queuing command's
   id>-<n>`), mark the row handed out, commit.
 - **Drive** (durable `orchestrator-drive`, `cmd.drive.>`): as before the queue, the owner
@@ -81,22 +82,25 @@ class _Tenant:
 def pick(tenants: dict[str, _Tenant], free: int, clock: float) -> tuple[list[str], float]:
     """Weighted round-robin: the tenants whose runs start next, in order, for `free` slots.
 
-    Pure (it updates the given tenants' counters and virtual times): the tenant with a waiting
-    run and room under its limit whose virtual time (at least the clock) is smallest goes next
-    and moves on by 1/weight. Returns the picks and the new clock."""
+    Pure (it updates the given tenants' counters and virtual times). Among tenants with a
+    waiting run and room under their limit, the one holding the fewest slots for its weight
+    goes next (a tenant arriving while another fills the platform gets the slots that free up
+    until it holds its share), then the one whose virtual time (at least the clock) is
+    smallest; each pick moves the tenant on by 1/weight. With backlogs on both sides this
+    alternates by weight. Returns the picks and the new clock."""
     picks: list[str] = []
     while free > 0 and len(picks) < BATCH:
         eligible = [
-            (max(t.pass_, clock), tid)
+            (t.running / t.weight, max(t.pass_, clock), tid)
             for tid, t in tenants.items()
             if t.waiting and t.running < t.limit
         ]
         if not eligible:
             break
-        start, tid = min(eligible)
+        _, start, tid = min(eligible)
         t = tenants[tid]
         t.pass_ = start + 1.0 / t.weight
-        clock = start
+        clock = max(clock, start)
         t.running += 1
         t.waiting -= 1
         t.picked += 1
