@@ -102,7 +102,7 @@ def test_every_service_has_probes_on_the_management_port_and_a_pdb(
         assert covering[0]["spec"].get("maxUnavailable") == 1
 
 
-# The management port (INTERFACES.md) is read once runtime.management exists.
+# The management port (docs/architecture.md) is read once runtime.management exists.
 _NOT_YET_READ = (
     {"RUNLOOM_MANAGEMENT_HOST", "RUNLOOM_MANAGEMENT_PORT"}
     if importlib.util.find_spec("runloom.runtime.management") is None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import get_args
 
 import msgspec
 import pytest
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
-from runloom.contracts.operations import UNAVAILABLE, Operation
-from runloom.runtime.request import RequestFailed, ask
+from runloom.contracts.operations import UNAVAILABLE, Answerer, Operation
+from runloom.runtime.request import _NOUN, RequestFailed, ask
 from runloom.runtime.responder import Responder, Route
 
 SUBJECT = "test.responder.double"
@@ -66,6 +67,10 @@ async def test_answers_refuses_with_a_dead_letter_and_says_unavailable(nc, js) -
     finally:
         await responder.stop()
         await dlq.unsubscribe()
+
+
+def test_every_answering_service_is_named_in_failures() -> None:
+    assert set(get_args(Answerer)) == set(_NOUN)
 
 
 async def test_the_requester_says_why_a_request_got_no_reply(nc, js) -> None:

@@ -211,7 +211,7 @@ async def bootstrap(
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
-    from runloom.gateway.store.tenants import create_tenant, hash_key
+    from runloom.gateway.store.tenants import create_tenant, tenant_of_key
     from runloom.runtime import bus, db
 
     applied = await database.provision(settings.effective_database_url, passwords)
@@ -226,12 +226,7 @@ async def bootstrap(
         finally:
             await nc.close()
         key, created = known_key, False
-        owner = None
-        if key:
-            owner = await pool.fetchval(
-                "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
-                hash_key(key),
-            )
+        owner = await tenant_of_key(pool, key) if key else None
         if owner != DEV_TENANT:
             key, created = await create_tenant(pool, DEV_TENANT, "Local development"), True
         return key, created

@@ -198,7 +198,6 @@ class ClusterPlatform:
 
     async def _bootstrap(self) -> None:
         from runloom.corpus.store import seed_default_corpus
-        from runloom.gateway.store.tenants import create_tenant
         from runloom.runtime import bus, db
         from runloom.runtime.config import Settings
 
@@ -206,7 +205,7 @@ class ClusterPlatform:
         pool = await db.create_pool(self.database_url, max_size=2)
         try:
             self.tenant = "chaos"
-            self.api_key = await create_tenant(pool, self.tenant, self.tenant)
+            self.api_key = await database.create_heavy_tenant(pool, self.tenant, self.tenant)
             await seed_default_corpus(pool, self.tenant)
         finally:
             await pool.close()

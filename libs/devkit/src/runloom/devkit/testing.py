@@ -330,12 +330,12 @@ class Platform:
 
 
 async def _new_tenant(settings: Settings, name: str) -> str:
-    from runloom.gateway.store.tenants import create_tenant
+    from runloom.devkit.database import create_heavy_tenant
     from runloom.runtime import db
 
     p = await db.create_pool(settings.effective_database_url, max_size=2)
     try:
-        return await create_tenant(p, name, name)
+        return await create_heavy_tenant(p, name, name)
     finally:
         await p.close()
 

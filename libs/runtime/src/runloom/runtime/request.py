@@ -15,7 +15,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from runloom.contracts.headers import Header
-from runloom.contracts.operations import UNAVAILABLE, Operation
+from runloom.contracts.operations import UNAVAILABLE, Answerer, Operation
 from runloom.runtime.telemetry import producer_span
 
 Q = TypeVar("Q", bound=msgspec.Struct)
@@ -24,7 +24,13 @@ R = TypeVar("R", bound=msgspec.Struct)
 Why = Literal["no_responders", "timeout", "disconnected", "unavailable", "refused"]
 
 _encoder = msgspec.json.Encoder()
-_NOUN = {"billing": "billing", "orchestrator": "the orchestrator", "deliverables": "deliverables"}
+_NOUN: dict[Answerer, str] = {
+    "billing": "billing",
+    "orchestrator": "the orchestrator",
+    "deliverables": "deliverables",
+    "webhooks": "webhooks",
+}
+"""How a failure names the answering service (a test checks every `Answerer` has one)."""
 
 
 class RequestFailed(Exception):
@@ -58,7 +64,7 @@ async def ask(
     `message_id` (the request's idempotency key) and `conversation_id` (the run id) label the
     span. Raises `RequestFailed`."""
     timeout = op.timeout_s if timeout_s is None else timeout_s
-    who = _NOUN[op.answered_by]
+    who = _NOUN.get(op.answered_by, op.answered_by)
     try:
         headers: dict[str, str] = {}
         with producer_span(

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from runloom.gateway import quotas
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
-from runloom.gateway.store.tenants import hash_key
+from runloom.gateway.store.tenants import tenant_of_key
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,14 @@ async def principal(request: Request, state: GatewayState = Depends(get_state)) 
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise _unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
-        row = await state.pool.fetchrow(
-            "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
-            hash_key(key.strip()),
-        )
-        if row is None:
+        tenant = await tenant_of_key(state.pool, key.strip())
+        if tenant is None:
             raise _unauthorized(
                 "This API key is not valid. Locally, the key is in .runloom/api-key "
                 "(printed by 'runloom up')."
             )
-        await quotas.take_request(state.pool, row["tenant_id"])  # 429 over its request rate
-        return Principal(tenant_id=row["tenant_id"])
+        await quotas.take_request(state.pool, tenant)  # 429 over its request rate
+        return Principal(tenant_id=tenant)
     token = request.query_params.get("token")
     if token and state.streaming is not None:
         grant = state.streaming.tokens.resolve(token, request)

@@ -226,6 +226,31 @@ async def list_runs(
     }
 
 
+async def thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
+    """The newest of the tenant's runs started from an AG-UI thread (`options.agui`)."""
+    run_id: str | None = await state.pool.fetchval(
+        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
+        " ORDER BY created_at DESC, id DESC LIMIT 1",
+        who.tenant_id,
+        thread_id,
+    )
+    return run_id
+
+
+async def earlier_in_thread(state: GatewayState, run_id: str, limit: int) -> list[str]:
+    """The runs of this run's AG-UI thread that came before it (at most `limit`, the latest
+    ones), oldest first."""
+    rows = await state.pool.fetch(
+        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
+        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
+        " AND (e.created_at, e.id) < (r.created_at, r.id)"
+        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
+        run_id,
+        limit,
+    )
+    return [row["id"] for row in reversed(rows)]
+
+
 # -- creating a run ---------------------------------------------------------------------------
 
 

@@ -130,29 +130,10 @@ HISTORY_RUNS = 20
 
 async def _history(state: GatewayState, run_id: str) -> list[dict[str, Any]]:
     """The messages of the earlier runs of this run's AG-UI thread, oldest first."""
-    rows = await state.pool.fetch(
-        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
-        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
-        " AND (e.created_at, e.id) < (r.created_at, r.id)"
-        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
-        run_id,
-        HISTORY_RUNS,
-    )
     messages: list[dict[str, Any]] = []
-    for row in reversed(rows):
-        messages += transcript(await state.log.events(row["id"]))
+    for earlier in await usecases.earlier_in_thread(state, run_id, HISTORY_RUNS):
+        messages += transcript(await state.log.events(earlier))
     return messages
-
-
-async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
-    """The newest run of this tenant's AG-UI thread."""
-    run_id: str | None = await state.pool.fetchval(
-        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
-        " ORDER BY created_at DESC, id DESC LIMIT 1",
-        who.tenant_id,
-        thread_id,
-    )
-    return run_id
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -197,7 +178,7 @@ async def run_agent(
 ) -> Response:
     """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
     api_only(who)
-    current = await _thread_run(state, who, body.threadId)
+    current = await usecases.thread_run(state, who, body.threadId)
     rs = fold(await state.log.events(current) if current else [])
     if body.resume:
         return await _resume(state, who, body, current, rs)

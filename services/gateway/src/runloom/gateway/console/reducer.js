@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The console's one source of state: a pure fold over a run's events (DESIGN.md rule 4).
+ * The console's one source of state: a pure fold over a run's events (docs/architecture.md,
+ * "One fold per run").
  *
  * `reduce(state, event)` never changes `state`; it returns a new state that shares every
  * slice the event did not touch (so a view can compare slices by reference). The same

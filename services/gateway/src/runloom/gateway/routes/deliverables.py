@@ -36,6 +36,7 @@ from runloom.gateway._params import ArtifactIdPath, RunIdPath
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.store import deliverable_view
 from runloom.runtime.request import RequestFailed, ask
 
 router = APIRouter(tags=["deliverables"])
@@ -67,11 +68,7 @@ async def _owns_run(state: GatewayState, p: Principal, run_id: str) -> bool:
     """The run is the principal's: by the runs read model, or by its deliverables."""
     if not _visible(p, run_id):
         return False
-    tenant = await state.pool.fetchval("SELECT tenant_id FROM runs WHERE id=$1", run_id)
-    if tenant is None:
-        tenant = await state.pool.fetchval(
-            "SELECT tenant_id FROM run_deliverables WHERE run_id=$1 LIMIT 1", run_id
-        )
+    tenant = await deliverable_view.run_tenant(state.pool, run_id)
     return tenant is not None and tenant == p.tenant_id
 
 
@@ -100,12 +97,8 @@ async def list_deliverables(
 ) -> dict[str, Any]:
     if not await _owns_run(state, p, run_id):
         raise not_found("run", run_id)
-    jobs = await state.pool.fetch(
-        "SELECT * FROM run_deliverables WHERE run_id=$1 ORDER BY first_seq, kind", run_id
-    )
-    arts = await state.pool.fetch(
-        "SELECT * FROM run_artifacts WHERE run_id=$1 ORDER BY created_at, position", run_id
-    )
+    jobs = await deliverable_view.jobs_of(state.pool, run_id)
+    arts = await deliverable_view.artifacts_of(state.pool, run_id)
     by_job: dict[str, list[dict[str, Any]]] = {}
     for a in arts:
         by_job.setdefault(a["job_id"], []).append(_artifact(a))
@@ -167,12 +160,7 @@ async def download_artifact(
     p: Principal = Depends(principal),
     state: GatewayState = Depends(get_state),
 ) -> Response:
-    row = await state.pool.fetchrow(
-        "SELECT a.* FROM run_artifacts a JOIN run_deliverables d USING (run_id, job_id)"
-        " WHERE a.artifact_id=$1 AND a.tenant_id=$2 AND d.status='ready'",
-        artifact_id,
-        p.tenant_id,
-    )
+    row: Any = await deliverable_view.ready_artifact(state.pool, artifact_id, p.tenant_id)
     if row is None:
         found = await _ask(
             state,
