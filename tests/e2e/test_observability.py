@@ -404,7 +404,11 @@ async def test_traces_and_metrics_of_real_runs(receiver, platform, corpus) -> No
     async with httpx.AsyncClient(timeout=10) as m:
         for name, base in platform.management.items():
             ready = await wait_ready(m, base)
-            assert ready["checks"] == {"nats": "ok", "postgres": "ok"}, (name, ready)
+            checks = ready["checks"]
+            assert checks["nats"] == checks["postgres"] == "ok", (name, ready)
+            # Each consumer and responder of the process says it takes its work (liveness).
+            assert set(checks.values()) == {"ok"}, (name, ready)
+            assert any(check.startswith("consumer ") for check in checks), (name, ready)
             assert (await m.get(f"{base}/healthz")).json() == {"status": "ok"}
             assert (await m.get(f"{base}/nothing")).status_code == 404
     before = await _scrape_all(platform)

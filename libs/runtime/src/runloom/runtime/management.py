@@ -8,7 +8,14 @@ have none), on `RUNLOOM_MANAGEMENT_HOST:RUNLOOM_MANAGEMENT_PORT`:
   scrape hooks first, each bounded in time, so a scrape never hangs on a server that is away.
 - `/healthz`: the process is alive and its event loop answers.
 - `/readyz`: the service said it is started (consumers running) and every check passes now
-  (NATS connected and answering, PostgreSQL answering); 503 with the failing check otherwise.
+  (NATS connected and answering, PostgreSQL answering), and no consumer or responder of the
+  process is stalled (`Liveness`); 503 with the failing check otherwise.
+
+Liveness: every consumer (`runtime.consumer`) and responder (`runtime.responder`) registers a
+`Liveness` while it serves. Its own watchdog marks it failing when it has stopped taking work
+that waits for it (its subscription killed, its delivery task dead, its consumer deleted on the
+server), re-creates it, and marks it alive again; /readyz names it while it fails, and
+`runloom_subscription_recreations_total` / `runloom_subscription_failing` say so to Prometheus.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,97 @@ ScrapeHook = Callable[[], Awaitable[None]]
 CHECK_TIMEOUT_S = 1.0
 HOOK_TIMEOUT_S = 2.0
 _MAX_REQUEST = 8192
+
+
+RECREATIONS = Counter(
+    "runloom_subscription_recreations",
+    "Consumers and responders re-created by their watchdog after they stopped taking waiting "
+    "work, by kind (consumer, responder), name and reason",
+    ["kind", "name", "reason"],
+)
+
+
+class Liveness:
+    """Whether one consumer or responder of this process takes the work that waits for it.
+
+    `fail(reason)` when its watchdog finds it stalled (counted, with the reason), `ok()` once
+    it is re-created; registered in `LIVENESS` from `register()` to `unregister()`.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.failing: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    def fail(self, reason: str, detail: str) -> None:
+        """Stalled for `reason` (a short word, the metric's label); `detail` says what was seen."""
+        if self.failing is None:
+            RECREATIONS.labels(self.kind, self.name, reason).inc()
+            log.warning("%s stalled (%s): %s; re-creating it", self.label, reason, detail)
+        self.failing = f"{reason}: {detail}"
+
+    def ok(self) -> None:
+        if self.failing is not None:
+            log.warning("%s re-created and taking work again", self.label)
+        self.failing = None
+
+    def register(self) -> Liveness:
+        LIVENESS.add(self)
+        return self
+
+    def unregister(self) -> None:
+        LIVENESS.discard(self)
+
+
+LIVENESS: set[Liveness] = set()
+"""The consumers and responders serving in this process now."""
+
+
+def liveness_results() -> dict[str, str]:
+    """`<kind> <name>` -> "ok" or why it fails (the worst of several of the same name)."""
+    out: dict[str, str] = {}
+    for live in sorted(LIVENESS, key=lambda lv: lv.failing is None):
+        out.setdefault(live.label, "ok" if live.failing is None else f"stalled: {live.failing}")
+    return out
+
+
+class _LivenessCollector(Collector):
+    def collect(self) -> Any:
+        failing = GaugeMetricFamily(
+            "runloom_subscription_failing",
+            "1 while a consumer or responder is stalled and not yet re-created, by kind and name",
+            labels=["kind", "name"],
+        )
+        seen: dict[tuple[str, str], int] = {}
+        for live in list(LIVENESS):
+            key = (live.kind, live.name)
+            seen[key] = max(seen.get(key, 0), int(live.failing is not None))
+        for (kind, name), value in sorted(seen.items()):
+            failing.add_metric([kind, name], value)
+        yield failing
+
+
+REGISTRY.register(_LivenessCollector())
+
+
+class _TasksCollector(Collector):
+    """`runloom_asyncio_tasks`: the tasks of the event loop the scrape runs on (the service's:
+    its management port serves on it), so a soak sees tasks that pile up."""
+
+    def collect(self) -> Any:
+        tasks = GaugeMetricFamily(
+            "runloom_asyncio_tasks", "Asyncio tasks alive in the process's event loop"
+        )
+        with contextlib.suppress(RuntimeError):  # no running loop in this thread: no sample
+            tasks.add_metric([], len(asyncio.all_tasks()))
+        yield tasks
+
+
+REGISTRY.register(_TasksCollector())
 
 
 def nats_check(nc: Any) -> Check:
@@ -160,6 +260,9 @@ class ManagementServer:
             return 200, b'{"status":"ok"}\n', "application/json"
         if path == "/readyz":
             ok, results = await run_checks(self.checks)
+            live = liveness_results()
+            results.update(live)
+            ok = ok and all(v == "ok" for v in live.values())
             if not self.started:
                 ok, results = False, {"service": "starting", **results}
             body = json.dumps({"status": "ready" if ok else "not ready", "checks": results})

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from runloom.contracts.types import ARTIFACT_ID, DOCUMENT_ID, RUN_ID, InvalidValue
+from runloom.runtime.eventlog import StoreUnavailable, is_store_full
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -123,6 +124,24 @@ def bus_unavailable(what: str = "The event store did not answer in time") -> Pro
     return problem
 
 
+STORE_FULL_RETRY_AFTER_S = 30
+"""Retry-After (seconds) on a 503 for a full event store: space comes back when an operator
+frees it or old events age out, not within a second."""
+
+
+def store_full() -> Problem:
+    problem = Problem(
+        503,
+        "Service Unavailable",
+        "The event store is full: nothing was stored and no run was created. Running runs "
+        "are paused until space is back, and nothing already acknowledged is lost. Retry in "
+        f"{STORE_FULL_RETRY_AFTER_S} s (with the same Idempotency-Key); operators: see the "
+        "README's 'When the disk fills'.",
+    )
+    problem.headers["Retry-After"] = str(STORE_FULL_RETRY_AFTER_S)
+    return problem
+
+
 def not_found(what: str, ident: str) -> Problem:
     return Problem(404, "Not Found", f"No {what} {ident!r} exists for this API key's tenant.")
 
@@ -161,10 +180,12 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return exc.response(request.url.path)
 
-    for error in BUS_UNAVAILABLE:
+    for error in (*BUS_UNAVAILABLE, StoreUnavailable):
 
         @app.exception_handler(error)
         async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            if is_store_full(exc):
+                return store_full().response(request.url.path)
             return bus_unavailable().response(request.url.path)
 
     for error in DATABASE_UNAVAILABLE:
