@@ -32,7 +32,7 @@ from runloom.devkit.embedded import (
 from runloom.devkit.testing import orphaned_postgres_folder
 from runloom.gateway.store.tenants import hash_key
 
-SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
+SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1", "webhooks-1")
 
 
 @dataclass
@@ -62,9 +62,9 @@ class UpProcess:
             "RUNLOOM_NATS_PORT": str(ports.nats),
             "RUNLOOM_POSTGRES_PORT": str(ports.postgres),
             "RUNLOOM_GATEWAY_PORT": str(ports.gateway),
-            # The management ports (four, eight with --cluster) follow this one (not the
+            # The management ports (five, ten with --cluster) follow this one (not the
             # default 19090: tests may run side by side).
-            "RUNLOOM_MANAGEMENT_PORT": str(free_ports(8)),
+            "RUNLOOM_MANAGEMENT_PORT": str(free_ports(2 * len(SERVICES))),
         }
         for external in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL"):
             self.env.pop(external, None)
@@ -214,8 +214,9 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     cmdlines = [" ".join(_cmdline(c)) for c in children]
     assert any("nats-server" in c for c in cmdlines), cmdlines
     assert any("postgres" in c for c in cmdlines), cmdlines
-    for service in ("gateway", "orchestrator", "deliverables", "billing"):
+    for service in ("gateway", "orchestrator", "deliverables", "billing", "webhooks"):
         assert any(f"runloom.{service}" in c for c in cmdlines), (service, cmdlines)
+    assert "webhooks: http:// URLs and loopback targets allowed (local development" in out
 
     assert up.interrupt() == 0
     _gone, alive = psutil.wait_procs(children, timeout=5)

@@ -398,7 +398,10 @@ class Up:
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
             "RUNLOOM_DEFAULT_CORPUS_TENANTS": DEV_TENANT,
+            # Local development: webhooks may go to http:// and loopback (never in production).
+            "RUNLOOM_WEBHOOKS_ALLOW_LOCAL": "true",
         }
+        say("webhooks: http:// URLs and loopback targets allowed (local development only)")
         for replica in range(1, self.replicas + 1):
             for service in SERVICES:
                 own = dict(env)

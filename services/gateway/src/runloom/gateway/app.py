@@ -10,7 +10,8 @@ served by `_streaming`) into the archive and the runs read model; each followed 
 `clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
 Asks (request/reply): billing for budgets and usage (`billing.budget.*`, `billing.usage.*`), the
 orchestrator for the corpus (`corpus.*`), deliverables for jobs no event announced
-(`deliverables.run|artifact`). Its tables (schema `gateway`): runs, the event archive, the
+(`deliverables.run|artifact`), the webhooks service for endpoints and deliveries
+(`webhooks.*`). Its tables (schema `gateway`): runs, the event archive, the
 deliverables read model, tenants and keys.
 """
 
@@ -35,6 +36,7 @@ from runloom.gateway.routes import (
     health,
     runs,
     usage,
+    webhooks,
 )
 from runloom.gateway.state import GatewayState
 from runloom.gateway.store import archive
@@ -59,6 +61,7 @@ FEATURES: list[ModuleType] = [
     documents,
     deliverables,
     usage,
+    webhooks,
     console,
     agui,
 ]
