@@ -498,3 +498,36 @@ async def test_a_queued_run_shows_its_place_and_why_then_starts(
     await banner.wait_for(state="detached")
     assert (await status(page)) == "Running"
     same_as_history(await rows(page), await history(platform, run_id))
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+@pytest.mark.platform_services("gateway", "webhooks")
+@pytest.mark.platform_env(RUNLOOM_WEBHOOKS_ALLOW_LOCAL="true")
+async def test_the_webhooks_page_lists_endpoints_and_their_deliveries(
+    page: Any, platform: Any
+) -> None:
+    from runloom.devkit.receiver import WebhookReceiver
+
+    async with WebhookReceiver(fail_first=1) as receiver:
+        hook = await api(
+            platform,
+            "POST",
+            "/v1/webhooks",
+            json={"url": receiver.url, "events": ["run.created"], "description": "console"},
+        )
+        # No orchestrator runs: the run stays created, and run.created is delivered all the same.
+        run = await api(platform, "POST", "/v1/runs", json={"question": QUESTION})
+        await receiver.wait_for(lambda r: len(r.ids()) == 1, timeout=30)
+        await page.goto(f"{platform.url}/#/webhooks")
+        row = page.locator(f"[data-webhook='{hook['id']}']")
+        await row.wait_for()
+        assert "enabled" in await row.inner_text()
+        await row.get_by_role("button", name=receiver.url).click()
+        delivery = page.locator("[data-testid=deliveries] tbody tr")
+        await delivery.first.wait_for()
+        text = await delivery.first.inner_text()
+        assert "run.created" in text and f"{run['id']} · 1" in text and "delivered" in text
+        assert re.search(r"\b2\b", text), text  # two attempts: the receiver failed the first
+        await shot(page, "webhooks")

@@ -7,7 +7,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 
 
 def find(objs: list[Obj], kind: str, name: str | None = None) -> list[Obj]:

@@ -1464,6 +1464,11 @@ export interface CreateWebhookRequest {
   events: Array<"clarification.requested" | "deliverable.failed" | "deliverable.ready" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started">;
   description?: string | null;
   run_id?: string | null;
+  /**
+   * Only check the URL (the reply is refused or empty): POST /v1/runs checks a run's
+   * webhook before it stores anything.
+   */
+  check_only?: boolean;
 }
 
 export interface CreateWebhookReply {
@@ -1527,6 +1532,17 @@ export interface RotateWebhookSecretReply {
   /** Absent when the tenant has no such endpoint. */
   endpoint?: WebhookEndpoint | null;
   secret?: string | null;
+}
+
+/** Enable a disabled endpoint again: what is pending for it goes out from now on. */
+export interface EnableWebhookRequest {
+  tenant_id: string;
+  endpoint_id: string;
+}
+
+export interface EnableWebhookReply {
+  /** Absent when the tenant has no such endpoint. */
+  endpoint?: WebhookEndpoint | null;
 }
 
 export interface ListDeliveriesRequest {

@@ -45,12 +45,15 @@ async def serving(js: Any, pool: Any, retry: RetryPolicy) -> AsyncIterator[Runni
         asyncio.create_task(consumer.serve(intake.consumer(), js, stop)),
         asyncio.create_task(dispatcher.run(stop)),
     ]
+    running = Running(store, Management(store, policy), f"t-{uuid.uuid4().hex[:10]}", stop)
     try:
-        yield Running(store, Management(store, policy), f"t-{uuid.uuid4().hex[:10]}", stop)
+        yield running
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
         await sender.close()
+        # Nothing of this test's tenant is left pending for a later test's service to try.
+        await pool.execute("DELETE FROM webhook_endpoints WHERE tenant_id = $1", running.tenant)
 
 
 @pytest.fixture

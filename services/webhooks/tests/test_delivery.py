@@ -13,6 +13,7 @@ from runloom.contracts.ids import new_id
 from runloom.contracts.webhooks import (
     WEBHOOK_EVENT_TYPES,
     CreateWebhookRequest,
+    EnableWebhookRequest,
     ListDeliveriesRequest,
     ListWebhooksRequest,
     RedeliverRequest,
@@ -67,11 +68,16 @@ async def test_a_failing_receiver_gets_every_event_verified_in_order_once(js, ru
         assert {b["event_id"] for b in done} == {events[-1].id for events in history.values()}
         assert done[0]["type"] == "run.completed" and done[0]["data"] == {"summary": "done"}
 
-        listed = await running.management.deliveries(
-            ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=everything.endpoint.id)
-        )
-        assert listed.found and len(listed.deliveries) == len(expected)
-        assert all(d.status == "delivered" for d in listed.deliveries)
+        # The receiver has answered 2xx; the service records each answer right after it.
+        ask = ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=everything.endpoint.id)
+        deadline = time.monotonic() + 20
+        while True:
+            listed = await running.management.deliveries(ask)
+            assert listed.found and len(listed.deliveries) == len(expected)
+            if all(d.status == "delivered" for d in listed.deliveries):
+                break
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(0.05)
         assert max(d.attempts for d in listed.deliveries) > 1
 
 
@@ -160,3 +166,40 @@ async def test_an_endpoint_failing_for_long_is_disabled_with_the_reason(js, pool
         tried = len(receiver.requests)
         await asyncio.sleep(0.5)  # a disabled endpoint gets nothing more (nothing to await)
         assert len(receiver.requests) == tried
+
+        receiver.fail_first = 0  # the endpoint is fixed: enabled again, what waited goes
+        enabled = await running.management.enable(
+            EnableWebhookRequest(tenant_id=running.tenant, endpoint_id=created.endpoint.id)
+        )
+        assert enabled.endpoint.status == "enabled" and enabled.endpoint.disabled_reason is None
+        await receiver.wait_for(lambda r: len(r.ids()) == 2, timeout=20)
+        assert [b["type"] for b in verified(receiver, [created.secret])] == [
+            "run.created",
+            "run.started",
+        ]
+
+
+async def test_settled_deliveries_are_forgotten_after_their_time_pending_ones_never(
+    js, pool, running
+) -> None:
+    async with WebhookReceiver(answer=lambda n: 204 if n == 0 else 503) as receiver:
+        created = await register(running, receiver.url, ["run.created"])
+        await runs(js, running.tenant, 2)  # the first is delivered, the second keeps failing
+        request = ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=created.endpoint.id)
+        deadline = time.monotonic() + 20
+        while True:
+            listed = (await running.management.deliveries(request)).deliveries
+            if sorted(d.status for d in listed) == ["delivered", "pending"] and all(
+                d.attempts for d in listed
+            ):
+                break
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(0.05)
+        await pool.execute(
+            "UPDATE webhook_deliveries SET created_at = created_at - interval '30 days'"
+            " WHERE endpoint_id = $1",
+            created.endpoint.id,
+        )
+        assert await running.store.forget(14 * 86400.0) == 1
+        [left] = (await running.management.deliveries(request)).deliveries
+        assert left.status == "pending"

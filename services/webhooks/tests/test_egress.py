@@ -164,3 +164,15 @@ async def test_ip_literals_and_loopback_urls_never_reach_the_network_in_producti
     finally:
         await sender.close()
     assert inner.asked == []
+
+
+async def test_a_host_that_does_not_resolve_in_time_is_refused_as_unresolvable() -> None:
+    import asyncio
+
+    async def silent(host: str, port: int) -> list[str]:
+        await asyncio.Event().wait()  # a resolver that never answers
+        return []
+
+    with pytest.raises(Refused) as refused:
+        await EgressPolicy(resolve=silent, resolve_timeout_s=0.05).admit("https://slow.example/")
+    assert refused.value.kind == "unresolvable" and "0.05 s" in refused.value.detail

@@ -51,6 +51,8 @@ from runloom.contracts.webhooks import (
     CreateWebhookRequest,
     DeleteWebhookReply,
     DeleteWebhookRequest,
+    EnableWebhookReply,
+    EnableWebhookRequest,
     ListDeliveriesReply,
     ListDeliveriesRequest,
     ListWebhooksReply,
@@ -171,6 +173,10 @@ WEBHOOKS_ROTATE = Operation(
     RotateWebhookSecretReply, "webhooks", "The webhooks service rotates an endpoint's secret.",
     _WEBHOOKS_S,
 )  # fmt: skip
+WEBHOOKS_ENABLE = Operation(
+    "webhooks", "enable", subjects.WEBHOOKS_ENABLE, EnableWebhookRequest, EnableWebhookReply,
+    "webhooks", "The webhooks service enables a disabled endpoint again.", _WEBHOOKS_S,
+)  # fmt: skip
 WEBHOOKS_DELIVERIES = Operation(
     "webhooks", "deliveries", subjects.WEBHOOKS_DELIVERIES, ListDeliveriesRequest,
     ListDeliveriesReply, "webhooks", "The webhooks service lists an endpoint's deliveries.",
@@ -214,6 +220,7 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     WEBHOOKS_LIST,
     WEBHOOKS_DELETE,
     WEBHOOKS_ROTATE,
+    WEBHOOKS_ENABLE,
     WEBHOOKS_DELIVERIES,
     WEBHOOKS_REDELIVER,
     *ERASE.values(),

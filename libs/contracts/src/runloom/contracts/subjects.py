@@ -68,6 +68,7 @@ WEBHOOKS_CREATE = "webhooks.endpoint.create"
 WEBHOOKS_LIST = "webhooks.endpoint.list"
 WEBHOOKS_DELETE = "webhooks.endpoint.delete"
 WEBHOOKS_ROTATE = "webhooks.endpoint.rotate"
+WEBHOOKS_ENABLE = "webhooks.endpoint.enable"
 WEBHOOKS_DELIVERIES = "webhooks.deliveries.list"
 WEBHOOKS_REDELIVER = "webhooks.deliveries.redeliver"
 

@@ -187,6 +187,9 @@ class CreateWebhookRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     events: list[WebhookEventType]
     description: str | None = None
     run_id: RunId | None = None
+    check_only: bool = False
+    """Only check the URL (the reply is refused or empty): POST /v1/runs checks a run's
+    webhook before it stores anything."""
 
 
 class CreateWebhookReply(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -233,6 +236,18 @@ class RotateWebhookSecretReply(msgspec.Struct, kw_only=True, omit_defaults=True)
     endpoint: WebhookEndpoint | None = None
     """Absent when the tenant has no such endpoint."""
     secret: str | None = None
+
+
+class EnableWebhookRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Enable a disabled endpoint again: what is pending for it goes out from now on."""
+
+    tenant_id: str
+    endpoint_id: str
+
+
+class EnableWebhookReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    endpoint: WebhookEndpoint | None = None
+    """Absent when the tenant has no such endpoint."""
 
 
 class WebhookDelivery(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -294,6 +309,8 @@ MANAGEMENT_TYPES: dict[str, type[msgspec.Struct]] = {
     "DeleteWebhookReply": DeleteWebhookReply,
     "RotateWebhookSecretRequest": RotateWebhookSecretRequest,
     "RotateWebhookSecretReply": RotateWebhookSecretReply,
+    "EnableWebhookRequest": EnableWebhookRequest,
+    "EnableWebhookReply": EnableWebhookReply,
     "ListDeliveriesRequest": ListDeliveriesRequest,
     "ListDeliveriesReply": ListDeliveriesReply,
     "RedeliverRequest": RedeliverRequest,

@@ -87,6 +87,9 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             retention=js_api.RetentionPolicy.LIMITS,
             max_age=settings.events_max_age_s,
+            max_bytes=settings.events_max_bytes,
+            # Full: refuse the append (StoreFull, a 503 to clients), never drop stored events.
+            discard=js_api.DiscardPolicy.NEW,
             duplicate_window=settings.duplicate_window_s,
             num_replicas=r,
             allow_direct=True,

@@ -10,7 +10,8 @@ served by `_streaming`) into the archive and the runs read model; each followed 
 `clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
 Asks (request/reply): billing for budgets and usage (`billing.budget.*`, `billing.usage.*`), the
 orchestrator for the corpus (`corpus.*`), deliverables for jobs no event announced
-(`deliverables.run|artifact`). Its tables (schema `gateway`): runs, the event archive, the
+(`deliverables.run|artifact`), the webhooks service for endpoints and deliveries
+(`webhooks.*`). Its tables (schema `gateway`): runs, the event archive, the
 deliverables read model, tenants and keys.
 """
 
@@ -36,6 +37,7 @@ from runloom.gateway.routes import (
     lifecycle,
     runs,
     usage,
+    webhooks,
 )
 from runloom.gateway.state import GatewayState
 from runloom.gateway.store import archive
@@ -43,7 +45,7 @@ from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
-from runloom.runtime.metrics import consumer_gauges
+from runloom.runtime.metrics import consumer_gauges, storage_gauges
 from runloom.runtime.telemetry import replica_suffix
 from starlette.middleware.errors import ServerErrorMiddleware
 
@@ -60,6 +62,7 @@ FEATURES: list[ModuleType] = [
     documents,
     deliverables,
     usage,
+    webhooks,
     console,
     agui,
     lifecycle,
@@ -123,6 +126,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.STREAMING.hub = state.streaming.hub
         management.add_scrape_hook(metrics.archive_lag(js))
         management.add_scrape_hook(consumer_gauges(js, subjects.RUN_EVENTS_STREAM, archive.DURABLE))
+        management.add_scrape_hook(
+            storage_gauges(
+                js,
+                (
+                    subjects.RUN_EVENTS_STREAM,
+                    subjects.COMMANDS_STREAM,
+                    subjects.JOBS_STREAM,
+                    subjects.DLQ_STREAM,
+                ),
+            )
+        )
         management.started = True
         try:
             yield

@@ -50,7 +50,7 @@ from runloom.contracts.types import (
     check_text,
     rfc3339_or_none,
 )
-from runloom.gateway import _cursor, quotas, waiting
+from runloom.gateway import _cursor, _webhooks, quotas, waiting
 from runloom.gateway._history import Frame
 from runloom.gateway._params import JsonObject, NonBlankText, StorableText, Usd, text
 from runloom.gateway._sse import SSEResponse, frames
@@ -111,6 +111,14 @@ class RunIn(BaseModel):
                 )
             value = {**value, "deliverables": list(dict.fromkeys(kinds))}
         return value
+
+    webhook: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=_webhooks.MAX_URL_CHARS,
+        description="An https URL that gets this run's events (run.*, clarification.requested, "
+        "deliverable.*) as signed webhooks; the answer's `webhook.secret` verifies them.",
+    )
 
 
 class CancelIn(BaseModel):
@@ -261,6 +269,8 @@ class Created:
     """The run's read-model row."""
     replay: bool
     """True when an earlier request with the same Idempotency-Key made the run."""
+    webhook: dict[str, Any] | None = None
+    """The run's own webhook endpoint (`id`, `url`, `secret`), when the request named one."""
 
     @property
     def run_id(self) -> str:
@@ -274,7 +284,9 @@ async def create_run(
 
     Everything is validated before the first write. The writes go in an order a retry with
     the same key completes: key, `run.created`, then the read-model row and the start command.
-    A tenant whose queue is full gets 429 before anything is written."""
+    A tenant whose queue is full gets 429 before anything is written. A `webhook` URL is
+    checked first too; the run's endpoint is made before `run.created`."""
+    await _webhooks.check_run_webhook(state, who, body.webhook)
     quota = await quotas.admit_run(state.pool, who.tenant_id, idempotency_key)
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
@@ -316,6 +328,7 @@ async def create_run(
     # A replay finishes whatever the first request may not have (it may have crashed).
     if not replay:
         state.log.expect_new(run_id)  # a fresh id: no tail to read before the first append
+    hook = await _webhooks.for_run(state, who, run_id, body.webhook)  # before run.created
     if not (replay and await state.log.first(run_id) is not None):
         # One id per run: concurrent replays of the same key append it once.
         await state.log.append(run_id, who.tenant_id, created, event_id=derived_ulid(run_id))
@@ -328,7 +341,7 @@ async def create_run(
         raise
     # Already there (a replay, or the archive projected run.created first): read it.
     row = inserted if inserted is not None else await load_run(state, who, run_id)
-    return Created(row, replay)
+    return Created(row, replay, hook)
 
 
 async def _row_and_start(

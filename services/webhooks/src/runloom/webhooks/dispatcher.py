@@ -56,9 +56,12 @@ class Dispatcher:
             claimed: list[Claimed] = []
             try:
                 await self._refresh_floor()
+            except Exception as exc:  # NATS away: what is stored up to the last floor still goes
+                log.debug("intake ack floor unknown (%s); sending up to %d", exc, self.floor)
+            try:
                 free = self.options.concurrency - len(self.tasks)
                 claimed = await self.store.claim(self.floor, free, self.options.lease_s)
-            except Exception as exc:  # PostgreSQL or NATS away: try again next round
+            except Exception as exc:  # PostgreSQL away: try again next round
                 log.warning("webhook dispatch round failed: %s", exc)
             for c in claimed:
                 task = asyncio.create_task(self._attempt(c), name=f"webhook {c.id}")

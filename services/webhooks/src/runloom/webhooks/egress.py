@@ -84,6 +84,8 @@ class EgressPolicy:
     allow_local: bool = False
     """Local development: `http` and loopback addresses too."""
     resolve: Resolver = field(default=system_resolver, compare=False)
+    resolve_timeout_s: float = 3.0
+    """A host that does not resolve within this long is refused (unresolvable)."""
 
     def check_url(self, url: str) -> SplitResult:
         """The URL's parts if its form is acceptable; Refused("invalid_url") otherwise."""
@@ -140,7 +142,11 @@ class EgressPolicy:
 
     async def _resolve(self, host: str, port: int) -> list[str]:
         try:
-            found = await self.resolve(host, port)
+            async with asyncio.timeout(self.resolve_timeout_s):
+                found = await self.resolve(host, port)
+        except TimeoutError:
+            why = f"The host {host!r} did not resolve within {self.resolve_timeout_s:g} s."
+            raise Refused("unresolvable", why) from None
         except (OSError, UnicodeError) as exc:
             why = f"The host {host!r} does not resolve ({exc})."
             raise Refused("unresolvable", why) from None

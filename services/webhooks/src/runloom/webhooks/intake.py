@@ -17,6 +17,7 @@ from runloom.contracts import subjects
 from runloom.contracts.events import Event, payload_of
 from runloom.contracts.webhooks import WEBHOOK_EVENT_TYPES, body_of
 from runloom.runtime.consumer import Consumer, Delivery
+from runloom.webhooks import metrics
 from runloom.webhooks.store import Pending, Store
 
 DURABLE = "webhooks"
@@ -84,5 +85,7 @@ class Intake:
                 Pending(e.id, ev.tenant_id, ev.id, ev.type, ev.run_id, ev.seq, stream_seq, raw)
                 for e in targets
             ]
-        if await self.store.enqueue(pending) and self.on_enqueued is not None:
+        stored = await self.store.enqueue(pending)
+        metrics.DELIVERIES.inc(stored)
+        if stored and self.on_enqueued is not None:
             self.on_enqueued()

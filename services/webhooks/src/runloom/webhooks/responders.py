@@ -13,6 +13,8 @@ from runloom.contracts.webhooks import (
     CreateWebhookRequest,
     DeleteWebhookReply,
     DeleteWebhookRequest,
+    EnableWebhookReply,
+    EnableWebhookRequest,
     ListDeliveriesReply,
     ListDeliveriesRequest,
     ListWebhooksReply,
@@ -48,6 +50,7 @@ class Management:
             Route(operations.WEBHOOKS_LIST, self.list),
             Route(operations.WEBHOOKS_DELETE, self.delete),
             Route(operations.WEBHOOKS_ROTATE, self.rotate),
+            Route(operations.WEBHOOKS_ENABLE, self.enable),
             Route(operations.WEBHOOKS_DELIVERIES, self.deliveries),
             Route(operations.WEBHOOKS_REDELIVER, self.redeliver),
             Route(operations.ERASE["webhooks"], self.store.erase),
@@ -58,6 +61,8 @@ class Management:
             await self.policy.admit(req.url)
         except Refused as exc:
             return CreateWebhookReply(refused=exc.kind, detail=exc.detail)  # type: ignore[arg-type]
+        if req.check_only:
+            return CreateWebhookReply()
         stored = await self.store.create_endpoint(
             endpoint_id=req.endpoint_id,
             tenant_id=req.tenant_id,
@@ -90,6 +95,10 @@ class Management:
         if row is None:
             return RotateWebhookSecretReply()
         return RotateWebhookSecretReply(endpoint=endpoint_view(row), secret=secret)
+
+    async def enable(self, req: EnableWebhookRequest) -> EnableWebhookReply:
+        row = await self.store.enable(req.tenant_id, req.endpoint_id)
+        return EnableWebhookReply(endpoint=endpoint_view(row) if row is not None else None)
 
     async def deliveries(self, req: ListDeliveriesRequest) -> ListDeliveriesReply:
         rows = await self.store.deliveries(req.tenant_id, req.endpoint_id, req.limit, req.status)

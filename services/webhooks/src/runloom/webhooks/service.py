@@ -11,6 +11,7 @@ and deliveries. It imports no other service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class WebhooksOptions:
     """One attempt's bound: connect, send, and the first bytes of the answer."""
     rotation_grace_s: float = 24 * 3600.0
     """How long a rotated-out secret still signs."""
+    keep_s: float = 14 * 86400.0
+    """Delivered and failed deliveries are deleted this long after their event arrived."""
 
     @classmethod
     def from_env(cls) -> WebhooksOptions:
@@ -77,6 +80,7 @@ class WebhooksOptions:
             ),
             timeout_s=env_float("RUNLOOM_WEBHOOKS_TIMEOUT_S", 15.0),
             rotation_grace_s=env_float("RUNLOOM_WEBHOOKS_ROTATION_GRACE_S", 24 * 3600.0),
+            keep_s=env_float("RUNLOOM_WEBHOOKS_KEEP_S", 14 * 86400.0),
         )
 
 
@@ -88,6 +92,18 @@ def gauges(store: Store):  # type: ignore[no-untyped-def]
         metrics.ENDPOINTS_DISABLED.set(await store.disabled_count())
 
     return refresh
+
+
+async def forget(store: Store, keep_s: float, stop: asyncio.Event, every_s: float = 600) -> None:
+    """Delete settled deliveries past `keep_s`, every `every_s` seconds, until `stop`."""
+    while not stop.is_set():
+        try:
+            while await store.forget(keep_s) > 0:
+                pass
+        except Exception as exc:  # PostgreSQL away: next round
+            log.warning("webhook retention sweep failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
 async def main(ctx: ServiceContext, options: WebhooksOptions | None = None) -> None:
@@ -121,6 +137,7 @@ async def main(ctx: ServiceContext, options: WebhooksOptions | None = None) -> N
             name="intake",
         ),
         asyncio.create_task(dispatcher.run(ctx.stop), name="dispatcher"),
+        asyncio.create_task(forget(store, options.keep_s, ctx.stop), name="retention"),
     ]
     log.info("webhooks ready: intake consumer, dispatcher, responders in queue group %r", QUEUE)
     try:

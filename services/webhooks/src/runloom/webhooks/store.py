@@ -203,6 +203,25 @@ class Store:
             grace_s,
         )
 
+    async def enable(self, tenant_id: str, endpoint_id: str) -> Any | None:
+        """Enable an endpoint again: its failure streak starts over, and what is pending for it
+        is due now (each with a fresh retry window), in order."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL,"
+                " disabled_at = NULL, failing_since = NULL"
+                " WHERE id = $1 AND tenant_id = $2 RETURNING *",
+                endpoint_id,
+                tenant_id,
+            )
+            if row is not None:
+                await conn.execute(
+                    "UPDATE webhook_deliveries SET next_attempt_at = now(), first_attempt_at = NULL"
+                    " WHERE endpoint_id = $1 AND status = 'pending'",
+                    endpoint_id,
+                )
+            return row
+
     async def matching(self, tenant_ids: Sequence[str]) -> list[Endpoint]:
         rows = await self.pool.fetch(
             "SELECT id, tenant_id, events, run_id FROM webhook_endpoints"
@@ -216,31 +235,27 @@ class Store:
     # -- deliveries -------------------------------------------------------------------------
 
     async def enqueue(self, pending: Sequence[Pending]) -> int:
-        """Store deliveries to make (those already stored are left as they are)."""
+        """Store deliveries to make; returns how many were new (those already stored, from an
+        event delivered twice, are left as they are)."""
         if not pending:
             return 0
-        async with self.pool.acquire() as conn:
-            await conn.executemany(
-                "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id,"
-                " event_type, run_id, seq, stream_seq, body)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-                [
-                    (
-                        new_id("dlv"),
-                        p.endpoint_id,
-                        p.tenant_id,
-                        p.event_id,
-                        p.event_type,
-                        p.run_id,
-                        p.seq,
-                        p.stream_seq,
-                        p.body,
-                    )
-                    for p in pending
-                ],
-            )
-        return len(pending)
+        done = await self.pool.execute(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_id, event_type,"
+            " run_id, seq, stream_seq, body)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::bigint[], $8::bigint[], $9::bytea[])"
+            " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            [new_id("dlv") for _ in pending],
+            [p.endpoint_id for p in pending],
+            [p.tenant_id for p in pending],
+            [p.event_id for p in pending],
+            [p.event_type for p in pending],
+            [p.run_id for p in pending],
+            [p.seq for p in pending],
+            [p.stream_seq for p in pending],
+            [p.body for p in pending],
+        )
+        return int(done.rsplit(" ", 1)[-1])
 
     async def claim(self, floor: int, limit: int, lease_s: float) -> list[Claimed]:
         """Lease up to `limit` due heads whose event the intake is past (`floor`)."""
@@ -367,6 +382,18 @@ class Store:
             endpoint_id,
             tenant_id,
         )
+
+    async def forget(self, older_than_s: float, limit: int = 5000) -> int:
+        """Delete up to `limit` settled deliveries (delivered or failed) older than this; returns
+        how many. Pending ones are never dropped."""
+        done = await self.pool.execute(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+            " WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1)"
+            " LIMIT $2)",
+            older_than_s,
+            limit,
+        )
+        return int(done.rsplit(" ", 1)[-1])
 
     async def oldest_pending_age_s(self) -> float:
         """Age of the oldest delivery still pending for an enabled endpoint (0: none)."""

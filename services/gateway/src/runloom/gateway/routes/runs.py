@@ -42,7 +42,7 @@ async def create_run(
     api_only(who)
     created = await usecases.create_run(state, who, body, idempotency_key)
     return JSONResponse(
-        run_view(created.row),
+        run_view(created.row) | ({"webhook": created.webhook} if created.webhook else {}),
         status_code=200 if created.replay else 201,
         headers={"Location": f"/v1/runs/{created.run_id}"},
     )
