@@ -7,6 +7,9 @@ have none), on `RUNLOOM_MANAGEMENT_HOST:RUNLOOM_MANAGEMENT_PORT`:
   Gauges read from the servers (consumer pending, archive lag) are refreshed by the service's
   scrape hooks first, each bounded in time, so a scrape never hangs on a server that is away.
 - `/healthz`: the process is alive and its event loop answers.
+- `/debug/heap` (only with `RUNLOOM_TRACEMALLOC=<frames>`, which starts tracemalloc when the
+  process starts): the 25 call sites whose allocations grew most since the previous call (the
+  first call: since start), for finding what grows under a long load (`make soak`).
 - `/readyz`: the service said it is started (consumers running) and every check passes now
   (NATS connected and answering, PostgreSQL answering), and no consumer or responder of the
   process is stalled (`Liveness`); 503 with the failing check otherwise.
@@ -24,6 +27,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,6 +176,47 @@ async def run_checks(checks: dict[str, Check]) -> tuple[bool, dict[str, str]]:
     return all(v == "ok" for v in out.values()), out
 
 
+class HeapDiff:
+    """tracemalloc snapshots compared call to call (see `/debug/heap`)."""
+
+    def __init__(self) -> None:
+        self.previous: tracemalloc.Snapshot | None = None
+
+    def report(self, top: int = 25) -> str:
+        if not tracemalloc.is_tracing():
+            return "tracemalloc is off: start the process with RUNLOOM_TRACEMALLOC=<frames>\n"
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            (tracemalloc.Filter(False, tracemalloc.__file__),)
+        )
+        current, peak = tracemalloc.get_traced_memory()
+        lines = [f"traced {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB)"]
+        if self.previous is None:
+            stats = snapshot.statistics("traceback")[:top]
+            lines += [f"{s.size / 1024:9.1f} KiB {s.count:7d} blocks  " + _where(s) for s in stats]
+        else:
+            diff = snapshot.compare_to(self.previous, "traceback")[:top]
+            lines += [
+                f"{d.size_diff / 1024:+9.1f} KiB {d.count_diff:+7d} blocks "
+                f"(now {d.size / 1024:.1f} KiB)  " + _where(d)
+                for d in diff
+            ]
+        self.previous = snapshot
+        return "\n".join(lines) + "\n"
+
+
+def _where(stat: Any) -> str:
+    """The allocating line first, then its callers."""
+    frames = reversed(list(stat.traceback))  # tracemalloc lists the oldest frame first
+    return " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames)
+
+
+def start_tracing() -> None:
+    """tracemalloc from now on when RUNLOOM_TRACEMALLOC names a frame count (costly: for hunts)."""
+    frames = os.environ.get("RUNLOOM_TRACEMALLOC", "")
+    if frames.isdigit() and int(frames) > 0 and not tracemalloc.is_tracing():
+        tracemalloc.start(int(frames))
+
+
 class ManagementServer:
     """One process's management endpoints; `start()` binds, `close()` stops serving."""
 
@@ -183,6 +229,8 @@ class ManagementServer:
         self.started = False
         """Set by the service once its consumers run; /readyz is 503 before."""
         self._server: asyncio.Server | None = None
+        self.heap = HeapDiff()
+        start_tracing()
 
     def add_check(self, name: str, check: Check) -> None:
         self.checks[name] = check
@@ -258,6 +306,9 @@ class ManagementServer:
             return 200, encoder(self.registry), ctype
         if path == "/healthz":
             return 200, b'{"status":"ok"}\n', "application/json"
+        if path == "/debug/heap":
+            report = await asyncio.to_thread(self.heap.report)
+            return 200, report.encode(), "text/plain"
         if path == "/readyz":
             ok, results = await run_checks(self.checks)
             live = liveness_results()
