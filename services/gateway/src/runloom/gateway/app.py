@@ -34,6 +34,7 @@ from runloom.gateway.routes import (
     documents,
     events,
     health,
+    lifecycle,
     runs,
     usage,
     webhooks,
@@ -44,7 +45,7 @@ from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
-from runloom.runtime.metrics import consumer_gauges
+from runloom.runtime.metrics import consumer_gauges, storage_gauges
 from runloom.runtime.telemetry import replica_suffix
 from starlette.middleware.errors import ServerErrorMiddleware
 
@@ -64,6 +65,7 @@ FEATURES: list[ModuleType] = [
     webhooks,
     console,
     agui,
+    lifecycle,
 ]
 
 
@@ -124,6 +126,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.STREAMING.hub = state.streaming.hub
         management.add_scrape_hook(metrics.archive_lag(js))
         management.add_scrape_hook(consumer_gauges(js, subjects.RUN_EVENTS_STREAM, archive.DURABLE))
+        management.add_scrape_hook(
+            storage_gauges(
+                js,
+                (
+                    subjects.RUN_EVENTS_STREAM,
+                    subjects.COMMANDS_STREAM,
+                    subjects.JOBS_STREAM,
+                    subjects.DLQ_STREAM,
+                ),
+            )
+        )
         management.started = True
         try:
             yield
