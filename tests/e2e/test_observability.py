@@ -198,6 +198,7 @@ def _assert_one_connected_trace(events: list[dict], spans: list[Span]) -> Span:
         hops.add((parent.service, s.service, s.name))
     for hop in (
         ("runloom-gateway", "runloom-orchestrator", "process cmd.run.start"),
+        ("runloom-orchestrator", "runloom-orchestrator", "process cmd.drive.run"),
         ("runloom-orchestrator", "runloom-billing", "process billing.reserve"),
         ("runloom-orchestrator", "runloom-billing", "process billing.commit"),
         ("runloom-orchestrator", "runloom-deliverables", "process job.deliverable.report"),
@@ -360,17 +361,18 @@ async def _taken_over(platform: Any, receiver: Receiver) -> None:
     # ...and linked to the attempt that died (the context its run.started was written in).
     dead = started[0]["trace"].split("-")
     assert (dead[1], dead[2]) in run_span.links
-    # The redelivered start command is not a child of its creation: a link to it.
+    # The redelivered drive command (the dispatcher handed the run out once) is not a child
+    # of its creation: a link to it.
     redelivered = next(
         s
         for s in receiver.all()
-        if s.name == "process cmd.run.start"
+        if s.name == "process cmd.drive.run"
         and s.instance == survivor
-        and s.attributes.get("messaging.message.id") == f"start-{run_id}"
+        and s.attributes.get("messaging.message.id") == f"drive-start-{run_id}-1"
     )
     assert redelivered.attributes["messaging.nats.message.delivery_count"] >= 2
     assert redelivered.trace_id != trace_id and not redelivered.parent
-    publish = next(s for s in spans if s.name == "publish cmd.run.start")
+    publish = next(s for s in spans if s.name == "publish cmd.drive.run")
     assert (publish.trace_id, publish.span_id) in redelivered.links
     assert (redelivered.trace_id, redelivered.span_id) in run_span.links
     # What the survivor did after taking over hangs together under its run span.

@@ -17,7 +17,7 @@ from conftest import OVERLAYS
 from k8s_manifests import SERVICES, containers, find, pod_labels, selects, workloads
 
 Obj = dict[str, Any]
-CLIENTS = (*SERVICES, "runloom-release")
+CLIENTS = (*SERVICES, "runloom-release", "runloom-backup")
 ALL = ("nats", *CLIENTS)
 
 INSIDE = {(c, "nats", 4222) for c in CLIENTS} | {("nats", "nats", 6222)}

@@ -1182,6 +1182,31 @@ export interface DeadLetter {
   time: DateTime;
 }
 
+/**
+ * Remove every row (and stored object) a service holds for some runs of a tenant, or for
+ *     the whole tenant; asked of each service on its own `erase.<service>` subject by the
+ *     erasure job (`runloom.runtime.erasure`). Idempotent: asked again, it removes nothing more.
+ *
+ *     `inventory` (the gateway only, asked first): revoke the tenant's API keys (whole tenant)
+ *     and answer the runs to erase in `EraseReply.run_ids`, removing nothing yet.
+ */
+export interface EraseRequest {
+  erasure_id: string;
+  tenant_id: string;
+  run_ids?: string[];
+  whole_tenant?: boolean;
+  inventory?: boolean;
+}
+
+export interface EraseReply {
+  /** What was removed: `<schema>.<table>` (rows) or `bucket:<name>` (objects) to a count. */
+  removed?: Record<string, number>;
+  /** Inventory: the runs of the request (every run of the tenant for a whole tenant). */
+  run_ids?: string[];
+  /** Inventory: those not ended yet. */
+  open_run_ids?: string[];
+}
+
 /** Store a document's extracted text (idempotent by `document_id`: a retry stores it once). */
 export interface AddDocumentRequest {
   document_id: string;

@@ -31,3 +31,15 @@ def test_a_tenant_back_from_idle_starts_at_the_clock_not_with_credit() -> None:
     picks, clock = pick(ts, 4, 100.0)
     assert picks == ["a", "b", "a", "b"]  # not B four times for the credit it did not use
     assert clock >= 100.0
+
+
+def test_a_tenant_arriving_while_another_fills_the_platform_gets_the_freed_slots_first() -> None:
+    # A holds all 8 slots with 400 more waiting; B asks 3: the next 3 slots that free are B's.
+    ts = tenants(a=(8, 400, 8, 1.0, 50.0), b=(0, 3, 8, 1.0, 0.0))
+    picks = []
+    clock = 50.0
+    for _ in range(5):  # one slot frees at a time (one of A's runs ends)
+        ts["a"].running -= 1
+        got, clock = pick(ts, 1, clock)
+        picks += got
+    assert picks == ["b", "b", "b", "a", "a"]

@@ -5,6 +5,7 @@ its parser with `func=<callable(args) -> int>`:
 - `up` (cli/up.py): start the whole platform on embedded defaults;
 - `ask`, `runs`, `watch`, `docs`, `usage` (cli/client.py): talk to the gateway over HTTP/SSE;
 - `webhooks` (cli/webhooks.py): the tenant's webhook endpoints and recent deliveries.
+- `backup`, `restore` (cli/lifecycle.py): a home's data, online backup and restore.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runloom.cli import client, up, webhooks
+from runloom.cli import client, lifecycle, up, webhooks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_parser(sub)
     client.add_parser(sub)
     webhooks.add_parser(sub)
+    lifecycle.add_parser(sub)
     return parser
 
 

@@ -282,6 +282,7 @@ def asyncapi() -> Schema:
         "orchestrator": "the orchestrator (which owns the corpus) answers on the request's inbox",
         "deliverables": "the deliverables service answers on the request's inbox",
         "webhooks": "the webhooks service answers on the request's inbox",
+        "gateway": "the gateway answers on the request's inbox",
     }
     for op in OPERATIONS:
         name, request, reply = op.name, op.request.__name__, op.reply.__name__

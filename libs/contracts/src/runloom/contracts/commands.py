@@ -275,6 +275,30 @@ class ArtifactReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """None: no such ready artifact of this tenant."""
 
 
+class EraseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Remove every row (and stored object) a service holds for some runs of a tenant, or for
+    the whole tenant; asked of each service on its own `erase.<service>` subject by the
+    erasure job (`runloom.runtime.erasure`). Idempotent: asked again, it removes nothing more.
+
+    `inventory` (the gateway only, asked first): revoke the tenant's API keys (whole tenant)
+    and answer the runs to erase in `EraseReply.run_ids`, removing nothing yet."""
+
+    erasure_id: str
+    tenant_id: str
+    run_ids: list[RunId] = []
+    whole_tenant: bool = False
+    inventory: bool = False
+
+
+class EraseReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    removed: dict[str, int] = {}
+    """What was removed: `<schema>.<table>` (rows) or `bucket:<name>` (objects) to a count."""
+    run_ids: list[RunId] = []
+    """Inventory: the runs of the request (every run of the tenant for a whole tenant)."""
+    open_run_ids: list[RunId] = []
+    """Inventory: those not ended yet."""
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -376,6 +400,8 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "ArtifactRequest": ArtifactRequest,
     "ArtifactReply": ArtifactReply,
     "DeadLetter": DeadLetter,
+    "EraseRequest": EraseRequest,
+    "EraseReply": EraseReply,
     "AddDocumentRequest": AddDocumentRequest,
     "AddDocumentReply": AddDocumentReply,
     "ListDocumentsRequest": ListDocumentsRequest,

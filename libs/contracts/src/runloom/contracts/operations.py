@@ -31,6 +31,8 @@ from runloom.contracts.commands import (
     CommitRequest,
     DeleteDocumentReply,
     DeleteDocumentRequest,
+    EraseReply,
+    EraseRequest,
     ListDocumentsReply,
     ListDocumentsRequest,
     ReleaseReply,
@@ -69,7 +71,7 @@ ReplyError = Literal["unavailable", "refused"]
 UNAVAILABLE: Final = "unavailable"
 """The `Runloom-Error` value of a request the answering service could not serve now."""
 
-Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks"]
+Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks", "gateway"]
 """The service that answers an operation (in its queue group: one replica per request)."""
 
 
@@ -77,7 +79,7 @@ Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks"]
 class Operation(Generic[Q, R]):
     """One request/reply subject and its contract."""
 
-    group: Literal["billing", "corpus", "deliverables", "webhooks"]
+    group: Literal["billing", "corpus", "deliverables", "webhooks", "erase"]
     verb: str
     subject: str
     request: type[Q]
@@ -185,6 +187,22 @@ WEBHOOKS_REDELIVER = Operation(
     "webhooks", "The webhooks service sends one delivery again.", _WEBHOOKS_S,
 )  # fmt: skip
 
+ERASE: dict[Answerer, Operation[EraseRequest, EraseReply]] = {
+    service: Operation(
+        "erase",
+        service,
+        subjects.erase(service),
+        EraseRequest,
+        EraseReply,
+        service,
+        f"The {service} service removes its own rows (and stored objects) of erased runs or "
+        "of a whole tenant (idempotent).",
+        60.0,  # a tenant's corpus is thousands of rows
+    )
+    for service in subjects.ERASE_SERVICES
+}
+"""`erase.<service>`: each service erases its own data (`runtime.erasure`)."""
+
 OPERATIONS: tuple[Operation[Any, Any], ...] = (
     BILLING_RESERVE,
     BILLING_COMMIT,
@@ -205,5 +223,6 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     WEBHOOKS_ENABLE,
     WEBHOOKS_DELIVERIES,
     WEBHOOKS_REDELIVER,
+    *ERASE.values(),
 )
 """Every request/reply operation, in the order the AsyncAPI document lists them."""

@@ -450,3 +450,18 @@ async def wait_usage(client: Any, run_id: str, calls: int, timeout: float = 20) 
             return r.json()  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, f"ledger did not reach {calls} calls: {r.text}"
         await asyncio.sleep(0.2)
+
+
+async def artifact_digests(client: Any, run_id: str) -> dict[str, str]:
+    """Download every artifact of the run (GET /v1/runs/{id}/deliverables, then each URL):
+    the sha256 hex of its bytes, by URL."""
+    import hashlib
+
+    listing = (await client.get(f"/v1/runs/{run_id}/deliverables")).json()
+    out: dict[str, str] = {}
+    for deliverable in listing["deliverables"]:
+        for art in deliverable["artifacts"]:
+            r = await client.get(art["url"])
+            assert r.status_code == 200, r.text
+            out[art["url"]] = hashlib.sha256(r.content).hexdigest()
+    return out

@@ -29,6 +29,7 @@ _NOUN: dict[Answerer, str] = {
     "orchestrator": "the orchestrator",
     "deliverables": "deliverables",
     "webhooks": "webhooks",
+    "gateway": "the gateway",
 }
 """How a failure names the answering service (a test checks every `Answerer` has one)."""
 

@@ -135,6 +135,7 @@ class Responders:
                 Route(ops.BILLING_BUDGET_SET, q.set_budget),
                 Route(ops.BILLING_USAGE_RUN, q.run_usage),
                 Route(ops.BILLING_USAGE_RANGE, q.usage_range),
+                Route(ops.ERASE["billing"], q.erase),
             ]
         return routes
 

@@ -26,11 +26,9 @@ from runloom.contracts.commands import (
     ListDocumentsReply,
     ListDocumentsRequest,
 )
-from runloom.contracts.operations import Operation
 from runloom.contracts.types import rfc3339
-from runloom.gateway.problems import Problem
+from runloom.gateway.problems import Problem, answer_of
 from runloom.runtime.config import env_float
-from runloom.runtime.request import RequestFailed, ask
 
 Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
@@ -56,16 +54,6 @@ def unavailable(why: str) -> Problem:
     return problem
 
 
-async def _ask(op: Operation[Q, R], nc: NATS, request: Q) -> R:
-    """The orchestrator's answer; a 503 the client can act on when there is none."""
-    try:
-        return await ask(nc, op, request)
-    except RequestFailed as failed:
-        if failed.retryable:
-            raise unavailable(failed.detail) from None
-        raise RuntimeError(f"{failed.detail} (the gateway's request)") from None
-
-
 async def add(
     nc: NATS, js: JetStreamContext, req: AddDocumentRequest, text: str
 ) -> AddDocumentReply:
@@ -78,17 +66,17 @@ async def add(
             await bucket.put(req.document_id, text.encode())
         except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(f"the upload bucket did not take the text: {exc!r}") from exc
-    return await _ask(ops.CORPUS_ADD, nc, req)
+    return await answer_of(nc, ops.CORPUS_ADD, req, unavailable)
 
 
 async def list_documents(nc: NATS, tenant_id: str, limit: int, offset: int) -> ListDocumentsReply:
     req = ListDocumentsRequest(tenant_id=tenant_id, limit=limit, offset=offset)
-    return await _ask(ops.CORPUS_LIST, nc, req)
+    return await answer_of(nc, ops.CORPUS_LIST, req, unavailable)
 
 
 async def delete(nc: NATS, tenant_id: str, document_id: str) -> bool:
     req = DeleteDocumentRequest(tenant_id=tenant_id, document_id=document_id)
-    reply = await _ask(ops.CORPUS_DELETE, nc, req)
+    reply = await answer_of(nc, ops.CORPUS_DELETE, req, unavailable)
     return reply.deleted
 
 

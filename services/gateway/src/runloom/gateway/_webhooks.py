@@ -21,10 +21,8 @@ from runloom.contracts.webhooks import (
     CreateWebhookRequest,
 )
 from runloom.gateway.auth import Principal
-from runloom.gateway.problems import Problem
+from runloom.gateway.problems import Problem, answer_of
 from runloom.gateway.state import GatewayState
-from runloom.runtime.request import RequestFailed
-from runloom.runtime.request import ask as request_op
 
 Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
@@ -46,12 +44,7 @@ def unavailable(why: str) -> Problem:
 
 async def ask(state: GatewayState, op: Operation[Q, R], request: Q) -> R:
     """The webhooks service's reply (the one requester); a 503 problem when there is none."""
-    try:
-        return await request_op(state.nc, op, request)
-    except RequestFailed as failed:
-        if failed.retryable:
-            raise unavailable(failed.detail) from None
-        raise RuntimeError(f"{failed.detail} (the gateway's request)") from None
+    return await answer_of(state.nc, op, request, unavailable)
 
 
 def refused(reply: CreateWebhookReply, field: str = "url") -> Problem:

@@ -34,6 +34,7 @@ from runloom.gateway.routes import (
     documents,
     events,
     health,
+    lifecycle,
     runs,
     usage,
     webhooks,
@@ -64,6 +65,7 @@ FEATURES: list[ModuleType] = [
     webhooks,
     console,
     agui,
+    lifecycle,
 ]
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncpg.exceptions
+import msgspec
 import nats.errors
 import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict
+from runloom.contracts.operations import Operation
 from runloom.contracts.types import ARTIFACT_ID, DOCUMENT_ID, RUN_ID, InvalidValue
 from runloom.runtime.eventlog import StoreUnavailable, is_store_full
+from runloom.runtime.request import RequestFailed, ask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -111,6 +116,24 @@ connections): also a 503 with Retry-After."""
 RETRY_AFTER_S = 1
 """Retry-After (seconds) on a 503 for a bus that is away: a cluster elects a new stream
 leader, and a client moves to another server, within a few seconds."""
+
+
+Q = TypeVar("Q", bound=msgspec.Struct)
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+async def answer_of(
+    nc: NATS, op: Operation[Q, R], request: Q, unavailable: Callable[[str], Problem]
+) -> R:
+    """The reply to one request/reply operation (the one requester); `unavailable(why)`, a 503
+    with Retry-After, when no reply came that a retry may bring. A refusal is a bug on the
+    gateway's side (it sent what the contract forbids): a 500 that names it."""
+    try:
+        return await ask(nc, op, request)
+    except RequestFailed as failed:
+        if failed.retryable:
+            raise unavailable(failed.detail) from None
+        raise RuntimeError(f"{failed.detail} (the gateway's request)") from None
 
 
 def bus_unavailable(what: str = "The event store did not answer in time") -> Problem:

@@ -66,8 +66,9 @@ from runloom.gateway.problems import (
 )
 from runloom.gateway.state import GatewayState, streaming
 from runloom.gateway.store import archive
+from runloom.gateway.store import erasure as erasure_store
 from runloom.gateway.store.archive import title_of
-from runloom.runtime import bus
+from runloom.runtime import bus, erasure
 from runloom.runtime.eventlog import RunClosed, Tail
 from runloom.runtime.runstate import fold
 
@@ -635,3 +636,43 @@ async def page_events(
         tail = await state.log.tail(run_id)
         done = tail.terminal is not None and tail.run_seq <= after_seq
     return {"events": items, "next_cursor": next_cursor, "done": done}
+
+
+# -- erasure and retention ----------------------------------------------------------------------
+
+
+async def erase_run(state: GatewayState, who: Principal, run_id: str) -> dict[str, Any]:
+    """Erase the tenant's own ended run everywhere, as one resumable erasure job
+    (`runtime.erasure`); 409 while it goes on, 503 (the job recorded) if a service is away."""
+    row = await load_run(state, who, run_id)
+    if row["status"] not in erasure_store.ENDED:
+        raise Problem(
+            409,
+            "Run still going",
+            f"Run {run_id} is {row['status']}: cancel it (POST /v1/runs/{run_id}/cancel), "
+            "wait for run.cancelled, then delete it.",
+        )
+    job = await erasure.Erasure.open(state.nc, state.js, who.tenant_id, run_ids=[run_id])
+    try:
+        done = await job.run()
+    except erasure.ErasureError as exc:
+        problem = Problem(
+            503,
+            "Erasure not finished",
+            f"{exc}. The erasure is recorded; DELETE the run again to finish it.",
+        )
+        problem.headers["Retry-After"] = "5"
+        raise problem from None
+    return {"run_id": run_id, "erasure_id": done.erasure_id, "removed": done.removed}
+
+
+async def retention_policy(state: GatewayState, who: Principal) -> dict[str, Any]:
+    """The tenant's retention policy, in words too."""
+    days = await erasure_store.retention_days(state.pool, who.tenant_id)
+    return {
+        "tenant_id": who.tenant_id,
+        "keep_days": days,
+        "policy": "keep" if days is None else f"delete runs ended more than {days} days ago",
+        "applies_to": "ended runs: their events, archive, read models, deliverables and "
+        "artifacts; the month's spend is kept in aggregate for billing",
+    }

@@ -11,8 +11,9 @@ tenants, cluster-wide, each handed out once.
 - **Dispatch** (any replica; one at a time, under a transaction-scoped advisory lock): while
   the platform has a free slot (the live replicas' slots in `dispatch_slots`, less the rows
   handed out), pick among tenants with a waiting run and room under their concurrent runs the
-  one with the smallest virtual time (stride scheduling: each dispatch adds 1/weight; a tenant
-  back from idle starts at the clock, not with banked credit), take its oldest waiting run,
+  one holding the fewest slots for its weight, then the one with the smallest virtual time
+  (stride scheduling: each dispatch adds 1/weight; a tenant back from idle starts at the
+  clock, not with banked credit), take its oldest waiting run,
   publish `cmd.drive.run` with a message id per dispatch (`drive-<the queuing command's
   id>-<n>`), mark the row handed out, commit.
 - **Drive** (durable `orchestrator-drive`, `cmd.drive.>`): as before the queue, the owner
@@ -41,13 +42,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from nats.js.errors import NotFoundError
+from opentelemetry import context as otel_context
 from runloom.contracts import subjects
 from runloom.contracts.commands import DispatchPolicy, DriveRun, ResumeRun, StartRun
-from runloom.contracts.events import RunQueued
+from runloom.contracts.events import TERMINAL_TYPES, RunQueued, decode_event
 from runloom.contracts.kinds import QueueReason
 from runloom.orchestrator import metrics
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.telemetry import context_from_traceparent, current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ SLOTS_TTL_S = 10.0
 ANNOUNCE_AFTER_S = 0.5
 """A run waits this long before `run.queued` is written (most runs start sooner)."""
 ANNOUNCE_BATCH = 200
+REAP_EVERY_S = 15.0
+REAP_AFTER_S = 60.0
+"""A run handed out this long ago whose log has ended no longer holds a slot."""
 
 
 @dataclass
@@ -75,22 +82,25 @@ class _Tenant:
 def pick(tenants: dict[str, _Tenant], free: int, clock: float) -> tuple[list[str], float]:
     """Weighted round-robin: the tenants whose runs start next, in order, for `free` slots.
 
-    Pure (it updates the given tenants' counters and virtual times): the tenant with a waiting
-    run and room under its limit whose virtual time (at least the clock) is smallest goes next
-    and moves on by 1/weight. Returns the picks and the new clock."""
+    Pure (it updates the given tenants' counters and virtual times). Among tenants with a
+    waiting run and room under their limit, the one holding the fewest slots for its weight
+    goes next (a tenant arriving while another fills the platform gets the slots that free up
+    until it holds its share), then the one whose virtual time (at least the clock) is
+    smallest; each pick moves the tenant on by 1/weight. With backlogs on both sides this
+    alternates by weight. Returns the picks and the new clock."""
     picks: list[str] = []
     while free > 0 and len(picks) < BATCH:
         eligible = [
-            (max(t.pass_, clock), tid)
+            (t.running / t.weight, max(t.pass_, clock), tid)
             for tid, t in tenants.items()
             if t.waiting and t.running < t.limit
         ]
         if not eligible:
             break
-        start, tid = min(eligible)
+        _, start, tid = min(eligible)
         t = tenants[tid]
         t.pass_ = start + 1.0 / t.weight
-        clock = start
+        clock = max(clock, start)
         t.running += 1
         t.waiting -= 1
         t.picked += 1
@@ -135,16 +145,19 @@ class Dispatcher:
                 )
             # A resume for a run that holds its slot (it is still pausing): queue it again
             # when that drive ends.
+            requeue = "$4 AND run_queue.dispatched_at IS NOT NULL"
             await conn.execute(
-                "INSERT INTO run_queue(run_id, tenant_id, command_id) VALUES ($1, $2, $3)"
-                " ON CONFLICT (run_id) DO UPDATE SET"
-                " again = run_queue.again OR ($4 AND run_queue.dispatched_at IS NOT NULL),"
-                " command_id = CASE WHEN $4 AND run_queue.dispatched_at IS NOT NULL"
-                " THEN EXCLUDED.command_id ELSE run_queue.command_id END",
+                "INSERT INTO run_queue(run_id, tenant_id, command_id, trace)"
+                " VALUES ($1, $2, $3, $5) ON CONFLICT (run_id) DO UPDATE SET"
+                f" again = run_queue.again OR ({requeue}),"
+                f" command_id = CASE WHEN {requeue} THEN EXCLUDED.command_id"
+                " ELSE run_queue.command_id END,"
+                f" trace = CASE WHEN {requeue} THEN EXCLUDED.trace ELSE run_queue.trace END",
                 cmd.run_id,
                 cmd.tenant_id,
                 cmd.command_id,
                 isinstance(cmd, ResumeRun),
+                current_traceparent(),
             )
         self.wake.set()
 
@@ -168,6 +181,7 @@ class Dispatcher:
             asyncio.create_task(self._every(stop, 2.0, self._renew_slots)),
             asyncio.create_task(self._dispatch_loop(stop)),
             asyncio.create_task(self._every(stop, 1.0, self.announce)),
+            asyncio.create_task(self._every(stop, REAP_EVERY_S, self.reap)),
         ]
         try:
             await stop.wait()
@@ -282,17 +296,22 @@ class Dispatcher:
         for row in rows:
             n = row["dispatches"] + 1
             command_id = f"drive-{row['command_id']}-{n}"  # the same on a re-dispatch
-            await bus.publish(
-                self.js,
-                subjects.DRIVE_RUN,
-                DriveRun(
-                    command_id=command_id,
-                    run_id=row["run_id"],
-                    tenant_id=row["tenant_id"],
-                    causation_id=row["command_id"],
-                ),
-                msg_id=command_id,
-            )
+            # Published in the trace of the command that queued the run: the run stays one trace.
+            token = otel_context.attach(context_from_traceparent(row["trace"]))
+            try:
+                await bus.publish(
+                    self.js,
+                    subjects.DRIVE_RUN,
+                    DriveRun(
+                        command_id=command_id,
+                        run_id=row["run_id"],
+                        tenant_id=row["tenant_id"],
+                        causation_id=row["command_id"],
+                    ),
+                    msg_id=command_id,
+                )
+            finally:
+                otel_context.detach(token)
             await conn.execute(
                 "UPDATE run_queue SET dispatched_at=clock_timestamp(), dispatches=$2"
                 " WHERE run_id=$1",
@@ -301,6 +320,35 @@ class Dispatcher:
             )
             metrics.DISPATCH_WAIT.labels(row["tenant_id"]).observe(float(row["waited"]))
         return len(rows)
+
+    async def reap(self) -> int:
+        """Free the slots of runs handed out long ago that have ended without their drive
+        saying so (e.g. a drive command set apart as poison); returns how many."""
+        rows = await self.pool.fetch(
+            "SELECT run_id FROM run_queue WHERE dispatched_at < now() - make_interval(secs => $1)"
+            " ORDER BY dispatched_at LIMIT 100",
+            REAP_AFTER_S,
+        )
+        freed = 0
+        for row in rows:
+            try:
+                msg = await self.js.get_last_msg(
+                    subjects.RUN_EVENTS_STREAM, subjects.run_events(row["run_id"])
+                )
+            except NotFoundError:  # no event at all (or long gone): nothing to run
+                ended = True
+            else:
+                ended = decode_event(msg.data).type in TERMINAL_TYPES
+            if ended:
+                await self.pool.execute(
+                    "DELETE FROM run_queue WHERE run_id=$1 AND dispatched_at IS NOT NULL",
+                    row["run_id"],
+                )
+                freed += 1
+        if freed:
+            log.warning("freed %d slots of runs that ended without their drive saying so", freed)
+            self.wake.set()
+        return freed
 
     # -- run.queued ------------------------------------------------------------------------------
 
@@ -361,7 +409,7 @@ class Dispatcher:
 
 
 _WAITING = (
-    "SELECT run_id, tenant_id, command_id, dispatches,"
+    "SELECT run_id, tenant_id, command_id, dispatches, trace,"
     " extract(epoch FROM clock_timestamp() - enqueued_at) AS waited"
     " FROM run_queue WHERE dispatched_at IS NULL"
 )

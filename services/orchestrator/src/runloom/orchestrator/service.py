@@ -207,14 +207,7 @@ class Orchestrator:
                         reason="clarification_timeout",
                     ),
                     event_id=f"{run_id}:clarification-timeout",
-                    causation_id=next(
-                        (
-                            e.id
-                            for e in reversed(await self.log.events(run_id))
-                            if e.type == "clarification.requested"
-                        ),
-                        None,
-                    ),
+                    causation_id=state.clarifications[-1].event_id,  # the open question
                     check_existing=True,
                 )
                 return True

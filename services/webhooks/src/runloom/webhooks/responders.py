@@ -53,6 +53,7 @@ class Management:
             Route(operations.WEBHOOKS_ENABLE, self.enable),
             Route(operations.WEBHOOKS_DELIVERIES, self.deliveries),
             Route(operations.WEBHOOKS_REDELIVER, self.redeliver),
+            Route(operations.ERASE["webhooks"], self.store.erase),
         ]
 
     async def create(self, req: CreateWebhookRequest) -> CreateWebhookReply:

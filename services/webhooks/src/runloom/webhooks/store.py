@@ -21,9 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from runloom.contracts.commands import EraseReply, EraseRequest
 from runloom.contracts.ids import new_id
 from runloom.contracts.types import now
 from runloom.contracts.webhooks import WebhookDelivery, WebhookEndpoint
+from runloom.runtime import erasure
 from runloom.runtime.retry import Backoff
 from runloom.webhooks.sender import Attempt
 
@@ -117,10 +119,21 @@ def delivery_view(row: Any) -> WebhookDelivery:
     )
 
 
+ERASED_TABLES = (erasure.Owned("webhook_deliveries"), erasure.Owned("webhook_endpoints"))
+"""The webhooks' tables holding a tenant's data, in the order an erasure empties them."""
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool, retry: RetryPolicy | None = None) -> None:
         self.pool = pool
         self.retry = retry or RetryPolicy()
+
+    async def erase(self, req: EraseRequest) -> EraseReply:
+        """`erase.webhooks`: the endpoints and deliveries of the erased runs, or the tenant's."""
+        async with self.pool.acquire() as conn:
+            return EraseReply(
+                removed=await erasure.erase_rows(conn, "webhooks", ERASED_TABLES, req)
+            )
 
     # -- endpoints --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from runloom.contracts import operations as ops
-from runloom.contracts.types import rfc3339
+from runloom.contracts.types import rfc3339_or_none
 from runloom.contracts.webhooks import (
     DELIVERY_ID,
     WEBHOOK_EVENT_TYPES,
@@ -92,10 +92,6 @@ class RotateIn(BaseModel):
     )
 
 
-def _time(value: Any) -> str | None:
-    return rfc3339(value) if value is not None else None
-
-
 def endpoint_json(e: WebhookEndpoint) -> dict[str, Any]:
     return {
         "id": e.id,
@@ -105,10 +101,10 @@ def endpoint_json(e: WebhookEndpoint) -> dict[str, Any]:
         "run_id": e.run_id,
         "status": e.status,
         "disabled_reason": e.disabled_reason,
-        "disabled_at": _time(e.disabled_at),
-        "failing_since": _time(e.failing_since),
-        "previous_secret_expires_at": _time(e.previous_secret_expires_at),
-        "created_at": _time(e.created_at),
+        "disabled_at": rfc3339_or_none(e.disabled_at),
+        "failing_since": rfc3339_or_none(e.failing_since),
+        "previous_secret_expires_at": rfc3339_or_none(e.previous_secret_expires_at),
+        "created_at": rfc3339_or_none(e.created_at),
     }
 
 
@@ -123,10 +119,10 @@ def delivery_json(d: WebhookDelivery) -> dict[str, Any]:
         "attempts": d.attempts,
         "response_status": d.response_status,
         "last_error": d.last_error,
-        "last_attempt_at": _time(d.last_attempt_at),
-        "next_attempt_at": _time(d.next_attempt_at),
-        "delivered_at": _time(d.delivered_at),
-        "created_at": _time(d.created_at),
+        "last_attempt_at": rfc3339_or_none(d.last_attempt_at),
+        "next_attempt_at": rfc3339_or_none(d.next_attempt_at),
+        "delivered_at": rfc3339_or_none(d.delivered_at),
+        "created_at": rfc3339_or_none(d.created_at),
     }
 
 

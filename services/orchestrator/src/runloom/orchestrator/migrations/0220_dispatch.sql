@@ -5,6 +5,7 @@ CREATE TABLE run_queue (
     run_id          text PRIMARY KEY,
     tenant_id       text NOT NULL,
     command_id      text NOT NULL,        -- the start or resume command that queued it
+    trace           text,                 -- traceparent of that command's processing
     enqueued_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     dispatched_at   timestamptz,          -- NULL: waiting; set: handed out, holds a slot
     dispatches      integer NOT NULL DEFAULT 0,
