@@ -29,7 +29,7 @@ from runloom.runtime.logging import setup_logging
 
 
 async def provision(settings: Settings) -> int:
-    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    nc = await bus.connect_as(settings, "runloom-admin")
     try:
         await bus.provision(nc.jetstream(), settings)
     finally:
@@ -59,7 +59,7 @@ async def migrate(settings: Settings) -> int:
 
 
 async def check(settings: Settings) -> int:
-    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    nc = await bus.connect_as(settings, "runloom-admin")
     pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
         todo = await release.missing(nc.jetstream(), pool, settings)

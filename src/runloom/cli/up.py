@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from runloom.devkit import database
+from runloom.devkit import busauth, database
 from runloom.devkit.cluster import NatsCluster, NatsNode
 from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
 from runloom.devkit.supervisor import SERVICES, ServiceProcess
@@ -220,7 +220,7 @@ async def bootstrap(
         names = [f"{svc}/{name}" for svc, done in applied.items() for name in done]
         if names:
             say(f"applied migrations: {', '.join(names)}")
-        nc = await bus.connect(settings.effective_nats_url, "runloom-up")
+        nc = await bus.connect_as(settings, "runloom-up")  # as admin: only it makes streams
         try:
             await bus.provision(nc.jetstream(), settings)
         finally:
@@ -322,11 +322,24 @@ class Up:
         for port in self.management_ports().values():
             _check_port(port, "management", "RUNLOOM_MANAGEMENT_PORT")
 
+        # One NATS identity per workload: made on first start (secrets/nats/<identity>.nk,
+        # mode 600), kept after; the server knows their public keys and nobody else.
+        authorization = busauth.prepare(self.home)
+        self.settings = s = replace(s, nats_credentials=str(busauth.credential(self.home, "admin")))
+        if not embedded_nats:
+            say(
+                f"NATS identities are in {busauth.secrets_dir(self.home)}; the server at "
+                f"{redact(s.effective_nats_url)} must include "
+                f"{busauth.secrets_dir(self.home) / busauth.AUTH_FILE} (its users and permissions)"
+            )
         if embedded_nats and self.want_cluster:
             self.start_cluster()
         elif embedded_nats:
             self.nats = NatsServer(
-                self.home / "nats", s.nats_port, sync_interval=s.nats_sync_interval
+                self.home / "nats",
+                s.nats_port,
+                sync_interval=s.nats_sync_interval,
+                authorization=authorization,
             )
             unit = _server_unit("nats-server", self.nats, self.run_dir / "nats-server.pid")
             say(f"starting nats-server on port {s.nats_port}, sync_interval {s.nats_sync_interval}")
@@ -377,6 +390,8 @@ class Up:
                 own = dict(env)
                 if self.replicas > 1:
                     own["RUNLOOM_GATEWAY_PORT"] = str(s.gateway_port + replica - 1)
+                # Its own NATS credential, by path; no other identity's.
+                own["RUNLOOM_NATS_CREDENTIALS"] = str(busauth.credential(self.home, service))
                 proc = ServiceProcess(service, own, self.logs, replica=str(replica))
                 proc.env["RUNLOOM_MANAGEMENT_PORT"] = str(management[proc.name])
                 unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")

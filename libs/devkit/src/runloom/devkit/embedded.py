@@ -113,10 +113,19 @@ class ChildProcess:
 class NatsServer(ChildProcess):
     """A nats-server with JetStream on a data folder."""
 
-    def __init__(self, root: Path, port: int, *, sync_interval: str = "always") -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        *,
+        sync_interval: str = "always",
+        authorization: str = "",
+    ) -> None:
         self.root = root
         self.port = port
         self.sync_interval = sync_interval
+        self.authorization = authorization
+        """The `authorization` block (`devkit.busauth.prepare`); empty: no authentication."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = root / "nats-server.log"
 
@@ -138,11 +147,20 @@ class NatsServer(ChildProcess):
                     f'  store_dir: "{self.root / "jetstream"}"',
                     f"  sync_interval: {self.sync_interval}",
                     "}",
+                    self.authorization,
                     "",
                 ]
             )
         )
+        conf.chmod(0o600)
         return conf
+
+    def reload(self) -> None:
+        """SIGHUP: the server rereads its configuration (new users, permissions) and keeps
+        its connections; a client whose user is gone is disconnected."""
+        self.write_config()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def start(self, timeout: float = 15.0) -> None:
         conf = self.write_config()

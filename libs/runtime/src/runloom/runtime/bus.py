@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,7 +25,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.contracts.headers import Header
 from runloom.contracts.types import now
-from runloom.runtime import metrics
+from runloom.runtime import access, metrics
 from runloom.runtime.config import Settings
 from runloom.runtime.telemetry import destination_template, inject_headers, producer_span
 
@@ -55,12 +57,24 @@ def stream_seq(msg: Msg) -> int:
     return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
 
 
-async def connect(url: str, name: str, **kwargs: Any) -> NATS:
+async def connect(
+    url: str,
+    name: str,
+    *,
+    credentials: str | Path = "",
+    ca: str | Path = "",
+    **kwargs: Any,
+) -> NATS:
     """Connect with reconnects forever: a restarted nats-server is picked up again.
 
     `url` may list every server of a cluster, comma-separated; the client then fails over
     between them (and learns the others from the cluster). A silent server is given up
-    within about 6 s (`PING_INTERVAL_S`)."""
+    within about 6 s (`PING_INTERVAL_S`).
+
+    `credentials`: the path of an identity's nkey seed file (`<identity>.nk`): the client
+    authenticates as that identity and takes its replies on the identity's own inbox prefix
+    (`access.inbox_prefix`), the only inbox its permissions let it read. `ca`: a CA
+    certificate file; the connection is then TLS and the server's certificate is verified."""
 
     async def _error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -74,7 +88,24 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         "error_cb": _error_cb,
     }
+    if credentials:
+        path = Path(credentials)
+        options["nkeys_seed"] = str(path)
+        options["inbox_prefix"] = access.inbox_prefix(access.identity_of(path))
+    if ca:
+        options["tls"] = ssl.create_default_context(cafile=str(ca))
     return await nats.connect([u.strip() for u in url.split(",") if u.strip()], **options | kwargs)
+
+
+async def connect_as(settings: Settings, name: str, **kwargs: Any) -> NATS:
+    """`connect` with the process's own credential and CA from its settings."""
+    return await connect(
+        settings.effective_nats_url,
+        name,
+        credentials=settings.nats_credentials,
+        ca=settings.nats_ca,
+        **kwargs,
+    )
 
 
 def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:

@@ -18,6 +18,12 @@ class Settings:
     home: Path = field(default_factory=lambda: Path(_env("RUNLOOM_HOME", ".runloom")).resolve())
     nats_url: str = field(default_factory=lambda: _env("RUNLOOM_NATS_URL", ""))
     database_url: str = field(default_factory=lambda: _env("RUNLOOM_DATABASE_URL", ""))
+    nats_credentials: str = field(default_factory=lambda: _env("RUNLOOM_NATS_CREDENTIALS", ""))
+    """Path of this process's own NATS credential, `<identity>.nk` (an nkey seed, mode 600);
+    empty: connect without one (a server that requires authentication refuses)."""
+    nats_ca: str = field(default_factory=lambda: _env("RUNLOOM_NATS_CA", ""))
+    """Path of the CA certificate that signed the NATS servers' certificates: with it, the
+    client speaks TLS and verifies the server (cluster mode, Kubernetes)."""
     nats_port: int = field(default_factory=lambda: int(_env("RUNLOOM_NATS_PORT", "14222")))
     postgres_port: int = field(default_factory=lambda: int(_env("RUNLOOM_POSTGRES_PORT", "15432")))
     gateway_host: str = field(default_factory=lambda: _env("RUNLOOM_GATEWAY_HOST", "127.0.0.1"))

@@ -25,11 +25,10 @@ from runloom.contracts.commands import (
     RunDeliverablesReply,
     RunDeliverablesRequest,
 )
+from runloom.deliverables.access import QUEUE
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger(__name__)
-
-QUEUE = "deliverables"
 
 
 def _artifact(r: Any) -> ArtifactView:

@@ -32,11 +32,10 @@ from runloom.contracts.commands import (
     ListDocumentsRequest,
 )
 from runloom.corpus import store
+from runloom.orchestrator.access import QUEUE
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger("runloom.orchestrator.documents")
-
-QUEUE = "orchestrator"
 
 
 @dataclass

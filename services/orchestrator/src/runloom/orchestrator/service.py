@@ -35,6 +35,7 @@ from runloom.contracts.events import (
     decode_event,
 )
 from runloom.orchestrator import documents, metrics, retrieval
+from runloom.orchestrator.access import DURABLE, FILTER
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -49,9 +50,6 @@ from runloom.runtime.service import ServiceContext, serve
 from runloom.runtime.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger("runloom.orchestrator")
-
-DURABLE = "orchestrator"
-FILTER = "cmd.run.>"
 
 
 def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
