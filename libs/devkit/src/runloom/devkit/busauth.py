@@ -60,3 +60,21 @@ def template_block() -> str:
     return access.render_users(
         IDENTITIES, {i.name: "$" + access.key_variable(i.name) for i in IDENTITIES}
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m runloom.devkit.busauth table|template`: the README's table, or the block the
+    shared nats-server template includes."""
+    import sys
+
+    what = (argv if argv is not None else sys.argv[1:]) or ["table"]
+    if what[0] == "table":
+        print(access.render_table(IDENTITIES), end="")
+    elif what[0] == "template":
+        print(template_block(), end="")
+    else:
+        raise SystemExit("usage: python -m runloom.devkit.busauth table|template")
+
+
+if __name__ == "__main__":
+    main()

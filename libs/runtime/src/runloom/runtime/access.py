@@ -198,16 +198,28 @@ def key_variable(identity: str) -> str:
 
 
 def render_table(identities: Sequence[Identity]) -> str:
-    """A Markdown table: identity x subject -> pub / sub (the README shows it)."""
+    """A Markdown table, identity x subject -> `pub` / `sub` (the README shows it): one row
+    per subject pattern any identity may use, in the order they first appear."""
+    perms = {i.name: i.permissions() for i in identities}
+    rows: dict[str, None] = {}
+    for p in perms.values():
+        rows.update(dict.fromkeys((*p.publish, *p.subscribe)))
+    names = [i.name for i in identities]
     lines = [
-        "| identity | publish | subscribe | answers requests |",
-        "|---|---|---|---|",
+        "| subject | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
     ]
-    for ident in identities:
-        p = ident.permissions()
-        pub = "<br>".join(f"`{s}`" for s in p.publish)
-        sub = "<br>".join(f"`{s}`" for s in p.subscribe)
-        lines.append(f"| {ident.name} | {pub} | {sub} | {'yes' if p.allow_responses else 'no'} |")
+    for subject in rows:
+        cells = []
+        for name in names:
+            p = perms[name]
+            both = [k for k, v in (("pub", p.publish), ("sub", p.subscribe)) if subject in v]
+            cells.append(" ".join(both))
+        lines.append(f"| `{subject}` | " + " | ".join(cells) + " |")
+    answers = ["yes" if perms[n].allow_responses else "" for n in names]
+    lines.append(
+        "| *answer a request received (`allow_responses`)* | " + " | ".join(answers) + " |"
+    )
     return "\n".join(lines) + "\n"
 
 
