@@ -86,7 +86,6 @@ async def majority_loss(plat: ClusterPlatform) -> None:
     """Two of three nodes SIGKILLed for 10 s: the stream has no quorum, so an append fails with
     a clear error (nothing acknowledged is lost); after they return everything resumes."""
     from runloom.contracts.ids import new_id
-    from runloom.runtime import bus
     from runloom.runtime.eventlog import EventLog, StoreUnavailable
 
     assert plat.cluster is not None
@@ -96,7 +95,7 @@ async def majority_loss(plat: ClusterPlatform) -> None:
     for node in lost:
         node.kill()
     try:
-        nc = await bus.connect(plat.nats_url, "chaos-probe")
+        nc = await plat.connect("chaos-probe", "orchestrator")
         try:
             probe = EventLog(nc.jetstream(), "chaos-probe", max_retries=4, publish_timeout=1.0)
             with pytest.raises(StoreUnavailable, match="majority"):

@@ -382,6 +382,7 @@ class Up:
             "RUNLOOM_GATEWAY_HOST": s.gateway_host,
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
+            "RUNLOOM_NATS_CA": s.nats_ca,
             "RUNLOOM_DEFAULT_CORPUS_TENANTS": DEV_TENANT,
         }
         management = self.management_ports()
@@ -420,14 +421,21 @@ class Up:
             ["127.0.0.1"] * 3,
             [(base + i, base + 10 + i, base + 20 + i) for i in range(3)],
             prefix="nats-",
+            home=self.home,
+            tls=True,
         )
-        say(f"starting a 3-node NATS cluster on ports {base}-{base + 2}, sync_interval always")
+        say(
+            f"starting a 3-node NATS cluster on ports {base}-{base + 2}, sync_interval always, "
+            f"TLS (CA {self.cluster.ca})"
+        )
         for node in self.cluster.nodes:
             unit = _server_unit(node.name, node, self.run_dir / f"{node.name}.pid")
             unit.launch()
             self.units.append(unit)
         self.cluster.wait_healthy(READY_TIMEOUT_S)
-        self.settings = replace(self.settings, nats_url=self.cluster.urls, stream_replicas=3)
+        self.settings = replace(
+            self.settings, nats_url=self.cluster.urls, stream_replicas=3, nats_ca=self.cluster.ca
+        )
 
     def wait_ready(self) -> None:
         """Until the gateway and the first orchestrator answer /readyz (the orchestrator is

@@ -241,13 +241,18 @@ async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="session")
 def nats_cluster() -> Iterator[Any]:
-    """A 3-node JetStream cluster on loopback (`devkit.cluster.NatsCluster`), one per session:
-    a test that kills, pauses or cuts off nodes brings them back before it ends."""
+    """A 3-node JetStream cluster on loopback (`devkit.cluster.NatsCluster`), one per session,
+    as cluster mode runs it: authentication (seeds in its root) and TLS for clients and routes
+    (`.ca`, `.credential(identity)`). A test that kills, pauses or cuts off nodes brings them
+    back before it ends."""
     from runloom.devkit.cluster import NatsCluster
 
     root = Path(tempfile.mkdtemp(prefix="runloom-cluster-"))
     c = NatsCluster(
-        root, ["127.0.0.1"] * 3, [(free_port(), free_port(), free_port()) for _ in "abc"]
+        root,
+        ["127.0.0.1"] * 3,
+        [(free_port(), free_port(), free_port()) for _ in "abc"],
+        tls=True,
     )
     try:
         c.start()
@@ -262,7 +267,12 @@ async def cluster_js(nats_cluster: Any, settings: Settings) -> AsyncIterator[Any
     """JetStream on `nats_cluster` (every server's address), streams provisioned R3."""
     from runloom.runtime import bus
 
-    nc = await bus.connect(nats_cluster.urls, "test-cluster")
+    nc = await bus.connect(
+        nats_cluster.urls,
+        "test-cluster",
+        credentials=nats_cluster.credential("admin"),
+        ca=nats_cluster.ca,
+    )
     try:
         js = nc.jetstream()
         await bus.provision(js, replace(settings, nats_url=nats_cluster.urls, stream_replicas=3))
