@@ -10,8 +10,9 @@ Settings come from the same RUNLOOM_* variables as the services (RUNLOOM_NATS_UR
 RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). RUNLOOM_DATABASE_URL is the database
 administrator's URL here; `migrate` sets each role's password from the service's own URL in
 RUNLOOM_DATABASE_URL_<SERVICE> (the Secret `runloom-db-<service>` its Deployment uses; a role
-whose variable is unset keeps its password). Every command is idempotent. Nothing here imports
-the development kit: the service image does not carry it.
+whose variable is unset keeps its password). Each of these may instead name a file holding the
+value, as `<VARIABLE>_FILE` (a Secret mounted as a file). Every command is idempotent.
+Nothing here imports the development kit: the service image does not carry it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 
 import asyncpg
 from runloom.runtime import bus, db, release, roles
-from runloom.runtime.config import Settings
+from runloom.runtime.config import Settings, secret
 from runloom.runtime.logging import setup_logging
 
 
@@ -46,7 +47,9 @@ def _admin_url(settings: Settings) -> str:
 async def migrate(settings: Settings) -> int:
     passwords: dict[str, str | None] = {}
     for service in db.SERVICES:
-        url = os.environ.get(roles.url_variable(service), "")
+        url = secret(
+            os.environ.get(roles.url_variable(service), ""), roles.URL_FILE_VARIABLES[service]
+        )
         passwords[service] = roles.password_of(url, service) if url else None
     conn = await asyncpg.connect(settings.effective_database_url)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from runloom.devkit import busauth
 from runloom.runtime import access
@@ -41,3 +42,25 @@ def test_only_admin_may_administer_streams() -> None:
 def test_identities_are_distinct() -> None:
     names = [i.name for i in busauth.IDENTITIES]
     assert len(set(names)) == len(names)
+
+
+def test_the_template_includes_the_generated_users() -> None:
+    nats_dir = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "nats"
+    assert (nats_dir / "authorization.conf").read_text() == busauth.template_block(), (
+        "deploy/k8s/base/nats/authorization.conf is stale: "
+        "python -m runloom.devkit.busauth template > deploy/k8s/base/nats/authorization.conf"
+    )
+    assert 'include "authorization.conf"' in (nats_dir / "nats.conf").read_text()
+    assert "no_auth_user" not in (nats_dir / "nats.conf").read_text()
+
+
+def test_a_secret_may_come_from_a_file(tmp_path: Path, monkeypatch: Any) -> None:
+    from runloom.runtime.config import Settings
+
+    url = tmp_path / "url"
+    url.write_text("postgresql://runloom_gateway:s3cret@db:5432/runloom\n")
+    monkeypatch.setenv("RUNLOOM_DATABASE_URL", "postgresql://ignored@x/y")
+    monkeypatch.setenv("RUNLOOM_DATABASE_URL_FILE", str(url))
+    assert Settings.from_env().database_url == "postgresql://runloom_gateway:s3cret@db:5432/runloom"
+    monkeypatch.delenv("RUNLOOM_DATABASE_URL_FILE")
+    assert Settings.from_env().database_url == "postgresql://ignored@x/y"

@@ -63,8 +63,9 @@ def template_block() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m runloom.devkit.busauth table|template`: the README's table, or the block the
-    shared nats-server template includes."""
+    """`python -m runloom.devkit.busauth table|template|keys DIR`: the README's table, the block
+    the shared nats-server template includes, or (keys) every identity's seed made under
+    DIR/secrets/nats (kept if there) and the public keys printed as `RUNLOOM_NKEY_*=...`."""
     import sys
 
     what = (argv if argv is not None else sys.argv[1:]) or ["table"]
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         print(access.render_table(IDENTITIES), end="")
     elif what[0] == "template":
         print(template_block(), end="")
+    elif what[0] == "keys" and len(what) == 2:
+        for name, key in key_environment(Path(what[1])).items():
+            print(f"{name}={key}")
     else:
-        raise SystemExit("usage: python -m runloom.devkit.busauth table|template")
+        raise SystemExit("usage: python -m runloom.devkit.busauth table|template|keys DIR")
 
 
 if __name__ == "__main__":
