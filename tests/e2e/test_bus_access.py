@@ -105,12 +105,14 @@ class Refusals:
             await asyncio.sleep(0.02)
 
 
-async def _snapshot(js: Any) -> dict[str, tuple[int, int, int, int]]:
-    out = {}
+async def _snapshot(js: Any) -> dict[str, Any]:
+    """Each stream's messages and its durable consumers (ephemeral ones left by earlier tests
+    come and go on their own)."""
+    out: dict[str, Any] = {}
     for name in STREAMS:
-        info = await js.stream_info(name)
-        s = info.state
-        out[name] = (s.messages, s.first_seq, s.last_seq, s.consumer_count)
+        s = (await js.stream_info(name)).state
+        durables = sorted(c.name for c in await js.consumers_info(name) if c.config.durable_name)
+        out[name] = (s.messages, s.first_seq, s.last_seq, durables)
     return out
 
 
@@ -175,6 +177,7 @@ async def test_a_reply_reaches_only_the_asker(nats_as: Any) -> None:
     billing, b_refusals = await _as(nats_as, "billing")
     # Billing answers its subjects in its queue group; the gateway asks and is answered.
     sub = await billing.subscribe(subjects.BILLING_BUDGET_GET, queue="billing")
+    await billing.flush()  # the subscription is on the server before the request goes out
 
     async def answer() -> None:
         msg = await sub.next_msg(timeout=5)
