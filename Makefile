@@ -12,7 +12,7 @@ CONTRACTS_BASE ?= HEAD
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup run cluster chaos netns-deps bench-cluster test pytest lint fmt contracts \
+.PHONY: help setup run cluster chaos soak netns-deps bench-cluster test pytest lint fmt contracts \
 	contracts-check bench bench-run eval browser-deps promtool clean clean-data k8s k8s-tools
 
 help: ## list the targets
@@ -57,15 +57,22 @@ contracts-check: setup ## fail on drift of the generated contracts or on a break
 	$(UV) run --frozen python -m runloom.contracts.codegen --check
 	$(UV) run --frozen python -m runloom.contracts.compat --against $(CONTRACTS_BASE)
 
-bench: setup ## run the benchmarks (bench/): streaming figures, then what tracing costs (export on vs off)
+bench: setup ## run the benchmarks (bench/): streaming figures, what tracing costs (export on vs off), a noisy neighbour (fair vs FIFO)
 	@if [ -d bench ]; then $(UV) run --frozen python -m bench; else echo "no bench/ folder yet: nothing to run"; fi
 	@if [ -f bench/tracing.py ]; then $(UV) run --frozen python -m bench.tracing; fi
+	@if [ -f bench/noisy_neighbour.py ]; then $(UV) run --frozen python -m bench.noisy_neighbour; fi
 
 chaos: setup netns-deps ## the fault matrix on a 3-node cluster in network namespaces (<= 10 min); prints the table
 	@mkdir -p test-artifacts; rm -f test-artifacts/chaos.jsonl; rc=0; \
 	RUNLOOM_CHAOS=1 RUNLOOM_CHAOS_REPORT=$(CURDIR)/test-artifacts/chaos.jsonl timeout 600 \
 		$(UV) run --frozen pytest tests/chaos -q || rc=$$?; \
 	$(UV) run --frozen python -m runloom.devkit.chaos test-artifacts/chaos.jsonl; exit $$rc
+
+SOAK_MINUTES ?= 30
+SOAK_SEED ?=
+
+soak: setup netns-deps ## the cluster under steady load + seeded random faults for SOAK_MINUTES (30); checker, growth table, plot (not in make test)
+	$(UV) run --frozen python -m runloom.devkit.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) --out test-artifacts/soak
 
 netns-deps: ## install Debian's iproute2 (ip netns, veth, bridge) for the fault tests when missing (root + apt only)
 	@if command -v ip >/dev/null; then \

@@ -77,9 +77,7 @@ async def platform(
         await database.provision(pg.url, passwords)
         admin = database.admin_url(pg.url)
         pool = await db.create_pool(admin, max_size=2)
-        from runloom.runtime.tenants import create_tenant
-
-        key = await create_tenant(pool, "bench", "bench")
+        key = await database.create_heavy_tenant(pool, "bench", "bench")
         await pool.close()
         port = free_port()
         env = {

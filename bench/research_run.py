@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from runloom.devkit.embedded import free_port, port_open
+from runloom.devkit.embedded import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "How do generators and the yield statement work?"
@@ -54,7 +54,7 @@ class Tree:
 
     def start(self) -> None:
         gateway = free_port()
-        management = _free_block(8)
+        management = free_ports(8)
         self.env = {
             **os.environ,
             "RUNLOOM_GATEWAY_PORT": str(gateway),
@@ -161,15 +161,6 @@ def _is_write(event: dict[str, Any]) -> bool:
 
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
-
-
-def _free_block(n: int) -> int:
-    """A base port with the next `n` ports free (runloom up numbers management ports so)."""
-    for _ in range(200):
-        base = free_port()
-        if base + n < 65535 and not any(port_open(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no block of free ports")
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 from runloom.billing_client import load_prices
+from runloom.devkit.runs import json_events
 from runloom.devkit.testing import wait_ended, wait_usage
 from runloom.orchestrator.providers.base import WriteRequest
-from runloom.orchestrator.testing import json_events
 
 QUESTION = "How do Python decorators and context managers work?"
 

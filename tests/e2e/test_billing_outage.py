@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from runloom.contracts.events import TERMINAL_TYPES
-from runloom.orchestrator.testing import json_events, wait_for_event
+from runloom.devkit.runs import json_events, wait_for_event
 
 QUESTION = "How do Python decorators and context managers work?"
 

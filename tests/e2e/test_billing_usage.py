@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from runloom.devkit.runs import json_events
 from runloom.devkit.testing import wait_ended, wait_usage
-from runloom.orchestrator.testing import json_events
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import db
-from runloom.runtime.tenants import create_tenant
 
 QUESTION = "How do Python decorators and context managers work?"
 

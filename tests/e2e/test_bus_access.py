@@ -23,8 +23,12 @@ from runloom.devkit import busauth
 from runloom.devkit.testing import wait_ended
 from runloom.runtime import access
 
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
-STREAMS = (*access.STREAMS, *(access.bucket_stream(b) for b in access.BUCKETS))
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+STREAMS = (
+    *access.STREAMS,
+    *(access.bucket_stream(b) for b in access.BUCKETS),
+    *(access.kv_stream(b) for b in access.KV),
+)
 
 # What no service may do, whatever its identity: the stream admin API (streams and object
 # stores alike), other consumers' durables, every subject, every inbox.
@@ -32,11 +36,11 @@ FORBIDDEN_TO_ALL = (
     "$JS.API.STREAM.CREATE.EVIL",
     f"$JS.API.STREAM.UPDATE.{subjects.RUN_EVENTS_STREAM}",
     f"$JS.API.STREAM.DELETE.{subjects.RUN_EVENTS_STREAM}",
-    f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
     f"$JS.API.STREAM.PURGE.{subjects.COMMANDS_STREAM}",
+    f"$JS.API.STREAM.PURGE.{subjects.JOBS_STREAM}",
     f"$JS.API.STREAM.DELETE.OBJ_{subjects.ARTIFACTS_BUCKET}",
-    f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
     f"$JS.API.STREAM.MSG.DELETE.{subjects.RUN_EVENTS_STREAM}",
+    f"$JS.API.STREAM.DELETE.KV_{subjects.ERASURES_BUCKET}",
     "$JS.API.STREAM.LIST",
     f"$JS.API.CONSUMER.DELETE.{subjects.RUN_EVENTS_STREAM}.run-archive",
     f"$JS.API.CONSUMER.DELETE.{subjects.COMMANDS_STREAM}.orchestrator",
@@ -48,6 +52,7 @@ FORBIDDEN_TO_ALL = (
 # durables' messages (taking them would steal another service's work).
 FORBIDDEN = {
     "gateway": (
+        f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
         subjects.BILLING_RESERVE,
         subjects.BILLING_COMMIT,
         subjects.deliverable_job("report"),
@@ -55,6 +60,11 @@ FORBIDDEN = {
         "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.billing-ledger",
     ),
     "orchestrator": (
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.COMMANDS_STREAM}",
+        f"$KV.{subjects.ERASURES_BUCKET}.forged",
+        subjects.erase("billing"),
         subjects.START_RUN,
         subjects.BILLING_BUDGET_SET,
         subjects.DELIVERABLES_ARTIFACT,
@@ -62,6 +72,10 @@ FORBIDDEN = {
         f"$O.{subjects.ARTIFACTS_BUCKET}.M.forged",
     ),
     "deliverables": (
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.JOBS_STREAM}",
+        subjects.erase("gateway"),
+        subjects.WEBHOOKS_CREATE,
         subjects.START_RUN,
         subjects.RESUME_RUN,
         subjects.BILLING_RESERVE,
@@ -71,6 +85,9 @@ FORBIDDEN = {
         f"$JS.API.STREAM.PURGE.OBJ_{subjects.CORPUS_UPLOADS_BUCKET}",
     ),
     "billing": (
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
+        f"$KV.{subjects.ERASURES_BUCKET}.forged",
         subjects.START_RUN,
         subjects.CORPUS_ADD,
         subjects.DELIVERABLES_RUN,
@@ -79,6 +96,18 @@ FORBIDDEN = {
         "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.run-archive",
         f"$O.{subjects.CORPUS_UPLOADS_BUCKET}.C.forged",
     ),
+    "webhooks": (
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.DLQ_STREAM}",
+        subjects.START_RUN,
+        subjects.BILLING_RESERVE,
+        subjects.CORPUS_ADD,
+        subjects.erase("orchestrator"),
+        subjects.deliverable_job("report"),
+        "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.run-archive",
+        f"$O.{subjects.ARTIFACTS_BUCKET}.M.forged",
+    ),
 }
 
 NOT_TO_READ = {
@@ -86,6 +115,7 @@ NOT_TO_READ = {
     "orchestrator": ("_INBOX_gateway.>", subjects.DELIVERABLES_RUN, "cmd.>", "$JS.>"),
     "deliverables": (">", "_INBOX_orchestrator.>", subjects.RUN_EVENTS_SUBJECTS, "job.>"),
     "billing": ("_INBOX.>", "_INBOX_gateway.>", subjects.CORPUS_ADD, subjects.START_RUN),
+    "webhooks": (">", "_INBOX_billing.>", subjects.RUN_EVENTS_SUBJECTS, subjects.ERASE_GATEWAY),
 }
 
 
@@ -159,7 +189,7 @@ async def test_every_attempt_outside_the_table_is_refused_and_no_stream_changes(
     # nats-py's own stream administration, as a service would call it: no answer comes.
     sjs = nc.jetstream(timeout=1.0)
     for attempt in (
-        sjs.purge_stream(subjects.RUN_EVENTS_STREAM),
+        sjs.purge_stream(subjects.JOBS_STREAM),
         sjs.delete_stream(subjects.COMMANDS_STREAM),
         sjs.add_stream(name="EVIL", subjects=["evil.>"]),
         sjs.delete_object_store(subjects.ARTIFACTS_BUCKET),

@@ -461,3 +461,73 @@ async def test_failure_states_are_shown_in_words(
     assert await shown_steps(page) == [("a", "done"), ("b", "failed")]
     same_as_history(await rows(page), await history(platform, run_id))
     await shot(page, "partial")
+
+
+@pytest.mark.platform_services("gateway")
+async def test_a_queued_run_shows_its_place_and_why_then_starts(
+    page: Any, platform: Any, platform_tenant: str, js: Any
+) -> None:
+    from runloom.contracts import events as ev
+    from runloom.runtime.eventlog import EventLog
+
+    run = await api(
+        platform, "POST", "/v1/runs", json={"question": QUESTION, "options": {"deliverables": []}}
+    )
+    run_id = run["id"]
+    log = EventLog(js, "orchestrator/test")
+    await log.append(
+        run_id,
+        platform_tenant,
+        ev.RunQueued(position=3, reason="platform_busy", running=8, limit=8),
+    )
+    await open_run(page, platform, run_id)
+    banner = page.locator("[data-testid=queued]")
+    await banner.wait_for()
+    assert (await status(page)) == "Queued"
+    text = await banner.text_content() or ""
+    assert "Queued (position 3)" in text and "the platform is busy" in text, text
+    assert "8 of 8 running" in text
+    await shot(page, "queued")
+    await log.append(
+        run_id,
+        platform_tenant,
+        ev.RunQueued(position=1, reason="platform_busy", running=8, limit=8),
+    )
+    await page.wait_for_selector("[data-testid=queued] >> text=Queued (position 1)")
+    await log.append(run_id, platform_tenant, ev.RunStarted(worker="orchestrator-test"))
+    await banner.wait_for(state="detached")
+    assert (await status(page)) == "Running"
+    same_as_history(await rows(page), await history(platform, run_id))
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+@pytest.mark.platform_services("gateway", "webhooks")
+@pytest.mark.platform_env(RUNLOOM_WEBHOOKS_ALLOW_LOCAL="true")
+async def test_the_webhooks_page_lists_endpoints_and_their_deliveries(
+    page: Any, platform: Any
+) -> None:
+    from runloom.devkit.receiver import WebhookReceiver
+
+    async with WebhookReceiver(fail_first=1) as receiver:
+        hook = await api(
+            platform,
+            "POST",
+            "/v1/webhooks",
+            json={"url": receiver.url, "events": ["run.created"], "description": "console"},
+        )
+        # No orchestrator runs: the run stays created, and run.created is delivered all the same.
+        run = await api(platform, "POST", "/v1/runs", json={"question": QUESTION})
+        await receiver.wait_for(lambda r: len(r.ids()) == 1, timeout=30)
+        await page.goto(f"{platform.url}/#/webhooks")
+        row = page.locator(f"[data-webhook='{hook['id']}']")
+        await row.wait_for()
+        assert "enabled" in await row.inner_text()
+        await row.get_by_role("button", name=receiver.url).click()
+        delivery = page.locator("[data-testid=deliveries] tbody tr")
+        await delivery.first.wait_for()
+        text = await delivery.first.inner_text()
+        assert "run.created" in text and f"{run['id']} · 1" in text and "delivered" in text
+        assert re.search(r"\b2\b", text), text  # two attempts: the receiver failed the first
+        await shot(page, "webhooks")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from runloom.deliverables.render import KINDS
-from runloom.deliverables.testing import squash, text_of
+from runloom.devkit.deliverables import squash, text_of
 from runloom.devkit.testing import wait_ended
 
 

@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from prometheus_client.parser import text_string_to_metric_families
-from runloom.orchestrator.testing import json_events, sse_events, wait_for_event
+from runloom.devkit.runs import json_events, sse_events, wait_for_event
 
 PRODUCER, CONSUMER, SERVER = (
     PbSpan.SpanKind.SPAN_KIND_PRODUCER,
@@ -198,6 +198,7 @@ def _assert_one_connected_trace(events: list[dict], spans: list[Span]) -> Span:
         hops.add((parent.service, s.service, s.name))
     for hop in (
         ("runloom-gateway", "runloom-orchestrator", "process cmd.run.start"),
+        ("runloom-orchestrator", "runloom-orchestrator", "process cmd.drive.run"),
         ("runloom-orchestrator", "runloom-billing", "process billing.reserve"),
         ("runloom-orchestrator", "runloom-billing", "process billing.commit"),
         ("runloom-orchestrator", "runloom-deliverables", "process job.deliverable.report"),
@@ -360,17 +361,18 @@ async def _taken_over(platform: Any, receiver: Receiver) -> None:
     # ...and linked to the attempt that died (the context its run.started was written in).
     dead = started[0]["trace"].split("-")
     assert (dead[1], dead[2]) in run_span.links
-    # The redelivered start command is not a child of its creation: a link to it.
+    # The redelivered drive command (the dispatcher handed the run out once) is not a child
+    # of its creation: a link to it.
     redelivered = next(
         s
         for s in receiver.all()
-        if s.name == "process cmd.run.start"
+        if s.name == "process cmd.drive.run"
         and s.instance == survivor
-        and s.attributes.get("messaging.message.id") == f"start-{run_id}"
+        and s.attributes.get("messaging.message.id") == f"drive-start-{run_id}-1"
     )
     assert redelivered.attributes["messaging.nats.message.delivery_count"] >= 2
     assert redelivered.trace_id != trace_id and not redelivered.parent
-    publish = next(s for s in spans if s.name == "publish cmd.run.start")
+    publish = next(s for s in spans if s.name == "publish cmd.drive.run")
     assert (publish.trace_id, publish.span_id) in redelivered.links
     assert (redelivered.trace_id, redelivered.span_id) in run_span.links
     # What the survivor did after taking over hangs together under its run span.
@@ -402,7 +404,11 @@ async def test_traces_and_metrics_of_real_runs(receiver, platform, corpus) -> No
     async with httpx.AsyncClient(timeout=10) as m:
         for name, base in platform.management.items():
             ready = await wait_ready(m, base)
-            assert ready["checks"] == {"nats": "ok", "postgres": "ok"}, (name, ready)
+            checks = ready["checks"]
+            assert checks["nats"] == checks["postgres"] == "ok", (name, ready)
+            # Each consumer and responder of the process says it takes its work (liveness).
+            assert set(checks.values()) == {"ok"}, (name, ready)
+            assert any(check.startswith("consumer ") for check in checks), (name, ready)
             assert (await m.get(f"{base}/healthz")).json() == {"status": "ok"}
             assert (await m.get(f"{base}/nothing")).status_code == 404
     before = await _scrape_all(platform)

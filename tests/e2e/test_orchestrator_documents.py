@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 from runloom.corpus import embed, hybrid
-from runloom.orchestrator.testing import sse_events
-from runloom.runtime.tenants import create_tenant
+from runloom.devkit.runs import sse_events
+from runloom.gateway.store.tenants import create_tenant
 
 pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")
 
@@ -212,7 +212,7 @@ async def test_documents_answer_503_with_retry_after_until_an_orchestrator_runs(
             assert r.status_code == 503, (method, r.status_code, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
             assert int(r.headers["retry-after"]) > 0
-            assert "no orchestrator is running" in r.json()["detail"]
+            assert "no orchestrator replica is running" in r.json()["detail"]
         assert (await client.get(f"{platform.url}/readyz")).status_code == 200
         platform.add("orchestrator")
         await asyncio.to_thread(platform.wait_all_ready, 90.0)  # its corpus responders run

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from runloom.orchestrator.testing import json_events, sse_events, wait_for_event
+from runloom.devkit.runs import json_events, sse_events, wait_for_event
 
 QUESTION = "How do Python decorators and context managers work?"
 TERMINAL = {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from runloom.orchestrator.testing import sse_events
+from runloom.devkit.runs import sse_events
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from runloom.devkit.embedded import free_port
-from runloom.orchestrator.testing import FakeOpenAI, sse_events
+from runloom.devkit.runs import FakeOpenAI, sse_events
 
 PORT = free_port()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from runloom.contracts import subjects
 from runloom.contracts.commands import StartRun
-from runloom.orchestrator.testing import json_events, sse_events, wait_for_event
+from runloom.devkit.runs import json_events, sse_events, wait_for_event
 from runloom.runtime import bus
 
 QUESTION = "How do Python decorators and context managers work?"

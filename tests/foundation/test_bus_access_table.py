@@ -36,7 +36,14 @@ def test_only_admin_may_administer_streams() -> None:
         assert ">" not in p.publish and ">" not in p.subscribe
         assert [s for s in p.subscribe if s.startswith("_INBOX")] == [f"_INBOX_{ident.name}.>"]
         purges = [s for s in p.publish if "STREAM.PURGE" in s]
-        assert purges == [f"$JS.API.STREAM.PURGE.OBJ_{b}" for b in ident.buckets_delete]
+        assert purges == [
+            *(f"$JS.API.STREAM.PURGE.OBJ_{b}" for b in ident.buckets_delete),
+            *(f"$JS.API.STREAM.PURGE.{s}" for s in ident.purges),
+        ]
+    # Whole-stream purges outside object stores: the gateway's erasure alone (README).
+    assert {i.name: i.purges for i in busauth.IDENTITIES if i.purges} == {
+        "gateway": ("RUN_EVENTS",)
+    }
 
 
 def test_identities_are_distinct() -> None:

@@ -23,11 +23,17 @@ import httpx
 import psutil
 import pytest
 from runloom.devkit import busauth, database
-from runloom.devkit.embedded import free_port, port_open, wheel_pginstall
-from runloom.runtime.tenants import hash_key
+from runloom.devkit.embedded import (
+    free_port,
+    free_ports,
+    port_open,
+    wheel_pginstall,
+)
+from runloom.devkit.testing import orphaned_postgres_folder
+from runloom.gateway.store.tenants import hash_key
 
-SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1")
-IDENTITIES = ("gateway", "orchestrator", "deliverables", "billing")
+SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1", "webhooks-1")
+IDENTITIES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 
 
 @dataclass
@@ -57,9 +63,9 @@ class UpProcess:
             "RUNLOOM_NATS_PORT": str(ports.nats),
             "RUNLOOM_POSTGRES_PORT": str(ports.postgres),
             "RUNLOOM_GATEWAY_PORT": str(ports.gateway),
-            # The four management ports follow this one (not the default 19090: tests may run
-            # side by side).
-            "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
+            # The management ports (five, ten with --cluster) follow this one (not the
+            # default 19090: tests may run side by side).
+            "RUNLOOM_MANAGEMENT_PORT": str(free_ports(2 * len(SERVICES))),
         }
         for external in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL"):
             self.env.pop(external, None)
@@ -184,10 +190,14 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     private = home.parent
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     before = _modes(private, wheel_pginstall() / "bin")
+    stale = orphaned_postgres_folder(f"orphan-{private.name}", private / "deleted")
     up = start_up()
     up.wait_ready()
 
     out = up.output()
+    if stale is not None:  # as root, PostgreSQL's folders live under /var/lib/runloom
+        assert not stale.exists(), out
+        assert f"removed {stale}: PostgreSQL data of a data folder that no longer exists" in out
     database_url = f"postgresql://postgres@127.0.0.1:{ports.postgres}/runloom"
     assert f"Gateway   {up.url}" in out
     assert f"nats://127.0.0.1:{ports.nats} (embedded, sync_interval always)" in out
@@ -205,7 +215,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     cmdlines = [" ".join(_cmdline(c)) for c in children]
     assert any("nats-server" in c for c in cmdlines), cmdlines
     assert any("postgres" in c for c in cmdlines), cmdlines
-    for service in ("gateway", "orchestrator", "deliverables", "billing"):
+    for service in ("gateway", "orchestrator", "deliverables", "billing", "webhooks"):
         assert any(f"runloom.{service}" in c for c in cmdlines), (service, cmdlines)
     # One NATS identity per service: its seed a file of mode 600, the process given that path
     # alone, no seed in an environment, a command line, the server's config or a log.
@@ -226,6 +236,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
         assert not any(seed in v for v in env.values() for seed in seeds.values())
     written = out + conf + "".join(f.read_text() for f in (home / "logs").glob("*.log"))
     assert not any(seed in written for seed in seeds.values())
+    assert "webhooks: http:// URLs and loopback targets allowed (local development" in out
 
     assert up.interrupt() == 0
     _gone, alive = psutil.wait_procs(children, timeout=5)
@@ -273,17 +284,40 @@ def test_readyz_fails_when_nats_dies_and_dead_processes_come_back(
     new_pid = int((home / "run" / "nats-server.pid").read_text())
     assert new_pid != nats_pid
 
+    # Another program takes the orchestrator's management port while it is down: the
+    # supervisor moves it to a free port rather than restarting it forever on a taken one.
     orchestrator_pid = int((home / "run" / "orchestrator-1.pid").read_text())
+    management = int(up.env["RUNLOOM_MANAGEMENT_PORT"]) + 1
     os.kill(orchestrator_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while "orchestrator-1 restarted" not in up.output():
-        assert time.monotonic() < deadline, f"orchestrator-1 not restarted:\n{up.output()}"
-        time.sleep(0.1)
-    assert "orchestrator-1 exited (code -9); restarting in 1s" in up.output()
+    psutil.Process(orchestrator_pid).wait(5)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", management))
+        squatter.listen()
+        deadline = time.monotonic() + 15
+        while "orchestrator-1 restarted" not in up.output():
+            assert time.monotonic() < deadline, f"orchestrator-1 not restarted:\n{up.output()}"
+            time.sleep(0.1)
+        out = up.output()
+        assert "orchestrator-1 exited (code -9); restarting in 1s" in out
+        moved = f"orchestrator-1: management port {management} is taken by another program; "
+        assert moved in out, out
+        url = out.split(moved + "it now uses ", 1)[1].split()[0].replace("/metrics", "/readyz")
+        while not _answers(url):
+            assert time.monotonic() < deadline + 30, f"{url} not ready:\n{up.output()}"
+            time.sleep(0.2)
     restarted = int((home / "run" / "orchestrator-1.pid").read_text())
     assert restarted != orchestrator_pid
     assert "runloom.orchestrator" in " ".join(psutil.Process(restarted).cmdline())
+    assert "orchestrator-1 exited" not in up.output().split(moved, 1)[1]
     assert up.interrupt() == 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_port_in_use_is_named_with_the_variable_to_change(tmp_path: Path) -> None:
@@ -349,12 +383,8 @@ def test_up_cluster_runs_three_nodes_r3_streams_and_two_replicas(
 ) -> None:
     # The session's PostgreSQL (embedded PostgreSQL is the single-node tests' business): the
     # cluster's own parts are the three nodes, R3 streams and the replicas.
-    base = free_port()
-    while any(port_open(base + off + i) for off in (0, 10, 20) for i in range(3)):
-        base = free_port()
-    gateway = free_port()
-    while port_open(gateway + 1):
-        gateway = free_port()
+    base = free_ports(23)  # clients on base..+2, routes on +10..+12, monitors on +20..+22
+    gateway = free_ports(2)
     ports = Ports(nats=base, postgres=free_port(), gateway=gateway)
     up = UpProcess(
         tmp_path / "home",

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 Obj = dict[str, Any]
-WORKLOADS = ("Deployment", "StatefulSet", "Job")
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
+WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 OPERATOR_MADE = {"runloom-nats-users"}
 """ConfigMaps the platform team makes at install time (deploy/k8s/README.md)."""
 
@@ -28,12 +28,20 @@ def workloads(objs: list[Obj]) -> Iterator[Obj]:
     return (o for o in objs if o["kind"] in WORKLOADS)
 
 
+def pod_template(workload: Obj) -> Obj:
+    """The pod template (a CronJob's is inside its job template)."""
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return dict(spec["template"])
+
+
 def pod_spec(workload: Obj) -> Obj:
-    return dict(workload["spec"]["template"]["spec"])
+    return dict(pod_template(workload)["spec"])
 
 
 def pod_labels(workload: Obj) -> dict[str, str]:
-    return dict(workload["spec"]["template"]["metadata"].get("labels", {}))
+    return dict(pod_template(workload)["metadata"].get("labels", {}))
 
 
 def containers(workload: Obj) -> list[Obj]:

@@ -4,7 +4,8 @@ Flows are derived from the rendered policies the way a CNI enforces them (a conn
 the source's egress AND the destination's ingress to allow it), then compared with the table
 of what Runloom does: services talk to each other only over NATS; NATS nodes talk to each
 other on the route port; every pod resolves names; PostgreSQL, the trace collector, the
-ingress controller and Prometheus are the only peers outside the namespace.
+ingress controller, Prometheus and (for the webhooks service) public HTTPS endpoints are the
+only peers outside the namespace.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from conftest import OVERLAYS
 from k8s_manifests import SERVICES, containers, find, pod_labels, selects, workloads
 
 Obj = dict[str, Any]
-CLIENTS = (*SERVICES, "runloom-release")
+CLIENTS = (*SERVICES, "runloom-release", "runloom-backup")
 ALL = ("nats", *CLIENTS)
 
 INSIDE = {(c, "nats", 4222) for c in CLIENTS} | {("nats", "nats", 6222)}
@@ -25,9 +26,10 @@ POSTGRES = {(w, "ip:10.0.0.0/8", "5432/TCP") for w in CLIENTS}
 OTLP = {(s, "ns:observability", "4318/TCP") for s in SERVICES}
 SCRAPE = {("ns:monitoring", s, "9090/TCP") for s in SERVICES}
 INGRESS = {("ns:ingress-nginx", "gateway", "8080/TCP")}
+WEBHOOKS = {("webhooks", "ip:0.0.0.0/0", "443/TCP"), ("webhooks", "ip:::/0", "443/TCP")}
 OUTSIDE = {
-    "dev": DNS | POSTGRES | SCRAPE,
-    "production": DNS | POSTGRES | OTLP | SCRAPE | INGRESS,
+    "dev": DNS | POSTGRES | SCRAPE | WEBHOOKS,
+    "production": DNS | POSTGRES | OTLP | SCRAPE | INGRESS | WEBHOOKS,
 }
 
 

@@ -102,7 +102,7 @@ def test_every_service_has_probes_on_the_management_port_and_a_pdb(
         assert covering[0]["spec"].get("maxUnavailable") == 1
 
 
-# The management port (INTERFACES.md) is read once runtime.management exists.
+# The management port (docs/architecture.md) is read once runtime.management exists.
 _NOT_YET_READ = (
     {"RUNLOOM_MANAGEMENT_HOST", "RUNLOOM_MANAGEMENT_PORT"}
     if importlib.util.find_spec("runloom.runtime.management") is None
@@ -126,6 +126,8 @@ def test_containers_run_the_commands_and_ports_the_code_serves(
         if w["metadata"]["name"] == "nats":
             continue
         for c in containers(w):
+            if not c["image"].startswith("runloom:"):
+                continue  # the backup's pg_dump (test_backup_cronjob_dumps_then_snapshots)
             command = c["command"]
             assert command[:2] == ["python", "-m"], command
             module = command[2]
@@ -153,6 +155,32 @@ def test_release_job_provisions_then_migrates(rendered: Objs, overlay: str) -> N
         ["python", "-m", "runloom.admin", "migrate"],
     ]
     assert spec["restartPolicy"] == "OnFailure"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_backup_cronjob_dumps_then_snapshots_with_its_own_identity(
+    rendered: Objs, overlay: str
+) -> None:
+    objs = rendered[overlay]
+    cron = one(objs, "CronJob", "runloom-backup")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = pod_spec(cron)
+    assert spec["serviceAccountName"] == "runloom-backup"
+    account = one(objs, "ServiceAccount", "runloom-backup")
+    assert account["automountServiceAccountToken"] is False
+    bound = [b for b in find(objs, "RoleBinding") + find(objs, "ClusterRoleBinding")]
+    assert not [b for b in bound for s in b.get("subjects", []) if s["name"] == "runloom-backup"]
+    (dump,) = spec["initContainers"]
+    (snap,) = spec["containers"]
+    script = " ".join(dump["command"])
+    assert "pg_dump --format=custom" in script and "PGPASSFILE=" in script
+    assert not [e for e in dump.get("env", []) if "PASSWORD" in e["name"]], "password: a file"
+    assert snap["command"][:4] == ["python", "-m", "runloom.admin", "backup"]
+    (given,) = [a for a in snap["command"] if a.startswith("--postgres-dump=")]
+    assert given.split("=", 1)[1] in script, "the backup takes the dump made just before"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claim = volumes["backups"]["persistentVolumeClaim"]["claimName"]
+    one(objs, "PersistentVolumeClaim", claim)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

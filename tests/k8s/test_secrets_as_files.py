@@ -55,3 +55,5 @@ def test_each_workload_mounts_only_its_own_credentials(rendered: Objs, overlay: 
         f"runloom-db-{n}" for n in ("admin", *SERVICES)
     }
     assert _secrets_of(one(objs, "StatefulSet", "nats")) <= {TLS}
+    backup = one(objs, "CronJob", "runloom-backup")
+    assert _secrets_of(backup) == {"runloom-nats-admin", "runloom-db-backup"}

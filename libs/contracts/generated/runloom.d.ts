@@ -20,7 +20,7 @@ export interface Event {
   tenant_id: string;
   /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
   seq: number;
-  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
+  type: "billing.resumed" | "billing.waiting" | "budget.warning" | "cancel.requested" | "clarification.answered" | "clarification.requested" | "content.stored" | "deliverable.failed" | "deliverable.progress" | "deliverable.ready" | "deliverable.requested" | "message.delta" | "plan.proposed" | "plan.revised" | "rate_limited" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.queued" | "run.started" | "source.failed" | "source.found" | "step.completed" | "step.failed" | "step.progress" | "step.started" | "tool.called" | "tool.result" | "usage.recorded";
   /** When the event was appended (RFC 3339, UTC). */
   time: DateTime;
   /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
@@ -50,6 +50,26 @@ export interface RunCreatedEvent {
   /** W3C traceparent of the span that wrote the event. */
   trace?: string | null;
   data: RunCreated;
+}
+
+/** The `run.queued` event: the envelope of `Event` with its typed `data`. */
+export interface RunQueuedEvent {
+  /** Unique, lexicographically sortable (ULID). */
+  id: string;
+  run_id: string;
+  tenant_id: string;
+  /** Dense per-run sequence: 1, 2, 3 ... with no gap. */
+  seq: number;
+  type: "run.queued";
+  /** When the event was appended (RFC 3339, UTC). */
+  time: DateTime;
+  /** Service (and replica) that wrote the event, e.g. `orchestrator/3f2a`. */
+  producer: string;
+  /** Id of the event or command that caused this one. */
+  causation_id?: string | null;
+  /** W3C traceparent of the span that wrote the event. */
+  trace?: string | null;
+  data: RunQueued;
 }
 
 /** The `run.started` event: the envelope of `Event` with its typed `data`. */
@@ -644,6 +664,20 @@ export interface RunCreated {
   idempotency_key?: string | null;
 }
 
+/**
+ * The run waits for room to start, in its tenant's queue; written again when its place
+ *     has moved well forward. Ended by `run.started` (or by a cancel: `run.cancelled`).
+ */
+export interface RunQueued {
+  /** Its place in its tenant's queue: 1 starts next. */
+  position: number;
+  reason: "platform_busy" | "tenant_concurrency";
+  /** Runs of the tenant working when this was written. */
+  running?: number;
+  /** The tenant's concurrent runs. */
+  limit?: number | null;
+}
+
 export interface RunStarted {
   worker: string;
   /** 1 on the first start; more when another replica took the run over. */
@@ -883,12 +917,25 @@ export interface RunBudgetStopped {
 // ----------------------------------------------------------------------------------------------
 // Commands, jobs and billing requests/replies (work-queue and request/reply)
 
-/** Sent by the gateway once `run.created` is stored; owned by one orchestrator replica. */
+/**
+ * Sent by the gateway once `run.created` is stored; the orchestrator queues the run in
+ *     its tenant's queue and starts it when the tenant and the platform have room.
+ */
 export interface StartRun {
   command_id: string;
   run_id: string;
   tenant_id: string;
   causation_id?: string | null;
+  /** The tenant's dispatch policy (absent: the defaults). */
+  dispatch?: DispatchPolicy | null;
+}
+
+/** The tenant's share of the orchestrators, as its quotas stood when the run was accepted. */
+export interface DispatchPolicy {
+  /** Runs of the tenant working at once; more wait in its queue. */
+  concurrent_runs?: number;
+  /** The tenant's share when runs of several tenants wait (weighted round-robin). */
+  weight?: number;
 }
 
 /** Wakes a paused run (a clarification answered or timed out). */
@@ -897,6 +944,22 @@ export interface ResumeRun {
   run_id: string;
   tenant_id: string;
   reason: string;
+  causation_id?: string | null;
+}
+
+/**
+ * Published by the orchestrators' dispatcher when a queued run's turn comes (its tenant's
+ *     weighted round-robin turn and a free slot); the replica that takes it works on the run.
+ */
+export interface DriveRun {
+  /**
+   * `drive-<id of the command that queued the run>-<n>`: the n-th dispatch of that queuing
+   * (a dispatcher that died before its commit dispatches again with the same id: a duplicate).
+   */
+  command_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The start or resume command that queued the run. */
   causation_id?: string | null;
 }
 
@@ -1119,6 +1182,31 @@ export interface DeadLetter {
   time: DateTime;
 }
 
+/**
+ * Remove every row (and stored object) a service holds for some runs of a tenant, or for
+ *     the whole tenant; asked of each service on its own `erase.<service>` subject by the
+ *     erasure job (`runloom.runtime.erasure`). Idempotent: asked again, it removes nothing more.
+ *
+ *     `inventory` (the gateway only, asked first): revoke the tenant's API keys (whole tenant)
+ *     and answer the runs to erase in `EraseReply.run_ids`, removing nothing yet.
+ */
+export interface EraseRequest {
+  erasure_id: string;
+  tenant_id: string;
+  run_ids?: string[];
+  whole_tenant?: boolean;
+  inventory?: boolean;
+}
+
+export interface EraseReply {
+  /** What was removed: `<schema>.<table>` (rows) or `bucket:<name>` (objects) to a count. */
+  removed?: Record<string, number>;
+  /** Inventory: the runs of the request (every run of the tenant for a whole tenant). */
+  run_ids?: string[];
+  /** Inventory: those not ended yet. */
+  open_run_ids?: string[];
+}
+
 /** Store a document's extracted text (idempotent by `document_id`: a retry stores it once). */
 export interface AddDocumentRequest {
   document_id: string;
@@ -1221,9 +1309,294 @@ export interface Source {
   url?: string | null;
 }
 
+// ----------------------------------------------------------------------------------------------
+// Webhooks: the signed bodies POSTed to endpoints, and their management
+
+/** A run was created (its question, skill, budget and options). */
+export interface RunCreatedWebhook {
+  /** The run event's type. */
+  type: "run.created";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunCreated;
+}
+
+/** An orchestrator replica started (or took over) the run. */
+export interface RunStartedWebhook {
+  /** The run event's type. */
+  type: "run.started";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunStarted;
+}
+
+/** The run completed (`partial` says whether something is missing, and `missing` what). */
+export interface RunCompletedWebhook {
+  /** The run event's type. */
+  type: "run.completed";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunCompleted;
+}
+
+/** The run failed; `reason` says why (error, clarification_timeout, ...). */
+export interface RunFailedWebhook {
+  /** The run event's type. */
+  type: "run.failed";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunFailed;
+}
+
+/** The run was cancelled. */
+export interface RunCancelledWebhook {
+  /** The run event's type. */
+  type: "run.cancelled";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunCancelled;
+}
+
+/** The run stopped at its budget; what it produced so far stays available. */
+export interface RunBudgetStoppedWebhook {
+  /** The run event's type. */
+  type: "run.budget_stopped";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: RunBudgetStopped;
+}
+
+/** The run asks a question and waits for the answer (POST /v1/runs/{id}/clarification). */
+export interface ClarificationRequestedWebhook {
+  /** The run event's type. */
+  type: "clarification.requested";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: ClarificationRequested;
+}
+
+/** A deliverable (report, website, slides) is ready; its artifacts can be downloaded. */
+export interface DeliverableReadyWebhook {
+  /** The run event's type. */
+  type: "deliverable.ready";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: DeliverableReady;
+}
+
+/** A deliverable's attempt failed (`will_retry` says whether another follows). */
+export interface DeliverableFailedWebhook {
+  /** The run event's type. */
+  type: "deliverable.failed";
+  /** When the event was stored (not when this attempt was sent: that is `webhook-timestamp`). */
+  timestamp: DateTime;
+  /** The event's id, also sent as `webhook-id`: the same on every attempt. */
+  event_id: string;
+  run_id: string;
+  tenant_id: string;
+  /** The event's place in its run (1, 2, 3 ...): an endpoint gets a run's events in this order. */
+  seq: number;
+  /** The event's payload (its type's `data`). */
+  data: DeliverableFailed;
+}
+
+/** Register an endpoint (idempotent by `endpoint_id`: a retry gets the same secret). */
+export interface CreateWebhookRequest {
+  tenant_id: string;
+  endpoint_id: string;
+  url: string;
+  events: Array<"clarification.requested" | "deliverable.failed" | "deliverable.ready" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started">;
+  description?: string | null;
+  run_id?: string | null;
+  /**
+   * Only check the URL (the reply is refused or empty): POST /v1/runs checks a run's
+   * webhook before it stores anything.
+   */
+  check_only?: boolean;
+}
+
+export interface CreateWebhookReply {
+  /** The stored endpoint (absent when refused). */
+  endpoint?: WebhookEndpoint | null;
+  /** `whsec_` + base64 of the signing key. */
+  secret?: string | null;
+  refused?: "forbidden_address" | "invalid_url" | "unresolvable" | null;
+  /** Why the URL was refused, and what to send instead. */
+  detail?: string | null;
+}
+
+/** An endpoint as its tenant sees it (never its secret). */
+export interface WebhookEndpoint {
+  id: string;
+  url: string;
+  events: Array<"clarification.requested" | "deliverable.failed" | "deliverable.ready" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started">;
+  description?: string | null;
+  /** Set for a run's own webhook (`webhook` on POST /v1/runs): only that run's events. */
+  run_id?: string | null;
+  status?: "disabled" | "enabled";
+  /** Why the endpoint was disabled, in words a person acts on. */
+  disabled_reason?: string | null;
+  disabled_at?: DateTime | null;
+  /** The first failed attempt since the last delivery (None: not failing). */
+  failing_since?: DateTime | null;
+  /** After a rotation: until when the previous secret still signs too. */
+  previous_secret_expires_at?: DateTime | null;
+  created_at: DateTime;
+}
+
+export interface ListWebhooksRequest {
+  tenant_id: string;
+}
+
+export interface ListWebhooksReply {
+  /** Newest first. */
+  endpoints?: WebhookEndpoint[];
+}
+
+/** Delete an endpoint and what is still pending for it. */
+export interface DeleteWebhookRequest {
+  tenant_id: string;
+  endpoint_id: string;
+}
+
+export interface DeleteWebhookReply {
+  /** False when the tenant has no such endpoint. */
+  deleted: boolean;
+}
+
+/** A new secret; the previous one also signs for `grace_s` seconds. */
+export interface RotateWebhookSecretRequest {
+  tenant_id: string;
+  endpoint_id: string;
+  /** None: the service's default (24 h). */
+  grace_s?: number | null;
+}
+
+export interface RotateWebhookSecretReply {
+  /** Absent when the tenant has no such endpoint. */
+  endpoint?: WebhookEndpoint | null;
+  secret?: string | null;
+}
+
+/** Enable a disabled endpoint again: what is pending for it goes out from now on. */
+export interface EnableWebhookRequest {
+  tenant_id: string;
+  endpoint_id: string;
+}
+
+export interface EnableWebhookReply {
+  /** Absent when the tenant has no such endpoint. */
+  endpoint?: WebhookEndpoint | null;
+}
+
+export interface ListDeliveriesRequest {
+  tenant_id: string;
+  endpoint_id: string;
+  limit?: number;
+  status?: "delivered" | "failed" | "pending" | null;
+}
+
+export interface ListDeliveriesReply {
+  /** False when the tenant has no such endpoint. */
+  found: boolean;
+  /** Newest first. */
+  deliveries?: WebhookDelivery[];
+}
+
+/** One event for one endpoint, and how its attempts went. */
+export interface WebhookDelivery {
+  id: string;
+  endpoint_id: string;
+  /** Also the `webhook-id` header. */
+  event_id: string;
+  event_type: "clarification.requested" | "deliverable.failed" | "deliverable.ready" | "run.budget_stopped" | "run.cancelled" | "run.completed" | "run.created" | "run.failed" | "run.started";
+  run_id: string;
+  seq: number;
+  status: "delivered" | "failed" | "pending";
+  attempts?: number;
+  /** The HTTP status of the last attempt (None: no answer). */
+  response_status?: number | null;
+  /** What went wrong on the last attempt (timeout, refused, non-2xx ...). */
+  last_error?: string | null;
+  last_attempt_at?: DateTime | null;
+  /** When the next attempt is due (pending only). */
+  next_attempt_at?: DateTime | null;
+  delivered_at?: DateTime | null;
+  created_at: DateTime;
+}
+
+/** Send one delivery again (now, signed anew, with the same `webhook-id`). */
+export interface RedeliverRequest {
+  tenant_id: string;
+  endpoint_id: string;
+  delivery_id: string;
+}
+
+export interface RedeliverReply {
+  /** Absent when the tenant has no such delivery. */
+  delivery?: WebhookDelivery | null;
+}
+
 /** Any run event; narrow on `type` to get the typed `data`. */
 export type RunEvent =
   | RunCreatedEvent
+  | RunQueuedEvent
   | RunStartedEvent
   | PlanProposedEvent
   | PlanRevisedEvent
@@ -1260,6 +1633,7 @@ export type RunEventType = RunEvent["type"];
 /** The payload (`data`) of each event type. */
 export interface RunEventData {
   "run.created": RunCreated;
+  "run.queued": RunQueued;
   "run.started": RunStarted;
   "plan.proposed": PlanProposed;
   "plan.revised": PlanRevised;

@@ -64,6 +64,7 @@ def test_asyncapi_lists_every_subject_and_message() -> None:
         "run.{runId}.events",
         "cmd.run.start",
         "cmd.run.resume",
+        "cmd.drive.run",
         "job.deliverable.{kind}",
         "billing.reserve",
         "billing.commit",

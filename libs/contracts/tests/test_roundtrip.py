@@ -74,6 +74,8 @@ def realistic(tp: msgspec.inspect.Type, name: str) -> Any:
         return 0.42
     if isinstance(tp, t.ListType):
         return [realistic(tp.item_type, name.removesuffix("s")) for _ in range(2)]
+    if isinstance(tp, t.DictType) and isinstance(tp.value_type, t.IntType):
+        return {"gateway.runs": 2, "bucket:artifacts": 4}
     if isinstance(tp, t.DictType):
         return {"depth": 2, "language": "en", "sources": ["corpus", "web"]}
     if isinstance(tp, t.StructType):

@@ -25,3 +25,9 @@ def test_runtime_and_services_depend_on_no_server_wheel_nor_the_dev_kit() -> Non
 
 def test_the_command_line_depends_on_the_dev_kit() -> None:
     assert "runloom-devkit" in _dependencies(ROOT / "pyproject.toml")
+
+
+def test_no_service_package_ships_test_code() -> None:
+    """Test helpers live in the dev kit (`runloom.devkit.runs`, `.deliverables`)."""
+    for source in (ROOT / "services").glob("*/src/runloom/*/**/*.py"):
+        assert source.stem not in ("testing", "conftest"), f"{source} is test code in a service"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from runloom.devkit.testing import orphaned_postgres_folder
 
 INI = """[pytest]
 addopts = -p runloom.devkit.testing -p no:cacheprovider
@@ -96,10 +97,12 @@ def test_postgres_fixture_works_from_a_private_folder_and_changes_no_folder(
 ) -> None:
     (private / "test_uses_postgres.py").write_text(USES_POSTGRES)
     before = modes(private)
+    stale = orphaned_postgres_folder(f"orphan-{private.parent.name}", private.parent / "gone")
 
     done = _pytest(private)
 
     assert done.returncode == 0, done.stdout + done.stderr
+    assert stale is None or not stale.exists(), "the session left an orphaned folder in place"
     assert "1 passed" in done.stdout
     after = modes(private)
     assert {p: m for p, m in after.items() if p in before} == before

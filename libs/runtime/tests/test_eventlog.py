@@ -1,18 +1,17 @@
-"""The event log against the real nats-server: at most once, dense seq, archive fallback."""
+"""The event log against the real nats-server: at most once, dense seq (its fallback to the
+gateway's Postgres archive is tested with the archive, in services/gateway)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import uuid
 
 from nats.js.errors import NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.events import RunCompleted, RunCreated, StepStarted
 from runloom.contracts.ids import new_id, ulid
 from runloom.runtime import bus
-from runloom.runtime.archive import PgArchive, archive_event
 from runloom.runtime.eventlog import EventLog, RunClosed
 
 
@@ -111,22 +110,6 @@ async def test_long_reads_and_reads_from_any_position(js):
     middle = everything[59]
     rest = [se.event.seq async for se in log.read(run_id, after_stream_seq=middle.stream_seq)]
     assert rest == list(range(61, 122))
-
-
-async def test_seq_goes_on_from_the_archive_when_the_hot_window_dropped_the_run(js, pool):
-    run_id = new_id("run")
-    tenant = f"t-{uuid.uuid4().hex[:8]}"
-    log = EventLog(js, "w", archive=PgArchive(pool))
-    for payload in (RunCreated(question="q"), StepStarted(step_id="a"), StepStarted(step_id="b")):
-        await log.append(run_id, tenant, payload)
-    async for se in log.read(run_id):
-        await archive_event(pool, se.raw, se.stream_seq)
-    # The hot window lets the run's messages go (as max_age would).
-    await js.purge_stream(subjects.RUN_EVENTS_STREAM, subject=subjects.run_events(run_id))
-    fresh = EventLog(js, "w2", archive=PgArchive(pool))
-    ev = await fresh.append(run_id, tenant, StepStarted(step_id="c"))
-    assert ev.seq == 4
-    assert [e.seq for e in await fresh.events(run_id)] == [4]
 
 
 async def test_concurrent_writers_of_the_same_event_store_it_once(js):

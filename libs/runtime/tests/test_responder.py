@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import get_args
 
 import msgspec
 import pytest
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
-from runloom.runtime.responder import UNAVAILABLE, Responder, Route
+from runloom.contracts.operations import UNAVAILABLE, Answerer, Operation
+from runloom.runtime.request import _NOUN, RequestFailed, ask
+from runloom.runtime.responder import Responder, Route
 
 SUBJECT = "test.responder.double"
 QUEUE = "responder-test"
@@ -22,6 +25,9 @@ class Double(msgspec.Struct, forbid_unknown_fields=True):
 class Doubled(msgspec.Struct):
     n: int
     by: str
+
+
+DOUBLE = Operation("deliverables", "double", SUBJECT, Double, Doubled, "deliverables", "x2", 5.0)
 
 
 def _error(msg) -> str:
@@ -37,7 +43,7 @@ async def test_answers_refuses_with_a_dead_letter_and_says_unavailable(nc, js) -
         return Doubled(n=2 * req.n, by="a")
 
     responder = Responder(
-        nc, js, QUEUE, [Route(SUBJECT, Double, double)], on_outcome=lambda s, r: seen.append((s, r))
+        nc, js, QUEUE, [Route(DOUBLE, double)], on_outcome=lambda s, r: seen.append((s, r))
     )
     dlq = await js.subscribe(subjects.dead_letter("core", QUEUE), deliver_policy="new")
     await responder.start()
@@ -63,6 +69,38 @@ async def test_answers_refuses_with_a_dead_letter_and_says_unavailable(nc, js) -
         await dlq.unsubscribe()
 
 
+def test_every_answering_service_is_named_in_failures() -> None:
+    assert set(get_args(Answerer)) == set(_NOUN)
+
+
+async def test_the_requester_says_why_a_request_got_no_reply(nc, js) -> None:
+    """`request.ask`: the reply decoded, or one `RequestFailed` that says why and whether a
+    retry may help (an unserved subject, a service that cannot serve now, a refusal)."""
+
+    async def double(req: Double) -> Doubled:
+        if req.n < 0:
+            raise RuntimeError("the store is away")
+        return Doubled(n=2 * req.n, by="a")
+
+    with pytest.raises(RequestFailed) as nobody:
+        await ask(nc, DOUBLE, Double(n=1), timeout_s=2)
+    assert (nobody.value.why, nobody.value.retryable) == ("no_responders", True)
+    assert "no deliverables replica is running" in str(nobody.value)
+
+    responder = Responder(nc, js, QUEUE, [Route(DOUBLE, double)])
+    await responder.start()
+    try:
+        assert await ask(nc, DOUBLE, Double(n=4)) == Doubled(n=8, by="a")
+        with pytest.raises(RequestFailed) as away:
+            await ask(nc, DOUBLE, Double(n=-1))
+        assert (away.value.why, away.value.retryable) == ("unavailable", True)
+        with pytest.raises(RequestFailed) as refused:
+            await ask(nc, DOUBLE, Doubled(n=1, by="not a Double"))  # type: ignore[arg-type]
+        assert (refused.value.why, refused.value.retryable) == ("refused", False)
+    finally:
+        await responder.stop()
+
+
 async def test_replicas_share_the_work_each_within_its_bound_and_stop_drains(nc, js) -> None:
     release, full = asyncio.Event(), asyncio.Event()
     running = {"a": 0, "b": 0}
@@ -83,7 +121,7 @@ async def test_replicas_share_the_work_each_within_its_bound_and_stop_drains(nc,
         return double
 
     replicas = [
-        Responder(nc, js, QUEUE, [Route(SUBJECT, Double, handler(name))], concurrency=2)
+        Responder(nc, js, QUEUE, [Route(DOUBLE, handler(name))], concurrency=2)
         for name in ("a", "b")
     ]
     for r in replicas:

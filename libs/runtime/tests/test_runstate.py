@@ -22,8 +22,10 @@ from runloom.contracts.events import (
     PlanProposed,
     PlanStep,
     RateLimited,
+    RunCancelled,
     RunCompleted,
     RunCreated,
+    RunQueued,
     RunStarted,
     SourceFound,
     StepCompleted,
@@ -185,3 +187,18 @@ def test_an_event_type_added_later_is_decoded_and_skipped() -> None:
     st_ = fold([created, from_bytes, completed])
     assert (st_.status, st_.last_seq, st_.event_count) == ("completed", 3, 3)
     assert not st_.steps
+
+
+def test_a_queued_run_keeps_its_place_until_it_starts_or_ends() -> None:
+    waiting = events(
+        RunCreated(question="q"),
+        RunQueued(position=9, reason="tenant_concurrency", running=3, limit=3),
+        RunQueued(position=4, reason="platform_busy", running=2, limit=3),
+    )
+    st = fold(waiting)
+    assert st.status == "queued" and st.queued is not None
+    assert (st.queued.position, st.queued.reason) == (4, "platform_busy")
+    started = fold(events(*[payload_of(e) for e in waiting], RunStarted(worker="w")))
+    assert started.status == "running" and started.queued is None
+    cancelled = fold(events(*[payload_of(e) for e in waiting], RunCancelled(reason="asked")))
+    assert cancelled.status == "cancelled" and cancelled.queued is None

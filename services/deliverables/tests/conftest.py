@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from runloom.contracts.content import ContentModel
-from runloom.deliverables.testing import TestRun
-from runloom.deliverables.testing import new_run as _new_run
+from runloom.devkit.deliverables import TestRun
+from runloom.devkit.deliverables import new_run as _new_run
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from runloom.contracts.commands import DeadLetter
 from runloom.contracts.events import RunCancelled
 from runloom.deliverables.render import KINDS
 from runloom.deliverables.sample import sample_content
-from runloom.deliverables.testing import eventually, tenant_of
+from runloom.devkit.deliverables import eventually
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
-from runloom.runtime.tenants import create_tenant
 
 pytestmark = pytest.mark.platform_services("gateway", "deliverables")
 
@@ -37,7 +37,7 @@ async def _get(platform: Any, path: str, headers: dict[str, str] | None = None) 
 async def test_every_kind_renders_once_and_downloads_with_type_and_name(
     platform, pool, new_run
 ) -> None:
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=3))
+    run = await new_run(platform.tenant_id, sample_content(sections=3))
     for kind in ALL_KINDS:
         await run.request(kind)
 
@@ -74,7 +74,7 @@ async def test_every_kind_renders_once_and_downloads_with_type_and_name(
 
 
 async def test_another_tenants_run_and_artifacts_answer_404(platform, pool, new_run) -> None:
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=2))
+    run = await new_run(platform.tenant_id, sample_content(sections=2))
     await run.request("website")
     await eventually(lambda: run.events("deliverable.ready"), 30, "website ready")
     mine = (await _get(platform, f"/v1/runs/{run.run_id}/deliverables")).json()
@@ -100,7 +100,7 @@ async def test_same_job_twice_to_two_replicas_yields_one_artifact_per_format(
     platform, pool, js, new_run
 ) -> None:
     platform.add("deliverables")  # a second replica on the same durable consumer
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=2))
+    run = await new_run(platform.tenant_id, sample_content(sections=2))
     job = await run.request("report")
     # The same job again under another message id (a re-request after the dedup window),
     # so both copies are in flight at once, one per replica.
@@ -131,7 +131,7 @@ async def test_same_job_twice_to_two_replicas_yields_one_artifact_per_format(
 
 @pytest.mark.platform_env(RUNLOOM_DELIVERABLES_RENDER_DELAY_S="1.0")
 async def test_sigkill_mid_job_completes_once_after_restart(platform, pool, js, new_run) -> None:
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content())
+    run = await new_run(platform.tenant_id, sample_content())
     job = await run.request("report")
 
     async def first_format_rendered() -> bool:
@@ -179,9 +179,7 @@ async def test_unrenderable_model_fails_with_retries_then_for_good_others_delive
         content.sections[0],
         msgspec.structs.replace(content.sections[1], claims=[bad, *content.sections[1].claims[1:]]),
     ]
-    run = await new_run(
-        await tenant_of(pool, platform.api_key), msgspec.structs.replace(content, sections=sections)
-    )
+    run = await new_run(platform.tenant_id, msgspec.structs.replace(content, sections=sections))
     for kind in ALL_KINDS:
         await run.request(kind)
 
@@ -240,7 +238,7 @@ async def test_malformed_job_is_dead_lettered_and_an_unknown_format_fails_at_onc
 async def test_a_requested_kind_not_picked_up_yet_is_listed_as_queued(
     platform, pool, new_run
 ) -> None:
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    run = await new_run(platform.tenant_id, sample_content(sections=1))
     job = await run.request("slides")  # no deliverables replica is running
 
     async def listed() -> list[Any] | None:
@@ -259,7 +257,7 @@ async def test_a_requested_kind_not_picked_up_yet_is_listed_as_queued(
 async def test_a_job_for_a_run_that_already_ended_still_stores_its_artifacts(
     platform, pool, js, new_run
 ) -> None:
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    run = await new_run(platform.tenant_id, sample_content(sections=1))
     job = run.job("website")
     await run.log.append(run.run_id, run.tenant_id, RunCancelled(reason="user"))
     await bus.publish(js, subjects.deliverable_job("website"), job, msg_id=job.job_id)
@@ -279,7 +277,7 @@ async def test_a_job_for_a_run_that_already_ended_still_stores_its_artifacts(
     assert (await _get(platform, item["url"])).status_code == 200
 
     # Well-formed, but asking for a format the kind does not have: no retry can help.
-    run = await new_run(await tenant_of(pool, platform.api_key), sample_content(sections=1))
+    run = await new_run(platform.tenant_id, sample_content(sections=1))
     job = run.job("report", formats=["pdf", "odt"])
     await bus.publish(js, subjects.deliverable_job("report"), job, msg_id=job.job_id)
     (failed,) = await eventually(lambda: run.events("deliverable.failed"), 20, "a failure")

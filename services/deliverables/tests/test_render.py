@@ -12,7 +12,7 @@ from pptx import Presentation
 from runloom.contracts.content import Citation, Claim, ContentModel, Section, Source
 from runloom.deliverables.render import KINDS, Document, RenderError, render
 from runloom.deliverables.sample import sample_content
-from runloom.deliverables.testing import parse_html, squash, text_of
+from runloom.devkit.deliverables import parse_html, squash, text_of
 
 ALL = [(kind, f.name) for kind, formats in KINDS.items() for f in formats]
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runloom.contracts.content import Citation, Claim, ContentModel, Section, Source
 from runloom.deliverables.render import KINDS, Document, RenderError
-from runloom.deliverables.testing import squash, text_of
+from runloom.devkit.deliverables import squash, text_of
 
 text = st.text(max_size=60)
 some_text = st.text(min_size=1, max_size=300)

@@ -31,6 +31,7 @@ from runloom.contracts.events import (
     RunCompleted,
     RunCreated,
     RunFailed,
+    RunQueued,
     RunStarted,
     SourceFound,
     StepCompleted,
@@ -330,3 +331,23 @@ def test_a_history_hole_ends_the_stream_with_a_run_error_not_a_guess() -> None:
         "message": "events 5..21 are gone",
     }
     check(sent + tail)
+
+
+def test_a_queued_run_shows_its_place_in_the_state_until_it_starts() -> None:
+    history = events(
+        RunCreated(question="Can you help me?"),
+        RunQueued(position=5, reason="tenant_concurrency", running=2, limit=2),
+        RunQueued(position=2, reason="platform_busy", running=1, limit=2),
+        RunStarted(worker="w1"),
+    )
+    view = client_view(project(history[:3]))
+    assert view.state == state_of(fold(history[:3]))
+    assert view.state["status"] == "queued"
+    assert view.state["queued"] == {
+        "position": 2,
+        "reason": "platform_busy",
+        "running": 1,
+        "limit": 2,
+    }
+    started = client_view(project(history))
+    assert started.state["status"] == "running" and started.state["queued"] is None

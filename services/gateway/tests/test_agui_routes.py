@@ -21,7 +21,7 @@ from runloom.contracts.events import (
     StepStarted,
 )
 from runloom.gateway import _cursor
-from runloom.runtime.archive import PgArchive
+from runloom.gateway.store.archive import PgArchive
 from runloom.runtime.eventlog import EventLog
 
 pytestmark = pytest.mark.platform_services("gateway")

@@ -186,6 +186,7 @@ def test_console_reducer_agrees_with_the_python_fold() -> None:
         assert set(js["sources"]) == set(py.sources)
         assert (js["partial"], js["missing"]) == (py.partial, py.missing)
         assert js["cancel_requested"] == py.cancel_requested
+        assert js["queued"] == (None if py.queued is None else msgspec.to_builtins(py.queued))
         assert js["content_hash"] == py.content_hash
         assert {k: (d["status"], d["attempt"]) for k, d in js["deliverables"].items()} == {
             k: (d.status, d.attempt) for k, d in py.deliverables.items()

@@ -16,9 +16,9 @@ import nats.errors
 import pytest
 from runloom.contracts import subjects
 from runloom.gateway.app import create_app
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.tenants import create_tenant
 
 
 class _FailingPool:

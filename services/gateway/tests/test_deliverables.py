@@ -17,7 +17,7 @@ from runloom.contracts.events import (
     DeliverableReady,
     DeliverableRequested,
 )
-from runloom.runtime.archive import archive_batch
+from runloom.gateway.store.archive import archive_batch
 from runloom.runtime.eventlog import EventLog
 
 pytestmark = pytest.mark.platform_services("gateway")  # no deliverables replica running

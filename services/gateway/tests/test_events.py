@@ -10,8 +10,8 @@ import pytest
 from runloom.contracts.events import RunCompleted, RunStarted, StepStarted
 from runloom.contracts.ids import new_id
 from runloom.gateway import _cursor
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.tenants import create_tenant
 
 pytestmark = [
     pytest.mark.platform_services("gateway"),

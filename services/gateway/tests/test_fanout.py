@@ -118,7 +118,7 @@ async def _all(readers, n: int) -> bool:
 async def _hub(js, pool, **options):
     from runloom.gateway._fanout import Hub
     from runloom.gateway._history import Epoch, History
-    from runloom.runtime.archive import PgArchive
+    from runloom.gateway.store.archive import PgArchive
 
     log = EventLog(js, "hub", archive=PgArchive(pool))
     epoch = Epoch(js)

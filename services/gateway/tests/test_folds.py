@@ -15,7 +15,7 @@ import pytest
 from runloom.contracts.events import Event, decode_event
 from runloom.contracts.ids import new_id, ulid
 from runloom.gateway.routes.console import CONSOLE_DIR
-from runloom.runtime.archive import archive_batch
+from runloom.gateway.store.archive import archive_batch
 from runloom.runtime.runstate import fold
 
 HISTORIES = (

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from runloom.contracts import subjects
 from runloom.contracts.events import RunCompleted, StepStarted
-from runloom.runtime.archive import PgArchive
+from runloom.gateway.store.archive import PgArchive
 from runloom.runtime.eventlog import EventLog
 
 pytestmark = pytest.mark.platform_services("gateway")

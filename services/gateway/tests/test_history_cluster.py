@@ -16,8 +16,8 @@ from runloom.contracts.events import RunCreated, StepStarted
 from runloom.contracts.ids import new_id
 from runloom.devkit.cluster import NatsCluster
 from runloom.gateway._history import Epoch, History
+from runloom.gateway.store.archive import PgArchive, archive_batch
 from runloom.runtime import bus
-from runloom.runtime.archive import PgArchive, archive_batch
 from runloom.runtime.eventlog import TRANSIENT_ERRORS, EventLog
 
 

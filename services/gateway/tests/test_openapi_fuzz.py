@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.platform_services("gateway", "billing", "orchestrator")  # every route
+pytestmark = pytest.mark.platform_services(
+    "gateway", "billing", "orchestrator", "webhooks"
+)  # every route
 
 CHECKS = ",".join(
     [

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from runloom.runtime import archive
-from runloom.runtime.tenants import create_tenant
+from runloom.gateway.store import archive
+from runloom.gateway.store.tenants import create_tenant
 
 pytestmark = pytest.mark.platform_services("gateway", "billing")  # budgets are billing's
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from runloom.devkit.runs import Driver
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.service import Orchestrator
-from runloom.orchestrator.testing import Driver
 from runloom.runtime.service import ServiceContext
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from runloom.devkit.runs import FakeOpenAI
 from runloom.orchestrator.providers import (
     OpenAIProvider,
     Passage,
@@ -10,7 +11,6 @@ from runloom.orchestrator.providers import (
     WriteRequest,
     WriteResult,
 )
-from runloom.orchestrator.testing import FakeOpenAI
 
 PASSAGE = (
     "Generators are functions that produce a sequence of values lazily. When a generator "

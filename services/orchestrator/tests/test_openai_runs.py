@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runloom.orchestrator.testing import FakeOpenAI
+from runloom.devkit.runs import FakeOpenAI
 from runloom.runtime.runstate import fold
 
 QUESTION = "How do generators and the yield expression work?"

@@ -76,6 +76,8 @@ async def test_unanswered_clarification_times_out_clearly(orchestrator, driver) 
     assert events[-1].type == "run.failed"
     assert events[-1].data["reason"] == "clarification_timeout"
     assert "answered" in events[-1].data["error"]
+    asked = [e for e in events if e.type == "clarification.requested"]
+    assert events[-1].causation_id == asked[-1].id  # it ends because of that question
 
 
 async def test_same_start_delivered_twice_is_one_run(orchestrator, driver) -> None:

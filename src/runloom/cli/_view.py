@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import TextIO
 
 import msgspec
-from runloom.contracts.events import Event
+from runloom.contracts.events import Event, RunQueued
 from runloom.contracts.types import now
 from runloom.runtime.runstate import RunState, StepState
 
 ICONS = {"pending": "○", "running": "◐", "done": "✓", "failed": "✗", "skipped": "-"}
 STATUS_TEXT = {
     "created": "queued",
+    "queued": "queued",
     "running": "running",
     "waiting_clarification": "paused: waiting for your answer",
     "completed": "completed",
@@ -26,6 +27,18 @@ STATUS_TEXT = {
     "cancelled": "cancelled",
     "budget_stopped": "stopped: budget used up",
 }
+
+
+QUEUE_REASONS = {
+    "tenant_concurrency": "your runs already working fill your share",
+    "platform_busy": "the platform is busy",
+}
+
+
+def queued_text(q: RunQueued) -> str:
+    """`queued (position N, why)`, as the CLI shows a run that waits to start."""
+    running = f"; {q.running} of {q.limit} running" if q.limit is not None else ""
+    return f"queued (position {q.position}, {QUEUE_REASONS.get(q.reason, q.reason)}{running})"
 
 
 def money(usd: float) -> str:
@@ -154,6 +167,8 @@ class TerminalView:
         self.report_ends_line = new.endswith("\n")
 
     def _signals(self, before: RunState, after: RunState) -> None:
+        if after.queued is not None and after.queued != before.queued:
+            self.line(self._style(f"  ⧗ {queued_text(after.queued)}", "33"))
         if after.rate_limited is not None and after.rate_limited != before.rate_limited:
             r = after.rate_limited
             self.line(

@@ -3,7 +3,9 @@
 Subcommands live in their own modules, each exposing `add_parser(subparsers)` that registers
 its parser with `func=<callable(args) -> int>`:
 - `up` (cli/up.py): start the whole platform on embedded defaults;
-- `ask`, `runs`, `watch`, `docs`, `usage` (cli/client.py): talk to the gateway over HTTP/SSE.
+- `ask`, `runs`, `watch`, `docs`, `usage` (cli/client.py): talk to the gateway over HTTP/SSE;
+- `webhooks` (cli/webhooks.py): the tenant's webhook endpoints and recent deliveries.
+- `backup`, `restore` (cli/lifecycle.py): a home's data, online backup and restore.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runloom.cli import client, up
+from runloom.cli import client, lifecycle, up, webhooks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     up.add_parser(sub)
     client.add_parser(sub)
+    webhooks.add_parser(sub)
+    lifecycle.add_parser(sub)
     return parser
 
 

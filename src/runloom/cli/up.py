@@ -26,7 +26,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from runloom.devkit import busauth, database
 from runloom.devkit.cluster import NatsCluster, NatsNode
-from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, port_open
+from runloom.devkit.embedded import (
+    NatsServer,
+    PostgresServer,
+    ServerError,
+    bindable,
+    ephemeral_range,
+    free_port,
+    port_open,
+    remove_stale_system_dirs,
+)
 from runloom.devkit.supervisor import SERVICES, ServiceProcess
 from runloom.runtime.config import Settings
 
@@ -73,11 +82,15 @@ class Supervised:
     exit_code: Callable[[], int | None]
     log_file: Path
     pid_file: Path | None = None
+    prepare: Callable[[], None] | None = None
+    """Runs before every start: checks (or moves) the ports the process will bind."""
     failures: int = 0
     started_at: float = 0.0
     restart_at: float | None = field(default=None)
 
     def launch(self) -> None:
+        if self.prepare is not None:
+            self.prepare()
         self.start()
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -125,8 +138,11 @@ def _server_unit(
     )
 
 
-def _service_unit(proc: ServiceProcess, pid_file: Path) -> Supervised:
+def _service_unit(
+    proc: ServiceProcess, pid_file: Path, prepare: Callable[[], None] | None = None
+) -> Supervised:
     return Supervised(
+        prepare=prepare,
         name=proc.name,
         start=proc.start,
         pid=lambda: proc.pid,
@@ -197,6 +213,13 @@ def _check_port(port: int, what: str, variable: str) -> None:
             f"port {port} ({what}) is already in use by another program. Stop that program, "
             f"or choose another port: {variable}=<port> runloom up (or make run)."
         )
+    eph = ephemeral_range()
+    if port in eph:
+        say(
+            f"warning: port {port} ({what}) lies in the kernel's ephemeral range "
+            f"{eph.start}-{eph.stop - 1}, where any outgoing connection may take it before "
+            f"it is bound; {variable}=<port below {eph.start}> avoids that"
+        )
 
 
 # -- bootstrap: database, streams, dev tenant, corpus ---------------------------------------------
@@ -211,8 +234,8 @@ async def bootstrap(
 
     Returns the dev tenant's API key (`known_key` when still valid) and whether it is new.
     """
+    from runloom.gateway.store.tenants import create_tenant, tenant_of_key
     from runloom.runtime import bus, db
-    from runloom.runtime.tenants import create_tenant, hash_key
 
     applied = await database.provision(settings.effective_database_url, passwords)
     pool = await db.create_pool(database.admin_url(settings.effective_database_url), max_size=4)
@@ -226,12 +249,7 @@ async def bootstrap(
         finally:
             await nc.close()
         key, created = known_key, False
-        owner = None
-        if key:
-            owner = await pool.fetchval(
-                "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
-                hash_key(key),
-            )
+        owner = await tenant_of_key(pool, key) if key else None
         if owner != DEV_TENANT:
             key, created = await create_tenant(pool, DEV_TENANT, "Local development"), True
         return key, created
@@ -259,6 +277,8 @@ class Up:
         self.postgres: PostgresServer | None = None
         self.services: list[ServiceProcess] = []
         self.lock: Path | None = None
+        self.management = self.management_ports()
+        """Each process's management port now (one taken by another program is moved)."""
 
     @property
     def gateway_url(self) -> str:
@@ -316,10 +336,13 @@ class Up:
                 _check_port(port, "NATS", "RUNLOOM_NATS_PORT")
         if embedded_pg:
             _reap_stale(self.run_dir / "postgres.pid", "postgres")
+            if os.geteuid() == 0:
+                for gone in remove_stale_system_dirs():
+                    say(f"removed {gone}: PostgreSQL data of a data folder that no longer exists")
             _check_port(s.postgres_port, "PostgreSQL", "RUNLOOM_POSTGRES_PORT")
         for replica in range(self.replicas):
             _check_port(s.gateway_port + replica, "gateway", "RUNLOOM_GATEWAY_PORT")
-        for port in self.management_ports().values():
+        for port in self.management.values():
             _check_port(port, "management", "RUNLOOM_MANAGEMENT_PORT")
 
         # One NATS identity per workload: made on first start (secrets/nats/<identity>.nk,
@@ -335,11 +358,14 @@ class Up:
         if embedded_nats and self.want_cluster:
             self.start_cluster()
         elif embedded_nats:
+            # JetStream's storage limit follows the disk (at each start), so a filling disk
+            # gets appends refused cleanly before nats-server's writes fail.
             self.nats = NatsServer(
                 self.home / "nats",
                 s.nats_port,
                 sync_interval=s.nats_sync_interval,
                 authorization=authorization,
+                max_file_store="disk",
             )
             unit = _server_unit("nats-server", self.nats, self.run_dir / "nats-server.pid")
             say(f"starting nats-server on port {s.nats_port}, sync_interval {s.nats_sync_interval}")
@@ -384,8 +410,10 @@ class Up:
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
             "RUNLOOM_NATS_CA": s.nats_ca,
             "RUNLOOM_DEFAULT_CORPUS_TENANTS": DEV_TENANT,
+            # Local development: webhooks may go to http:// and loopback (never in production).
+            "RUNLOOM_WEBHOOKS_ALLOW_LOCAL": "true",
         }
-        management = self.management_ports()
+        say("webhooks: http:// URLs and loopback targets allowed (local development only)")
         for replica in range(1, self.replicas + 1):
             for service in SERVICES:
                 own = dict(env)
@@ -394,8 +422,9 @@ class Up:
                 # Its own NATS credential, by path; no other identity's.
                 own["RUNLOOM_NATS_CREDENTIALS"] = str(busauth.credential(self.home, service))
                 proc = ServiceProcess(service, own, self.logs, replica=str(replica))
-                proc.env["RUNLOOM_MANAGEMENT_PORT"] = str(management[proc.name])
-                unit = _service_unit(proc, self.run_dir / f"{proc.name}.pid")
+                unit = _service_unit(
+                    proc, self.run_dir / f"{proc.name}.pid", self._port_keeper(proc)
+                )
                 unit.launch()
                 self.services.append(proc)
                 self.units.append(unit)
@@ -404,6 +433,33 @@ class Up:
             f"the orchestrator (it loads the default corpus for '{DEV_TENANT}')"
         )
         self.wait_ready()
+
+    def _port_keeper(self, proc: ServiceProcess) -> Callable[[], None]:
+        """Before each start of `proc`: a management port another program took meanwhile is
+        replaced by a free one (said, and shown by the summary); a taken gateway port, which
+        clients know, fails the start with the reason (retried with backoff) rather than
+        starting a process that cannot bind it."""
+
+        def prepare() -> None:
+            host = self.settings.management_host
+            port = self.management[proc.name]
+            if not bindable(port, host):
+                moved = free_port()
+                say(
+                    f"{proc.name}: management port {port} is taken by another program; "
+                    f"it now uses http://{host}:{moved}/metrics"
+                )
+                self.management[proc.name] = port = moved
+            proc.env["RUNLOOM_MANAGEMENT_PORT"] = str(port)
+            if proc.service == "gateway":
+                gateway = int(proc.env["RUNLOOM_GATEWAY_PORT"])
+                if not bindable(gateway, self.settings.gateway_host):
+                    raise UpError(
+                        f"port {gateway} (gateway) is taken by another program; {proc.name} "
+                        "starts once it is free (RUNLOOM_GATEWAY_PORT chooses another)"
+                    )
+
+        return prepare
 
     def _nats_ports(self) -> list[int]:
         """Client ports: RUNLOOM_NATS_PORT (+1, +2 in a cluster; routes on +10, monitors +20)."""
@@ -442,7 +498,7 @@ class Up:
         ready once the default corpus is loaded and it takes runs)."""
         import httpx
 
-        management = self.management_ports()
+        management = self.management
         waits = [
             ("gateway", f"{self.gateway_url}/readyz", "gateway-1"),
             ("orchestrator",
@@ -495,7 +551,7 @@ class Up:
         lines = ["", "Runloom is up.", ""]
         lines += [f"  {k:<9} {v}" for k, v in rows]
         lines.append("  Management (/metrics /healthz /readyz)")
-        for name, port in self.management_ports().items():
+        for name, port in self.management.items():
             lines.append(f"    {name:<15} http://{s.management_host}:{port}/metrics")
         lines.append("  Logs")
         for unit in self.units:

@@ -33,11 +33,9 @@ from nats.aio.client import Client as NATS
 from runloom.billing_client import _metrics as metrics
 from runloom.billing_client._prices import PriceTable, default_prices
 from runloom.billing_client._request import BillingUnavailable, MeteringError, ask
-from runloom.contracts import subjects
+from runloom.contracts import operations as ops
 from runloom.contracts.commands import (
-    CommitReply,
     CommitRequest,
-    ReleaseReply,
     ReleaseRequest,
     ReserveReply,
     ReserveRequest,
@@ -51,14 +49,16 @@ from runloom.contracts.events import (
     payload_of,
 )
 from runloom.contracts.kinds import UsageKind
+from runloom.contracts.operations import Operation
 from runloom.contracts.types import now
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.retry import Backoff
+from runloom.runtime.runstate import fold
 
 log = logging.getLogger(__name__)
 
+Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
-_encoder = msgspec.json.Encoder()
 
 
 class BudgetExceeded(Exception):
@@ -180,9 +180,8 @@ class Meter:
         )
         try:
             reply = await self._call(
-                subjects.BILLING_RESERVE,
+                ops.BILLING_RESERVE,
                 request,
-                ReserveReply,
                 run_id=run_id,
                 tenant_id=tenant_id,
                 key=reservation_id,
@@ -220,7 +219,7 @@ class Meter:
     ) -> float:
         """Record the actual usage: billing prices it; `usage.recorded` carries the cost."""
         reply = await self._call(
-            subjects.BILLING_COMMIT,
+            ops.BILLING_COMMIT,
             CommitRequest(
                 reservation_id=reservation.reservation_id,
                 tenant_id=reservation.tenant_id,
@@ -231,7 +230,6 @@ class Meter:
                 tool=reservation.tool,
                 usage_id=usage_id,
             ),
-            CommitReply,
             run_id=reservation.run_id,
             tenant_id=reservation.tenant_id,
             key=reservation.reservation_id,
@@ -285,9 +283,8 @@ class Meter:
 
     async def _release_quietly(self, reservation_id: str, run_id: str, tenant_id: str) -> None:
         reply = await self._call(
-            subjects.BILLING_RELEASE,
+            ops.BILLING_RELEASE,
             ReleaseRequest(reservation_id=reservation_id, tenant_id=tenant_id, run_id=run_id),
-            ReleaseReply,
             run_id=run_id,
             tenant_id=tenant_id,
             key=reservation_id,
@@ -298,9 +295,8 @@ class Meter:
 
     async def _call(
         self,
-        subject: str,
-        request: msgspec.Struct,
-        reply_type: type[R],
+        op: Operation[Q, R],
+        request: Q,
         *,
         run_id: str,
         tenant_id: str,
@@ -313,7 +309,6 @@ class Meter:
         With `give_up_after_s`, returns None after that long without an answer (and without
         making the wait visible); otherwise waits as long as it takes, visibly on the run.
         """
-        payload = _encoder.encode(request)
         backoff = Backoff(
             first_s=self.options.backoff_initial_s, max_s=self.options.backoff_max_s, jitter=0.2
         )
@@ -325,9 +320,8 @@ class Meter:
             try:
                 reply = await ask(
                     self.nc,
-                    subject,
-                    payload,
-                    reply_type,
+                    op,
+                    request,
                     timeout_s=self.options.request_timeout_s,
                     message_id=key,
                     conversation_id=run_id,
@@ -350,7 +344,7 @@ class Meter:
                 await self._waiting(run_id, tenant_id, key, problem, causation_id)
             pause = backoff.delay(attempt)
             attempt += 1
-            log.info("%s for run %s: %s; retrying in %.2fs", subject, run_id, problem, pause)
+            log.info("%s for run %s: %s; retrying in %.2fs", op.subject, run_id, problem, pause)
             await asyncio.sleep(pause)
 
     async def _waiting(
@@ -399,15 +393,12 @@ class Meter:
         self, run_id: str, tenant_id: str, causation_id: str | None
     ) -> None:
         """A replica that died while billing was away left `billing.waiting` open: close it."""
-        last = None
         try:
-            async for stored in self.log.read(run_id):
-                if stored.event.type in ("billing.waiting", "billing.resumed"):
-                    last = stored.event
+            last = fold(await self.log.events(run_id)).billing_wait
         except Exception:
             log.exception("could not read run %s for an open billing wait", run_id)
             return
-        if last is None or last.type != "billing.waiting":
+        if last is None:
             return
         key = last.id.removeprefix("billing-waiting-")
         waited = 0.0

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from nats.aio.client import Client as NATS
 from runloom.billing_client._request import ask
-from runloom.contracts import subjects
+from runloom.contracts import operations as ops
 from runloom.contracts.commands import (
     BudgetGetRequest,
     BudgetPeriod,
@@ -37,9 +37,8 @@ class BillingQueries:
     async def budget(self, tenant_id: str) -> BudgetReply:
         return await ask(
             self.nc,
-            subjects.BILLING_BUDGET_GET,
+            ops.BILLING_BUDGET_GET,
             BudgetGetRequest(tenant_id=tenant_id),
-            BudgetReply,
             timeout_s=self.timeout_s,
         )
 
@@ -48,18 +47,16 @@ class BillingQueries:
     ) -> BudgetReply:
         return await ask(
             self.nc,
-            subjects.BILLING_BUDGET_SET,
+            ops.BILLING_BUDGET_SET,
             BudgetSetRequest(tenant_id=tenant_id, amount_usd=amount_usd, period=period),
-            BudgetReply,
             timeout_s=self.timeout_s,
         )
 
     async def run_usage(self, tenant_id: str, run_id: str) -> RunUsageReply:
         return await ask(
             self.nc,
-            subjects.BILLING_USAGE_RUN,
+            ops.BILLING_USAGE_RUN,
             RunUsageRequest(tenant_id=tenant_id, run_id=run_id),
-            RunUsageReply,
             timeout_s=self.timeout_s,
             conversation_id=run_id,
         )
@@ -69,8 +66,7 @@ class BillingQueries:
     ) -> UsageRangeReply:
         return await ask(
             self.nc,
-            subjects.BILLING_USAGE_RANGE,
+            ops.BILLING_USAGE_RANGE,
             UsageRangeRequest(tenant_id=tenant_id, start=start, end=end, group_by=group_by),
-            UsageRangeReply,
             timeout_s=self.timeout_s,
         )

@@ -1,20 +1,18 @@
-"""One request to billing over core NATS, its failures mapped to the client's error types."""
+"""Billing's failures in the client's terms: the one requester's `RequestFailed` mapped to
+`BillingUnavailable` (try again later) or `MeteringError` (the request is invalid)."""
 
 from __future__ import annotations
 
 from typing import TypeVar
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NATS
-from runloom.contracts.headers import Header
-from runloom.runtime.telemetry import producer_span
+from runloom.contracts.operations import Operation
+from runloom.runtime.request import RequestFailed
+from runloom.runtime.request import ask as _ask
 
-UNAVAILABLE = "unavailable"
-"""The `Runloom-Error` of a request billing could not serve (its database is away)."""
-
+Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
-_encoder = msgspec.json.Encoder()
 
 
 class BillingUnavailable(Exception):
@@ -31,34 +29,29 @@ class MeteringError(Exception):
 
 async def ask(
     nc: NATS,
-    subject: str,
-    request: msgspec.Struct | bytes,
-    reply_type: type[R],
+    op: Operation[Q, R],
+    request: Q,
     *,
     timeout_s: float,
     message_id: str | None = None,
     conversation_id: str | None = None,
 ) -> R:
-    """Send one request and decode billing's reply.
+    """Send one request to billing and decode its reply.
 
     Raises:
         BillingUnavailable: no replica, no answer in `timeout_s`, or `Runloom-Error: unavailable`.
         MeteringError: billing refused the request as invalid.
     """
-    payload = request if isinstance(request, bytes) else _encoder.encode(request)
     try:
-        headers: dict[str, str] = {}
-        with producer_span(
-            subject, headers, message_id=message_id, conversation_id=conversation_id
-        ):
-            msg = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
-    except nats.errors.NoRespondersError:
-        raise BillingUnavailable("no billing replica is running") from None
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise BillingUnavailable(f"billing did not answer ({type(exc).__name__})") from None
-    error = (msg.headers or {}).get(Header.ERROR)
-    if error is None:
-        return msgspec.json.decode(msg.data, type=reply_type)
-    if error != UNAVAILABLE:
-        raise MeteringError(f"billing rejected {subject}: {error}")
-    raise BillingUnavailable("billing cannot reach its database")
+        return await _ask(
+            nc,
+            op,
+            request,
+            timeout_s=timeout_s,
+            message_id=message_id,
+            conversation_id=conversation_id,
+        )
+    except RequestFailed as failed:
+        if failed.retryable:
+            raise BillingUnavailable(failed.detail) from None
+        raise MeteringError(failed.detail) from None

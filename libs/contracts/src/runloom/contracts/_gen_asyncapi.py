@@ -6,9 +6,10 @@ import inspect
 import json
 
 import msgspec
-from runloom.contracts import commands, events, subjects
+from runloom.contracts import commands, events, subjects, webhooks
 from runloom.contracts._gen_schema import HEADER, Schema, components, envelopes
 from runloom.contracts.headers import Header
+from runloom.contracts.operations import OPERATIONS
 from runloom.contracts.types import RUN_ID
 
 # -- AsyncAPI --------------------------------------------------------------------------------------
@@ -87,6 +88,29 @@ REPLY_HEADERS: Schema = {
 }
 
 
+WEBHOOK_HEADERS: Schema = {
+    "type": "object",
+    "description": "HTTP headers of a webhook delivery (Standard Webhooks).",
+    "properties": {
+        "webhook-id": {
+            "type": "string",
+            "description": "The event's id: the same on every attempt; deduplicate on it.",
+        },
+        "webhook-timestamp": {
+            "type": "string",
+            "description": "Unix time (seconds) of this attempt; refuse one far from your clock.",
+        },
+        "webhook-signature": {
+            "type": "string",
+            "description": "Space-separated `v1,<base64 HMAC-SHA256>` of "
+            "`<webhook-id>.<webhook-timestamp>.<body>`, one per valid secret (two while a "
+            "rotated secret is in its grace period); one matching signature is enough.",
+        },
+    },
+    "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+}
+
+
 def asyncapi() -> Schema:
     """An AsyncAPI 3.0 document of every subject Runloom uses and its messages."""
     _, comps = components()
@@ -96,6 +120,7 @@ def asyncapi() -> Schema:
     schemas["RunEventHeaders"] = RUN_EVENT_HEADERS
     schemas["TraceHeaders"] = TRACE_HEADERS
     schemas["ReplyHeaders"] = REPLY_HEADERS
+    schemas["WebhookHeaders"] = WEBHOOK_HEADERS
 
     messages: dict[str, Schema] = {}
     for cls in env.values():
@@ -105,6 +130,13 @@ def asyncapi() -> Schema:
         messages[cls.__name__] = _message(
             cls.__name__, cls, "ReplyHeaders" if reply else "TraceHeaders"
         )
+    for cls in webhooks.MANAGEMENT_TYPES.values():
+        reply = cls.__name__.endswith("Reply")
+        messages[cls.__name__] = _message(
+            cls.__name__, cls, "ReplyHeaders" if reply else "TraceHeaders"
+        )
+    for cls in webhooks.WEBHOOK_BODIES.values():
+        messages[cls.__name__] = _message(cls.__name__, cls, "WebhookHeaders")
 
     def refs(*names: str) -> dict[str, Schema]:
         return {n: {"$ref": f"#/components/messages/{n}"} for n in names}
@@ -130,9 +162,17 @@ def asyncapi() -> Schema:
         "startRun": {
             "address": subjects.START_RUN,
             "title": "Start a run",
-            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): "
-            "the orchestrator replica that takes it owns the run.",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): an orchestrator "
+            "replica queues the run in its tenant's queue.",
             "messages": refs("StartRun"),
+        },
+        "driveRun": {
+            "address": subjects.DRIVE_RUN,
+            "title": "Work on a queued run",
+            "description": f"Work queue (stream `{subjects.COMMANDS_STREAM}`): the dispatcher "
+            "hands out queued runs weighted round-robin across tenants; the replica that "
+            "takes one owns the run.",
+            "messages": refs("DriveRun"),
         },
         "resumeRun": {
             "address": subjects.RESUME_RUN,
@@ -191,6 +231,18 @@ def asyncapi() -> Schema:
             "summary": "An orchestrator replica (durable pull consumer).",
             "messages": ops_msgs("startRun", "StartRun"),
         },
+        "sendDriveRun": {
+            "action": "send",
+            "channel": chan("driveRun"),
+            "summary": "The orchestrators' dispatcher (one at a time, under a database lock).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
+        },
+        "takeDriveRun": {
+            "action": "receive",
+            "channel": chan("driveRun"),
+            "summary": "An orchestrator replica (durable pull consumer `orchestrator-drive`).",
+            "messages": ops_msgs("driveRun", "DriveRun"),
+        },
         "sendResumeRun": {
             "action": "send",
             "channel": chan("resumeRun"),
@@ -227,60 +279,50 @@ def asyncapi() -> Schema:
     }
     answers = {
         "billing": "billing answers on the request's inbox",
-        "corpus": "the orchestrator (which owns the corpus) answers on the request's inbox",
+        "orchestrator": "the orchestrator (which owns the corpus) answers on the request's inbox",
         "deliverables": "the deliverables service answers on the request's inbox",
+        "webhooks": "the webhooks service answers on the request's inbox",
+        "gateway": "the gateway answers on the request's inbox",
     }
-    idempotent = "(idempotent by reservation id)"
-    views = "(the gateway's budget and usage views)"
-    for owner, verb, subject, request, reply, summary in (
-        ("billing", "reserve", subjects.BILLING_RESERVE, "ReserveRequest", "ReserveReply",
-         f"Billing answers a reserve request {idempotent}."),
-        ("billing", "commit", subjects.BILLING_COMMIT, "CommitRequest", "CommitReply",
-         f"Billing answers a commit request {idempotent}."),
-        ("billing", "release", subjects.BILLING_RELEASE, "ReleaseRequest", "ReleaseReply",
-         f"Billing answers a release request {idempotent}."),
-        ("billing", "budgetGet", subjects.BILLING_BUDGET_GET, "BudgetGetRequest", "BudgetReply",
-         f"Billing answers {subjects.BILLING_BUDGET_GET} {views}."),
-        ("billing", "budgetSet", subjects.BILLING_BUDGET_SET, "BudgetSetRequest", "BudgetReply",
-         f"Billing answers {subjects.BILLING_BUDGET_SET} {views}."),
-        ("billing", "usageRun", subjects.BILLING_USAGE_RUN, "RunUsageRequest", "RunUsageReply",
-         f"Billing answers {subjects.BILLING_USAGE_RUN} {views}."),
-        ("billing", "usageRange", subjects.BILLING_USAGE_RANGE, "UsageRangeRequest",
-         "UsageRangeReply", f"Billing answers {subjects.BILLING_USAGE_RANGE} {views}."),
-        ("corpus", "add", subjects.CORPUS_ADD, "AddDocumentRequest", "AddDocumentReply",
-         "The orchestrator stores a document (idempotent by document id)."),
-        ("corpus", "list", subjects.CORPUS_LIST, "ListDocumentsRequest", "ListDocumentsReply",
-         "The orchestrator lists a tenant's documents."),
-        ("corpus", "delete", subjects.CORPUS_DELETE, "DeleteDocumentRequest",
-         "DeleteDocumentReply", "The orchestrator deletes a document and its passages."),
-        ("deliverables", "run", subjects.DELIVERABLES_RUN, "RunDeliverablesRequest",
-         "RunDeliverablesReply", "The deliverables service lists the jobs it knows of a run."),
-        ("deliverables", "artifact", subjects.DELIVERABLES_ARTIFACT, "ArtifactRequest",
-         "ArtifactReply", "The deliverables service describes one ready artifact."),
-    ):  # fmt: skip
-        name = owner + verb[0].upper() + verb[1:]
+    for op in OPERATIONS:
+        name, request, reply = op.name, op.request.__name__, op.reply.__name__
         channels[name] = {
-            "address": subject,
-            "title": f"{owner.capitalize()}: {verb}",
-            "description": f"Core NATS request/reply; {answers[owner]}.",
+            "address": op.subject,
+            "title": f"{op.group.capitalize()}: {op.verb}",
+            "description": f"Core NATS request/reply; {answers[op.answered_by]}.",
             "messages": refs(request),
         }
         channels[f"{name}Reply"] = {
             "address": None,
-            "title": f"{owner.capitalize()}: {verb} reply",
+            "title": f"{op.group.capitalize()}: {op.verb} reply",
             "description": "The requester's reply inbox (dynamic).",
             "messages": refs(reply),
         }
         operations[name] = {
             "action": "receive",
             "channel": chan(name),
-            "summary": summary,
+            "summary": op.summary,
             "messages": ops_msgs(name, request),
             "reply": {
                 "channel": chan(f"{name}Reply"),
                 "messages": ops_msgs(f"{name}Reply", reply),
             },
         }
+    bodies = [cls.__name__ for cls in webhooks.WEBHOOK_BODIES.values()]
+    channels["webhookDelivery"] = {
+        "address": None,
+        "title": "Webhook delivery",
+        "description": "HTTP POST to a tenant's endpoint URL (dynamic), signed per Standard "
+        "Webhooks; a run's events reach an endpoint in `seq` order, retried until answered 2xx.",
+        "servers": [{"$ref": "#/servers/tenantEndpoint"}],
+        "messages": refs(*bodies),
+    }
+    operations["sendWebhook"] = {
+        "action": "send",
+        "channel": chan("webhookDelivery"),
+        "summary": "The webhooks service, for each subscribed event of each run.",
+        "messages": ops_msgs("webhookDelivery", *bodies),
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -288,8 +330,8 @@ def asyncapi() -> Schema:
             "version": f"{events.SCHEMA_VERSION}.0.0",
             "description": (
                 f"{HEADER}\n\nThe subjects of Runloom's NATS JetStream bus: run events, "
-                "commands and jobs on work queues, billing, corpus and deliverables request/reply, "
-                "dead letters."
+                "commands and jobs on work queues, billing, corpus, deliverables and webhooks "
+                "request/reply, dead letters; and the webhooks POSTed to tenants' endpoints."
             ),
         },
         "defaultContentType": "application/json",
@@ -298,7 +340,13 @@ def asyncapi() -> Schema:
                 "host": "127.0.0.1:14222",
                 "protocol": "nats",
                 "description": "`runloom up` (embedded nats-server with JetStream).",
-            }
+            },
+            "tenantEndpoint": {
+                "host": "{host}",
+                "protocol": "https",
+                "description": "A tenant's webhook endpoint (POST /v1/webhooks).",
+                "variables": {"host": {"description": "The endpoint URL's host."}},
+            },
         },
         "channels": channels,
         "operations": operations,

@@ -65,12 +65,13 @@ def _ts_interface(name: str, schema: Schema) -> list[str]:
 def typescript() -> str:
     """`runloom.d.ts`: every wire type, and `RunEvent`, the union discriminated by `type`."""
     _, comps = components()
-    order = ["envelopes", "payloads", "commands", "content"]
+    order = ["envelopes", "payloads", "commands", "content", "webhooks"]
     titles = {
         "envelopes": "Run events: the envelope, and one specialised envelope per type",
         "payloads": "Event payloads (the `data` of each event type) and shared pieces",
         "commands": "Commands, jobs and billing requests/replies (work-queue and request/reply)",
         "content": "The content model every deliverable renders from",
+        "webhooks": "Webhooks: the signed bodies POSTed to endpoints, and their management",
     }
     lines = [f"// {HEADER}", f"// Contracts schema version {events.SCHEMA_VERSION}.", ""]
     lines += _ts_doc("A point in time, RFC 3339 (`2026-11-27T03:55:51.123456Z`): `new Date(t)`.")

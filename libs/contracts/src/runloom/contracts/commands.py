@@ -11,13 +11,25 @@ from runloom.contracts.kinds import DeliverableKind, UsageKind
 from runloom.contracts.types import ArtifactId, DocumentId, RunId, Usd, UtcTime
 
 
+class DispatchPolicy(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The tenant's share of the orchestrators, as its quotas stood when the run was accepted."""
+
+    concurrent_runs: int = 8
+    """Runs of the tenant working at once; more wait in its queue."""
+    weight: float = 1.0
+    """The tenant's share when runs of several tenants wait (weighted round-robin)."""
+
+
 class StartRun(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Sent by the gateway once `run.created` is stored; owned by one orchestrator replica."""
+    """Sent by the gateway once `run.created` is stored; the orchestrator queues the run in
+    its tenant's queue and starts it when the tenant and the platform have room."""
 
     command_id: str
     run_id: RunId
     tenant_id: str
     causation_id: str | None = None
+    dispatch: DispatchPolicy | None = None
+    """The tenant's dispatch policy (absent: the defaults)."""
 
 
 class ResumeRun(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -28,6 +40,19 @@ class ResumeRun(msgspec.Struct, kw_only=True, omit_defaults=True):
     tenant_id: str
     reason: str
     causation_id: str | None = None
+
+
+class DriveRun(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Published by the orchestrators' dispatcher when a queued run's turn comes (its tenant's
+    weighted round-robin turn and a free slot); the replica that takes it works on the run."""
+
+    command_id: str
+    """`drive-<id of the command that queued the run>-<n>`: the n-th dispatch of that queuing
+    (a dispatcher that died before its commit dispatches again with the same id: a duplicate)."""
+    run_id: RunId
+    tenant_id: str
+    causation_id: str | None = None
+    """The start or resume command that queued the run."""
 
 
 class DeliverableJob(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -250,6 +275,30 @@ class ArtifactReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """None: no such ready artifact of this tenant."""
 
 
+class EraseRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Remove every row (and stored object) a service holds for some runs of a tenant, or for
+    the whole tenant; asked of each service on its own `erase.<service>` subject by the
+    erasure job (`runloom.runtime.erasure`). Idempotent: asked again, it removes nothing more.
+
+    `inventory` (the gateway only, asked first): revoke the tenant's API keys (whole tenant)
+    and answer the runs to erase in `EraseReply.run_ids`, removing nothing yet."""
+
+    erasure_id: str
+    tenant_id: str
+    run_ids: list[RunId] = []
+    whole_tenant: bool = False
+    inventory: bool = False
+
+
+class EraseReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    removed: dict[str, int] = {}
+    """What was removed: `<schema>.<table>` (rows) or `bucket:<name>` (objects) to a count."""
+    run_ids: list[RunId] = []
+    """Inventory: the runs of the request (every run of the tenant for a whole tenant)."""
+    open_run_ids: list[RunId] = []
+    """Inventory: those not ended yet."""
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -331,6 +380,7 @@ class DeleteDocumentReply(msgspec.Struct, kw_only=True, omit_defaults=True):
 COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "StartRun": StartRun,
     "ResumeRun": ResumeRun,
+    "DriveRun": DriveRun,
     "DeliverableJob": DeliverableJob,
     "ReserveRequest": ReserveRequest,
     "ReserveReply": ReserveReply,
@@ -350,6 +400,8 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "ArtifactRequest": ArtifactRequest,
     "ArtifactReply": ArtifactReply,
     "DeadLetter": DeadLetter,
+    "EraseRequest": EraseRequest,
+    "EraseReply": EraseReply,
     "AddDocumentRequest": AddDocumentRequest,
     "AddDocumentReply": AddDocumentReply,
     "ListDocumentsRequest": ListDocumentsRequest,

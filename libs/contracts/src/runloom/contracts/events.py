@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from runloom.contracts.content import ContentModel
-from runloom.contracts.kinds import DeliverableKind, UsageKind
+from runloom.contracts.kinds import DEFAULT_SKILL, DeliverableKind, QueueReason, UsageKind
 from runloom.contracts.types import InvalidValue, RunId, Text, Usd, UtcTime
 
 SCHEMA_VERSION = 1
 
 EventType = Literal[
     "run.created",
+    "run.queued",
     "run.started",
     "plan.proposed",
     "plan.revised",
@@ -119,11 +120,24 @@ class ArtifactRef(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class RunCreated(msgspec.Struct, kw_only=True, omit_defaults=True):
     question: Text
-    skill: str = "research_report"
+    skill: str = DEFAULT_SKILL
     budget_usd: Usd | None = None
     options: dict[str, Any] = {}
     title: Text | None = None
     idempotency_key: Text | None = None
+
+
+class RunQueued(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The run waits for room to start, in its tenant's queue; written again when its place
+    has moved well forward. Ended by `run.started` (or by a cancel: `run.cancelled`)."""
+
+    position: int
+    """Its place in its tenant's queue: 1 starts next."""
+    reason: QueueReason
+    running: int = 0
+    """Runs of the tenant working when this was written."""
+    limit: int | None = None
+    """The tenant's concurrent runs."""
 
 
 class RunStarted(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -340,6 +354,7 @@ class BillingResumed(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 EVENT_TYPES: dict[EventType, type[msgspec.Struct]] = {
     "run.created": RunCreated,
+    "run.queued": RunQueued,
     "run.started": RunStarted,
     "plan.proposed": PlanProposed,
     "plan.revised": PlanRevised,
@@ -371,7 +386,7 @@ EVENT_TYPES: dict[EventType, type[msgspec.Struct]] = {
     "run.budget_stopped": RunBudgetStopped,
 }
 
-TERMINAL_TYPES: frozenset[str] = frozenset(
+TERMINAL_TYPES: frozenset[EventType] = frozenset(
     {"run.completed", "run.failed", "run.cancelled", "run.budget_stopped"}
 )
 

@@ -9,11 +9,19 @@ DeliverableKind = Literal["report", "website", "slides"]
 """What a run can deliver (each renders to several formats)."""
 DELIVERABLE_KINDS: tuple[DeliverableKind, ...] = get_args(DeliverableKind)
 
+DEFAULT_SKILL = "research_report"
+"""The skill a run follows when its request names none (the one skill the orchestrator has)."""
+
+StepKind = Literal["research", "write", "deliver"]
+"""What a plan step does (`PlanStep.kind`)."""
+STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
+
 UsageKind = Literal["provider", "tool"]
 """What a metered call was."""
 
 RunStatus = Literal[
     "created",
+    "queued",
     "running",
     "waiting_clarification",
     "completed",
@@ -23,6 +31,10 @@ RunStatus = Literal[
 ]
 """A run's status, as every fold of its events derives it."""
 RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
+
+QueueReason = Literal["tenant_concurrency", "platform_busy"]
+"""Why a run waits to start: its tenant already has its concurrent runs working, or every
+orchestrator slot of the platform is taken."""
 
 TERMINAL_STATUS: dict[str, RunStatus] = {
     "run.completed": "completed",

@@ -6,6 +6,8 @@ otherwise): an id with `*`, `>`, `.` or a space would name other subjects than i
 
 from __future__ import annotations
 
+from typing import Literal
+
 from runloom.contracts.kinds import DELIVERABLE_KINDS
 from runloom.contracts.types import RUN_ID, check_token
 
@@ -14,8 +16,14 @@ RUN_EVENTS_SUBJECTS = "run.*.events"
 
 COMMANDS_STREAM = "COMMANDS"
 COMMANDS_SUBJECTS = "cmd.>"
+RUN_COMMANDS = "cmd.run.>"
+"""What the orchestrator takes: every run command (start, resume)."""
 START_RUN = "cmd.run.start"
 RESUME_RUN = "cmd.run.resume"
+DRIVE_COMMANDS = "cmd.drive.>"
+"""What the orchestrator's drive consumer takes: queued runs handed out by the dispatcher."""
+DRIVE_RUN = "cmd.drive.run"
+"""A queued run the orchestrators' dispatcher handed out: the replica that takes it works on it."""
 
 JOBS_STREAM = "JOBS"
 JOBS_SUBJECTS = "job.>"
@@ -37,6 +45,32 @@ CORPUS_DELETE = "corpus.delete"
 
 DELIVERABLES_RUN = "deliverables.run"
 DELIVERABLES_ARTIFACT = "deliverables.artifact"
+
+ERASE_SERVICES: tuple[
+    Literal["gateway", "orchestrator", "deliverables", "billing", "webhooks"], ...
+] = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+"""Services answering `erase.<service>` (`EraseRequest`): each removes its own rows."""
+ERASE_GATEWAY = "erase.gateway"
+ERASE_ORCHESTRATOR = "erase.orchestrator"
+ERASE_DELIVERABLES = "erase.deliverables"
+ERASE_BILLING = "erase.billing"
+ERASE_WEBHOOKS = "erase.webhooks"
+_ERASE = {
+    "gateway": ERASE_GATEWAY,
+    "orchestrator": ERASE_ORCHESTRATOR,
+    "deliverables": ERASE_DELIVERABLES,
+    "billing": ERASE_BILLING,
+    "webhooks": ERASE_WEBHOOKS,
+}
+ERASURES_BUCKET = "erasures"
+"""Key-value bucket of erasure jobs (`runloom.runtime.erasure`): progress, what was removed."""
+WEBHOOKS_CREATE = "webhooks.endpoint.create"
+WEBHOOKS_LIST = "webhooks.endpoint.list"
+WEBHOOKS_DELETE = "webhooks.endpoint.delete"
+WEBHOOKS_ROTATE = "webhooks.endpoint.rotate"
+WEBHOOKS_ENABLE = "webhooks.endpoint.enable"
+WEBHOOKS_DELIVERIES = "webhooks.deliveries.list"
+WEBHOOKS_REDELIVER = "webhooks.deliveries.redeliver"
 
 ARTIFACTS_BUCKET = "artifacts"
 CORPUS_UPLOADS_BUCKET = "corpus-uploads"
@@ -63,6 +97,13 @@ def run_id_of(subject: str) -> str:
     if len(parts) != 3 or parts[0] != "run" or parts[2] != "events":
         raise ValueError(f"not a run events subject: {subject!r}")
     return parts[1]
+
+
+def erase(service: str) -> str:
+    """The subject on which `service` erases its own rows (`EraseRequest`)."""
+    if service not in _ERASE:
+        raise ValueError(f"service {service!r} is not one of {', '.join(ERASE_SERVICES)}")
+    return _ERASE[service]
 
 
 def deliverable_job(kind: str) -> str:

@@ -163,8 +163,14 @@ def now() -> datetime:
 
 
 def rfc3339(value: datetime) -> str:
-    """A time as the wire writes it (RFC 3339, `Z` for UTC), for the HTTP API's JSON."""
+    """A time as the wire writes it (RFC 3339, `Z` for UTC): every time the HTTP API shows
+    goes through here (or `rfc3339_or_none`), so a client parses one form."""
     return _encoder.encode(value.astimezone(UTC)).decode()[1:-1]
+
+
+def rfc3339_or_none(value: datetime | None) -> str | None:
+    """`rfc3339` of a time that may be missing."""
+    return None if value is None else rfc3339(value)
 
 
 # -- free-form JSON -------------------------------------------------------------------------------

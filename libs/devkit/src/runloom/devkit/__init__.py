@@ -4,6 +4,8 @@
   processes, with kill/restart for fault tests.
 - `supervisor`: service processes (`python -m runloom.<service>`), start/kill/restart.
 - `testing`: the pytest plugin (`-p runloom.devkit.testing`), loaded only by pytest.
+- `runs`, `deliverables`: test helpers that drive runs and deliverable jobs as the services
+  do, and read their results back (no service package ships test code).
 """
 
 from runloom.devkit.embedded import (

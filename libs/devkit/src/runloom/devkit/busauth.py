@@ -15,8 +15,9 @@ from runloom.gateway.access import IDENTITY as GATEWAY
 from runloom.orchestrator.access import IDENTITY as ORCHESTRATOR
 from runloom.runtime import access
 from runloom.runtime.access import ADMIN, Identity
+from runloom.webhooks.access import IDENTITY as WEBHOOKS
 
-IDENTITIES: tuple[Identity, ...] = (ADMIN, GATEWAY, ORCHESTRATOR, DELIVERABLES, BILLING)
+IDENTITIES: tuple[Identity, ...] = (ADMIN, GATEWAY, ORCHESTRATOR, DELIVERABLES, BILLING, WEBHOOKS)
 
 AUTH_FILE = "authorization.conf"
 

@@ -15,6 +15,7 @@ import json
 import random
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,13 +208,12 @@ class ClusterPlatform:
         from runloom.corpus.store import seed_default_corpus
         from runloom.runtime import bus, db
         from runloom.runtime.config import Settings
-        from runloom.runtime.tenants import create_tenant
 
         await database.provision(self.postgres.url, self.passwords)
         pool = await db.create_pool(self.database_url, max_size=2)
         try:
             self.tenant = "chaos"
-            self.api_key = await create_tenant(pool, self.tenant, self.tenant)
+            self.api_key = await database.create_heavy_tenant(pool, self.tenant, self.tenant)
             await seed_default_corpus(pool, self.tenant)
         finally:
             await pool.close()
@@ -295,7 +295,7 @@ def _stop_node(node: Any) -> None:
 # -- load -------------------------------------------------------------------------------------
 
 
-async def _follow(
+async def follow(
     plat: ClusterPlatform, run_id: str, log: ClientLog, rng: random.Random, deadline: float
 ) -> None:
     """An SSE client that drops its connection now and then and resumes from its cursor."""
@@ -366,7 +366,7 @@ def _retry_after(resp: httpx.Response) -> float:
         return 0.2
 
 
-async def _post_run(plat: ClusterPlatform, i: int) -> str:
+async def post_run(plat: ClusterPlatform, i: int) -> str:
     async with httpx.AsyncClient(timeout=10.0) as client:
         for attempt in range(40):
             try:
@@ -383,7 +383,7 @@ async def _post_run(plat: ClusterPlatform, i: int) -> str:
     raise AssertionError("could not start a run through either gateway")
 
 
-async def _synthetic_writer(
+async def synthetic_writer(
     plat: ClusterPlatform,
     run_ids: list[str],
     acked: dict[str, list[Seen]],
@@ -530,12 +530,12 @@ async def run_fault(
     acked: dict[str, list[Seen]] = {r: [] for r in synth_ids}
     stop = asyncio.Event()
     appends: list[float] = []
-    writer = asyncio.ensure_future(_synthetic_writer(plat, synth_ids, acked, stop, appends))
-    run_ids = [await _post_run(plat, i) for i in range(runs)]
+    writer = asyncio.ensure_future(synthetic_writer(plat, synth_ids, acked, stop, appends))
+    run_ids = [await post_run(plat, i) for i in range(runs)]
     deadline = time.monotonic() + settle_s + 60
     clients = {(r, c): ClientLog() for r in run_ids for c in ("a", "b")}
     followers = [
-        asyncio.ensure_future(_follow(plat, r, log, random.Random(rng.random()), deadline))
+        asyncio.ensure_future(follow(plat, r, log, random.Random(rng.random()), deadline))
         for (r, _c), log in clients.items()
     ]
     await asyncio.sleep(1.0)
@@ -545,6 +545,53 @@ async def run_fault(
     await asyncio.wait(followers, timeout=max(1.0, deadline - time.monotonic()))
     for f in followers:
         f.cancel()
+    judged = await judge(plat, run_ids, clients, acked)
+    verdict, stored = judged.verdict, judged.stored
+    logs = list(clients.values())
+    slowest = max(logs, key=lambda c: c.longest_delay_s(stored), default=None)
+    crashed = [f for f in followers if f.done() and not f.cancelled() and f.exception()]
+    return Outcome(
+        fault=name,
+        verdict=verdict,
+        runs_completed=judged.completed,
+        runs=len(run_ids),
+        longest_delay_s=max((c.longest_delay_s(stored) for c in logs), default=0.0),
+        longest_gap_s=max((c.longest_gap_s for c in logs), default=0.0),
+        longest_append_s=max(appends, default=0.0),
+        server_errors=sum(
+            n for c in logs for code, n in c.refusals.items() if code >= 500 and code != 503
+        ),
+        acked=sum(len(a) for a in acked.values()),
+        seconds=time.monotonic() - started,
+        endings=judged.endings,
+        archive_wait_s=judged.archive_wait_s,
+        client_failures=[f for c in logs for f in c.failures]
+        + [repr(f.exception()) for f in crashed],
+        slowest=slowest.explain_delay(stored) if slowest is not None else "",
+        resets=sum(c.resets for c in logs),
+    )
+
+
+@dataclass
+class Judged:
+    """The checker's verdict over a load, and how its platform runs ended."""
+
+    verdict: Verdict
+    completed: int
+    endings: dict[str, int]
+    archive_wait_s: float
+    stored: dict[str, float]
+    """Event id -> when its append was acknowledged (the stream's timestamp)."""
+
+
+async def judge(
+    plat: ClusterPlatform,
+    run_ids: list[str],
+    clients: dict[tuple[str, str], ClientLog],
+    acked: dict[str, list[Seen]],
+) -> Judged:
+    """Collect every reader's view of the load's runs (the stream, the archive, each SSE client,
+    the ledger; `acked`: the synthetic writers' acknowledged appends per run) and check them."""
     await wait_usage_settled(plat, run_ids, timeout=20)
     histories: list[RunHistory] = []
     archive: dict[str, list[Seen]] = {}
@@ -553,7 +600,7 @@ async def run_fault(
     streams: dict[str, list[Seen]] = {}
     reasons: dict[str, str] = {}
     stored: dict[str, float] = {}
-    for r in [*run_ids, *synth_ids]:
+    for r in [*run_ids, *acked]:
         streams[r], reasons[r] = await _stream_view(plat, r, stored)
     while time.monotonic() < archive_deadline:
         archive = await _archive_view(plat, run_ids)
@@ -582,34 +629,11 @@ async def run_fault(
                 ledger=ledger_calls,
             )
         )
-    for r in synth_ids:
+    for r in acked:
         histories.append(
             RunHistory(run_id=r, acked=acked[r], stream=streams[r], archive=streams[r])
         )
-    verdict = check(histories)
-    logs = list(clients.values())
-    slowest = max(logs, key=lambda c: c.longest_delay_s(stored), default=None)
-    crashed = [f for f in followers if f.done() and not f.cancelled() and f.exception()]
-    return Outcome(
-        fault=name,
-        verdict=verdict,
-        runs_completed=completed,
-        runs=len(run_ids),
-        longest_delay_s=max((c.longest_delay_s(stored) for c in logs), default=0.0),
-        longest_gap_s=max((c.longest_gap_s for c in logs), default=0.0),
-        longest_append_s=max(appends, default=0.0),
-        server_errors=sum(
-            n for c in logs for code, n in c.refusals.items() if code >= 500 and code != 503
-        ),
-        acked=sum(len(a) for a in acked.values()),
-        seconds=time.monotonic() - started,
-        endings=endings,
-        archive_wait_s=archive_wait_s,
-        client_failures=[f for c in logs for f in c.failures]
-        + [repr(f.exception()) for f in crashed],
-        slowest=slowest.explain_delay(stored) if slowest is not None else "",
-        resets=sum(c.resets for c in logs),
-    )
+    return Judged(check(histories), completed, endings, archive_wait_s, stored)
 
 
 async def _usage_ids(plat: ClusterPlatform, run_id: str) -> int:
@@ -643,6 +667,132 @@ async def wait_usage_settled(plat: ClusterPlatform, run_ids: list[str], timeout:
         if done:
             return
         await asyncio.sleep(0.5)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+Fault = Callable[["ClusterPlatform"], Awaitable[None]]
+
+
+async def heal(plat: ClusterPlatform) -> None:
+    """Every node up and current again before the next fault."""
+    assert plat.cluster is not None
+    for node in plat.cluster.nodes:
+        if not node.running:
+            await asyncio.to_thread(node.start)
+    await asyncio.to_thread(plat.cluster.wait_healthy, 60.0)
+    for proc in plat.procs.values():
+        if not proc.running:
+            proc.start()
+    for url in plat.gateways:
+        await asyncio.to_thread(wait_http, f"{url}/readyz", 60.0)
+
+
+async def leader_sigkill(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    node = plat.cluster.nodes[await plat.stream_leader()]
+    node.kill()
+    await asyncio.sleep(5)
+    await asyncio.to_thread(node.start)
+
+
+async def node_sigstop_10s(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    node = plat.cluster.nodes[await plat.stream_leader()]
+    node.pause()
+    await asyncio.sleep(10)
+    node.resume()
+
+
+async def partition_heal(plat: ClusterPlatform) -> None:
+    i = await plat.stream_leader()
+    plat.lab.partition(i)
+    await asyncio.sleep(10)
+    plat.lab.heal(i)
+
+
+async def majority_loss(plat: ClusterPlatform) -> None:
+    """Two of three nodes SIGKILLed for 10 s: the stream has no quorum, so an append fails with
+    a clear error (nothing acknowledged is lost); after they return everything resumes."""
+    from runloom.contracts.ids import new_id
+    from runloom.runtime.eventlog import EventLog, StoreUnavailable
+
+    assert plat.cluster is not None
+    leader = await plat.stream_leader()
+    lost = [plat.cluster.nodes[leader], plat.cluster.nodes[(leader + 1) % 3]]
+    began = asyncio.get_running_loop().time()
+    for node in lost:
+        node.kill()
+    try:
+        nc = await plat.connect("chaos-probe", "orchestrator")
+        try:
+            probe = EventLog(nc.jetstream(), "chaos-probe", max_retries=4, publish_timeout=1.0)
+            try:
+                await probe.append(new_id("run"), plat.tenant, type="step.progress", data={})
+            except StoreUnavailable as exc:
+                assert "majority" in str(exc), exc
+            else:
+                raise AssertionError("an append without a majority of nodes was acknowledged")
+        finally:
+            await nc.close()
+        await asyncio.sleep(max(0.0, 10.0 - (asyncio.get_running_loop().time() - began)))
+    finally:
+        for node in lost:
+            await asyncio.to_thread(node.start)
+
+
+async def rolling_restart(plat: ClusterPlatform) -> None:
+    assert plat.cluster is not None
+    for node in plat.cluster.nodes:
+        await asyncio.to_thread(node.lame_duck)
+        await asyncio.to_thread(node.start)
+        await asyncio.to_thread(plat.cluster.wait_healthy, 60.0, [node])
+
+
+async def service_replicas_sigkill(plat: ClusterPlatform) -> None:
+    killed = [plat.procs[f"{s}-1"] for s in ("gateway", "orchestrator", "deliverables", "billing")]
+    for proc in killed:
+        proc.kill()
+    await asyncio.sleep(5)
+    for proc in killed:
+        proc.start()
+    await asyncio.to_thread(wait_http, f"{plat.gateways[0]}/readyz", 60.0, killed[0])
+
+
+async def postgres_immediate_stop(plat: ClusterPlatform) -> None:
+    await asyncio.to_thread(plat.pg_stop_immediate)
+    await asyncio.sleep(3)
+    await asyncio.to_thread(plat.postgres.start)
+
+
+async def proxy_latency_and_resets(plat: ClusterPlatform) -> None:
+    for proxy in plat.proxies:
+        proxy.delay_s = 0.05
+    await asyncio.sleep(4)
+    for proxy in plat.proxies:
+        proxy.delay_s = 0.0
+    for _ in range(3):
+        for proxy in plat.proxies:
+            proxy.reset()
+        await asyncio.sleep(1.5)
+    plat.proxies[0].half_open = True
+    await asyncio.sleep(4)
+    plat.proxies[0].half_open = False
+
+
+FAULTS: list[tuple[str, Fault, bool]] = [
+    ("SIGKILL stream leader", leader_sigkill, True),
+    ("partition leader 10 s, heal", partition_heal, False),
+    ("SIGSTOP leader 10 s", node_sigstop_10s, False),
+    ("SIGKILL one replica of each service", service_replicas_sigkill, False),
+    ("proxy latency, resets, half-open", proxy_latency_and_resets, False),
+    ("PostgreSQL stop -m immediate", postgres_immediate_stop, False),
+    ("rolling restart, lame duck", rolling_restart, False),
+    ("majority (2 of 3 nodes) lost 10 s", majority_loss, False),
+]
+
+
+"""Each fault: its name, what it does, whether `make test` runs it (the others: `make chaos`)."""
 
 
 COLUMNS = (

@@ -54,3 +54,23 @@ async def provision(url: str, passwords: dict[str, str]) -> dict[str, list[str]]
         return await roles.provision(conn, passwords)
     finally:
         await conn.close()
+
+
+HEAVY_USER: dict[str, float | int | None] = {
+    "requests_per_second": 10_000.0,
+    "burst": 10_000.0,
+    "sse_streams": 1_000_000,
+}
+"""Request-rate and stream quotas for a tenant that tests or benchmarks drive as hard as they
+can (hundreds of SSE clients of one run, runs posted in a burst): what they measure is the
+platform, not the tenant's quota. Concurrent and queued runs keep the platform defaults."""
+
+
+async def create_heavy_tenant(pool: asyncpg.Pool, tenant_id: str, name: str) -> str:
+    """Create a tenant with `HEAVY_USER` quotas; returns its API key."""
+    from runloom.gateway import quotas
+    from runloom.gateway.store.tenants import create_tenant
+
+    key = await create_tenant(pool, tenant_id, name)
+    await quotas.set_limits(pool, tenant_id, HEAVY_USER)
+    return key

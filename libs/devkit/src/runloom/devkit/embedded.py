@@ -7,16 +7,19 @@ SIGKILLed and restarted on the same data (fault tests use exactly that).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,20 +28,107 @@ class ServerError(RuntimeError):
     pass
 
 
-_HANDED_OUT: set[int] = set()
+PICK_FROM = 20000
+"""Ports handed out lie at or above this (below it sit the defaults of `runloom up`)."""
+PORT_LOCKS = Path(tempfile.gettempdir()) / "runloom-ports"
+"""One lock file per port handed out, held (flock) by the process that picked it."""
+_HELD: dict[int, int] = {}
+"""Port -> the open lock file that reserves it for this process's lifetime."""
+
+
+def ephemeral_range() -> range:
+    """The kernel's `ip_local_port_range`: where it picks the source port of every outgoing
+    connection (and every bind to port 0), so a port in it can be taken at any moment."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default; other systems differ (a port is checked)
+
+
+def pickable_ranges() -> list[range]:
+    """Ports at or above PICK_FROM outside the ephemeral range, largest first: nothing takes one
+    of them by chance, only a program that binds it by number."""
+    eph = ephemeral_range()
+    ranges = [range(PICK_FROM, min(eph.start, 65536)), range(max(eph.stop, PICK_FROM), 65536)]
+    return sorted((r for r in ranges if len(r) > 0), key=len, reverse=True)
+
+
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on `port` now (as servers do, with SO_REUSEADDR: a
+    connection of an earlier server in TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port(port: int) -> bool:
+    """Hold `port`'s lock file for this process (other pytest sessions, `runloom up` and the
+    benchmarks on this machine pick through the same files); False when another holds it."""
+    if not PORT_LOCKS.is_dir():
+        PORT_LOCKS.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            PORT_LOCKS.chmod(0o1777)  # shared by every user's sessions, like /tmp
+    fd = os.open(PORT_LOCKS / f"{port}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _HELD[port] = fd
+    return True
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports, each free now and reserved for this
+    process until it exits (a lock file per port), none in the kernel's ephemeral range.
+
+    Ports from the ephemeral range (a bind to port 0) are a race: between the pick and the
+    server's bind, any outgoing connection on the machine may get one as its source port.
+    """
+    ranges = pickable_ranges()
+    if not ranges or len(ranges[0]) < count:
+        eph = ephemeral_range()
+        raise ServerError(
+            f"no {count} consecutive ports between {PICK_FROM} and 65535 outside the kernel's "
+            f"ephemeral range {eph.start}-{eph.stop - 1} (net.ipv4.ip_local_port_range): "
+            "narrow that range so tests can pick ports nothing else takes by chance"
+        )
+    rng = random.Random()
+    for _ in range(200):
+        r = rng.choice(ranges) if len(ranges) > 1 and rng.random() < 0.3 else ranges[0]
+        if len(r) < count:
+            continue
+        base = rng.randrange(r.start, r.stop - count + 1)
+        block = range(base, base + count)
+        if any(p in _HELD for p in block):
+            continue
+        taken: list[int] = []
+        for port in block:
+            if not reserve_port(port):
+                break
+            taken.append(port)
+        if len(taken) == count and all(bindable(p) for p in block):
+            return base
+        for port in taken:
+            os.close(_HELD.pop(port))
+    raise ServerError(f"no block of {count} free ports found outside the ephemeral range")
 
 
 def free_port() -> int:
-    """A loopback port free now that this process has not handed out before: two ports picked
-    before either is bound (a gateway's and its management port) must not be the same one."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise ServerError("no free loopback port left that this process has not handed out")
+    """A loopback port free now, reserved for this process, outside the ephemeral range."""
+    return free_ports(1)
+
+
+def release_port(port: int) -> None:
+    """Give back a port `free_ports` reserved (a server that moved elsewhere)."""
+    fd = _HELD.pop(port, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -110,8 +200,30 @@ class ChildProcess:
         self.start()
 
 
+DISK_RESERVE_FRACTION = 0.05
+"""Of the store's filesystem, what JetStream leaves free (`store_limit`)."""
+DISK_RESERVE_MIN = 4 * 1024 * 1024
+
+
+def store_limit(store: Path) -> int:
+    """A JetStream `max_file_store` for `store` that the disk can hold: what is stored there now
+    plus the filesystem's free space, less a reserve (5 %, at least 4 MiB). JetStream then
+    refuses appends with 'insufficient resources' (clean, nothing stored, and it takes them again
+    once space is back) before the disk is full; a write that hits a full disk instead leaves
+    nats-server failing every write until it is restarted."""
+    probe = store if store.exists() else next(p for p in store.parents if p.exists())
+    st = os.statvfs(probe)
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    used = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.exists() else 0
+    reserve = max(DISK_RESERVE_MIN, int(total * DISK_RESERVE_FRACTION))
+    return max(used + DISK_RESERVE_MIN, used + free - reserve)
+
+
 class NatsServer(ChildProcess):
-    """A nats-server with JetStream on a data folder."""
+    """A nats-server with JetStream on a data folder.
+
+    `max_file_store`: JetStream's storage limit in bytes (None: nats-server's default, most of
+    the disk); `"disk"`: computed at each start from the disk (`store_limit`)."""
 
     def __init__(
         self,
@@ -120,12 +232,14 @@ class NatsServer(ChildProcess):
         *,
         sync_interval: str = "always",
         authorization: str = "",
+        max_file_store: int | str | None = None,
     ) -> None:
         self.root = root
         self.port = port
         self.sync_interval = sync_interval
         self.authorization = authorization
         """The `authorization` block (`devkit.busauth.prepare`); empty: no authentication."""
+        self.max_file_store = max_file_store
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = root / "nats-server.log"
 
@@ -146,6 +260,7 @@ class NatsServer(ChildProcess):
                     "jetstream {",
                     f'  store_dir: "{self.root / "jetstream"}"',
                     f"  sync_interval: {self.sync_interval}",
+                    *self._store_limit(),
                     "}",
                     self.authorization,
                     "",
@@ -161,6 +276,12 @@ class NatsServer(ChildProcess):
         self.write_config()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGHUP)
+
+    def _store_limit(self) -> list[str]:
+        limit = self.max_file_store
+        if limit == "disk":
+            limit = store_limit(self.root / "jetstream")
+        return [] if limit is None else [f"  max_file_store: {int(limit)}"]
 
     def start(self, timeout: float = 15.0) -> None:
         conf = self.write_config()
@@ -193,6 +314,42 @@ PG_SYSTEM_BASE = Path("/var/lib/runloom")
 """As root, PostgreSQL's binaries and data live here (see `PostgresServer`)."""
 POINTER_FILE = "system-dir"
 """In the server's root folder (as root): which folder under `PG_SYSTEM_BASE` holds its data."""
+
+
+def _postmaster_running(data: Path) -> bool:
+    """Whether the postmaster recorded in `data/postmaster.pid` is a running PostgreSQL."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+    return b"postgres" in cmdline
+
+
+def remove_stale_system_dirs(base: Path = PG_SYSTEM_BASE) -> list[Path]:
+    """Delete the PostgreSQL folders under `base` whose origin (the data folder that made them,
+    recorded in their `origin` file) is gone and whose postmaster is not running: left by a test
+    session or a `runloom up` home that was deleted without `remove_data()`. A folder without an
+    origin file (being made right now, or not ours) is left alone. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = sorted(base.iterdir())
+    except OSError:
+        return removed
+    for folder in entries:
+        origin_file = folder / "origin"
+        if folder.name.startswith(("pginstall-", ".")) or not origin_file.is_file():
+            continue
+        try:
+            origin = Path(origin_file.read_text().strip())
+        except OSError:
+            continue
+        if not origin.is_absolute() or origin.exists() or _postmaster_running(folder / "pgdata"):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
 
 
 def _system_user() -> pwd.struct_passwd:

@@ -12,7 +12,7 @@ from pathlib import Path
 from runloom.devkit.embedded import ChildProcess
 from runloom.runtime import roles
 
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 
 
 @dataclass

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
+from runloom.devkit.embedded import (
+    PG_SYSTEM_BASE,
+    NatsServer,
+    PostgresServer,
+    free_port,
+    remove_stale_system_dirs,
+)
 from runloom.runtime.config import Settings
 
 
@@ -109,6 +115,21 @@ def _start_containers(root: Path) -> Servers:  # pragma: no cover - needs a Dock
     )
 
 
+def orphaned_postgres_folder(name: str, origin: Path) -> Path | None:
+    """As root: a folder `name` under /var/lib/runloom as a session killed before its clean-up
+    leaves it (its origin `origin` deleted, no server running), for tests of its removal.
+    None when not root (PostgreSQL's folders then live in the data folder itself)."""
+    if os.geteuid() != 0:
+        return None
+    if not PG_SYSTEM_BASE.exists():
+        PG_SYSTEM_BASE.mkdir()
+        PG_SYSTEM_BASE.chmod(0o755)  # what PostgresServer expects of it
+    stale = PG_SYSTEM_BASE / name
+    (stale / "pgdata").mkdir(parents=True)
+    (stale / "origin").write_text(f"{origin}\n")
+    return stale
+
+
 def _quietly(stop: Any) -> None:
     with contextlib.suppress(Exception):
         stop()
@@ -133,6 +154,9 @@ def servers() -> Iterator[Servers]:
             )
             cleanup.callback(_quietly, nats.stop)
             nats.start()
+            if os.geteuid() == 0:
+                # Sessions killed before their clean-up leave PostgreSQL folders behind.
+                remove_stale_system_dirs()
             pg = PostgresServer(root / "postgres", free_port())
             cleanup.callback(_quietly, pg.remove_data)
             pg.start()
@@ -294,7 +318,8 @@ def tmp_home(tmp_path: Path) -> Path:
 class Platform:
     """Gateway and services as real processes against the session's servers.
 
-    `platform.api_key` is a fresh tenant's key; `platform.url` the gateway's base URL.
+    `platform.api_key` is a fresh tenant's key (`platform.tenant_id` its id); `platform.url` the
+    gateway's base URL.
     Add replicas with `platform.add("orchestrator")`; fault tests `.kill()` and `.start()` them.
     """
 
@@ -319,6 +344,7 @@ class Platform:
         self.management: dict[str, str] = {}
         """Process name -> base URL of its management port."""
         self.api_key = ""
+        self.tenant_id = ""
 
     @property
     def url(self) -> str:
@@ -378,12 +404,12 @@ class Platform:
 
 
 async def _new_tenant(settings: Settings, name: str) -> str:
+    from runloom.devkit.database import create_heavy_tenant
     from runloom.runtime import db
-    from runloom.runtime.tenants import create_tenant
 
     p = await db.create_pool(settings.effective_database_url, max_size=2)
     try:
-        return await create_tenant(p, name, name)
+        return await create_heavy_tenant(p, name, name)
     finally:
         await p.close()
 
@@ -407,7 +433,8 @@ async def platform(
         svc_marker.args if svc_marker else ("gateway", "orchestrator", "deliverables", "billing")
     )
     plat = Platform(settings, tmp_path / "platform", env)
-    plat.api_key = await _new_tenant(settings, f"t-{uuid.uuid4().hex[:10]}")
+    plat.tenant_id = f"t-{uuid.uuid4().hex[:10]}"
+    plat.api_key = await _new_tenant(settings, plat.tenant_id)
     try:
         for service in services:
             plat.add(service)
@@ -473,3 +500,18 @@ async def wait_usage(client: Any, run_id: str, calls: int, timeout: float = 20) 
             return r.json()  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, f"ledger did not reach {calls} calls: {r.text}"
         await asyncio.sleep(0.2)
+
+
+async def artifact_digests(client: Any, run_id: str) -> dict[str, str]:
+    """Download every artifact of the run (GET /v1/runs/{id}/deliverables, then each URL):
+    the sha256 hex of its bytes, by URL."""
+    import hashlib
+
+    listing = (await client.get(f"/v1/runs/{run_id}/deliverables")).json()
+    out: dict[str, str] = {}
+    for deliverable in listing["deliverables"]:
+        for art in deliverable["artifacts"]:
+            r = await client.get(art["url"])
+            assert r.status_code == 200, r.text
+            out[art["url"]] = hashlib.sha256(r.content).hexdigest()
+    return out

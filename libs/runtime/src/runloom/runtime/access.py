@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runloom.contracts import subjects
+from runloom.contracts.operations import ERASE, OPERATIONS
 
 JS_API = "$JS.API"
 STREAMS = (
@@ -42,6 +43,7 @@ STREAMS = (
     subjects.DLQ_STREAM,
 )
 BUCKETS = (subjects.ARTIFACTS_BUCKET, subjects.CORPUS_UPLOADS_BUCKET)
+KV = (subjects.ERASURES_BUCKET,)
 SEED_SUFFIX = ".nk"
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
@@ -84,6 +86,13 @@ class Identity:
     buckets_write: tuple[str, ...] = ()
     buckets_delete: tuple[str, ...] = ()
     """Object stores whose objects it deletes (a filtered purge of that bucket's stream)."""
+    purges: tuple[str, ...] = ()
+    """Streams it purges subjects of (erasure: `run.<id>.events`). A permission cannot name
+    the purge's filter: this is the power to purge the whole stream."""
+    deletes_from: tuple[str, ...] = ()
+    """Streams whose messages it reads and deletes by sequence (erasure)."""
+    kv: tuple[str, ...] = ()
+    """Key-value buckets it reads and writes (erasure jobs)."""
     admin: bool = False
     """Everything (streams, object stores, any subject): the release Job and `runloom admin`."""
 
@@ -98,7 +107,7 @@ class Identity:
     def streams(self) -> list[str]:
         """Streams whose info (configuration and counts, no content) it may ask: every one of
         Runloom's, whose presence a starting service waits for (the release made them)."""
-        return [*STREAMS, *(bucket_stream(b) for b in BUCKETS)]
+        return [*STREAMS, *(bucket_stream(b) for b in BUCKETS), *(kv_stream(b) for b in KV)]
 
     def permissions(self) -> Permissions:
         if self.admin:
@@ -134,6 +143,18 @@ class Identity:
         pub += [f"{JS_API}.STREAM.INFO.{s}" for s in self.streams()]
         pub += [f"$O.{b}.>" for b in (*self.buckets_write, *self.buckets_delete)]
         pub += [f"{JS_API}.STREAM.PURGE.{bucket_stream(b)}" for b in self.buckets_delete]
+        pub += [f"{JS_API}.STREAM.PURGE.{s}" for s in self.purges]
+        for stream in self.deletes_from:
+            pub += [f"{JS_API}.STREAM.MSG.GET.{stream}", f"{JS_API}.STREAM.MSG.DELETE.{stream}"]
+        for bucket in self.kv:
+            kv = kv_stream(bucket)
+            pub += [
+                f"$KV.{bucket}.>",
+                f"{JS_API}.DIRECT.GET.{kv}.>",
+                f"{JS_API}.STREAM.MSG.GET.{kv}",
+                f"{JS_API}.CONSUMER.CREATE.{kv}",
+                f"$JS.FC.{kv}.>",
+            ]
         return Permissions(
             publish=tuple(dict.fromkeys(pub)),
             subscribe=tuple(dict.fromkeys(sub)),
@@ -151,6 +172,23 @@ def inbox_prefix(identity: str) -> str:
 
 def bucket_stream(bucket: str) -> str:
     return f"OBJ_{bucket}"
+
+
+def kv_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def served_by(service: str) -> tuple[str, ...]:
+    """The request subjects `service` answers: the operations table's rows naming it."""
+    return tuple(op.subject for op in OPERATIONS if op.answered_by == service)
+
+
+def asked(*groups: str, erase: bool = False) -> tuple[str, ...]:
+    """The request subjects of whole operation groups (`billing`, `corpus` ...), for an asker."""
+    ops = [op.subject for op in OPERATIONS if op.group in groups]
+    if erase:
+        ops += [op.subject for op in ERASE.values()]
+    return tuple(dict.fromkeys(ops))
 
 
 # -- nats-server configuration -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.constants
 import contextlib
+import dataclasses
 import logging
 import ssl
 from pathlib import Path
@@ -125,6 +126,9 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
             storage=js_api.StorageType.FILE,
             retention=js_api.RetentionPolicy.LIMITS,
             max_age=settings.events_max_age_s,
+            max_bytes=settings.events_max_bytes,
+            # Full: refuse the append (StoreFull, a 503 to clients), never drop stored events.
+            discard=js_api.DiscardPolicy.NEW,
             duplicate_window=settings.duplicate_window_s,
             num_replicas=r,
             allow_direct=True,
@@ -157,12 +161,28 @@ def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:
     ]
 
 
+CREATED_METADATA = "runloom.created_ms"
+"""Stream metadata: when the stream was first created (ms), set by a restore (the server's own
+creation time is then the restore's); provisioning keeps every `runloom.` key."""
+
+
+def created_ms(info: js_api.StreamInfo) -> int:
+    """The stream's original creation time in ms (kept across a backup and restore)."""
+    kept = (info.config.metadata or {}).get(CREATED_METADATA)
+    if kept:
+        return int(kept)
+    return int(info.created.timestamp() * 1000) if info.created is not None else 0
+
+
 async def provision(js: JetStreamContext, settings: Settings) -> None:
     """Create or update every stream (idempotent; safe from any number of replicas)."""
     for cfg in stream_configs(settings):
         try:
-            await js.stream_info(cfg.name)  # type: ignore[arg-type]
-            await js.update_stream(cfg)
+            info = await js.stream_info(cfg.name)  # type: ignore[arg-type]
+            kept = {
+                k: v for k, v in (info.config.metadata or {}).items() if k.startswith("runloom.")
+            }
+            await js.update_stream(dataclasses.replace(cfg, metadata=kept) if kept else cfg)
         except NotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):
                 await js.add_stream(cfg)
@@ -179,6 +199,23 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
                 ttl=ttl,
             ),
         )
+
+    for kv in KV_BUCKETS:
+        with contextlib.suppress(Exception):
+            await js.key_value(kv)
+            continue
+        await js.create_key_value(
+            config=js_api.KeyValueConfig(
+                bucket=kv,
+                history=1,
+                storage=js_api.StorageType.FILE,
+                replicas=settings.stream_replicas,
+            )
+        )
+
+
+KV_BUCKETS: tuple[str, ...] = (subjects.ERASURES_BUCKET,)
+"""Key-value buckets (streams `KV_<bucket>`): the erasure jobs' records."""
 
 
 BUCKETS: dict[str, float | None] = {

@@ -56,6 +56,11 @@ class Settings:
     events_max_age_s: float = field(
         default_factory=lambda: float(_env("RUNLOOM_EVENTS_MAX_AGE_S", str(7 * 24 * 3600)))
     )
+    events_max_bytes: int = field(
+        default_factory=lambda: int(_env("RUNLOOM_EVENTS_MAX_BYTES", "-1"))
+    )
+    """RUN_EVENTS' own size limit (-1: none); past it appends are refused, never old events
+    dropped (discard new): set it below the disk's size so the stream fills before the disk."""
     duplicate_window_s: float = field(
         default_factory=lambda: float(_env("RUNLOOM_DUPLICATE_WINDOW_S", "120"))
     )

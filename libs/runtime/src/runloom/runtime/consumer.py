@@ -16,6 +16,15 @@ naming the cause (when it is not already ended), the message goes to
 consumer that fails a batch applies its messages one at a time, so only the poison one is
 set apart. Any other exception is taken as transient (the bus or the database away): the
 message is nak'ed with a growing delay and redelivered, to this replica or another.
+
+Liveness (no silent stop): a watchdog asks the server every `liveness_every_s` what waits for
+the durable. When work waits (undelivered messages, the ack-pending limit not reached) while
+this replica has free slots and took nothing since the previous look, `liveness_strikes` times
+in a row, or when the durable is gone from the server, the consumer is stalled: its
+`Liveness` fails (/readyz names it, a counter counts it), the subscription is dropped and the
+durable created and bound again; it is alive again at the next look that finds it working.
+What stalls it: its inbox subscription unsubscribed or lost, a fetch that never returns, the
+durable deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -47,6 +57,7 @@ from runloom.contracts.headers import Header
 from runloom.runtime import metrics, pull
 from runloom.runtime.bus import PoisonMessage, dead_letter
 from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.management import Liveness
 from runloom.runtime.retry import Backoff
 from runloom.runtime.telemetry import (
     consumer_span,
@@ -145,6 +156,13 @@ class Consumer(Generic[T]):
     """A Postgres advisory lock taken around the handler."""
     fail_run: bool = True
     """On poison, append `run.failed` to the run the message names (if it has not ended)."""
+    deliver_new: bool = False
+    """A durable created now starts at the stream's next message instead of its first (it
+    has no use for the history stored before it existed)."""
+    liveness_every_s: float = 5.0
+    """How often the watchdog asks the server what waits for the durable."""
+    liveness_strikes: int = 3
+    """Looks in a row that find work waiting and none taken before the consumer is stalled."""
 
     @property
     def name(self) -> str:
@@ -158,6 +176,7 @@ class Consumer(Generic[T]):
             max_deliver=-1,
             filter_subject=self.filter_subject,
             max_ack_pending=1000,
+            deliver_policy=js_api.DeliverPolicy.NEW if self.deliver_new else None,
         )
 
     def decoder(self, subject: str) -> Callable[[bytes], Any]:
@@ -254,52 +273,134 @@ class _Loop:
         self.ready = ready
         self.sem = asyncio.Semaphore(consumer.concurrency)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.live = Liveness("consumer", consumer.name)
+        self.received = 0
+        """Messages fetched (the watchdog's measure of progress)."""
+        self.in_batch = False
+        self.fetching: asyncio.Future[list[Msg]] | None = None
+        self.recreate = False
+        """Set by the watchdog: drop the subscription and bind the durable again."""
 
     async def run(self) -> None:
         c, rt = self.c, self.rt
         sub = None
-        while not rt.stop.is_set():
-            try:
-                if sub is None:
-                    await ensure(rt.js, c)
-                    sub = await rt.js.pull_subscribe_bind(c.durable, c.stream)
-                    if self.ready is not None:
-                        self.ready()
-                # Pull only what a free slot can start now: a fetched message waits without
-                # keep-alive, and its ack deadline would run out in our queue.
-                await self.sem.acquire()
-                self.sem.release()
-                free = max(1, min(c.batch, c.concurrency - len(self.tasks)))
-                if c.batch_handler is not None:
-                    free = c.batch
+        self.live.register()
+        watchdog = asyncio.create_task(self._watch(), name=f"liveness {c.name}")
+        try:
+            while not rt.stop.is_set():
                 try:
-                    msgs = await pull.fetch(sub, free, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                if c.batch_handler is not None:
-                    await self._batch(msgs)
-                    if len(msgs) < c.batch and c.linger_s > 0:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(c.linger_s):
-                                await rt.stop.wait()
-                    continue
-                for msg in msgs:
+                    if self.recreate:
+                        self.recreate = False
+                        if sub is not None:
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(sub.unsubscribe(), 2.0)
+                        sub = None
+                    if sub is None:
+                        await ensure(rt.js, c)
+                        sub = await rt.js.pull_subscribe_bind(c.durable, c.stream)
+                        if self.ready is not None:
+                            self.ready()
+                    # Pull only what a free slot can start now: a fetched message waits without
+                    # keep-alive, and its ack deadline would run out in our queue.
                     await self.sem.acquire()
-                    task = asyncio.create_task(self._one(msg))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
-            except asyncio.CancelledError:
-                break
-            except Exception as exc:  # server or database away: carry on when they are back
-                log.warning("consumer %s: %s; retrying", c.name, exc)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(rt.stop.wait(), timeout=1.0)
+                    self.sem.release()
+                    free = max(1, min(c.batch, c.concurrency - len(self.tasks)))
+                    if c.batch_handler is not None:
+                        free = c.batch
+                    # Its own task, so the watchdog can end a fetch that never returns.
+                    self.fetching = asyncio.ensure_future(pull.fetch(sub, free, timeout=1.0))
+                    try:
+                        msgs = await self.fetching
+                    except (TimeoutError, nats.errors.TimeoutError):
+                        continue
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if not self.recreate or (task is not None and task.cancelling()):
+                            raise
+                        continue  # ended by the watchdog
+                    finally:
+                        self.fetching = None
+                    self.received += len(msgs)
+                    if c.batch_handler is not None:
+                        self.in_batch = True
+                        try:
+                            await self._batch(msgs)
+                        finally:
+                            self.in_batch = False
+                        if len(msgs) < c.batch and c.linger_s > 0:
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(c.linger_s):
+                                    await rt.stop.wait()
+                        continue
+                    for msg in msgs:
+                        await self.sem.acquire()
+                        task = asyncio.create_task(self._one(msg))
+                        self.tasks.add(task)
+                        task.add_done_callback(self.tasks.discard)
+                except asyncio.CancelledError:
+                    break
+                except Exception as exc:  # server or database away: carry on when they are back
+                    log.warning("consumer %s: %s; retrying", c.name, exc)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(rt.stop.wait(), timeout=1.0)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            self.live.unregister()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Every `liveness_every_s`: is work waiting that this replica could take and did not?"""
+        c = self.c
+        strikes = 0
+        seen = self.received
+        while True:
+            await asyncio.sleep(c.liveness_every_s)
+            stalled = await self._stalled(seen)
+            seen = self.received
+            if stalled is None:
+                strikes = 0
+                self.live.ok()  # re-created (if it was not) and seen working since
+                continue
+            reason, detail = stalled
+            strikes = c.liveness_strikes if reason == "deleted" else strikes + 1
+            if strikes < c.liveness_strikes:
+                continue
+            strikes = 0
+            self.live.fail(reason, detail)
+            self.recreate = True
+            if self.fetching is not None:
+                self.fetching.cancel()
+
+    async def _stalled(self, seen: int) -> tuple[str, str] | None:
+        """(reason, what was seen) when the consumer looks stalled now, else None."""
+        c = self.c
+        busy = self.in_batch or len(self.tasks) >= c.concurrency
+        if busy or self.received != seen or self.recreate:
+            return None
+        try:
+            info = await self.rt.js.consumer_info(
+                c.stream, c.durable, timeout=max(0.5, c.liveness_every_s / 2)
+            )
+        except nats.js.errors.NotFoundError:
+            return "deleted", f"the durable {c.durable} is gone from the server"
+        except Exception:  # the server away: the process's NATS check says so
+            return None
+        limit = info.config.max_ack_pending or 0
+        if not info.num_pending or (limit > 0 and info.num_ack_pending >= limit):
+            return None
+        return "stalled", (
+            f"{info.num_pending} messages wait and none was fetched "
+            f"for {c.liveness_every_s:.0f}s with free slots"
+        )
 
     # -- one message at a time --------------------------------------------------------------
 

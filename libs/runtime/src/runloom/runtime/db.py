@@ -1,13 +1,14 @@
 """Postgres through asyncpg: pool creation and versioned migrations into a service's schema.
 
 Each service owns one PostgreSQL schema named after it (`gateway`, `orchestrator`,
-`deliverables`, `billing`) and keeps its migrations beside its code, as `NNNN_name.sql` files in
-`runloom/<service>/migrations/`. `migrate(pool, service)` applies that folder's pending files in
-order, each once, into the schema (unqualified names land there), as the schema's owner, under
-an advisory lock per schema so any number of replicas may start together; what was applied is
-recorded in `<schema>.schema_migrations`. Roles, schemas and grants: `runloom.runtime.roles`.
+`deliverables`, `billing`, `webhooks`) and keeps its migrations beside its code, as
+`NNNN_name.sql` files in `runloom/<service>/migrations/`. `migrate(pool, service)` applies
+that folder's pending files in order, each once, into the schema (unqualified names land
+there), as the schema's owner, under an advisory lock per schema so any number of replicas may
+start together; what was applied is recorded in `<schema>.schema_migrations`. Roles, schemas
+and grants: `runloom.runtime.roles`.
 Number ranges by owner: 0001-0199 gateway, 0200-0299 orchestrator (the corpus too),
-0300-0399 deliverables, 0400-0499 billing.
+0300-0399 deliverables, 0400-0499 billing, 0500-0599 webhooks.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 """The services that own a schema (named after the service) and a role (`runloom_<service>`)."""
 
 

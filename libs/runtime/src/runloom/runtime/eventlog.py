@@ -100,6 +100,30 @@ class StoreUnavailable(AppendConflict):
     The outcome of the last try is unknown: retry with the same event id (`check_existing`)."""
 
 
+class StoreFull(StoreUnavailable):
+    """JetStream refused the append for want of space: the server's storage limit
+    (`max_file_store`, 'insufficient resources') or the stream's own (`max_bytes`). Nothing was
+    stored; the same append succeeds once space is back (events age out, space is freed, or
+    a limit is raised)."""
+
+
+STORE_FULL_CODES = frozenset({10023, 10047})
+"""JetStream's 'insufficient resources' and 'insufficient storage resources available'."""
+STREAM_LIMIT_CODE = 10077
+"""JetStream's 'store failed', which also says a stream's limit with discard new was reached
+('maximum bytes exceeded', 'maximum messages exceeded')."""
+
+
+def is_store_full(exc: BaseException) -> bool:
+    """Whether `exc` is JetStream refusing a message for want of space (see `StoreFull`)."""
+    if isinstance(exc, StoreFull):
+        return True
+    code = getattr(exc, "err_code", None)
+    if code in STORE_FULL_CODES:
+        return True
+    return code == STREAM_LIMIT_CODE and "maximum" in str(getattr(exc, "description", ""))
+
+
 class RunClosed(Exception):
     """The run already ended: nothing may follow its terminal event."""
 
@@ -625,6 +649,8 @@ class EventLog:
                         self.js, subject, messages, timeout=self.publish_timeout
                     )
             except TRANSIENT_ERRORS as exc:
+                if is_store_full(exc):
+                    raise self._full(run_id, exc) from exc
                 unanswered = exc
                 metrics.APPEND_RETRIES.labels("timeout").inc()
                 uncertain.add(tail.stream_seq)
@@ -639,6 +665,8 @@ class EventLog:
                     tail = None
                     await CONFLICT.sleep(attempt)
                     continue
+                if is_store_full(exc):
+                    raise self._full(run_id, exc) from exc
                 if alone:
                     raise
                 if exc.err_code == atomic.DUPLICATE_MSG_ID:
@@ -672,6 +700,16 @@ class EventLog:
         if unanswered is not None:
             raise self._unavailable(run_id, unanswered) from unanswered
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
+
+    def _full(self, run_id: str, exc: Exception) -> StoreFull:
+        metrics.APPENDS_REFUSED.labels("store_full").inc()
+        log.warning("append to %s refused: the event store is full (%s)", run_id, exc)
+        return StoreFull(
+            f"append to {run_id}: the event store is full "
+            f"({getattr(exc, 'description', None) or exc}); nothing was stored. It takes "
+            "appends again once space is back (old events age out, the disk is freed, or the "
+            "storage limit is raised)."
+        )
 
     def _unavailable(self, run_id: str, last: Exception) -> StoreUnavailable:
         return StoreUnavailable(

@@ -35,6 +35,12 @@ APPEND_CONFLICTS = Counter(
     "runloom_event_append_conflicts",
     "Appends that lost the race for a run's next seq (expected last sequence mismatch)",
 )
+APPENDS_REFUSED = Counter(
+    "runloom_event_appends_refused",
+    "Appends the event store refused with nothing stored, by reason (store_full: JetStream's "
+    "storage limit or the stream's max_bytes reached)",
+    ["reason"],
+)
 APPEND_RETRIES = Counter(
     "runloom_event_append_retries",
     "Append attempts made again after an unknown outcome, by reason (timeout)",
@@ -78,6 +84,35 @@ CONSUMER_REDELIVERED = Gauge(
     "Messages of a durable consumer delivered more than once and still unacknowledged",
     ["stream", "durable"],
 )
+
+
+STREAM_BYTES = Gauge(
+    "runloom_stream_bytes", "Bytes a JetStream stream stores (server's count)", ["stream"]
+)
+STREAM_MAX_BYTES = Gauge(
+    "runloom_stream_max_bytes",
+    "The stream's own byte limit (max_bytes; 0 when it has none)",
+    ["stream"],
+)
+JETSTREAM_STORAGE_BYTES = Gauge(
+    "runloom_jetstream_storage_bytes",
+    "Bytes of file storage JetStream uses for the account, every stream included",
+)
+
+
+def storage_gauges(js: Any, streams: Any) -> Any:
+    """A scrape hook refreshing the storage gauges: each of `streams`' bytes and limit, and the
+    account's file storage in use (the event store's disk use)."""
+
+    async def refresh() -> None:
+        for name in streams:
+            info = await js.stream_info(name)
+            STREAM_BYTES.labels(name).set(int(info.state.bytes or 0))
+            STREAM_MAX_BYTES.labels(name).set(max(0, int(info.config.max_bytes or 0)))
+        account = await js.account_info()
+        JETSTREAM_STORAGE_BYTES.set(int(account.storage or 0))
+
+    return refresh
 
 
 def consumer_gauges(js: Any, stream: str, durable: str) -> Any:

@@ -69,6 +69,7 @@ async def missing(
     out: list[str] = []
     names = [str(cfg.name) for cfg in bus.stream_configs(settings)]
     names.extend(f"OBJ_{bucket}" for bucket in bus.BUCKETS)
+    names.extend(f"KV_{bucket}" for bucket in bus.KV_BUCKETS)
     for name in names:
         try:
             await js.stream_info(name)  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
-"""Request/reply over core NATS: the subjects a service answers, declared once.
+"""Request/reply over core NATS: the operations a service answers, declared once.
 
-A `Route` names a subject, the contract type its request decodes to and the handler; a
-`Responder` serves a list of them in the service's queue group, so each request reaches one
-replica. What every service needs is done here, once:
+A `Route` pairs an operation of `contracts.operations` (its subject, the contract types of its
+request and reply) with the handler; a `Responder` serves a list of them in the service's
+queue group, so each request reaches one replica. What every service needs is done here, once:
 
 - nats-py runs one subscription's callbacks one after another, so each request is handled in
   its own task, at most `concurrency` at once per replica;
@@ -10,7 +10,13 @@ replica. What every service needs is done here, once:
 - a request that does not decode is answered at once with `Runloom-Error: <why>` and
   dead-lettered (`dlq.core.<queue>`) with the reason: it never reaches a handler;
 - a handler that fails (PostgreSQL away) answers `Runloom-Error: unavailable`, so the caller
-  backs off and retries (handlers are idempotent by the request's id).
+  backs off and retries (handlers are idempotent by the request's id);
+- liveness: a watchdog looks at each subscription every `liveness_every_s`. One that is gone
+  from the connection (unsubscribed underneath), whose delivery task has ended (nats-py runs
+  one per subscription; if it dies, requests pile up unanswered), or whose queued requests
+  have not moved for two looks while slots are free, is stalled: the responder's `Liveness`
+  fails (/readyz names it, a counter counts it) and the subscription is made again; it is
+  alive again at the next look that finds every subscription serving.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from runloom.contracts.operations import UNAVAILABLE, Operation
 from runloom.runtime import bus
+from runloom.runtime.management import Liveness
 from runloom.runtime.telemetry import consumer_span
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = "unavailable"
-"""`Runloom-Error` of a request the service could not serve now: retry later."""
 DEAD_LETTER_STREAM = "core"
 """The `stream` token of dead letters from core NATS requests (`dlq.core.<queue>`)."""
 
@@ -46,11 +52,18 @@ _encoder = msgspec.json.Encoder()
 
 @dataclass(frozen=True)
 class Route:
-    """A subject, the contract type of its requests, and what answers them."""
+    """An operation (subject, request and reply types) and what answers it."""
 
-    subject: str
-    request: type[msgspec.Struct]
+    operation: Operation[Any, Any]
     handle: Handler
+
+    @property
+    def subject(self) -> str:
+        return self.operation.subject
+
+    @property
+    def request(self) -> type[msgspec.Struct]:
+        return self.operation.request
 
 
 @dataclass
@@ -64,19 +77,33 @@ class Responder:
     concurrency: int = 64
     """Requests handled at once by this replica."""
     on_outcome: Outcome | None = None
+    liveness_every_s: float = 5.0
+    """How often the watchdog looks at each subscription."""
     _subs: list[Subscription] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _sem: asyncio.Semaphore | None = None
+    _taken: list[int] = field(default_factory=list)
+    """Requests each route's callback has taken (the watchdog's measure of progress)."""
+    _live: Liveness | None = None
+    _watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
-        for route in self.routes:
-            cb = self._callback(route, msgspec.json.Decoder(route.request))
-            self._subs.append(await self.nc.subscribe(route.subject, queue=self.queue, cb=cb))
+        self._taken = [0] * len(self.routes)
+        for i in range(len(self.routes)):
+            self._subs.append(await self._subscribe(i))
         await self.nc.flush()
+        self._live = Liveness("responder", self.queue).register()
+        self._watchdog = asyncio.create_task(self._watch(), name=f"liveness {self.queue}")
 
     async def stop(self) -> None:
         """Stop taking requests, and answer the ones received before that."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._live is not None:
+            self._live.unregister()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.drain()
@@ -84,11 +111,61 @@ class Responder:
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def _subscribe(self, i: int) -> Subscription:
+        route = self.routes[i]
+        cb = self._callback(i, route, msgspec.json.Decoder(route.request))
+        return await self.nc.subscribe(route.subject, queue=self.queue, cb=cb)
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        assert self._live is not None
+        stuck_since: list[int | None] = [None] * len(self.routes)
+        while True:
+            await asyncio.sleep(self.liveness_every_s)
+            stalled = [
+                (i, why)
+                for i, sub in enumerate(self._subs)
+                if (why := self._stalled(i, sub, stuck_since)) is not None
+            ]
+            if not stalled:
+                self._live.ok()  # re-created (if it was not) and seen working since
+            for i, (reason, detail) in stalled:
+                self._live.fail(reason, f"{self.routes[i].subject}: {detail}")
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._subs[i].unsubscribe(), 2.0)
+                try:
+                    self._subs[i] = await self._subscribe(i)
+                    await self.nc.flush(timeout=2)
+                except Exception as exc:  # NATS away: try again at the next look
+                    log.warning("%s: could not subscribe again: %s", self.routes[i].subject, exc)
+                stuck_since[i] = None
+
+    def _stalled(
+        self, i: int, sub: Subscription, stuck_since: list[int | None]
+    ) -> tuple[str, str] | None:
+        """(reason, what was seen) when route `i`'s subscription no longer serves, else None;
+        `stuck_since` keeps, per route, the count taken when requests were last seen queued."""
+        if sub._id not in self.nc._subs:  # type: ignore[attr-defined]
+            return "unsubscribed", "the subscription is gone from the connection"
+        delivery = sub._wait_for_msgs_task
+        if delivery is None or delivery.done():
+            return "delivery_task_ended", "its delivery task has ended"
+        assert self._sem is not None
+        if sub.pending_msgs == 0 or self._sem.locked():
+            stuck_since[i] = None
+            return None
+        if stuck_since[i] != self._taken[i]:
+            stuck_since[i] = self._taken[i]
+            return None
+        return "stalled", f"{sub.pending_msgs} requests wait and none was taken"
+
     def _callback(
-        self, route: Route, decoder: msgspec.json.Decoder[Any]
+        self, i: int, route: Route, decoder: msgspec.json.Decoder[Any]
     ) -> Callable[[Msg], Awaitable[None]]:
         async def cb(msg: Msg) -> None:
             assert self._sem is not None
+            self._taken[i] += 1
             await self._sem.acquire()
             task = asyncio.create_task(self._serve(route, decoder, msg))
             self._tasks.add(task)

@@ -151,6 +151,7 @@ URL_VARIABLES = {
     "orchestrator": "RUNLOOM_DATABASE_URL_ORCHESTRATOR",
     "deliverables": "RUNLOOM_DATABASE_URL_DELIVERABLES",
     "billing": "RUNLOOM_DATABASE_URL_BILLING",
+    "webhooks": "RUNLOOM_DATABASE_URL_WEBHOOKS",
 }
 """The variables holding each service's own URL where one process knows them all (the release
 Job, a local supervisor); a service process itself reads RUNLOOM_DATABASE_URL."""
@@ -161,6 +162,7 @@ URL_FILE_VARIABLES = {
     "orchestrator": "RUNLOOM_DATABASE_URL_ORCHESTRATOR_FILE",
     "deliverables": "RUNLOOM_DATABASE_URL_DELIVERABLES_FILE",
     "billing": "RUNLOOM_DATABASE_URL_BILLING_FILE",
+    "webhooks": "RUNLOOM_DATABASE_URL_WEBHOOKS_FILE",
 }
 """The same URLs as files (a Secret mounted as a file: the release Job in Kubernetes)."""
 

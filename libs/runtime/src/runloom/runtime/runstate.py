@@ -23,10 +23,18 @@ from runloom.contracts.events import (
     ClarificationRequested,
     Event,
     RateLimited,
+    RunQueued,
     SourceFound,
     Usage,
 )
-from runloom.contracts.kinds import TERMINAL_STATUS, RunStatus
+from runloom.contracts.kinds import (
+    DEFAULT_SKILL,
+    STEP_KINDS,
+    TERMINAL_STATUS,
+    DeliverableKind,
+    RunStatus,
+    StepKind,
+)
 
 StepStatus = Literal["pending", "running", "done", "failed", "skipped"]
 DeliverableStatus = Literal["requested", "running", "ready", "failed"]
@@ -35,8 +43,7 @@ DeliverableStatus = Literal["requested", "running", "ready", "failed"]
 class StepState(msgspec.Struct, kw_only=True):
     step_id: str
     title: str
-    kind: str = "research"
-    """research | write | deliver"""
+    kind: StepKind = "research"
     parallel_group: int | None = None
     status: StepStatus = "pending"
     error: str | None = None
@@ -46,8 +53,7 @@ class StepState(msgspec.Struct, kw_only=True):
 
 
 class DeliverableState(msgspec.Struct, kw_only=True):
-    kind: str
-    """report | website | slides"""
+    kind: DeliverableKind
     job_id: str
     status: DeliverableStatus = "requested"
     attempt: int = 0
@@ -56,6 +62,18 @@ class DeliverableState(msgspec.Struct, kw_only=True):
     """After a failed attempt: whether another one is coming."""
     artifacts: list[ArtifactRef] = []
     error: str | None = None
+
+
+class Clarification(msgspec.Struct, kw_only=True):
+    """One question the run asked (`clarification.requested`) and its answer, once given."""
+
+    event_id: str
+    """The id of the `clarification.requested` event (what an answer's causation_id names)."""
+    seq: int
+    request: ClarificationRequested
+    answer: str | None = None
+    answered_seq: int | None = None
+    """The seq of the `clarification.answered` event."""
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -81,6 +99,18 @@ class RunState(msgspec.Struct, kw_only=True):
     usage_ids: list[str] = []
     clarification: ClarificationRequested | None = None
     """The pending clarification question, if the run waits for one."""
+    queued: RunQueued | None = None
+    """Where the run waits to start (position and why), until it starts or ends."""
+    clarifications: list[Clarification] = []
+    """Every question the run asked, in order, with its answer once given."""
+    trace: str | None = None
+    """The run's trace (the traceparent its `run.created` carries)."""
+    started_trace: str | None = None
+    """The traceparent of the latest `run.started` (the attempt before the current one)."""
+    cancel_event_id: str | None = None
+    """The id of the latest `cancel.requested` (what `run.cancelled` is caused by)."""
+    billing_wait: Event | None = None
+    """The open `billing.waiting` event, until `billing.resumed` closes it."""
     rate_limited: RateLimited | None = None
     """The latest rate limit, until the run makes progress again."""
     billing_waiting: bool = False
@@ -96,6 +126,15 @@ class RunState(msgspec.Struct, kw_only=True):
     @property
     def ended(self) -> bool:
         return self.terminal is not None
+
+    @property
+    def answer(self) -> str | None:
+        """The latest answer to one of the run's questions."""
+        return next((c.answer for c in reversed(self.clarifications) if c.answer), None)
+
+    def asked(self, event_id: str) -> Clarification | None:
+        """The question the `clarification.requested` event `event_id` asked."""
+        return next((c for c in self.clarifications if c.event_id == event_id), None)
 
     def step(self, step_id: str) -> StepState | None:
         for s in self.steps:
@@ -123,8 +162,8 @@ def advance(state: RunState, events: Iterable[Event]) -> RunState:
 def snapshot(state: RunState) -> dict[str, Any]:
     """The state as plain JSON-able data (for a reset event or an API answer)."""
     out: dict[str, Any] = msgspec.to_builtins(state)
-    out.pop("report_parts", None)
-    out.pop("usage_ids", None)
+    for internal in ("report_parts", "usage_ids", "billing_wait", "trace", "started_trace"):
+        out.pop(internal, None)
     return out
 
 
@@ -141,13 +180,15 @@ def _apply(st: RunState, ev: Event) -> None:
         st.tenant_id = ev.tenant_id
     handler = _HANDLERS.get(ev.type)
     if handler is not None:
-        handler(st, ev.data)
+        handler(st, ev)
     if ev.type in TERMINAL_TYPES:
         st.status = TERMINAL_STATUS[ev.type]
         st.terminal = ev
         st.clarification = None
+        st.queued = None
         st.rate_limited = None
         st.billing_waiting = False
+        st.billing_wait = None
 
 
 def _get(data: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -156,8 +197,14 @@ def _get(data: dict[str, Any], key: str, default: Any = None) -> Any:
 
 
 def _running(st: RunState) -> None:
-    if st.status in ("created", "waiting_clarification"):
+    if st.status in ("created", "queued", "waiting_clarification"):
         st.status = "running"
+
+
+def _step_kind(value: Any) -> StepKind:
+    """A plan step's kind (`PlanStep.kind` is free text on the wire; the orchestrator writes
+    only these: anything else reads as research)."""
+    return value if value in STEP_KINDS else "research"  # type: ignore[no-any-return]
 
 
 def _step(st: RunState, step_id: str, title: str | None = None) -> StepState:
@@ -168,21 +215,32 @@ def _step(st: RunState, step_id: str, title: str | None = None) -> StepState:
     return s
 
 
-def _run_created(st: RunState, d: dict[str, Any]) -> None:
+def _run_created(st: RunState, ev: Event) -> None:
+    d = ev.data
+    st.trace = ev.trace
     st.question = d.get("question")
-    st.skill = _get(d, "skill", "research_report")
+    st.skill = _get(d, "skill", DEFAULT_SKILL)
     st.budget_usd = d.get("budget_usd")
     st.options = dict(_get(d, "options", {}))
     st.title = d.get("title") or st.title
 
 
-def _run_started(st: RunState, d: dict[str, Any]) -> None:
+def _run_queued(st: RunState, ev: Event) -> None:
+    st.queued = msgspec.convert(ev.data, RunQueued)
+    if st.status in ("created", "running"):
+        st.status = "queued"
+
+
+def _run_started(st: RunState, ev: Event) -> None:
     st.started_count += 1
+    st.started_trace = ev.trace
+    st.queued = None
     if st.clarification is None:
         _running(st)
 
 
-def _plan(st: RunState, d: dict[str, Any]) -> None:
+def _plan(st: RunState, ev: Event) -> None:
+    d = ev.data
     old = {s.step_id: s for s in st.steps}
     steps = []
     for p in _get(d, "steps", []):
@@ -190,7 +248,7 @@ def _plan(st: RunState, d: dict[str, Any]) -> None:
         s = StepState(
             step_id=p["step_id"],
             title=_get(p, "title", p["step_id"]),
-            kind=_get(p, "kind", "research"),
+            kind=_step_kind(p.get("kind")),
             parallel_group=p.get("parallel_group"),
         )
         if prev is not None:
@@ -204,7 +262,8 @@ def _plan(st: RunState, d: dict[str, Any]) -> None:
         _running(st)
 
 
-def _step_started(st: RunState, d: dict[str, Any]) -> None:
+def _step_started(st: RunState, ev: Event) -> None:
+    d = ev.data
     s = _step(st, d["step_id"], d.get("title"))
     s.status = "running"
     s.error = None
@@ -213,14 +272,16 @@ def _step_started(st: RunState, d: dict[str, Any]) -> None:
         _running(st)
 
 
-def _step_progress(st: RunState, d: dict[str, Any]) -> None:
+def _step_progress(st: RunState, ev: Event) -> None:
+    d = ev.data
     s = _step(st, d["step_id"])
     if s.status == "pending":
         s.status = "running"
     st.rate_limited = None
 
 
-def _step_completed(st: RunState, d: dict[str, Any]) -> None:
+def _step_completed(st: RunState, ev: Event) -> None:
+    d = ev.data
     s = _step(st, d["step_id"])
     s.status = "done"
     s.error = None
@@ -229,14 +290,16 @@ def _step_completed(st: RunState, d: dict[str, Any]) -> None:
     st.rate_limited = None
 
 
-def _step_failed(st: RunState, d: dict[str, Any]) -> None:
+def _step_failed(st: RunState, ev: Event) -> None:
+    d = ev.data
     s = _step(st, d["step_id"])
     s.status = "skipped" if d.get("reason") == "skipped" else "failed"
     s.error = d.get("error")
     st.rate_limited = None
 
 
-def _message_delta(st: RunState, d: dict[str, Any]) -> None:
+def _message_delta(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.rate_limited = None
     if d.get("stream") != "report":
         return
@@ -251,7 +314,8 @@ def _message_delta(st: RunState, d: dict[str, Any]) -> None:
         st.report_text = "".join(st.report_parts[i] for i in sorted(st.report_parts))
 
 
-def _source_found(st: RunState, d: dict[str, Any]) -> None:
+def _source_found(st: RunState, ev: Event) -> None:
+    d = ev.data
     source = msgspec.convert(d, SourceFound)
     is_new = source.source_id not in st.sources
     st.sources[source.source_id] = source
@@ -261,7 +325,8 @@ def _source_found(st: RunState, d: dict[str, Any]) -> None:
             s.source_count += 1
 
 
-def _usage_recorded(st: RunState, d: dict[str, Any]) -> None:
+def _usage_recorded(st: RunState, ev: Event) -> None:
+    d = ev.data
     usage_id = d.get("usage_id")
     if usage_id is not None:
         if usage_id in st.usage_ids:
@@ -276,26 +341,38 @@ def _usage_recorded(st: RunState, d: dict[str, Any]) -> None:
     )
 
 
-def _rate_limited(st: RunState, d: dict[str, Any]) -> None:
+def _rate_limited(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.rate_limited = msgspec.convert(d, RateLimited)
 
 
-def _clarification_requested(st: RunState, d: dict[str, Any]) -> None:
+def _clarification_requested(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.clarification = msgspec.convert(d, ClarificationRequested)
+    st.clarifications.append(Clarification(event_id=ev.id, seq=ev.seq, request=st.clarification))
     st.status = "waiting_clarification"
 
 
-def _clarification_answered(st: RunState, d: dict[str, Any]) -> None:
+def _clarification_answered(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.clarification = None
+    open_ = [c for c in st.clarifications if c.answered_seq is None]
+    asked = next((c for c in open_ if c.event_id == ev.causation_id), None)
+    if asked is None and open_:
+        asked = open_[-1]  # an answer that names no question answers the latest open one
+    if asked is not None:
+        asked.answer, asked.answered_seq = d.get("answer", ""), ev.seq
     if st.status == "waiting_clarification":
         st.status = "running" if st.started_count else "created"
 
 
-def _cancel_requested(st: RunState, d: dict[str, Any]) -> None:
+def _cancel_requested(st: RunState, ev: Event) -> None:
     st.cancel_requested = True
+    st.cancel_event_id = ev.id
 
 
-def _content_stored(st: RunState, d: dict[str, Any]) -> None:
+def _content_stored(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.content_hash = d.get("content_hash")
 
 
@@ -308,11 +385,13 @@ def _deliverable(st: RunState, d: dict[str, Any]) -> DeliverableState:
     return dv
 
 
-def _deliverable_requested(st: RunState, d: dict[str, Any]) -> None:
+def _deliverable_requested(st: RunState, ev: Event) -> None:
+    d = ev.data
     _deliverable(st, d)
 
 
-def _deliverable_progress(st: RunState, d: dict[str, Any]) -> None:
+def _deliverable_progress(st: RunState, ev: Event) -> None:
+    d = ev.data
     dv = _deliverable(st, d)
     if dv.status != "ready":
         dv.status = "running"
@@ -321,7 +400,8 @@ def _deliverable_progress(st: RunState, d: dict[str, Any]) -> None:
         dv.error = None
 
 
-def _deliverable_ready(st: RunState, d: dict[str, Any]) -> None:
+def _deliverable_ready(st: RunState, ev: Event) -> None:
+    d = ev.data
     dv = _deliverable(st, d)
     dv.status = "ready"
     dv.attempt = max(dv.attempt, int(_get(d, "attempt", 1)))
@@ -330,7 +410,8 @@ def _deliverable_ready(st: RunState, d: dict[str, Any]) -> None:
     dv.error = None
 
 
-def _deliverable_failed(st: RunState, d: dict[str, Any]) -> None:
+def _deliverable_failed(st: RunState, ev: Event) -> None:
+    d = ev.data
     dv = _deliverable(st, d)
     if dv.status == "ready":
         return
@@ -341,21 +422,25 @@ def _deliverable_failed(st: RunState, d: dict[str, Any]) -> None:
     dv.error = d.get("error")
 
 
-def _billing_waiting(st: RunState, d: dict[str, Any]) -> None:
+def _billing_waiting(st: RunState, ev: Event) -> None:
     st.billing_waiting = True
+    st.billing_wait = ev
 
 
-def _billing_resumed(st: RunState, d: dict[str, Any]) -> None:
+def _billing_resumed(st: RunState, ev: Event) -> None:
     st.billing_waiting = False
+    st.billing_wait = None
 
 
-def _run_completed(st: RunState, d: dict[str, Any]) -> None:
+def _run_completed(st: RunState, ev: Event) -> None:
+    d = ev.data
     st.partial = bool(d.get("partial"))
     st.missing = list(_get(d, "missing", []))
 
 
 _HANDLERS = {
     "run.created": _run_created,
+    "run.queued": _run_queued,
     "run.started": _run_started,
     "plan.proposed": _plan,
     "plan.revised": _plan,
@@ -382,6 +467,7 @@ _HANDLERS = {
 
 __all__ = [
     "TERMINAL_STATUS",
+    "Clarification",
     "DeliverableState",
     "RunState",
     "RunStatus",

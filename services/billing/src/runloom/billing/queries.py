@@ -18,6 +18,8 @@ from runloom.contracts.commands import (
     BudgetGetRequest,
     BudgetReply,
     BudgetSetRequest,
+    EraseReply,
+    EraseRequest,
     RunUsageReply,
     RunUsageRequest,
     UsageGroup,
@@ -26,6 +28,7 @@ from runloom.contracts.commands import (
     UsageRangeRequest,
     UsageTotals,
 )
+from runloom.runtime import erasure
 
 _GROUP_KEY = {
     "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
@@ -56,11 +59,28 @@ def _item(r: Any) -> UsageItem:
     )
 
 
+ERASED_TABLES = (
+    erasure.Owned("billing_ledger"),
+    erasure.Owned("billing_reservations"),
+    erasure.Owned("billing_run_accounts"),
+    erasure.Owned("billing_tenant_periods", run_column=None),
+    erasure.Owned("billing_budgets", run_column=None),
+)
+"""Billing's tables holding a tenant's data, in the order they are emptied. Erasing runs (a
+tenant's request, retention) removes their ledger rows, reservations and run accounts; the
+month's spend stays in `billing_tenant_periods`, the aggregate invoices are made from. Only a
+whole tenant's erasure removes that and its budget."""
+
+
 @dataclass(frozen=True)
 class Queries:
-    """Answers the budget and usage requests from billing's own tables."""
+    """Answers the budget and usage requests from billing's own tables, and erasures."""
 
     pool: asyncpg.Pool
+
+    async def erase(self, req: EraseRequest) -> EraseReply:
+        async with self.pool.acquire() as conn:
+            return EraseReply(removed=await erasure.erase_rows(conn, "billing", ERASED_TABLES, req))
 
     async def budget(self, req: BudgetGetRequest) -> BudgetReply:
         start = period_start(datetime.now(UTC))

@@ -25,17 +25,8 @@ from runloom.billing import metrics
 from runloom.billing.access import QUEUE
 from runloom.billing.accounts import Accounts, Reply, Request
 from runloom.billing.queries import Queries
-from runloom.contracts import subjects
-from runloom.contracts.commands import (
-    BudgetGetRequest,
-    BudgetSetRequest,
-    CommitRequest,
-    ReleaseRequest,
-    ReserveReply,
-    ReserveRequest,
-    RunUsageRequest,
-    UsageRangeRequest,
-)
+from runloom.contracts import operations as ops
+from runloom.contracts.commands import ReserveReply
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger(__name__)
@@ -132,17 +123,18 @@ class Responders:
         assert self.batcher is not None
         submit = self.batcher.submit
         routes = [
-            Route(subjects.BILLING_RESERVE, ReserveRequest, submit),
-            Route(subjects.BILLING_COMMIT, CommitRequest, submit),
-            Route(subjects.BILLING_RELEASE, ReleaseRequest, submit),
+            Route(ops.BILLING_RESERVE, submit),
+            Route(ops.BILLING_COMMIT, submit),
+            Route(ops.BILLING_RELEASE, submit),
         ]
         if self.queries is not None:
             q = self.queries
             routes += [
-                Route(subjects.BILLING_BUDGET_GET, BudgetGetRequest, q.budget),
-                Route(subjects.BILLING_BUDGET_SET, BudgetSetRequest, q.set_budget),
-                Route(subjects.BILLING_USAGE_RUN, RunUsageRequest, q.run_usage),
-                Route(subjects.BILLING_USAGE_RANGE, UsageRangeRequest, q.usage_range),
+                Route(ops.BILLING_BUDGET_GET, q.budget),
+                Route(ops.BILLING_BUDGET_SET, q.set_budget),
+                Route(ops.BILLING_USAGE_RUN, q.run_usage),
+                Route(ops.BILLING_USAGE_RANGE, q.usage_range),
+                Route(ops.ERASE["billing"], q.erase),
             ]
         return routes
 

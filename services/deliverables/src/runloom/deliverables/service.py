@@ -49,12 +49,8 @@ def jobs(runner: JobRunner, options: Options) -> Consumer[DeliverableJob]:
 async def main(ctx: ServiceContext) -> None:
     options = Options.from_env()
     events = EventLog(ctx.js, ctx.producer)
-    runner = JobRunner(
-        pool=ctx.pool,
-        events=events,
-        store=await ArtifactStore.open(ctx.js),
-        options=options,
-    )
+    store = await ArtifactStore.open(ctx.js)
+    runner = JobRunner(pool=ctx.pool, events=events, store=store, options=options)
     if ctx.management is not None:
         ctx.management.add_scrape_hook(consumer_gauges(ctx.js, subjects.JOBS_STREAM, DURABLE))
     log.info(
@@ -63,7 +59,7 @@ async def main(ctx: ServiceContext) -> None:
         options.max_attempts,
         options.concurrency,
     )
-    answers = responder(ctx.nc, ctx.js, Queries(ctx.pool))
+    answers = responder(ctx.nc, ctx.js, Queries(ctx.pool, store))
     await answers.start()
     declared = jobs(runner, options)
     try:

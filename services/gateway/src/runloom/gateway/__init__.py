@@ -2,6 +2,10 @@
 
 - `app`: `create_app(settings)`, the FastAPI application (`python -m runloom.gateway` serves it).
 - `routes`: one module per resource; `agui`: the AG-UI protocol adapter; `console`: the web UI.
+- `usecases`: what a client does with runs (create, cancel, answer, stream, page), for the
+  routes and the AG-UI adapter alike.
+- `store`: the run and tenant tables and the only code that writes them (event archive, runs
+  and deliverables read models, tenants and API keys); `quotas` holds the quota tables.
 - `_streaming`, `_fanout`, `_history`, `_sse`: the run-event stream core (archive, one
   subscription per run fanned out in process, replay from JetStream or the archive).
 

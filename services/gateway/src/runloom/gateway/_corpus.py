@@ -3,7 +3,9 @@
 `corpus.add|list|delete` are core NATS request/reply. A document's text rides in the request
 when it fits in one message (the server's `max_payload`); larger text goes first into the
 `corpus-uploads` object store and the request names the object. When no orchestrator answers
-(none running, or too slow), the routes answer 503 with `Retry-After`, never a 500.
+(none running, or too slow), the routes answer 503 with `Retry-After`, never a 500. The
+requests go through the one requester (`runtime.request`), with the timeouts of their
+operations (`contracts.operations`).
 """
 
 from __future__ import annotations
@@ -14,27 +16,24 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     AddDocumentReply,
     AddDocumentRequest,
     CorpusDocument,
-    DeleteDocumentReply,
     DeleteDocumentRequest,
     ListDocumentsReply,
     ListDocumentsRequest,
 )
-from runloom.contracts.headers import Header
-from runloom.gateway.problems import Problem
+from runloom.contracts.types import rfc3339
+from runloom.gateway.problems import Problem, answer_of
 from runloom.runtime.config import env_float
-from runloom.runtime.telemetry import inject_headers
 
-T = TypeVar("T", bound=msgspec.Struct)
+Q = TypeVar("Q", bound=msgspec.Struct)
+R = TypeVar("R", bound=msgspec.Struct)
 
 RETRY_AFTER_S = 5
-ADD_TIMEOUT_S = 60.0
-"""Storing 2,000,000 characters (chunks and their full-text index) takes seconds, not minutes."""
-READ_TIMEOUT_S = 10.0
 HEADROOM = 8 * 1024
 """Bytes of a message kept for headers (trace context) below the server's max_payload."""
 INLINE_MAX_BYTES = int(env_float("RUNLOOM_CORPUS_INLINE_MAX_BYTES", 1024 * 1024))
@@ -55,25 +54,6 @@ def unavailable(why: str) -> Problem:
     return problem
 
 
-async def _ask(nc: NATS, subject: str, body: msgspec.Struct, reply: type[T], timeout: float) -> T:
-    try:
-        msg = await nc.request(
-            subject, _encoder.encode(body), timeout=timeout, headers=inject_headers() or None
-        )
-    except nats.errors.NoRespondersError as exc:
-        raise unavailable("no orchestrator is running") from exc
-    except (TimeoutError, nats.errors.TimeoutError) as exc:
-        raise unavailable(f"the orchestrator did not answer within {timeout:.0f} s") from exc
-    except nats.errors.Error as exc:  # connection closed or draining
-        raise unavailable(f"NATS: {type(exc).__name__}") from exc
-    error = (msg.headers or {}).get(Header.ERROR)
-    if error:
-        if error == "unavailable":
-            raise unavailable("the orchestrator could not reach its database")
-        raise RuntimeError(f"{subject} refused the gateway's request: {error}")
-    return msgspec.json.decode(msg.data, type=reply)
-
-
 async def add(
     nc: NATS, js: JetStreamContext, req: AddDocumentRequest, text: str
 ) -> AddDocumentReply:
@@ -86,17 +66,17 @@ async def add(
             await bucket.put(req.document_id, text.encode())
         except (TimeoutError, nats.errors.Error) as exc:
             raise unavailable(f"the upload bucket did not take the text: {exc!r}") from exc
-    return await _ask(nc, subjects.CORPUS_ADD, req, AddDocumentReply, ADD_TIMEOUT_S)
+    return await answer_of(nc, ops.CORPUS_ADD, req, unavailable)
 
 
 async def list_documents(nc: NATS, tenant_id: str, limit: int, offset: int) -> ListDocumentsReply:
     req = ListDocumentsRequest(tenant_id=tenant_id, limit=limit, offset=offset)
-    return await _ask(nc, subjects.CORPUS_LIST, req, ListDocumentsReply, READ_TIMEOUT_S)
+    return await answer_of(nc, ops.CORPUS_LIST, req, unavailable)
 
 
 async def delete(nc: NATS, tenant_id: str, document_id: str) -> bool:
     req = DeleteDocumentRequest(tenant_id=tenant_id, document_id=document_id)
-    reply = await _ask(nc, subjects.CORPUS_DELETE, req, DeleteDocumentReply, READ_TIMEOUT_S)
+    reply = await answer_of(nc, ops.CORPUS_DELETE, req, unavailable)
     return reply.deleted
 
 
@@ -110,5 +90,5 @@ def as_json(doc: CorpusDocument) -> dict[str, Any]:
         "origin": doc.origin,
         "size_chars": doc.size_chars,
         "chunk_count": doc.chunk_count,
-        "created_at": doc.created_at.isoformat(),
+        "created_at": rfc3339(doc.created_at),
     }

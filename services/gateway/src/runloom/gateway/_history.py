@@ -20,7 +20,8 @@ from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, decode_event
 from runloom.gateway import _cursor
-from runloom.runtime.archive import PgArchive
+from runloom.gateway.store.archive import PgArchive
+from runloom.runtime import bus
 from runloom.runtime.eventlog import DIRECT_READ_LIMIT, EventLog
 from runloom.runtime.runstate import fold, snapshot
 
@@ -84,7 +85,8 @@ class Frame:
 
 
 class Epoch:
-    """The RUN_EVENTS stream's identity: its creation time, refreshed when it may have changed."""
+    """The RUN_EVENTS stream's identity: its creation time (kept across a restore from a backup:
+    `bus.created_ms`), refreshed when it may have changed."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
@@ -92,9 +94,7 @@ class Epoch:
 
     async def refresh(self) -> str:
         info = await self.js.stream_info(subjects.RUN_EVENTS_STREAM)
-        created = info.created
-        ms = int(created.timestamp() * 1000) if created is not None else 0
-        self.value = _cursor.epoch_of(ms)
+        self.value = _cursor.epoch_of(bus.created_ms(info))
         return self.value
 
     async def current(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from runloom.gateway._fanout import Client, Hub
 from runloom.gateway._history import Frame, History
 from runloom.gateway._server import PUSH
+from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +204,14 @@ class SSEResponse:
             with contextlib.suppress(Exception):
                 await self.body.aclose()  # type: ignore[attr-defined]
             await self.hub.detach(self.client)
+
+
+class Raw(Response):
+    """A route's answer that hands the request over to a bare ASGI app (an SSE stream)."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._app(scope, receive, send)

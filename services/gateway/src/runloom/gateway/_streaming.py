@@ -11,16 +11,16 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
+from nats.js import JetStreamContext
 from runloom.gateway._fanout import Hub
 from runloom.gateway._history import Epoch, History
 from runloom.gateway._options import StreamingOptions
 from runloom.gateway._tokens import StreamTokens, install_redaction
-from runloom.runtime.archive import PgArchive, run_archiver
-
-if TYPE_CHECKING:
-    from runloom.gateway.state import GatewayState
+from runloom.gateway.store.archive import PgArchive, run_archiver
+from runloom.runtime.eventlog import EventLog
 
 
 @dataclass
@@ -37,27 +37,25 @@ class Streaming:
     archiver: asyncio.Task[None] | None = None
 
 
-async def start(state: GatewayState) -> Streaming:
-    """Build the streaming core on the state's connections and start the archiver."""
+async def start(js: JetStreamContext, pool: asyncpg.Pool, log: EventLog) -> Streaming:
+    """Build the streaming core on the gateway's connections and start the archiver."""
     options = StreamingOptions.from_env()
-    archive = PgArchive(state.pool)
-    state.log.archive = archive
-    epoch = Epoch(state.js)
+    archive = PgArchive(pool)
+    log.archive = archive
+    epoch = Epoch(js)
     await epoch.refresh()
-    history = History(state.log, archive, epoch)
+    history = History(log, archive, epoch)
     hub = Hub(
-        state.log,
+        log,
         history,
         epoch,
         queue_size=options.queue_size,
         watch_interval=options.watch_interval_s,
     )
-    tokens = await StreamTokens.load(state.pool, options.token_ttl_s)
+    tokens = await StreamTokens.load(pool, options.token_ttl_s)
     s = Streaming(options, archive, epoch, history, hub, tokens, asyncio.Event())
     if options.archive:
-        s.archiver = asyncio.create_task(
-            run_archiver(state.js, state.pool, s.stop, events=state.log)
-        )
+        s.archiver = asyncio.create_task(run_archiver(js, pool, s.stop, events=log))
     install_redaction()
     _drain_on_sigterm(hub)
     return s

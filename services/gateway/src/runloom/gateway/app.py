@@ -4,13 +4,14 @@ The lifespan connects NATS and PostgreSQL, starts the streaming core (`_streamin
 feature's hooks. Each feature lives in its own module under `routes/` exposing `router` and,
 optionally, `async def startup(state)` / `async def shutdown(state)` hooks.
 
-Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `runtime.archive.consumer`,
+Consumes: every run's events (RUN_EVENTS, durable `run-archive`, `gateway.store.archive.consumer`,
 served by `_streaming`) into the archive and the runs read model; each followed run's subject
 (ordered, one per run per process) for SSE. Publishes: `run.created`, `cancel.requested`,
 `clarification.answered` on the run's subject; `cmd.run.start` and `cmd.run.resume` (COMMANDS).
 Asks (request/reply): billing for budgets and usage (`billing.budget.*`, `billing.usage.*`), the
 orchestrator for the corpus (`corpus.*`), deliverables for jobs no event announced
-(`deliverables.run|artifact`). Its tables (schema `gateway`): runs, the event archive, the
+(`deliverables.run|artifact`), the webhooks service for endpoints and deliveries
+(`webhooks.*`). Its tables (schema `gateway`): runs, the event archive, the
 deliverables read model, tenants and keys.
 """
 
@@ -33,15 +34,18 @@ from runloom.gateway.routes import (
     documents,
     events,
     health,
+    lifecycle,
     runs,
     usage,
+    webhooks,
 )
 from runloom.gateway.state import GatewayState
-from runloom.runtime import archive, bus, db, release
+from runloom.gateway.store import archive
+from runloom.runtime import bus, db, release
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
-from runloom.runtime.metrics import consumer_gauges
+from runloom.runtime.metrics import consumer_gauges, storage_gauges
 from runloom.runtime.telemetry import replica_suffix
 from starlette.middleware.errors import ServerErrorMiddleware
 
@@ -58,8 +62,10 @@ FEATURES: list[ModuleType] = [
     documents,
     deliverables,
     usage,
+    webhooks,
     console,
     agui,
+    lifecycle,
 ]
 
 
@@ -112,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runloom = state
         management.add_check("nats", nats_check(nc))
         management.add_check("postgres", postgres_check(pool))
-        state.streaming = await _streaming.start(state)
+        state.streaming = await _streaming.start(js, pool, state.log)
         for feature in FEATURES:
             hook = getattr(feature, "startup", None)
             if hook is not None:
@@ -120,6 +126,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.STREAMING.hub = state.streaming.hub
         management.add_scrape_hook(metrics.archive_lag(js))
         management.add_scrape_hook(consumer_gauges(js, subjects.RUN_EVENTS_STREAM, archive.DURABLE))
+        management.add_scrape_hook(
+            storage_gauges(
+                js,
+                (
+                    subjects.RUN_EVENTS_STREAM,
+                    subjects.COMMANDS_STREAM,
+                    subjects.JOBS_STREAM,
+                    subjects.DLQ_STREAM,
+                ),
+            )
+        )
         management.started = True
         try:
             yield

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
+from runloom.gateway import quotas
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
-from runloom.runtime.tenants import hash_key
+from runloom.gateway.store.tenants import tenant_of_key
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class Principal:
     """The authenticated tenant. Every query is scoped to it."""
     run_scope: str | None = None
     """Set when authenticated by a run-scoped stream token: only that run is visible."""
+
+
+def api_only(who: Principal) -> None:
+    """401 for a stream token anywhere but its run's event stream."""
+    if who.run_scope is not None:
+        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -35,20 +42,19 @@ async def principal(request: Request, state: GatewayState = Depends(get_state)) 
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise _unauthorized("Send the API key as 'Authorization: Bearer <key>'.")
-        row = await state.pool.fetchrow(
-            "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL",
-            hash_key(key.strip()),
-        )
-        if row is None:
+        tenant = await tenant_of_key(state.pool, key.strip())
+        if tenant is None:
             raise _unauthorized(
                 "This API key is not valid. Locally, the key is in .runloom/api-key "
                 "(printed by 'runloom up')."
             )
-        return Principal(tenant_id=row["tenant_id"])
+        await quotas.take_request(state.pool, tenant)  # 429 over its request rate
+        return Principal(tenant_id=tenant)
     token = request.query_params.get("token")
     if token and state.streaming is not None:
         grant = state.streaming.tokens.resolve(token, request)
         if grant is not None:
+            await quotas.take_request(state.pool, grant.tenant_id)
             return Principal(grant.tenant_id, run_scope=grant.run_id)
         raise _unauthorized("This stream token is invalid or expired; request a new one.")
     raise _unauthorized(

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from runloom.contracts import subjects
-from runloom.runtime import archive
+from runloom.gateway.store import archive
 
 SSE_EVENT_LATENCY = Histogram(
     "runloom_sse_event_latency_seconds",
@@ -25,6 +25,11 @@ SSE_EVENT_LATENCY = Histogram(
 ARCHIVE_LAG = Gauge(
     "runloom_archive_lag_events",
     "Run events stored in JetStream and not yet archived in PostgreSQL",
+)
+QUOTA_REFUSED = Counter(
+    "runloom_quota_refused",
+    "Requests refused with 429 because a tenant was over a quota, by tenant and quota",
+    ["tenant", "quota"],
 )
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncpg.exceptions
+import msgspec
 import nats.errors
 import nats.js.errors
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict
+from runloom.contracts.operations import Operation
 from runloom.contracts.types import ARTIFACT_ID, DOCUMENT_ID, RUN_ID, InvalidValue
+from runloom.runtime.eventlog import StoreUnavailable, is_store_full
+from runloom.runtime.request import RequestFailed, ask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -40,6 +46,7 @@ _TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid request",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -111,6 +118,24 @@ RETRY_AFTER_S = 1
 leader, and a client moves to another server, within a few seconds."""
 
 
+Q = TypeVar("Q", bound=msgspec.Struct)
+R = TypeVar("R", bound=msgspec.Struct)
+
+
+async def answer_of(
+    nc: NATS, op: Operation[Q, R], request: Q, unavailable: Callable[[str], Problem]
+) -> R:
+    """The reply to one request/reply operation (the one requester); `unavailable(why)`, a 503
+    with Retry-After, when no reply came that a retry may bring. A refusal is a bug on the
+    gateway's side (it sent what the contract forbids): a 500 that names it."""
+    try:
+        return await ask(nc, op, request)
+    except RequestFailed as failed:
+        if failed.retryable:
+            raise unavailable(failed.detail) from None
+        raise RuntimeError(f"{failed.detail} (the gateway's request)") from None
+
+
 def bus_unavailable(what: str = "The event store did not answer in time") -> Problem:
     problem = Problem(
         503,
@@ -119,6 +144,24 @@ def bus_unavailable(what: str = "The event store did not answer in time") -> Pro
         f"lost; retry in {RETRY_AFTER_S} s, with the same Idempotency-Key or Last-Event-ID.",
     )
     problem.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return problem
+
+
+STORE_FULL_RETRY_AFTER_S = 30
+"""Retry-After (seconds) on a 503 for a full event store: space comes back when an operator
+frees it or old events age out, not within a second."""
+
+
+def store_full() -> Problem:
+    problem = Problem(
+        503,
+        "Service Unavailable",
+        "The event store is full: nothing was stored and no run was created. Running runs "
+        "are paused until space is back, and nothing already acknowledged is lost. Retry in "
+        f"{STORE_FULL_RETRY_AFTER_S} s (with the same Idempotency-Key); operators: see the "
+        "README's 'When the disk fills'.",
+    )
+    problem.headers["Retry-After"] = str(STORE_FULL_RETRY_AFTER_S)
     return problem
 
 
@@ -160,10 +203,12 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return exc.response(request.url.path)
 
-    for error in BUS_UNAVAILABLE:
+    for error in (*BUS_UNAVAILABLE, StoreUnavailable):
 
         @app.exception_handler(error)
         async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            if is_store_full(exc):
+                return store_full().response(request.url.path)
             return bus_unavailable().response(request.url.path)
 
     for error in DATABASE_UNAVAILABLE:

@@ -45,5 +45,14 @@ class OrchestratorOptions:
     )
     """Tenants given the default corpus (the Python docs) when a replica starts (`runloom up`:
     the local tenant `dev`)."""
+    dispatch_order: str = field(
+        default_factory=lambda: os.environ.get("RUNLOOM_DISPATCH_ORDER", "fair")
+    )
+    """`fair` (weighted round-robin across tenants) or `fifo` (oldest first, whoever's it is:
+    the order before fair dispatch, kept to measure against)."""
+    provider_rpm: float = field(default_factory=lambda: env_float("RUNLOOM_PROVIDER_RPM", 0.0))
+    """Requests per minute the provider key allows, for all replicas together (0: no limit)."""
+    provider_tpm: float = field(default_factory=lambda: env_float("RUNLOOM_PROVIDER_TPM", 0.0))
+    """Tokens (prompt + output) per minute the provider key allows, all replicas (0: none)."""
     hits_per_step: int = field(default_factory=lambda: int(env_float("RUNLOOM_HITS_PER_STEP", 5)))
     """Sources a research sub-agent keeps per sub-question."""

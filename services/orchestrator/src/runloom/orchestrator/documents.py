@@ -1,4 +1,7 @@
-"""The corpus's owner: `corpus.add|list|delete` over core NATS request/reply.
+"""The corpus's owner: `corpus.add|list|delete` over core NATS request/reply; and
+`erase.orchestrator`, where the orchestrator removes its own rows of an erasure (a whole
+tenant's corpus: documents, chunks, embeddings and leftover upload objects; erased runs'
+checkpoints and pauses).
 
 The gateway extracts an upload's text and asks; any replica (queue group `orchestrator`)
 stores the document, its chunks and their full-text index in one transaction, and the
@@ -22,20 +25,35 @@ import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
     AddDocumentReply,
     AddDocumentRequest,
     DeleteDocumentReply,
     DeleteDocumentRequest,
+    EraseReply,
+    EraseRequest,
     ListDocumentsReply,
     ListDocumentsRequest,
 )
 from runloom.corpus import store
 from runloom.orchestrator.access import QUEUE
+from runloom.runtime import erasure
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger("runloom.orchestrator.documents")
+
+ERASED_TABLES = (
+    erasure.Owned("chunk_embeddings", run_column=None),
+    erasure.Owned("chunks", run_column=None),
+    erasure.Owned("documents", run_column=None),
+    erasure.Owned("paused_runs"),
+    erasure.Owned("run_checkpoints", tenant_column=None),
+    erasure.Owned("run_queue"),
+    erasure.Owned("tenant_dispatch", run_column=None),
+)
+"""The orchestrator's tables holding a tenant's data, in the order they are emptied."""
 
 
 @dataclass
@@ -51,9 +69,10 @@ class Documents:
 
     async def start(self) -> None:
         routes = [
-            Route(subjects.CORPUS_ADD, AddDocumentRequest, self.add),
-            Route(subjects.CORPUS_LIST, ListDocumentsRequest, self.list),
-            Route(subjects.CORPUS_DELETE, DeleteDocumentRequest, self.delete),
+            Route(ops.CORPUS_ADD, self.add),
+            Route(ops.CORPUS_LIST, self.list),
+            Route(ops.CORPUS_DELETE, self.delete),
+            Route(ops.ERASE["orchestrator"], self.erase),
         ]
         self._responder = Responder(self.nc, self.js, QUEUE, routes, self.concurrency)
         await self._responder.start()
@@ -107,6 +126,22 @@ class Documents:
     async def delete(self, req: DeleteDocumentRequest) -> DeleteDocumentReply:
         deleted = await store.delete_document(self.pool, req.tenant_id, req.document_id)
         return DeleteDocumentReply(deleted=deleted)
+
+    async def erase(self, req: EraseRequest) -> EraseReply:
+        uploads = 0
+        if req.whole_tenant:  # upload objects are named by document id
+            ids = await self.pool.fetch(
+                "SELECT id FROM documents WHERE tenant_id=$1", req.tenant_id
+            )
+            bucket = await self.js.object_store(subjects.CORPUS_UPLOADS_BUCKET)
+            for row in ids:
+                with contextlib.suppress(NotFoundError):
+                    await bucket.delete(row["id"])
+                    uploads += 1
+        async with self.pool.acquire() as conn:
+            removed = await erasure.erase_rows(conn, "orchestrator", ERASED_TABLES, req)
+        removed[f"bucket:{subjects.CORPUS_UPLOADS_BUCKET}"] = uploads
+        return EraseReply(removed=removed)
 
     async def _take_object(self, name: str | None) -> str | None:
         if not name:

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from opentelemetry import trace
@@ -38,6 +38,7 @@ from runloom.contracts.events import (
     RunStarted,
 )
 from runloom.contracts.headers import Header
+from runloom.contracts.kinds import DEFAULT_SKILL
 from runloom.contracts.types import now
 from runloom.corpus import store as corpus
 from runloom.orchestrator import delivery, planner, research, retrieval, writing
@@ -46,6 +47,11 @@ from runloom.runtime.runstate import RunState, fold
 from runloom.runtime.telemetry import context_from_traceparent, span_context_of, work_span
 
 log = logging.getLogger(__name__)
+
+Outcome = Literal[
+    "missing", "ended", "cancelled", "paused", "failed", "budget_stopped", "completed"
+]
+"""How far one drive of a run went (logs, metrics, tests)."""
 
 MAX_STARTS = 6
 """A run taken over this many times (each start crashed) fails instead of looping forever."""
@@ -67,7 +73,6 @@ class RunDriver:
     read_pos: int = 0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_event_id: str | None = None
     _confirming: asyncio.Task[None] | None = None
 
     # -- the log ------------------------------------------------------------------------------
@@ -104,10 +109,6 @@ class RunDriver:
         if new:
             self.state = fold(new, self.state)
         if self.state.cancel_requested and not self.cancelled.is_set():
-            self.cancel_event_id = (
-                next((e.id for e in reversed(new) if e.type == "cancel.requested"), None)
-                or self.cancel_event_id
-            )
             self.cancelled.set()
         return self.state
 
@@ -130,7 +131,7 @@ class RunDriver:
 
     # -- the whole run -----------------------------------------------------------------------
 
-    async def drive(self) -> str:
+    async def drive(self) -> Outcome:
         """Take the run as far as it goes now; returns what happened (for logs and tests)."""
         sub = await self.svc.nc.subscribe(subjects.run_events(self.run_id), cb=self._on_event)
         try:
@@ -180,10 +181,12 @@ class RunDriver:
 
     async def _cancelled(self) -> None:
         await self.emit(
-            RunCancelled(reason="cancelled on request"), "cancelled", cause=self.cancel_event_id
+            RunCancelled(reason="cancelled on request"),
+            "cancelled",
+            cause=self.state.cancel_event_id,
         )
 
-    async def _traced_work(self) -> str:
+    async def _traced_work(self) -> Outcome:
         """`_work` in one span of the run's trace (the trace its `run.created` carries).
 
         The first delivery of a start command is already in that trace (the span is its
@@ -191,29 +194,23 @@ class RunDriver:
         trace under its creation and links to what woke it and to the attempt before it.
         """
         here = trace.get_current_span().get_span_context()
-        created = next((e for e in self.existing.values() if e.type == "run.created"), None)
-        root = span_context_of(created.trace if created else None)
-        before = max(
-            (e for e in self.existing.values() if e.type == "run.started"),
-            key=lambda e: e.seq,
-            default=None,
-        )
+        root = span_context_of(self.state.trace)
         parent = None
-        links: list[trace.SpanContext | None] = [span_context_of(before.trace if before else None)]
+        links: list[trace.SpanContext | None] = [span_context_of(self.state.started_trace)]
         if root is not None and here.trace_id != root.trace_id:
-            parent = context_from_traceparent(created.trace if created else None)
+            parent = context_from_traceparent(self.state.trace)
             links.append(here)
         attributes = {
             "runloom.run_id": self.run_id,
             "runloom.attempt": self.state.started_count + 1,
             "runloom.worker": self.svc.worker,
         }
-        with work_span("run research_report", parent=parent, links=links, attributes=attributes):
+        with work_span(f"run {DEFAULT_SKILL}", parent=parent, links=links, attributes=attributes):
             return await self._work()
 
-    async def _work(self) -> str:
+    async def _work(self) -> Outcome:
         st = self.state
-        answer = self._answer()
+        answer = st.answer
         question = st.question or ""
         full = f"{question} {answer}" if answer else question
         # Embeddings are computed while events are stored: the question's (for the plan's
@@ -330,14 +327,6 @@ class RunDriver:
         )
         return "completed"
 
-    def _answer(self) -> str | None:
-        answers = [
-            e.data.get("answer", "")
-            for e in sorted(self.existing.values(), key=lambda e: e.seq)
-            if e.type == "clarification.answered"
-        ]
-        return answers[-1] if answers else None
-
     async def _saved_plan(self) -> list[planner.SubQuestion] | None:
         """The plan as first made (a takeover must not re-plan against a changed corpus)."""
         saved = await self.checkpoint("plan")
@@ -346,7 +335,7 @@ class RunDriver:
     async def _pause(self, reason: str, cause: Event) -> None:
         timeout = self.svc.options.clarification_timeout_s
         deadline = now() + timedelta(seconds=timeout)
-        n = sum(1 for e in self.existing.values() if e.type == "clarification.requested") + 1
+        n = len(self.state.clarifications) + 1
         await self.emit(
             ClarificationRequested(
                 question="Could you make the question more specific? " + reason,

@@ -1,15 +1,19 @@
-"""The orchestrator service (one replica): owns runs from the shared command queue.
+"""The orchestrator service (one replica): queues runs per tenant and works on its share.
 
-Flow of a command (`cmd.run.start` / `cmd.run.resume`, declared in `commands`): the consumer
-loop decodes it, takes the run's ownership lock (another replica working on it now -> nak
-with delay), keeps the message alive while `drive` works, and acks. A SIGKILLed owner stops
-extending the message and its lock dies with its connection, so within `ack_wait` another
-replica gets the run and carries on from the log.
+Flow of a run (`dispatch` says it in full): `cmd.run.start` / `cmd.run.resume` are admitted
+into the tenant's queue (`admissions`, acked at once); a dispatcher (any replica, one at a
+time) hands queued runs out weighted round-robin across tenants as `cmd.drive.run`; the
+replica that takes one (`drives`) takes the run's ownership lock (another replica working on
+it now -> nak with delay), keeps the message alive while `drive` works, acks and frees the
+run's slot. A SIGKILLed owner stops extending the message and its lock dies with its
+connection, so within `ack_wait` another replica gets the run and carries on from the log.
 
-Consumes: COMMANDS `cmd.run.>` (durable `orchestrator`; `StartRun`, `ResumeRun`), declared in
-`commands`. Serves (request/reply, queue group `orchestrator`): the corpus it owns,
-`corpus.add|list|delete` (`documents.Documents`). Publishes: each run's events, `cmd.run.resume`,
-deliverable jobs, billing requests (`runloom.billing_client`).
+Consumes: COMMANDS `cmd.run.>` (durable `orchestrator`; `StartRun`, `ResumeRun`) and
+`cmd.drive.>` (durable `orchestrator-drive`; `DriveRun`), declared in `commands`. Serves
+(request/reply, queue group `orchestrator`): the corpus it owns, `corpus.add|list|delete`
+(`documents.Documents`). Publishes: each run's events (`run.queued` among them),
+`cmd.run.resume`, `cmd.drive.run`, deliverable jobs, billing requests
+(`runloom.billing_client`).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from runloom.billing_client import Meter
 from runloom.contracts import subjects
-from runloom.contracts.commands import ResumeRun, StartRun
+from runloom.contracts.commands import DriveRun, ResumeRun, StartRun
 from runloom.contracts.events import (
     TERMINAL_TYPES,
     Event,
@@ -34,12 +38,12 @@ from runloom.contracts.events import (
     RunFailed,
     decode_event,
 )
-from runloom.orchestrator import documents, metrics, retrieval
-from runloom.orchestrator.access import DURABLE, FILTER
+from runloom.orchestrator import dispatch, documents, metrics, retrieval
+from runloom.orchestrator.access import DRIVE_DURABLE, DRIVE_FILTER, DURABLE, FILTER
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
-from runloom.orchestrator.run import RunDriver
+from runloom.orchestrator.run import Outcome, RunDriver
 from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock
@@ -81,19 +85,35 @@ class Orchestrator:
             options=options,
             worker=ctx.producer,
         )
+        self.dispatcher = dispatch.Dispatcher(
+            ctx.pool,
+            ctx.js,
+            self.log,
+            worker=ctx.producer,
+            slots=options.concurrency,
+            fifo=options.dispatch_order == "fifo",
+        )
 
-    async def drive(self, cmd: StartRun | ResumeRun, delivery: Delivery) -> None:
-        """Drive the run from its events (it holds the run's lock) until it ends or pauses."""
+    async def admit(self, cmd: StartRun | ResumeRun, delivery: Delivery) -> None:
+        """Queue the run in its tenant's queue; the dispatcher starts it in its turn."""
+        await self.dispatcher.admit(cmd)
+
+    async def drive(self, cmd: DriveRun, delivery: Delivery) -> None:
+        """Drive the run from its events (it holds the run's lock) until it ends or pauses,
+        then free its slot (not on a transient failure: the message comes back)."""
         trace.get_current_span().set_attribute("messaging.message.conversation_id", cmd.run_id)
         driver = RunDriver(self.svc, cmd.run_id, cmd.tenant_id, cmd.command_id)
+        outcome: Outcome | Literal["closed"]
         try:
             outcome = await driver.drive()
-        except RunClosed as exc:
-            outcome = f"closed by {exc.terminal.type}"
+        except RunClosed as exc:  # another writer ended it meanwhile
+            outcome = "closed"
+            log.info("run %s: closed by %s", cmd.run_id, exc.terminal.type)
+        await self.dispatcher.release(cmd.run_id)
         if outcome == "missing":
             raise bus.PoisonMessage(f"run {cmd.run_id} has no run.created event; nothing to start")
         log.info("run %s: %s", cmd.run_id, outcome)
-        metrics.RUNS_DRIVEN.labels(outcome.split(" ")[0]).inc()
+        metrics.RUNS_DRIVEN.labels(outcome).inc()
         if outcome != "paused":  # ended: its checkpoints served their purpose
             await self.ctx.pool.execute("DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id)
 
@@ -183,14 +203,7 @@ class Orchestrator:
                         reason="clarification_timeout",
                     ),
                     event_id=f"{run_id}:clarification-timeout",
-                    causation_id=next(
-                        (
-                            e.id
-                            for e in reversed(await self.log.events(run_id))
-                            if e.type == "clarification.requested"
-                        ),
-                        None,
-                    ),
+                    causation_id=state.clarifications[-1].event_id,  # the open question
                     check_existing=True,
                 )
                 return True
@@ -208,21 +221,45 @@ class Orchestrator:
         )
         sweeper = asyncio.create_task(self.sweep_clarifications())
         if self.ctx.management is not None:
-            self.ctx.management.add_scrape_hook(
-                consumer_gauges(self.ctx.js, subjects.COMMANDS_STREAM, DURABLE)
-            )
+            for durable in (DURABLE, DRIVE_DURABLE):
+                self.ctx.management.add_scrape_hook(
+                    consumer_gauges(self.ctx.js, subjects.COMMANDS_STREAM, durable)
+                )
+            pool = self.ctx.pool
+            self.ctx.management.add_scrape_hook(lambda: dispatch.depth_gauges(pool))
         embedder = asyncio.create_task(retrieval.embedding_job(self.ctx.pool))
         corpus = documents.Documents(self.ctx.nc, self.ctx.js, self.ctx.pool)
         try:
             await corpus.start()
             await documents.seed_default_corpus(self.ctx.pool, self.options.default_corpus_tenants)
-            await consumer.serve(
-                commands(self, self.options),
-                self.ctx.js,
-                self.ctx.stop,
-                events=self.log,
-                lock_pool=self.lock_pool,
-                ready=self.ctx.ready,
+            bound: set[str] = set()
+            admissions, drives = commands(self, self.options)
+
+            def ready(name: str) -> Any:
+                def bound_one() -> None:
+                    bound.add(name)
+                    if len(bound) == 2 and self.ctx.ready is not None:
+                        self.ctx.ready()
+
+                return bound_one
+
+            await asyncio.gather(
+                consumer.serve(
+                    admissions,
+                    self.ctx.js,
+                    self.ctx.stop,
+                    events=self.log,
+                    ready=ready(admissions.durable),
+                ),
+                consumer.serve(
+                    drives,
+                    self.ctx.js,
+                    self.ctx.stop,
+                    events=self.log,
+                    lock_pool=self.lock_pool,
+                    ready=ready(drives.durable),
+                ),
+                self.dispatcher.serve(self.ctx.stop),
             )
         finally:
             await corpus.stop()
@@ -244,27 +281,43 @@ def _duration(seconds: float) -> str:
 # -- what the orchestrator consumes and publishes ----------------------------------------------
 
 
-def commands(orchestrator: Orchestrator, options: OrchestratorOptions) -> Consumer[Any]:
-    """Run commands (start, resume) from the COMMANDS work queue, one owner per run.
+def commands(
+    orchestrator: Orchestrator, options: OrchestratorOptions
+) -> tuple[Consumer[Any], Consumer[Any]]:
+    """The COMMANDS work queue, in two durables.
 
-    The owner holds the run's lock (another replica working on it: handed back in 2 s) and
-    keeps the command alive while it drives; if it dies, its lock dies with its connection
-    and the command is redelivered within `ack_wait` to a replica that carries the run on.
-    Publishes: the run's events (RUN_EVENTS), `cmd.run.resume`, deliverable jobs (JOBS),
-    billing requests (`billing.reserve|commit|release`, request/reply). Beside it the replica
-    answers `corpus.add|list|delete` (request/reply, `documents.Documents`).
+    `orchestrator` (`cmd.run.start`, `cmd.run.resume`): each command queues its run in its
+    tenant's queue (`dispatch.Dispatcher.admit`) and is acked at once. `orchestrator-drive`
+    (`cmd.drive.run`, published by the dispatcher): one owner per run, holding the run's lock
+    (another replica working on it: handed back in 2 s) and keeping the command alive while
+    it drives; if it dies, its lock dies with its connection and the command is redelivered
+    within `ack_wait` to a replica that carries the run on. Publishes: the run's events
+    (RUN_EVENTS), `cmd.run.resume`, `cmd.drive.run`, deliverable jobs (JOBS), billing requests
+    (`billing.reserve|commit|release`, request/reply). Beside them the replica answers
+    `corpus.add|list|delete` (request/reply, `documents.Documents`).
     """
-    return Consumer(
+    admissions: Consumer[Any] = Consumer(
         stream=subjects.COMMANDS_STREAM,
         durable=DURABLE,
         filter_subject=FILTER,
         decodes={subjects.START_RUN: StartRun, subjects.RESUME_RUN: ResumeRun},
+        handler=orchestrator.admit,
+        ack_wait_s=30.0,
+        concurrency=16,
+        batch=64,
+    )
+    drives: Consumer[Any] = Consumer(
+        stream=subjects.COMMANDS_STREAM,
+        durable=DRIVE_DURABLE,
+        filter_subject=DRIVE_FILTER,
+        decodes={subjects.DRIVE_RUN: DriveRun},
         handler=orchestrator.drive,
         ack_wait_s=options.ack_wait_s,
         concurrency=options.concurrency,
         keep_alive=True,
         lock=Lock(key=lambda cmd: f"run:{cmd.run_id}", busy_retry_s=2.0),
     )
+    return admissions, drives
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -28,7 +28,7 @@ from runloom.contracts.events import (
 from runloom.contracts.types import now
 from runloom.corpus import store as corpus
 from runloom.corpus import text as textlib
-from runloom.orchestrator import citations, metrics, planner
+from runloom.orchestrator import citations, metrics, planner, provider_limits
 from runloom.orchestrator.phase import RunContext
 from runloom.orchestrator.providers import Passage, ProviderError, WriteRequest, WriteResult
 from runloom.runtime.telemetry import work_span
@@ -237,6 +237,16 @@ async def _compose(
         },
     ) as span:
         try:
+            # The key's shared limits first: a run over them waits visibly (rate_limited).
+            await provider_limits.acquire(
+                run.svc.pool,
+                provider_limits.key_of(provider.name, getattr(provider, "api_key", "")),
+                provider_limits.ProviderLimits(
+                    run.svc.options.provider_rpm, run.svc.options.provider_tpm
+                ),
+                provider.prompt_tokens(request) + request.max_output_tokens,
+                rate_limited,
+            )
             async for _ in provider.stream(request, result, rate_limited):
                 if time.monotonic() - tick >= 1.0:
                     tick = time.monotonic()

@@ -102,6 +102,7 @@ def state_of(rs: RunState, cache: SourceCache | None = None) -> dict[str, Any]:
         },
         "usage": _plain(rs.usage),
         "clarification": None if rs.clarification is None else _plain(rs.clarification),
+        "queued": None if rs.queued is None else _plain(rs.queued),
         "rateLimited": None if rs.rate_limited is None else _plain(rs.rate_limited),
         "billingWaiting": rs.billing_waiting,
         "cancelRequested": rs.cancel_requested,

@@ -20,19 +20,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from runloom.contracts.events import CancelRequested, ClarificationRequested, payload_of
 from runloom.contracts.types import RUN_ID, now, rfc3339
-from runloom.gateway import _cursor
-from runloom.gateway._sse import HEADERS
+from runloom.gateway import _cursor, usecases
+from runloom.gateway._sse import HEADERS, Raw
 from runloom.gateway.agui._mapping import ANSWER_SCHEMA, transcript
 from runloom.gateway.agui._stream import WHOLE, Position, Renderer, encode, parse_id
 from runloom.gateway.agui._view import PROTOCOL_VERSION
-from runloom.gateway.auth import Principal, principal
+from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import Problem, not_found, responses
-from runloom.gateway.routes import clarifications, runs
-from runloom.gateway.routes.events import _position, _Raw, sse
 from runloom.gateway.state import GatewayState, get_state
-from runloom.runtime.eventlog import RunClosed
+from runloom.gateway.usecases import ClarificationIn, RunIn
 from runloom.runtime.runstate import RunState, fold
 
 router = APIRouter(tags=["agui"])
@@ -84,7 +81,7 @@ def _text(message: _Message) -> str:
     return "\n".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
 
 
-def _run_in(body: RunAgentInput) -> runs.RunIn | str:
+def _run_in(body: RunAgentInput) -> RunIn | str:
     """The run a RunAgentInput asks for, or why it asks for none."""
     users = [m for m in body.messages if m.role == "user" and _text(m).strip()]
     if not users:
@@ -96,7 +93,7 @@ def _run_in(body: RunAgentInput) -> runs.RunIn | str:
     if props.get("deliverables") is not None:
         options["deliverables"] = props["deliverables"]
     try:
-        return runs.RunIn(
+        return RunIn(
             question=_text(users[-1]),
             skill=props.get("skill"),
             budget_usd=props.get("budget_usd", props.get("budgetUsd")),
@@ -122,7 +119,9 @@ async def _stream(
     state: GatewayState, run_id: str, after: Position | None = None, *, one_part: bool = False
 ) -> Response:
     renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
-    return _Raw(await sse(state, run_id, None, render=renderer.render, until=renderer.until))
+    return Raw(
+        await usecases.follow(state, run_id, None, render=renderer.render, until=renderer.until)
+    )
 
 
 HISTORY_RUNS = 20
@@ -131,29 +130,10 @@ HISTORY_RUNS = 20
 
 async def _history(state: GatewayState, run_id: str) -> list[dict[str, Any]]:
     """The messages of the earlier runs of this run's AG-UI thread, oldest first."""
-    rows = await state.pool.fetch(
-        "SELECT e.id FROM runs r JOIN runs e ON e.tenant_id = r.tenant_id"
-        " AND e.options->'agui'->>'thread_id' = r.options->'agui'->>'thread_id'"
-        " AND (e.created_at, e.id) < (r.created_at, r.id)"
-        " WHERE r.id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2",
-        run_id,
-        HISTORY_RUNS,
-    )
     messages: list[dict[str, Any]] = []
-    for row in reversed(rows):
-        messages += transcript(await state.log.events(row["id"]))
+    for earlier in await usecases.earlier_in_thread(state, run_id, HISTORY_RUNS):
+        messages += transcript(await state.log.events(earlier))
     return messages
-
-
-async def _thread_run(state: GatewayState, who: Principal, thread_id: str) -> str | None:
-    """The newest run of this tenant's AG-UI thread."""
-    run_id: str | None = await state.pool.fetchval(
-        "SELECT id FROM runs WHERE tenant_id=$1 AND options->'agui'->>'thread_id'=$2"
-        " ORDER BY created_at DESC, id DESC LIMIT 1",
-        who.tenant_id,
-        thread_id,
-    )
-    return run_id
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -197,13 +177,11 @@ async def run_agent(
     who: Principal = Depends(principal),
 ) -> Response:
     """Run an agent turn (AG-UI): a new run from the last user message, or a resume."""
-    if who.run_scope is not None:
-        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
-    current = await _thread_run(state, who, body.threadId)
-    events = await state.log.events(current) if current else []
-    rs = fold(events)
+    api_only(who)
+    current = await usecases.thread_run(state, who, body.threadId)
+    rs = fold(await state.log.events(current) if current else [])
     if body.resume:
-        return await _resume(state, who, body, current, events, rs)
+        return await _resume(state, who, body, current, rs)
     if current is not None and (rs.options.get("agui") or {}).get("run_id") == body.runId:
         return await _stream(state, current, one_part=True)  # the same input again
     if rs.clarification is not None and current is not None:
@@ -215,11 +193,10 @@ async def run_agent(
     run_in = _run_in(body)
     if isinstance(run_in, str):
         return _error_stream(run_in, "invalid_input")
-    created = await runs.create_run(
-        run_in, state, who, idempotency_key=f"agui:{body.threadId}:{body.runId}"
+    created = await usecases.create_run(
+        state, who, run_in, idempotency_key=f"agui:{body.threadId}:{body.runId}"
     )
-    run_id = json.loads(bytes(created.body))["id"]
-    return await _stream(state, run_id, one_part=True)
+    return await _stream(state, created.run_id, one_part=True)
 
 
 async def _resume(
@@ -227,13 +204,11 @@ async def _resume(
     who: Principal,
     body: RunAgentInput,
     run_id: str | None,
-    events: list[Any],
     rs: RunState,
 ) -> Response:
     """Answer the thread's interrupt (the run's clarification) and continue that run."""
     resume = body.resume or []
-    asked = {e.id: e for e in events if e.type == "clarification.requested"}
-    unknown = [r.interruptId for r in resume if r.interruptId not in asked]
+    unknown = [r.interruptId for r in resume if rs.asked(r.interruptId) is None]
     if run_id is None or unknown:
         return _error_stream(
             f"Thread {body.threadId} has no interrupt {', '.join(unknown) or '(none)'}: "
@@ -243,11 +218,9 @@ async def _resume(
     if len({r.interruptId for r in resume}) != len(resume):
         return _error_stream("Each interrupt may be answered once per resume.", "invalid_resume")
     entry = resume[-1]
-    question = asked[entry.interruptId]
-    answers = [e for e in events if e.type == "clarification.answered"]
-    open_id = None
-    if rs.clarification is not None:
-        open_id = [e for e in events if e.type == "clarification.requested"][-1].id
+    question = rs.asked(entry.interruptId)
+    assert question is not None
+    open_id = rs.clarifications[-1].event_id if rs.clarification is not None else None
     if (open_id is not None and entry.interruptId != open_id) or len(resume) > 1:
         return _error_stream(
             f"The open interrupt is {open_id}; a resume must answer it, and only it.",
@@ -256,15 +229,14 @@ async def _resume(
     answer = _answer_of(entry)
     if open_id is None:
         # Already resolved: a replay of the same resume is safe, another answer is not.
-        done = next((a for a in answers if a.causation_id == question.id), None)
-        if done is not None and entry.status == "resolved" and done.data.get("answer") == answer:
-            return await _stream(state, run_id, Position(done.seq - 1, WHOLE), one_part=True)
+        done = question.answered_seq
+        if done is not None and entry.status == "resolved" and question.answer == answer:
+            return await _stream(state, run_id, Position(done - 1, WHOLE), one_part=True)
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
         )
-    asked = payload_of(question)
-    deadline = asked.deadline if isinstance(asked, ClarificationRequested) else None
+    deadline = question.request.deadline
     if deadline is not None and deadline < now():
         return _error_stream(
             f"Interrupt {entry.interruptId} expired at {rfc3339(deadline)}.", "interrupt_expired"
@@ -272,14 +244,17 @@ async def _resume(
     if entry.status == "cancelled":
         tail = await state.log.tail(run_id)
         try:
-            await state.log.append(
+            await usecases.cancel_run(
+                state,
+                who,
                 run_id,
-                who.tenant_id,
-                CancelRequested(reason="the interrupt was cancelled", requested_by="agui"),
+                "the interrupt was cancelled",
+                requested_by="agui",
                 event_id=f"{run_id}:agui-cancel:{entry.interruptId}",
             )
-        except RunClosed:
-            pass
+        except Problem as problem:
+            if problem.status != 409:  # 409: it has already ended, nothing to cancel
+                raise
         return await _stream(state, run_id, Position(tail.run_seq, WHOLE))
     if answer is None:
         return _error_stream(
@@ -287,14 +262,14 @@ async def _resume(
             "invalid_resume_payload",
         )
     try:
-        done_ = await clarifications.answer_clarification(
-            run_id, clarifications.ClarificationIn(answer=answer), state, who
+        answered = await usecases.answer_clarification(
+            state, who, run_id, ClarificationIn(answer=answer).answer
         )
     except Problem as problem:
         return _error_stream(str(problem.detail), "interrupt_resolved")
     except ValueError as exc:
         return _error_stream(str(exc), "invalid_resume_payload")
-    position = Position(int(done_["seq"]) - 1, WHOLE)
+    position = Position(answered.seq - 1, WHOLE)
     return await _stream(state, run_id, position, one_part=True)
 
 
@@ -318,7 +293,7 @@ async def run_stream(
     """A run as AG-UI events: the whole run, or exactly what follows an event id."""
     if not RUN_ID.matches(run_id):
         raise not_found("run", run_id)
-    await runs.load_run(state, who, run_id)
+    await usecases.load_run(state, who, run_id)
     text = last_event_id_header or last_event_id
     position = None
     if text:
@@ -326,6 +301,6 @@ async def run_stream(
             cursor, index = parse_id(text)
         except _cursor.CursorError as exc:
             raise Problem(400, "Bad cursor", str(exc)) from None
-        after_seq, _ = await _position(state, run_id, cursor.encode())
+        after_seq, _ = await usecases.stream_position(state, run_id, cursor.encode())
         position = Position(after_seq, index)
     return await _stream(state, run_id, position)

@@ -1,13 +1,14 @@
 // @ts-check
 /**
  * The console's entry: sign in, the run list, the new-run form and the run page.
- * Hash routes (`#/runs`, `#/new`, `#/runs/<id>`) so the gateway serves one page at `/`.
+ * Hash routes (`#/runs`, `#/new`, `#/runs/<id>`, `#/webhooks`) so the gateway serves one page at `/`.
  */
 
 import { ApiError, api, apiKey, items, setApiKey } from "./api.js";
 import { h, money, mount } from "./dom.js";
 import { RunStream } from "./stream.js";
 import { RunView, alertError, badge, tickCountdowns } from "./views.js";
+import { webhooksPage } from "./webhooks.js";
 
 const main = /** @type {HTMLElement} */ (document.getElementById("main"));
 const nav = /** @type {HTMLElement} */ (document.getElementById("nav"));
@@ -35,6 +36,7 @@ function route() {
   const m = hash.match(/^\/runs\/([^/]+)$/);
   if (m) return runPage(decodeURIComponent(m[1]));
   if (hash === "/new") return newRun();
+  if (hash === "/webhooks") return webhooksPage(main);
   return runList();
 }
 
@@ -44,6 +46,7 @@ function renderNav() {
     apiKey()
       ? [
           h("a", { href: "#/runs" }, "Runs"),
+          h("a", { href: "#/webhooks" }, "Webhooks"),
           h("a", { href: "#/new", class: "primary-link" }, "New run"),
           h(
             "button",

@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The console's one source of state: a pure fold over a run's events (DESIGN.md rule 4).
+ * The console's one source of state: a pure fold over a run's events (docs/architecture.md,
+ * "One fold per run").
  *
  * `reduce(state, event)` never changes `state`; it returns a new state that shares every
  * slice the event did not touch (so a view can compare slices by reference). The same
@@ -16,13 +17,14 @@
 /** @typedef {import("./types.js").RunEvent} RunEvent */
 /** @typedef {import("./types.js").SourceFound} SourceFound */
 /** @typedef {import("./types.js").RateLimited} RateLimited */
+/** @typedef {import("./types.js").RunQueued} RunQueued */
 /** @typedef {import("./types.js").ClarificationRequested} ClarificationRequested */
 /** @typedef {import("./types.js").BudgetWarning} BudgetWarning */
 /** @typedef {import("./types.js").ArtifactRef} ArtifactRef */
 /** @typedef {import("./types.js").ContentModel} ContentModel */
 
 /**
- * @typedef {"created"|"running"|"waiting_clarification"|"completed"|"failed"|"cancelled"|"budget_stopped"} RunStatus
+ * @typedef {"created"|"queued"|"running"|"waiting_clarification"|"completed"|"failed"|"cancelled"|"budget_stopped"} RunStatus
  * @typedef {"pending"|"running"|"done"|"failed"|"skipped"} StepStatus
  * @typedef {"requested"|"running"|"ready"|"failed"} DeliverableStatus
  *
@@ -107,6 +109,7 @@
  * @property {ClarificationRequested | null} clarification
  * @property {number | null} clarification_seq   seq of the pending clarification.requested
  * @property {string[]} answers
+ * @property {RunQueued | null} queued   where the run waits to start, until it starts
  * @property {RateLimited | null} rate_limited
  * @property {BudgetWarning | null} budget_warning
  * @property {boolean} billing_waiting
@@ -161,6 +164,7 @@ export function initialState() {
     clarification: null,
     clarification_seq: null,
     answers: [],
+    queued: null,
     rate_limited: null,
     budget_warning: null,
     billing_waiting: false,
@@ -224,6 +228,7 @@ export function fromSnapshot(snap, reason) {
     spent_usd: snap.spent_usd || 0,
     usage: { input_tokens: 0, output_tokens: 0, tool_calls: 0, ...(snap.usage || {}) },
     clarification: snap.clarification ?? null,
+    queued: snap.queued ?? null,
     rate_limited: snap.rate_limited ?? null,
     billing_waiting: Boolean(snap.billing_waiting),
     cancel_requested: Boolean(snap.cancel_requested),
@@ -260,6 +265,7 @@ export function reduce(state, event) {
     s.terminal = { type: event.type, seq: event.seq, time: event.time, data: /** @type {Record<string, any>} */ (event.data) };
     s.clarification = null;
     s.clarification_seq = null;
+    s.queued = null;
     s.rate_limited = null;
     s.billing_waiting = false;
     s.steps = s.steps.map((st) =>
@@ -304,7 +310,7 @@ function stopReason(type) {
 
 /** @param {RunState} s */
 function running(s) {
-  if (s.status === "created" || s.status === "waiting_clarification") s.status = "running";
+  if (s.status === "created" || s.status === "queued" || s.status === "waiting_clarification") s.status = "running";
 }
 
 /**
@@ -429,8 +435,13 @@ function apply(s, ev) {
       s.created_at = ev.time;
       break;
     }
+    case "run.queued":
+      s.queued = ev.data;
+      if (s.status === "created" || s.status === "running") s.status = "queued";
+      break;
     case "run.started":
       s.started_count += 1;
+      s.queued = null;
       if (s.clarification === null) running(s);
       break;
     case "plan.proposed":

@@ -25,6 +25,7 @@ import { fromSnapshot, initialState, reduce } from "./reducer.js";
 /** Every event type of the contracts (EventSource dispatches by name; a test checks drift). */
 export const EVENT_TYPES = [
   "run.created",
+  "run.queued",
   "run.started",
   "plan.proposed",
   "plan.revised",

@@ -7,6 +7,7 @@
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").RunEvent} RunEvent
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").SourceFound} SourceFound
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").RateLimited} RateLimited
+ * @typedef {import("../../../../../../libs/contracts/generated/runloom").RunQueued} RunQueued
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").ClarificationRequested} ClarificationRequested
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").BudgetWarning} BudgetWarning
  * @typedef {import("../../../../../../libs/contracts/generated/runloom").RunBudgetStopped} RunBudgetStopped

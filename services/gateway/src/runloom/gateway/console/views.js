@@ -14,6 +14,7 @@ import { clock, h, money, mount, size } from "./dom.js";
 
 export const STATUS_LABEL = {
   created: "Queued",
+  queued: "Queued",
   running: "Running",
   waiting_clarification: "Waiting for your answer",
   completed: "Completed",
@@ -21,6 +22,11 @@ export const STATUS_LABEL = {
   cancelled: "Cancelled",
   budget_stopped: "Stopped: budget used up",
 };
+
+/** @param {string} reason */
+export function queueReason(reason) {
+  return reason === "tenant_concurrency" ? "your runs already working fill your share" : "the platform is busy";
+}
 
 const STEP_ICON = { pending: "○", running: "◐", done: "✓", failed: "✗", skipped: "–" };
 
@@ -184,6 +190,8 @@ function describeFull(r, titles) {
       return `Billing unavailable: ${d.message}`;
     case "billing.resumed":
       return `Billing back after ${Math.round(d.waited_s)} s`;
+    case "run.queued":
+      return `Queued: position ${d.position} (${queueReason(d.reason)})`;
     case "rate_limited":
       return `Rate limited by ${d.provider}; retry in ${d.retry_after_s} s`;
     case "clarification.requested":
@@ -501,7 +509,7 @@ export class RunView {
    * @param {RunState | null} p
    */
   renderBanners(s, p) {
-    if (p && p.status === s.status && p.rate_limited === s.rate_limited && p.billing_waiting === s.billing_waiting && p.budget_warning === s.budget_warning && p.clarification_seq === s.clarification_seq && p.cancel_requested === s.cancel_requested && p.terminal === s.terminal) {
+    if (p && p.status === s.status && p.queued === s.queued && p.rate_limited === s.rate_limited && p.billing_waiting === s.billing_waiting && p.budget_warning === s.budget_warning && p.clarification_seq === s.clarification_seq && p.cancel_requested === s.cancel_requested && p.terminal === s.terminal) {
       return;
     }
     const keepForm = s.clarification_seq !== null && s.clarification_seq === this.clarificationSeq;
@@ -514,6 +522,19 @@ export class RunView {
       const form = this.banners.querySelector("[data-testid=clarification]");
       if (form) out.push(/** @type {HTMLElement} */ (form));
     } else this.clarificationSeq = null;
+    if (s.queued && !s.terminal) {
+      const q = s.queued;
+      out.push(
+        h(
+          "div",
+          { class: "banner info", "data-testid": "queued" },
+          h("strong", null, `Queued (position ${q.position}). `),
+          `The run waits to start: ${queueReason(q.reason)}`,
+          q.limit != null ? ` (${q.running} of ${q.limit} running)` : "",
+          ". It starts by itself; cancelling ends it at once.",
+        ),
+      );
+    }
     if (s.rate_limited) {
       const r = s.rate_limited;
       out.push(

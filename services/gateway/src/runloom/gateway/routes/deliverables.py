@@ -7,7 +7,7 @@
 
 Both answer 404 for another tenant's run or artifact, exactly as for one that does not exist.
 Both read the gateway's own read model (`run_deliverables`, `run_artifacts`), projected from the
-run's `deliverable.*` events by the archive consumer (`runtime.deliverable_view`), and ask the
+run's `deliverable.*` events by the archive consumer (`gateway.store.deliverable_view`), and ask the
 deliverables service (`deliverables.run|artifact`, request/reply) for what no event carries: a
 job that finished after its run ended. The bytes come from the artifacts object store. When
 the deliverables service does not answer, the read model alone is shown.
@@ -16,50 +16,44 @@ the deliverables service does not answer, the read model alone is shown.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
-import nats.errors
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from nats.js.errors import NotFoundError
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
 from runloom.contracts.commands import (
-    ArtifactReply,
     ArtifactRequest,
     ArtifactView,
-    RunDeliverablesReply,
     RunDeliverablesRequest,
 )
-from runloom.contracts.headers import Header
+from runloom.contracts.operations import Operation
+from runloom.contracts.types import rfc3339, rfc3339_or_none
 from runloom.gateway._params import ArtifactIdPath, RunIdPath
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.store import deliverable_view
+from runloom.runtime.request import RequestFailed, ask
 
 router = APIRouter(tags=["deliverables"])
 log = logging.getLogger(__name__)
 
-ASK_TIMEOUT_S = 2.0
-"""How long a listing or download waits for the deliverables service before going without."""
 
+Q = TypeVar("Q", bound=msgspec.Struct)
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-async def _ask(
-    state: GatewayState, subject: str, request: msgspec.Struct, reply: type[R]
-) -> R | None:
-    """The deliverables service's answer, or None when it does not answer."""
+async def _ask(state: GatewayState, op: Operation[Q, R], request: Q) -> R | None:
+    """The deliverables service's answer, or None when there is none (the read model alone)."""
     try:
-        msg = await state.nc.request(subject, msgspec.json.encode(request), timeout=ASK_TIMEOUT_S)
-    except (nats.errors.Error, TimeoutError) as exc:
-        log.info("%s not answered (%s): the read model alone", subject, type(exc).__name__)
+        return await ask(state.nc, op, request)
+    except RequestFailed as failed:
+        log.info("%s not answered (%s): the read model alone", op.subject, failed.detail)
         return None
-    if (msg.headers or {}).get(Header.ERROR) is not None:
-        return None
-    return msgspec.json.decode(msg.data, type=reply)
 
 
 async def startup(state: GatewayState) -> None:
@@ -74,11 +68,7 @@ async def _owns_run(state: GatewayState, p: Principal, run_id: str) -> bool:
     """The run is the principal's: by the runs read model, or by its deliverables."""
     if not _visible(p, run_id):
         return False
-    tenant = await state.pool.fetchval("SELECT tenant_id FROM runs WHERE id=$1", run_id)
-    if tenant is None:
-        tenant = await state.pool.fetchval(
-            "SELECT tenant_id FROM run_deliverables WHERE run_id=$1 LIMIT 1", run_id
-        )
+    tenant = await deliverable_view.run_tenant(state.pool, run_id)
     return tenant is not None and tenant == p.tenant_id
 
 
@@ -95,12 +85,8 @@ def _artifact(row: Any) -> dict[str, Any]:
         "size": row["size"],
         "sha256": row["sha256"],
         "url": f"/v1/artifacts/{row['artifact_id']}",
-        "created_at": row["created_at"].isoformat(),
+        "created_at": rfc3339(row["created_at"]),
     }
-
-
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat() if at else None
 
 
 @router.get("/v1/runs/{run_id}/deliverables", responses=responses(404))
@@ -111,12 +97,8 @@ async def list_deliverables(
 ) -> dict[str, Any]:
     if not await _owns_run(state, p, run_id):
         raise not_found("run", run_id)
-    jobs = await state.pool.fetch(
-        "SELECT * FROM run_deliverables WHERE run_id=$1 ORDER BY first_seq, kind", run_id
-    )
-    arts = await state.pool.fetch(
-        "SELECT * FROM run_artifacts WHERE run_id=$1 ORDER BY created_at, position", run_id
-    )
+    jobs = await deliverable_view.jobs_of(state.pool, run_id)
+    arts = await deliverable_view.artifacts_of(state.pool, run_id)
     by_job: dict[str, list[dict[str, Any]]] = {}
     for a in arts:
         by_job.setdefault(a["job_id"], []).append(_artifact(a))
@@ -130,15 +112,14 @@ async def list_deliverables(
             "attempts": j["attempts"],
             "max_attempts": j["max_attempts"],
             "error": j["error"],
-            "retry_at": _iso(j["retry_at"]),
-            "completed_at": _iso(j["completed_at"]),
+            "retry_at": rfc3339_or_none(j["retry_at"]),
+            "completed_at": rfc3339_or_none(j["completed_at"]),
             "artifacts": by_job.get(j["job_id"], []),
         }
     known = await _ask(
         state,
-        subjects.DELIVERABLES_RUN,
+        ops.DELIVERABLES_RUN,
         RunDeliverablesRequest(tenant_id=p.tenant_id, run_id=run_id),
-        RunDeliverablesReply,
     )
     for job in known.jobs if known is not None else []:
         if job.job_id in listed and listed[job.job_id]["status"] in ("ready", "failed"):
@@ -151,8 +132,8 @@ async def list_deliverables(
             "attempts": job.attempts,
             "max_attempts": job.max_attempts,
             "error": job.error,
-            "retry_at": _iso(job.retry_at),
-            "completed_at": _iso(job.completed_at),
+            "retry_at": rfc3339_or_none(job.retry_at),
+            "completed_at": rfc3339_or_none(job.completed_at),
             "artifacts": [_artifact(a) for a in job.artifacts],
         }
     out: list[dict[str, Any]] = []
@@ -179,18 +160,12 @@ async def download_artifact(
     p: Principal = Depends(principal),
     state: GatewayState = Depends(get_state),
 ) -> Response:
-    row = await state.pool.fetchrow(
-        "SELECT a.* FROM run_artifacts a JOIN run_deliverables d USING (run_id, job_id)"
-        " WHERE a.artifact_id=$1 AND a.tenant_id=$2 AND d.status='ready'",
-        artifact_id,
-        p.tenant_id,
-    )
+    row: Any = await deliverable_view.ready_artifact(state.pool, artifact_id, p.tenant_id)
     if row is None:
         found = await _ask(
             state,
-            subjects.DELIVERABLES_ARTIFACT,
+            ops.DELIVERABLES_ARTIFACT,
             ArtifactRequest(tenant_id=p.tenant_id, artifact_id=artifact_id),
-            ArtifactReply,
         )
         if found is not None and found.artifact is not None:
             row = msgspec.structs.asdict(found.artifact)

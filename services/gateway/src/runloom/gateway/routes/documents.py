@@ -26,7 +26,7 @@ from runloom.gateway._params import (
 from runloom.gateway._params import (
     text as text_field,
 )
-from runloom.gateway.auth import Principal, principal
+from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
 from starlette.exceptions import HTTPException
@@ -98,11 +98,6 @@ async def _add(
     return corpus.as_json(reply.document)
 
 
-def _api_only(who: Principal) -> None:
-    if who.run_scope is not None:
-        raise Problem(401, "Unauthorized", "A stream token only opens its run's event stream.")
-
-
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -129,7 +124,7 @@ async def upload_documents(
     who: Principal = Depends(principal),
 ) -> dict[str, Any]:
     """Add documents: multipart files (`file`), or JSON `{"title","text","url"?}`."""
-    _api_only(who)
+    api_only(who)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
@@ -182,7 +177,7 @@ async def list_documents(
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> dict[str, Any]:
     """The tenant's documents, newest first."""
-    _api_only(who)
+    api_only(who)
     page = await corpus.list_documents(state.nc, who.tenant_id, limit, offset)
     return {"documents": [corpus.as_json(d) for d in page.documents], "total": page.total}
 
@@ -194,7 +189,7 @@ async def delete_document(
     who: Principal = Depends(principal),
 ) -> Response:
     """Delete a document and its passages (runs that cited it keep their stored sources)."""
-    _api_only(who)
+    api_only(who)
     if not await corpus.delete(state.nc, who.tenant_id, document_id):
         raise not_found("document", document_id)
     return Response(status_code=204)

@@ -9,75 +9,34 @@ The plain stream (no parameter but the cursor and a stream token, no body) is an
 `Streams`, the outermost ASGI layer (ahead of every middleware and FastAPI's routing): an idle
 client then holds no middleware or route frames, dependency exit stacks or send wrappers for
 as long as it streams (about half of its memory). It calls the same functions as the route
-(`principal`, `open_stream`, `Problem`) and the middleware (`_edge.unexpected_error`,
+(`principal`, `usecases.open_stream`, `Problem`) and the middleware (`_edge.unexpected_error`,
 `metrics.responding`/`answered`); every other request goes on to the middleware and the
 route, which also documents the path in OpenAPI.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import Response
 from runloom.contracts import subjects
 from runloom.contracts.types import RUN_ID
-from runloom.gateway import _cursor, metrics
+from runloom.gateway import metrics, usecases
 from runloom.gateway._edge import has_body, unexpected_error
-from runloom.gateway._history import Frame
 from runloom.gateway._params import RunIdPath
-from runloom.gateway._sse import SSEResponse, frames
-from runloom.gateway.auth import Principal, principal
+from runloom.gateway._sse import Raw
+from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import BUS_UNAVAILABLE, Problem, bus_unavailable, responses
-from runloom.gateway.routes.runs import _api_only, load_run
 from runloom.gateway.state import GatewayState, get_state, streaming
-from runloom.runtime import archive
-from runloom.runtime.eventlog import Tail
+from runloom.gateway.store import archive
 from starlette.datastructures import QueryParams
 
 router = APIRouter(tags=["events"])
 
 
-def _bad_cursor(detail: str) -> Problem:
-    return Problem(400, "Bad cursor", detail)
-
-
-async def _position(state: GatewayState, run_id: str, text: str | None) -> tuple[int, int]:
-    """(after_seq, after_stream_seq) from a client's cursor; 400 with the reason if unusable."""
-    if not text:
-        return 0, 0
-    try:
-        cursor = _cursor.decode(text)
-    except _cursor.CursorError as exc:
-        raise _bad_cursor(str(exc)) from None
-    if cursor.run_id != run_id:
-        raise _bad_cursor(
-            "This cursor belongs to another run. Resume each run with the cursor of its own "
-            "stream, or send no cursor for the whole history."
-        )
-    s = streaming(state)
-    after_seq, after_stream_seq = await s.history.position(cursor)
-
-    def future(tail: Tail) -> bool:
-        return after_seq > tail.run_seq or bool(
-            tail.stream_seq and after_stream_seq > tail.stream_seq
-        )
-
-    # Any replica's view first; one behind (back from a pause) must not refuse a good cursor.
-    tail = await state.log.tail(run_id, any_replica=True)
-    if future(tail) and future(tail := await state.log.tail(run_id)):
-        raise _bad_cursor(
-            f"This cursor is from the future: it points at event {after_seq} but the run has "
-            f"{tail.run_seq} so far. Send the id of an event you received."
-        )
-    return after_seq, after_stream_seq
-
-
-_SSE_RESPONSES = responses(400, 404)
+_SSE_RESPONSES = responses(400, 404, 429)
 _SSE_RESPONSES[200] = {
     "description": "Server-sent events (default), or a JSON page with `format=json`.",
     "content": {"text/event-stream": {}, "application/json": {}},
@@ -103,52 +62,12 @@ async def run_events(
 ) -> Any:
     """Stream the run's events (SSE), or page them (`format=json`)."""
     if format == "json":
-        await load_run(state, who, run_id)
-        after_seq, after_stream_seq = await _position(
-            state, run_id, after or last_event_id_header or last_event_id
+        return await usecases.page_events(
+            state, who, run_id, after, limit, resume_from=last_event_id_header or last_event_id
         )
-        return await _page(state, run_id, after_seq, after_stream_seq, after, limit)
-    return _Raw(await open_stream(state, who, run_id, last_event_id_header or last_event_id))
-
-
-async def open_stream(
-    state: GatewayState, who: Principal, run_id: str, cursor: str | None
-) -> SSEResponse:
-    """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
-    an unusable cursor, 503 while the gateway drains or the event store does not answer."""
-    await load_run(state, who, run_id)
-    return await sse(state, run_id, cursor)
-
-
-async def sse(
-    state: GatewayState,
-    run_id: str,
-    cursor: str | None,
-    render: Callable[[Frame], bytes] = Frame.sse,
-    until: Callable[[Frame], bool] = lambda frame: frame.terminal,
-) -> SSEResponse:
-    """A client joins the run's feed; its stream (`_sse.frames`) starts after the cursor."""
-    s = streaming(state)
-    if s.hub.draining:
-        raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
-    try:
-        async with asyncio.timeout(s.options.attach_timeout_s):
-            after_seq, after_stream_seq = await _position(state, run_id, cursor)
-            client = await s.hub.attach(run_id)
-    except TimeoutError:
-        raise bus_unavailable() from None
-    body = frames(
-        s.hub,
-        s.history,
-        client,
-        run_id,
-        after_seq,
-        after_stream_seq,
-        s.options.heartbeat_s,
-        render=render,
-        until=until,
+    return Raw(
+        await usecases.open_stream(state, who, run_id, last_event_id_header or last_event_id)
     )
-    return SSEResponse(s.hub, client, body)
 
 
 _STREAM_PATH = re.compile(r"/v1/runs/([^/]+)/events")
@@ -213,41 +132,13 @@ async def _answer(scope: Any, run_id: str, cursor: str | None) -> Any:
     try:
         state = get_state(request)
         who = await principal(request, state)
-        return await open_stream(state, who, run_id, request.headers.get("last-event-id") or cursor)
+        return await usecases.open_stream(
+            state, who, run_id, request.headers.get("last-event-id") or cursor
+        )
     except Problem as problem:
         return problem.response(request.url.path)
     except BUS_UNAVAILABLE:
         return bus_unavailable().response(request.url.path)
-
-
-async def _page(
-    state: GatewayState,
-    run_id: str,
-    after_seq: int,
-    after_stream_seq: int,
-    after: str | None,
-    limit: int,
-) -> dict[str, Any]:
-    s = streaming(state)
-    items: list[dict[str, Any]] = []
-    next_cursor = after
-    done = False
-    replay = s.history.replay(run_id, after_seq, after_stream_seq)
-    try:
-        async for frame in replay:
-            items.append(frame.json_item())
-            next_cursor = frame.cursor
-            if frame.terminal:
-                done = True
-                break
-            if len(items) >= limit:
-                break
-    finally:
-        await replay.aclose()  # type: ignore[attr-defined]
-    if not items and after_seq:
-        tail = await state.log.tail(run_id)
-        done = tail.terminal is not None and tail.run_seq <= after_seq
-    return {"events": items, "next_cursor": next_cursor, "done": done}
 
 
 @router.get("/metrics/streaming", responses=responses())
@@ -257,7 +148,7 @@ async def streaming_metrics(
     """This replica's streaming figures (counts only, no tenant data) and the archive's lag.
 
     Needs an API key (any tenant's) until the management port serves metrics."""
-    _api_only(who)
+    api_only(who)
     s = streaming(state)
     lag: int | None = None
     try:
@@ -275,14 +166,3 @@ async def streaming_metrics(
         "archive_lag_events": lag,
         "draining": s.hub.draining,
     }
-
-
-class _Raw(Response):
-    """Hands the request over to a bare ASGI app (the SSE stream)."""
-
-    def __init__(self, app: SSEResponse) -> None:
-        super().__init__()
-        self._app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self._app(scope, receive, send)

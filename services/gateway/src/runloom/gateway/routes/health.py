@@ -1,4 +1,5 @@
-"""Liveness and readiness. `/readyz` reflects NATS and Postgres connectivity right now."""
+"""Liveness and readiness. `/readyz` reflects NATS and Postgres connectivity right now, and
+whether a consumer or responder of this process is stalled (`runtime.management.Liveness`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from runloom.gateway.state import GatewayState, get_state
+from runloom.runtime.management import liveness_results
 
 router = APIRouter(tags=["health"])
 
@@ -31,6 +33,7 @@ async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
         checks["postgres"] = "ok"
     except Exception as exc:
         checks["postgres"] = f"unavailable: {exc or type(exc).__name__}"
+    checks.update(liveness_results())  # the archive consumer, the gateway's responders
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from runloom.billing_client import BillingQueries, BillingUnavailable, MeteringError
 from runloom.contracts.commands import BudgetReply, UsageItem
-from runloom.contracts.types import MAX_USD
+from runloom.contracts.types import MAX_USD, rfc3339, rfc3339_or_none
 from runloom.gateway._params import RunIdQuery
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
@@ -38,10 +38,6 @@ RETRY_AFTER_S = 5
 """What a client is told to wait when billing does not answer."""
 
 T = TypeVar("T")
-
-
-def _rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _billing(call: Awaitable[T]) -> T:
@@ -102,7 +98,7 @@ def _month_start(now: datetime) -> datetime:
 def _item(item: UsageItem) -> dict[str, Any]:
     return {
         "usage_id": item.usage_id,
-        "time": _rfc3339(item.time),
+        "time": rfc3339(item.time),
         "kind": item.kind,
         "provider": item.provider,
         "model": item.model,
@@ -160,9 +156,7 @@ async def get_usage(
     start = _parse_time(from_, "from", end=False) if from_ else _month_start(now)
     end = _parse_time(to, "to", end=True) if to else now
     if start >= end:
-        raise _invalid(
-            f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()}).", "from"
-        )
+        raise _invalid(f"'from' ({rfc3339(start)}) must be before 'to' ({rfc3339(end)}).", "from")
     reply = await _billing(_queries(state).usage(who.tenant_id, start, end, group))
     groups = [
         {
@@ -176,8 +170,8 @@ async def get_usage(
         for g in reply.groups
     ]
     return {
-        "from": _rfc3339(start),
-        "to": _rfc3339(end),
+        "from": rfc3339(start),
+        "to": rfc3339(end),
         "group_by": group,
         "total_usd": reply.total_usd,
         "groups": groups,
@@ -239,7 +233,7 @@ def _budget_view(b: BudgetReply) -> dict[str, Any]:
         "spent_usd": b.spent_usd,
         "held_usd": b.held_usd,
         "remaining_usd": b.remaining_usd,
-        "updated_at": None if b.updated_at is None else _rfc3339(b.updated_at),
+        "updated_at": rfc3339_or_none(b.updated_at),
     }
 
 

@@ -108,3 +108,34 @@ export function budgetStoppedRun() {
     e("run.budget_stopped", { scope: "run", spent_usd: 0.0008, budget_usd: 0.001, kept: ["research of step 'Event loop'"] }),
   ];
 }
+
+/** A run waiting to start: queued behind its tenant's running runs, then moved forward. */
+export function queuedRun() {
+  const e = writer("run_0000000000000000000000000C");
+  return [
+    e("run.created", { question: "What is a token bucket?" }),
+    e("run.queued", { position: 7, reason: "tenant_concurrency", running: 2, limit: 2 }),
+    e("run.queued", { position: 3, reason: "platform_busy", running: 1, limit: 2 }),
+  ];
+}
+
+/** A queued run that started after a while, and one cancelled while it waited. */
+export function queuedThenStartedRun() {
+  const e = writer("run_0000000000000000000000000D");
+  return [
+    e("run.created", { question: "How does weighted round-robin work?" }),
+    e("run.queued", { position: 1, reason: "platform_busy" }),
+    e("run.started", { worker: "orchestrator-2" }),
+    e("plan.proposed", { steps: [{ step_id: "a", title: "Weights" }] }),
+  ];
+}
+
+export function cancelledWhileQueuedRun() {
+  const e = writer("run_0000000000000000000000000E");
+  return [
+    e("run.created", { question: "Cancel me" }),
+    e("run.queued", { position: 4, reason: "tenant_concurrency", running: 8, limit: 8 }),
+    e("cancel.requested", { requested_by: "api" }),
+    e("run.cancelled", { reason: "cancelled on request while queued" }),
+  ];
+}

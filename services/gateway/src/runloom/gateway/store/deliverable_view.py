@@ -1,4 +1,5 @@
-"""The gateway's read model of a run's deliverables, projected from its `deliverable.*` events.
+"""The gateway's read model of a run's deliverables, projected from its `deliverable.*` events,
+and the queries that read it.
 
 Applied by the archive consumer in the same transaction that archives the event (and advances
 the `runs` row), so the model is as current as the run's own view. A row changes only when
@@ -107,3 +108,43 @@ async def apply(conn: asyncpg.Connection, ev: Event) -> None:
                 for i, a in enumerate(p.artifacts)
             ],
         )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+async def run_tenant(pool: asyncpg.Pool, run_id: str) -> str | None:
+    """The tenant of a run: by the runs read model, else by its deliverables (a run whose
+    row is not projected yet)."""
+    tenant: str | None = await pool.fetchval("SELECT tenant_id FROM runs WHERE id=$1", run_id)
+    if tenant is None:
+        tenant = await pool.fetchval(
+            "SELECT tenant_id FROM run_deliverables WHERE run_id=$1 LIMIT 1", run_id
+        )
+    return tenant
+
+
+async def jobs_of(pool: asyncpg.Pool, run_id: str) -> list[asyncpg.Record]:
+    """The run's deliverable jobs, in the order they were requested."""
+    return await pool.fetch(  # type: ignore[no-any-return]
+        "SELECT * FROM run_deliverables WHERE run_id=$1 ORDER BY first_seq, kind", run_id
+    )
+
+
+async def artifacts_of(pool: asyncpg.Pool, run_id: str) -> list[asyncpg.Record]:
+    """The run's artifacts, in the order they were made."""
+    return await pool.fetch(  # type: ignore[no-any-return]
+        "SELECT * FROM run_artifacts WHERE run_id=$1 ORDER BY created_at, position", run_id
+    )
+
+
+async def ready_artifact(
+    pool: asyncpg.Pool, artifact_id: str, tenant_id: str
+) -> asyncpg.Record | None:
+    """One artifact of the tenant whose job is ready (None otherwise)."""
+    return await pool.fetchrow(  # type: ignore[no-any-return]
+        "SELECT a.* FROM run_artifacts a JOIN run_deliverables d USING (run_id, job_id)"
+        " WHERE a.artifact_id=$1 AND a.tenant_id=$2 AND d.status='ready'",
+        artifact_id,
+        tenant_id,
+    )

@@ -1,6 +1,7 @@
-"""Test helpers: put a run with a stored content model on the bus and request deliverables of it,
-exactly as the orchestrator does (run.created, content.stored, deliverable.requested, then a
-DeliverableJob on the JOBS stream with msg id = job id)."""
+"""Test helpers for deliverables: put a run with a stored content model on the bus and request
+deliverables of it, exactly as the orchestrator does (run.created, content.stored,
+deliverable.requested, then a DeliverableJob on the JOBS stream with msg id = job id); read
+artifacts back with real parsers of their formats."""
 
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ from runloom.contracts.ids import new_id
 from runloom.contracts.kinds import DeliverableKind
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.tenants import hash_key
 
 T = TypeVar("T")
 
@@ -83,12 +83,6 @@ class TestRun:
     async def events(self, type: str | None = None) -> list[Event]:
         evs = await self.log.events(self.run_id)
         return [e for e in evs if type is None or e.type == type]
-
-
-async def tenant_of(pool: Any, api_key: str) -> str:
-    return str(
-        await pool.fetchval("SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(api_key))
-    )
 
 
 async def new_run(js: Any, tenant_id: str, content: ContentModel) -> TestRun:

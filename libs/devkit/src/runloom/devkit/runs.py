@@ -1,4 +1,6 @@
-"""Test helpers: drive runs as the gateway does (append run.created, publish StartRun)."""
+"""Test helpers for runs: drive them as the gateway does (append run.created, publish
+StartRun), read their events back (SSE or JSON pages), and stand in for an OpenAI-compatible
+provider (`FakeOpenAI`, a local server speaking the real protocol)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +27,9 @@ import msgspec
 from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
-from runloom.runtime import deliverable_view
+from runloom.contracts.kinds import DEFAULT_SKILL
+from runloom.gateway.access import ARCHIVE_DURABLE
+from runloom.gateway.store import deliverable_view
 from runloom.runtime.bus import PoisonMessage, stream_seq
 from runloom.runtime.consumer import Consumer, Delivery, serve
 from runloom.runtime.eventlog import EventLog
@@ -34,7 +37,7 @@ from runloom.runtime.runstate import TERMINAL_STATUS
 
 log = logging.getLogger(__name__)
 
-DURABLE = "run-archive"
+DURABLE = ARCHIVE_DURABLE
 PROJECT_BATCH = 500
 LINGER_S = 0.05
 """How long the archive waits after a short batch before fetching again."""
@@ -231,6 +234,41 @@ _UPDATED = (
 ).split()
 
 
+_INSERT_RUN = (
+    "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
+    " idempotency_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()))"
+    " ON CONFLICT (id) DO NOTHING"
+)
+
+
+async def insert_run(
+    db: asyncpg.Pool | asyncpg.Connection,
+    run_id: str,
+    tenant_id: str,
+    created: dict[str, Any],
+    *,
+    created_at: datetime | None = None,
+    returning: str = "id",
+) -> asyncpg.Record | None:
+    """Insert a run's row from its `run.created` data (None if the row was there already).
+
+    The one statement that creates a `runs` row: the create route calls it once `run.created`
+    is stored, the projection when it meets a `run.created` whose row is missing. Whichever
+    comes first makes the row; both make the same one."""
+    return await db.fetchrow(  # type: ignore[no-any-return]
+        f"{_INSERT_RUN} RETURNING {returning}",
+        run_id,
+        tenant_id,
+        _pg_safe(created.get("question") or ""),
+        _pg_safe(title_of(created)),
+        _pg_safe(created.get("skill") or DEFAULT_SKILL),
+        created.get("budget_usd"),
+        _pg_safe(created.get("options") or {}),
+        _pg_safe(created.get("idempotency_key")),
+        created_at,
+    )
+
+
 def _row_values(run_id: str, m: dict[str, Any]) -> tuple[Any, ...]:
     """`_UPDATE_RUN`'s arguments for a run's advanced row."""
     return (run_id, *(m[k] for k in _UPDATED))
@@ -244,23 +282,9 @@ async def _create_row(conn: asyncpg.Connection, run_id: str) -> asyncpg.Record |
     ev = decode_event(bytes(raw))
     if ev.type != "run.created":
         return None
-    d = ev.data
     try:
         async with conn.transaction():  # a savepoint: an unknown tenant must not abort the rest
-            await conn.execute(
-                "INSERT INTO runs(id, tenant_id, question, title, skill, budget_usd, options,"
-                " created_at, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                " ON CONFLICT (id) DO NOTHING",
-                run_id,
-                ev.tenant_id,
-                _pg_safe(d.get("question") or ""),
-                _pg_safe(title_of(d)),
-                _pg_safe(d.get("skill") or "research_report"),
-                d.get("budget_usd"),
-                _pg_safe(d.get("options") or {}),
-                ev.time,
-                _pg_safe(d.get("idempotency_key")),
-            )
+            await insert_run(conn, run_id, ev.tenant_id, ev.data, created_at=ev.time)
     except asyncpg.ForeignKeyViolationError:
         log.warning("run %s names unknown tenant %s: archived, not projected", run_id, ev.tenant_id)
         return None
@@ -332,17 +356,20 @@ def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
     d, t = ev.data, ev.type
     if t == "run.created":
         m["title"] = m["title"] or _pg_safe(title_of(d))
+    elif t == "run.queued":
+        if m["status"] in ("created", "running"):
+            m["status"] = "queued"
     elif t == "run.started":
         m["started_count"] += 1
         m["started_at"] = m["started_at"] or ev.time
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t in ("plan.proposed", "plan.revised"):
         m["step_count"] = len(d.get("steps") or [])
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t == "step.started":
-        if m["status"] == "created":
+        if m["status"] in ("created", "queued"):
             m["status"] = "running"
     elif t == "source.found":
         recount.add("sources")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import uuid
 
+from runloom.contracts import subjects
 from runloom.contracts.events import (
     ClarificationRequested,
     PlanProposed,
@@ -13,11 +14,12 @@ from runloom.contracts.events import (
     RunCreated,
     RunStarted,
     SourceFound,
+    StepStarted,
     Usage,
     UsageRecorded,
 )
 from runloom.contracts.ids import new_id
-from runloom.runtime.archive import PgArchive, archive_batch, archive_event
+from runloom.gateway.store.archive import PgArchive, archive_batch, archive_event
 from runloom.runtime.eventlog import EventLog
 
 
@@ -160,3 +162,19 @@ async def test_the_stream_sequence_read_from_a_reply_is_what_the_metadata_says(j
     ):
         msg = Msg(None, subject="x", reply=reply)  # type: ignore[arg-type]
         assert stream_seq(msg) == msg.metadata.sequence.stream == 4242
+
+
+async def test_seq_goes_on_from_the_archive_when_the_hot_window_dropped_the_run(js, pool):
+    run_id = new_id("run")
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    log = EventLog(js, "w", archive=PgArchive(pool))
+    for payload in (RunCreated(question="q"), StepStarted(step_id="a"), StepStarted(step_id="b")):
+        await log.append(run_id, tenant, payload)
+    async for se in log.read(run_id):
+        await archive_event(pool, se.raw, se.stream_seq)
+    # The hot window lets the run's messages go (as max_age would).
+    await js.purge_stream(subjects.RUN_EVENTS_STREAM, subject=subjects.run_events(run_id))
+    fresh = EventLog(js, "w2", archive=PgArchive(pool))
+    ev = await fresh.append(run_id, tenant, StepStarted(step_id="c"))
+    assert ev.seq == 4
+    assert [e.seq for e in await fresh.events(run_id)] == [4]

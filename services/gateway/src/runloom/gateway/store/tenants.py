@@ -32,3 +32,11 @@ async def create_tenant(pool: asyncpg.Pool, tenant_id: str, name: str) -> str:
             "created",
         )
     return key
+
+
+async def tenant_of_key(pool: asyncpg.Pool, key: str) -> str | None:
+    """The tenant an API key belongs to (None for an unknown or revoked key)."""
+    tenant: str | None = await pool.fetchval(
+        "SELECT tenant_id FROM api_keys WHERE key_hash=$1 AND revoked_at IS NULL", hash_key(key)
+    )
+    return tenant

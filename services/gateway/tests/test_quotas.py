@@ -1,0 +1,172 @@
+"""Quotas per tenant, through two real gateway replicas sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from runloom.devkit.embedded import free_port
+from runloom.devkit.supervisor import ServiceProcess, wait_http
+from runloom.gateway import quotas
+from runloom.gateway.store.tenants import hash_key
+
+pytestmark = pytest.mark.platform_services("gateway")
+
+POLICY = re.compile(r'^"(\w+)";q=(\d+)(;w=\d+)?$')
+CURRENT = re.compile(r'^"(\w+)";r=(\d+);t=(\d+)$')
+
+
+@pytest.fixture
+async def second_gateway(platform: Any) -> AsyncIterator[str]:
+    """A second gateway replica (its own HTTP and management ports), same NATS and database."""
+    port, management = free_port(), free_port()
+    env = {
+        **platform.env,
+        "RUNLOOM_GATEWAY_PORT": str(port),
+        "RUNLOOM_MANAGEMENT_PORT": str(management),
+    }
+    proc = ServiceProcess("gateway", env, platform.root / "logs", replica="2")
+    proc.start()
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz", 30.0, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop(timeout=5)
+
+
+async def _tenant(pool: Any, platform: Any) -> str:
+    tenant: str = await pool.fetchval(
+        "SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(platform.api_key)
+    )
+    return tenant
+
+
+def _assert_429(r: httpx.Response, quota: str) -> None:
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["quota"] == quota and body["retry_after_s"] >= 1
+    assert f"Retry in {body['retry_after_s']} s" in body["detail"]
+    assert int(r.headers["Retry-After"]) == body["retry_after_s"]
+    policy, current = (
+        POLICY.match(r.headers["RateLimit-Policy"]),
+        CURRENT.match(r.headers["RateLimit"]),
+    )
+    assert policy and policy[1] == quota and int(policy[2]) == body["limit"], r.headers
+    assert current and current[1] == quota and int(current[3]) == body["retry_after_s"], r.headers
+
+
+async def test_the_request_rate_is_one_bucket_for_every_replica(platform, second_gateway, pool):
+    tenant = await _tenant(pool, platform)
+    await quotas.set_limits(pool, tenant, {"requests_per_second": 0.01, "burst": 12})
+    urls = [platform.url, second_gateway]
+    async with httpx.AsyncClient(headers=platform.headers(), timeout=10) as c:
+        answers = await asyncio.gather(
+            *(c.get(f"{urls[i % 2]}/v1/runs", params={"limit": "1"}) for i in range(40))
+        )
+    ok = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if r.status_code != 200]
+    # 12 tokens and next to no refill: 12 answers in all, whichever replica took them.
+    assert len(ok) == 12, [r.status_code for r in answers]
+    for r in refused:
+        _assert_429(r, "requests")
+        assert int(r.headers["Retry-After"]) >= 60  # a token per 100 s: said as such
+    counted = await _scrape(platform, tenant)
+    assert counted >= 1
+
+
+async def _scrape(platform: Any, tenant: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(f"{platform.management['gateway-1']}/metrics")).text
+    found = re.search(
+        rf'runloom_quota_refused_total\{{quota="requests",tenant="{re.escape(tenant)}"\}} (\S+)',
+        text,
+    )
+    assert found, "no 429 counted for the tenant in /metrics"
+    return float(found[1])
+
+
+async def test_a_full_queue_refuses_a_new_run_and_stores_nothing(platform, pool):
+    tenant = await _tenant(pool, platform)
+    await quotas.set_limits(pool, tenant, {"queued_runs": 2})
+    async with httpx.AsyncClient(base_url=platform.url, headers=platform.headers()) as c:
+        for i in range(2):  # no orchestrator: they stay waiting to start
+            assert (await c.post("/v1/runs", json={"question": f"q{i}"})).status_code == 201
+        r = await c.post(
+            "/v1/runs", json={"question": "one more"}, headers={"Idempotency-Key": "k3"}
+        )
+        _assert_429(r, "queued_runs")
+        assert "nothing was stored" in r.json()["detail"]
+    assert await pool.fetchval("SELECT count(*) FROM runs WHERE tenant_id=$1", tenant) == 2
+    assert not await pool.fetchval(
+        "SELECT 1 FROM idempotency_keys WHERE tenant_id=$1 AND key='k3'", tenant
+    )
+    assert not await pool.fetchval(
+        "SELECT 1 FROM run_events WHERE tenant_id=$1"
+        " AND convert_from(raw, 'UTF8') LIKE '%one more%'",
+        tenant,
+    )
+
+
+async def test_open_streams_are_counted_across_replicas(platform, second_gateway, pool):
+    tenant = await _tenant(pool, platform)
+    await quotas.set_limits(pool, tenant, {"sse_streams": 1})
+    async with httpx.AsyncClient(headers=platform.headers(), timeout=10) as c:
+        run = (await c.post(f"{platform.url}/v1/runs", json={"question": "stay"})).json()
+        path = f"/v1/runs/{run['id']}/events"
+        async with c.stream("GET", f"{platform.url}{path}") as first:
+            assert first.status_code == 200
+            second = await c.get(f"{second_gateway}{path}")
+            _assert_429(second, "sse_streams")
+        # The first stream ended: its lease goes, and a stream opens again (on either replica).
+        async with asyncio.timeout(10):
+            while True:
+                async with c.stream("GET", f"{second_gateway}{path}") as again:
+                    if again.status_code == 200:
+                        break
+                    await again.aread()
+                await asyncio.sleep(0.05)
+
+
+async def test_the_admin_command_sets_and_shows_quotas(settings, pool) -> None:
+    """`python -m runloom.admin quota`: overrides per tenant and for the platform, kept."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from runloom.gateway.store.tenants import create_tenant
+
+    tenant = f"q-{uuid.uuid4().hex[:8]}"
+    await create_tenant(pool, tenant, tenant)
+    env = {**os.environ, "RUNLOOM_DATABASE_URL": settings.effective_database_url}
+
+    def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runloom.admin", "quota", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = await asyncio.to_thread(admin, "set", tenant, "concurrent_runs=3", "weight=2.5")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"concurrent_runs\s+3 \*", done.stdout), done.stdout
+    assert re.search(r"weight\s+2.5 \*", done.stdout) and re.search(r"burst\s+40\n", done.stdout)
+    found = await quotas.read_limits(pool, tenant)
+    assert (found.concurrent_runs, found.weight, found.queued_runs) == (3, 2.5, 500)
+    dropped = await asyncio.to_thread(admin, "set", tenant, "weight=default")
+    assert dropped.returncode == 0 and re.search(r"weight\s+1\n", dropped.stdout), dropped.stdout
+    for bad, words in [
+        (("set", tenant, "concurrent_runs=0"), "at least 1"),
+        (("set", tenant, "speed=3"), "NAME one of"),
+        (("set", "no-such-tenant", "weight=2"), "no tenant"),
+    ]:
+        refused = await asyncio.to_thread(admin, *bad)
+        assert refused.returncode == 2 and words in refused.stderr, refused.stderr
+    assert (await quotas.read_limits(pool, tenant)).concurrent_runs == 3
