@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 
 import nats
@@ -14,7 +15,8 @@ import psutil
 
 
 async def main(url: str, count: int) -> None:
-    nc = await nats.connect(url)
+    creds = os.environ.get("RUNLOOM_NATS_CREDENTIALS")  # the bench's admin seed (a path)
+    nc = await nats.connect(url, nkeys_seed=creds) if creds else await nats.connect(url)
     await nc.flush()
     gc.collect()
     before = psutil.Process().memory_info().rss

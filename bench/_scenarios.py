@@ -25,6 +25,7 @@ from runloom.contracts.events import RunCompleted, StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 
+from bench import _env
 from bench._env import Env
 from bench._sse import Stream
 
@@ -54,7 +55,7 @@ class Bench:
         return max(1, int(value * self.scale))
 
     async def __aenter__(self) -> Bench:
-        self.nc = await bus.connect(self.env.nats_url, "bench")
+        self.nc = await bus.connect(self.env.nats_url, "bench", **_env.client())
         self.js = self.nc.jetstream()
         await self.js.add_stream(
             js_api.StreamConfig(

@@ -21,6 +21,8 @@ from runloom.runtime.eventlog import EventLog
 from runloom.runtime.process import tune_gc
 from runloom.runtime.telemetry import setup_tracing
 
+from bench import _env
+
 PAD = "x" * 72
 """Makes a stored event about 300 bytes (envelope included)."""
 RAW = b'{"data":{"message":"' + b"x" * 276 + b'"}}'
@@ -29,7 +31,7 @@ RAW_END = b'{"end":true}'
 
 
 async def main(url: str, mode: str, count: int, window: int, tenant: str) -> None:
-    nc = await bus.connect(url, "bench-stream-writer")
+    nc = await bus.connect(url, "bench-stream-writer", **_env.client())
     js = nc.jetstream()
     log = EventLog(js, "bench/writer")
 

@@ -17,12 +17,12 @@ from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.telemetry import setup_tracing
 
-from bench import _writer
+from bench import _env, _writer
 
 
 async def appends(url: str, tenant: str, n: int, each: int, run_ids: list[str]) -> dict:
     """Ordered appends: n to one run, then `each` to every other run concurrently (per s)."""
-    nc = await bus.connect(url, "bench-traced-appends")
+    nc = await bus.connect(url, "bench-traced-appends", **_env.client())
     log = EventLog(nc.jetstream(), "bench/appends")
 
     async def append(run_id: str, count: int) -> None:

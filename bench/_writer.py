@@ -16,9 +16,11 @@ from runloom.runtime.eventlog import EventLog
 from runloom.runtime.process import tune_gc
 from runloom.runtime.telemetry import setup_tracing
 
+from bench import _env
+
 
 async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, targets: list[str]):
-    nc = await bus.connect(url, "bench-writer")
+    nc = await bus.connect(url, "bench-writer", **_env.client())
     js = nc.jetstream()
     log = EventLog(js, "bench/writer")
     per_target = rate / len(targets)

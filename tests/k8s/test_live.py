@@ -9,6 +9,7 @@ import importlib.util
 import json
 import re
 import secrets
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -28,6 +29,7 @@ from runloom.runtime import roles
 
 Objs = dict[str, list[dict[str, Any]]]
 NATS_PORTS = {"NATS_CLIENT_PORT": 4222, "NATS_CLUSTER_PORT": 6222, "NATS_MONITOR_PORT": 8222}
+TLS_KEYS = ("tls.crt", "tls.key", "ca.crt")
 HAS_MANAGEMENT = importlib.util.find_spec("runloom.runtime.management") is not None
 
 
@@ -35,11 +37,17 @@ HAS_MANAGEMENT = importlib.util.find_spec("runloom.runtime.management") is not N
 def test_nats_server_accepts_the_rendered_config(
     rendered: Objs, overlay: str, tmp_path: Path
 ) -> None:
-    objs = rendered[overlay]
+    users, _seeds = identities(tmp_path / "home")
+    objs = [*rendered[overlay], users]
     (c,) = one(objs, "StatefulSet", "nats")["spec"]["template"]["spec"]["containers"]
+    certs = node_tls(tmp_path / "tls")
+    for name, text in config_map(objs, "nats-config")["data"].items():
+        (tmp_path / name).write_text(text)
     conf = tmp_path / "nats.conf"
-    conf.write_text(config_map(objs, "nats-config")["data"]["nats.conf"])
     env = container_env(objs, c, pod_name="nats-0")
+    for name in ("NATS_TLS_CERT", "NATS_TLS_KEY", "NATS_TLS_CA"):  # the Secret's mount, here
+        if name in env:
+            env[name] = env[name].replace("/etc/nats-tls", str(certs.ca.parent))
     done = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(conf)],
         env=env,
@@ -49,6 +57,49 @@ def test_nats_server_accepts_the_rendered_config(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is valid" in done.stdout + done.stderr
+    # Without the identities' public keys the server does not start at all.
+    no_users = {k: v for k, v in env.items() if not k.startswith("RUNLOOM_NKEY_")}
+    refused = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf)],
+        env=no_users,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode != 0 and "RUNLOOM_NKEY_ADMIN" in refused.stderr + refused.stdout
+
+
+def node_tls(directory: Path) -> Any:
+    """What cert-manager would write into `runloom-nats-tls`, from a local CA (the harness
+    maps every node name to 127.0.0.1), under the Secret's key names."""
+    from runloom.devkit import tls as devtls
+
+    made = devtls.ensure(directory, ["127.0.0.1"])
+    for key, src in (("tls.crt", made.cert), ("tls.key", made.key), ("ca.crt", made.ca)):
+        (directory / key).write_bytes(src.read_bytes())
+    return made
+
+
+def identities(home: Path) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """As the platform team would make them (deploy/k8s/README.md): one seed per identity, each
+    in its Secret `runloom-nats-<identity>` (key `seed`), and the public keys in the ConfigMap
+    `runloom-nats-users` the NATS pods read."""
+    from runloom.devkit import busauth
+    from runloom.runtime import access
+
+    keys = busauth.key_environment(home)
+    users = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "runloom-nats-users"},
+        "data": keys,
+    }
+    seeds = {
+        (f"runloom-nats-{i.name}", "seed"): busauth.credential(home, i.name).read_text()
+        for i in busauth.IDENTITIES
+    }
+    assert set(keys) == {access.key_variable(i.name) for i in busauth.IDENTITIES}
+    return users, seeds
 
 
 def test_the_image_tag_is_the_tested_nats_server(rendered: Objs) -> None:
@@ -68,7 +119,9 @@ def cluster(
     rendered: Objs, tmp_path_factory: pytest.TempPathFactory, servers: Any
 ) -> Iterator[Cluster]:
     """The production overlay's NATS StatefulSet as three local nodes, started and current."""
-    objs = rendered["production"]
+    home = tmp_path_factory.mktemp("k8s-identities")
+    users, seeds = identities(home)
+    objs = [*rendered["production"], users]
     database = f"k8s_{secrets.token_hex(4)}"
     server = servers.database_url.rsplit("/", 1)[0]
     url = f"{server}/{database}"
@@ -79,7 +132,11 @@ def cluster(
         (f"runloom-db-{name}", "url"): roles.service_url(url, name, secrets.token_urlsafe(12))
         for name in SERVICES
     }
-    local = Cluster(objs, tmp_path_factory.mktemp("k8s-live"), secret_values)
+    certs = node_tls(home / "tls")
+    tls = {("runloom-nats-tls", k): (certs.ca.parent / k).read_text() for k in TLS_KEYS}
+    local = Cluster(objs, tmp_path_factory.mktemp("k8s-live"), secret_values | seeds | tls)
+    local.home = home  # type: ignore[attr-defined]
+    local.ca = certs.ca  # type: ignore[attr-defined]
     sts = one(objs, "StatefulSet", "nats")
     nodes = [local.pod(sts, i) for i in range(sts["spec"]["replicas"])]
     try:
@@ -105,6 +162,22 @@ def test_three_rendered_nodes_form_a_durable_cluster(cluster: Cluster) -> None:
         assert jsz["config"]["sync_always"] is True, "sync_interval: always"
         assert jsz["meta_cluster"]["cluster_size"] == 3
         assert node.env["NATS_SERVER_NAME"] == node.name
+    asyncio.run(_only_known_identities(cluster))
+
+
+async def _only_known_identities(cluster: Cluster) -> None:
+    """A live node refuses an anonymous client and takes the admin identity."""
+    import nats
+    from runloom.devkit import busauth
+
+    url = f"nats://127.0.0.1:{cluster.pods['nats-0'].local(4222)}"
+    tls = ssl.create_default_context(cafile=str(cluster.ca))  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match=r"(?i)authorization"):
+        async with asyncio.timeout(10):
+            await nats.connect(url, tls=tls, allow_reconnect=False, max_reconnect_attempts=0)
+    seed = busauth.credential(cluster.home, "admin")  # type: ignore[attr-defined]
+    nc = await nats.connect(url, nkeys_seed=str(seed), tls=tls, allow_reconnect=False)
+    await nc.close()
 
 
 @pytest.mark.timeout(300)

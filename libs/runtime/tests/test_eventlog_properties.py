@@ -55,7 +55,7 @@ async def test_concurrent_group_commits_keep_the_log_dense_unique_and_closed(js,
             record(event_id, closed)
 
     async def writer(i: int, bursts: list[int]) -> None:
-        nc = await bus.connect(settings_.effective_nats_url, f"prop-writer-{i}")
+        nc = await bus.connect_as(settings_, f"prop-writer-{i}")
         try:
             log = EventLog(nc.jetstream(), f"w{i}", batch_min=2)
             for b, size in enumerate(bursts):

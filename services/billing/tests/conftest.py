@@ -17,6 +17,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import ReleaseRequest
 from runloom.contracts.events import RunCreated
 from runloom.contracts.ids import new_id
+from runloom.devkit import busauth
 from runloom.devkit.embedded import free_port
 from runloom.devkit.supervisor import ServiceProcess
 from runloom.runtime.config import Settings
@@ -64,6 +65,7 @@ class Billing:
             "billing",
             {
                 "RUNLOOM_NATS_URL": settings.effective_nats_url,
+                "RUNLOOM_NATS_CREDENTIALS": str(busauth.credential(settings.home, "billing")),
                 "RUNLOOM_DATABASE_URL": settings.effective_database_url,
                 "RUNLOOM_HOME": str(root),
                 "RUNLOOM_LOG_FORMAT": "json",

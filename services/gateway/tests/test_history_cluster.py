@@ -45,7 +45,13 @@ async def test_reads_through_a_node_back_from_a_pause_are_whole_and_never_reset(
     finally:
         paused.resume()
 
-    nc = await bus.connect(paused.url, "gateway-on-the-paused-node", max_reconnect_attempts=0)
+    nc = await bus.connect(
+        paused.url,
+        "gateway-on-the-paused-node",
+        credentials=nats_cluster.credential("gateway"),
+        ca=nats_cluster.ca,
+        max_reconnect_attempts=0,
+    )
     try:
         js = nc.jetstream()
         archive = PgArchive(pool)

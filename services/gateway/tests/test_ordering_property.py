@@ -4,6 +4,7 @@ random points; every client sees exactly seq 1..n, in order, once."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runloom.contracts.events import RunCompleted, StepStarted
+from runloom.devkit import busauth
+from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 
 pytestmark = pytest.mark.platform_services("gateway")
@@ -63,10 +66,14 @@ async def check_every_client_sees_every_seq_once(
             assert r.seqs() == list(range(1, total + 1))
 
 
-async def process_writer(url: str, run_id: str, tenant: str, n: int, name: str, burst=1) -> None:
-    """`writer_process.py` appending n events in its own process."""
-    args = [url, run_id, tenant, str(n), name, str(burst)]
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(WRITER), *args)
+async def process_writer(
+    settings: Settings, run_id: str, tenant: str, n: int, name: str, burst=1
+) -> None:
+    """`writer_process.py` appending n events in its own process, as the orchestrator."""
+    args = [settings.effective_nats_url, run_id, tenant, str(n), name, str(burst)]
+    creds = busauth.credential(settings.home, "orchestrator")
+    env = {**os.environ, "RUNLOOM_NATS_CREDENTIALS": str(creds)}
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(WRITER), *args, env=env)
     assert await proc.wait() == 0
 
 
@@ -77,7 +84,6 @@ async def process_writer(url: str, run_id: str, tenant: str, n: int, name: str, 
 )
 @given(case=scenario)
 async def test_every_client_sees_every_seq_once_in_order(platform, settings_, js, reader, case):
-    url = settings_.effective_nats_url
 
     async def write(run_id: str, tenant: str) -> int:
         async def task_writer(i: int, n: int) -> None:
@@ -88,7 +94,7 @@ async def test_every_client_sees_every_seq_once_in_order(platform, settings_, js
         await asyncio.gather(
             *(task_writer(i, n) for i, n in enumerate(case["task_writers"])),
             *(
-                process_writer(url, run_id, tenant, n, f"p{i}")
+                process_writer(settings_, run_id, tenant, n, f"p{i}")
                 for i, n in enumerate(case["process_writers"])
             ),
         )
@@ -120,7 +126,6 @@ async def test_group_committed_bursts_reach_every_client_once_in_order(
     platform, settings_, js, reader, case
 ):
     """The same property when appends wait together and go as atomic batches."""
-    url = settings_.effective_nats_url
     writers, each, burst = case["task_bursts"]
 
     async def write(run_id: str, tenant: str) -> int:
@@ -138,7 +143,7 @@ async def test_group_committed_bursts_reach_every_client_once_in_order(
         await asyncio.gather(
             *(task_writer(i) for i in range(writers)),
             *(
-                process_writer(url, run_id, tenant, n, f"p{i}", b)
+                process_writer(settings_, run_id, tenant, n, f"p{i}", b)
                 for i, (n, b) in enumerate(case["process_bursts"])
             ),
         )

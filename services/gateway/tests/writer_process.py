@@ -1,12 +1,14 @@
 """A writer in its own process: appends N step.progress events to a run, then exits.
 
 Usage: python writer_process.py <nats_url> <run_id> <tenant_id> <count> <name> [burst]
-With a burst above 1, that many appends at a time wait together (group commit).
+With a burst above 1, that many appends at a time wait together (group commit). It connects
+with the credential RUNLOOM_NATS_CREDENTIALS names (a writer of run events: the orchestrator's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from runloom.contracts.events import StepProgress
@@ -15,7 +17,8 @@ from runloom.runtime.eventlog import EventLog
 
 
 async def main(url: str, run_id: str, tenant: str, count: int, name: str, burst: int) -> None:
-    nc = await bus.connect(url, f"writer-{name}")
+    creds = os.environ.get("RUNLOOM_NATS_CREDENTIALS", "")
+    nc = await bus.connect(url, f"writer-{name}", credentials=creds)
     log = EventLog(nc.jetstream(), f"proc/{name}", batch_min=2)
     for start in range(0, count, burst):
         await asyncio.gather(

@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from runloom.devkit import busauth
 from runloom.devkit.embedded import NatsServer, PostgresServer, ServerError, free_port
 from runloom.runtime import backup
 from runloom.runtime.config import Settings
@@ -52,6 +53,8 @@ def run_backup(args: argparse.Namespace) -> int:
                 s.effective_database_url,
                 Path(args.dir).resolve(),
                 extras={API_KEY: s.home / API_KEY},
+                credentials=str(busauth.credential(s.home, "admin")),
+                ca=s.nats_ca,
             )
         )
     except (backup.BackupError, OSError) as exc:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from runloom.devkit import database
+from runloom.devkit import busauth, database
 from runloom.devkit.cluster import NatsCluster, NatsNode
 from runloom.devkit.embedded import (
     NatsServer,
@@ -243,7 +243,7 @@ async def bootstrap(
         names = [f"{svc}/{name}" for svc, done in applied.items() for name in done]
         if names:
             say(f"applied migrations: {', '.join(names)}")
-        nc = await bus.connect(settings.effective_nats_url, "runloom-up")
+        nc = await bus.connect_as(settings, "runloom-up")  # as admin: only it makes streams
         try:
             await bus.provision(nc.jetstream(), settings)
         finally:
@@ -345,6 +345,16 @@ class Up:
         for port in self.management.values():
             _check_port(port, "management", "RUNLOOM_MANAGEMENT_PORT")
 
+        # One NATS identity per workload: made on first start (secrets/nats/<identity>.nk,
+        # mode 600), kept after; the server knows their public keys and nobody else.
+        authorization = busauth.prepare(self.home)
+        self.settings = s = replace(s, nats_credentials=str(busauth.credential(self.home, "admin")))
+        if not embedded_nats:
+            say(
+                f"NATS identities are in {busauth.secrets_dir(self.home)}; the server at "
+                f"{redact(s.effective_nats_url)} must include "
+                f"{busauth.secrets_dir(self.home) / busauth.AUTH_FILE} (its users and permissions)"
+            )
         if embedded_nats and self.want_cluster:
             self.start_cluster()
         elif embedded_nats:
@@ -354,6 +364,7 @@ class Up:
                 self.home / "nats",
                 s.nats_port,
                 sync_interval=s.nats_sync_interval,
+                authorization=authorization,
                 max_file_store="disk",
             )
             unit = _server_unit("nats-server", self.nats, self.run_dir / "nats-server.pid")
@@ -397,6 +408,7 @@ class Up:
             "RUNLOOM_GATEWAY_HOST": s.gateway_host,
             "RUNLOOM_GATEWAY_PORT": str(s.gateway_port),
             "RUNLOOM_STREAM_REPLICAS": str(s.stream_replicas),
+            "RUNLOOM_NATS_CA": s.nats_ca,
             "RUNLOOM_DEFAULT_CORPUS_TENANTS": DEV_TENANT,
             # Local development: webhooks may go to http:// and loopback (never in production).
             "RUNLOOM_WEBHOOKS_ALLOW_LOCAL": "true",
@@ -407,6 +419,8 @@ class Up:
                 own = dict(env)
                 if self.replicas > 1:
                     own["RUNLOOM_GATEWAY_PORT"] = str(s.gateway_port + replica - 1)
+                # Its own NATS credential, by path; no other identity's.
+                own["RUNLOOM_NATS_CREDENTIALS"] = str(busauth.credential(self.home, service))
                 proc = ServiceProcess(service, own, self.logs, replica=str(replica))
                 unit = _service_unit(
                     proc, self.run_dir / f"{proc.name}.pid", self._port_keeper(proc)
@@ -463,14 +477,21 @@ class Up:
             ["127.0.0.1"] * 3,
             [(base + i, base + 10 + i, base + 20 + i) for i in range(3)],
             prefix="nats-",
+            home=self.home,
+            tls=True,
         )
-        say(f"starting a 3-node NATS cluster on ports {base}-{base + 2}, sync_interval always")
+        say(
+            f"starting a 3-node NATS cluster on ports {base}-{base + 2}, sync_interval always, "
+            f"TLS (CA {self.cluster.ca})"
+        )
         for node in self.cluster.nodes:
             unit = _server_unit(node.name, node, self.run_dir / f"{node.name}.pid")
             unit.launch()
             self.units.append(unit)
         self.cluster.wait_healthy(READY_TIMEOUT_S)
-        self.settings = replace(self.settings, nats_url=self.cluster.urls, stream_replicas=3)
+        self.settings = replace(
+            self.settings, nats_url=self.cluster.urls, stream_replicas=3, nats_ca=self.cluster.ca
+        )
 
     def wait_ready(self) -> None:
         """Until the gateway and the first orchestrator answer /readyz (the orchestrator is

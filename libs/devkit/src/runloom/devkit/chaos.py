@@ -165,6 +165,8 @@ class ClusterPlatform:
             self.lab.hosts,
             [(4222, 6222, 8222)] * 3,
             netns=self.lab.names,
+            home=self.root / "home",
+            tls=True,
         )
         # The cluster and PostgreSQL start side by side (each waits on its own readiness).
         await asyncio.gather(
@@ -178,6 +180,7 @@ class ClusterPlatform:
             "RUNLOOM_DATABASE_URL": self.database_url,
             **database.service_env(self.postgres.url, self.passwords),
             "RUNLOOM_STREAM_REPLICAS": "3",
+            "RUNLOOM_NATS_CA": self.cluster.ca,
             "RUNLOOM_HOME": str(self.root / "home"),
             "RUNLOOM_LOG_FORMAT": "json",
             "RUNLOOM_REPORT_DELTA_INTERVAL_S": "0.25",
@@ -186,7 +189,11 @@ class ClusterPlatform:
             for service in SERVICES:
                 if int(replica) > self.replicas[service]:
                     continue
-                own = {**env, "RUNLOOM_MANAGEMENT_PORT": str(free_port())}
+                own = {
+                    **env,
+                    "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
+                    "RUNLOOM_NATS_CREDENTIALS": str(self.cluster.credential(service)),
+                }
                 if service == "gateway":
                     port = free_port()
                     own["RUNLOOM_GATEWAY_PORT"] = str(port)
@@ -210,7 +217,7 @@ class ClusterPlatform:
             await seed_default_corpus(pool, self.tenant)
         finally:
             await pool.close()
-        nc = await bus.connect(self.nats_url, "chaos-provision")
+        nc = await self.connect("chaos-provision")
         try:
             settings = Settings(
                 nats_url=self.nats_url, database_url=self.database_url, stream_replicas=3
@@ -222,11 +229,23 @@ class ClusterPlatform:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    async def stream_leader(self, stream: str = "RUN_EVENTS") -> int:
-        """Index of the node leading `stream`."""
+    async def connect(self, name: str, identity: str = "admin", **kwargs: Any) -> Any:
+        """A NATS client through the proxies, as `identity`, verifying the nodes' TLS."""
         from runloom.runtime import bus
 
-        nc = await bus.connect(self.nats_url, "chaos-leader")
+        assert self.cluster is not None
+        return await bus.connect(
+            self.nats_url,
+            name,
+            credentials=self.cluster.credential(identity),
+            ca=self.cluster.ca,
+            **kwargs,
+        )
+
+    async def stream_leader(self, stream: str = "RUN_EVENTS") -> int:
+        """Index of the node leading `stream`."""
+
+        nc = await self.connect("chaos-leader")
         try:
             info = await nc.jetstream().stream_info(stream)
         finally:
@@ -373,10 +392,9 @@ async def synthetic_writer(
 ) -> None:
     """Appends `step.progress` to each synthetic run until `stop`, recording every ack."""
     from runloom.contracts.ids import ulid
-    from runloom.runtime import bus
     from runloom.runtime.eventlog import AppendConflict, EventLog
 
-    nc = await bus.connect(plat.nats_url, "chaos-writer")
+    nc = await plat.connect("chaos-writer", "orchestrator")
     log = EventLog(nc.jetstream(), "chaos-writer", publish_timeout=2.0)
     n = 0
     try:
@@ -432,9 +450,8 @@ async def _stream_view(
     a node just back from a pause answers from its old state for a while."""
     from runloom.contracts import subjects
     from runloom.contracts.events import decode_event
-    from runloom.runtime import bus
 
-    nc = await bus.connect(plat.nats_url, "chaos-reader")
+    nc = await plat.connect("chaos-reader")
     events = []
     try:
         js = nc.jetstream()
@@ -621,10 +638,9 @@ async def judge(
 
 async def _usage_ids(plat: ClusterPlatform, run_id: str) -> int:
     """Distinct usage ids among the run's usage.recorded events (what the ledger must count)."""
-    from runloom.runtime import bus
     from runloom.runtime.eventlog import EventLog
 
-    nc = await bus.connect(plat.nats_url, "chaos-usage")
+    nc = await plat.connect("chaos-usage", "billing")
     try:
         events = await EventLog(nc.jetstream(), "chaos-usage").events(run_id)
     finally:
@@ -699,7 +715,6 @@ async def majority_loss(plat: ClusterPlatform) -> None:
     """Two of three nodes SIGKILLed for 10 s: the stream has no quorum, so an append fails with
     a clear error (nothing acknowledged is lost); after they return everything resumes."""
     from runloom.contracts.ids import new_id
-    from runloom.runtime import bus
     from runloom.runtime.eventlog import EventLog, StoreUnavailable
 
     assert plat.cluster is not None
@@ -709,7 +724,7 @@ async def majority_loss(plat: ClusterPlatform) -> None:
     for node in lost:
         node.kill()
     try:
-        nc = await bus.connect(plat.nats_url, "chaos-probe")
+        nc = await plat.connect("chaos-probe", "orchestrator")
         try:
             probe = EventLog(nc.jetstream(), "chaos-probe", max_retries=4, publish_timeout=1.0)
             try:

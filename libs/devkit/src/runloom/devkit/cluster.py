@@ -1,9 +1,12 @@
 """A local 3-node JetStream cluster from the one nats-server template the manifests use.
 
 Each node is a real nats-server with routes to the others, `sync_interval: always` and lame-duck
-settings, configured only through the template's `$NATS_*` environment variables. With `netns`,
-each node runs as its own host in a Linux network namespace (see `runloom.devkit.netns`), so a
-partition cuts real connections.
+settings, configured only through the template's `$NATS_*` environment variables and its include
+files: `authorization.conf` (the generated users; their public keys from `$RUNLOOM_NKEY_*`,
+`keys`), and with `tls` the `tls.conf` / `cluster-tls.conf` that turn TLS on for clients and
+routes (as the Kubernetes production overlay does). Each node runs a copy of the template's
+folder with those files. With `netns`, each node runs as its own host in a Linux network
+namespace (see `runloom.devkit.netns`), so a partition cuts real connections.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runloom.devkit import tls as devtls
 from runloom.devkit.embedded import ChildProcess, ServerError, nats_server_binary, port_open
 
 LAME_DUCK_DURATION_S = 30
@@ -48,6 +52,9 @@ class NatsNode(ChildProcess):
     monitor_port: int
     routes: Sequence[str]
     netns: str | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+    """`RUNLOOM_NKEY_<IDENTITY>` -> public key, for the template's authorization.conf."""
+    tls: devtls.ServerTls | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     stop_timeout = 10.0
@@ -78,14 +85,26 @@ class NatsNode(ChildProcess):
             "NATS_MAX_FILE_STORE": "4GB",
             "NATS_CLUSTER_PORT": str(self.cluster_port),
             "NATS_ROUTES": "[" + ", ".join(self.routes) + "]",
+            **self.keys,
         }
+
+    def write_config(self) -> Path:
+        """The template's folder, copied under the node's root; TLS files filled when on."""
+        conf_dir = self.root / "conf"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        for src in nats_template().parent.glob("*.conf"):
+            (conf_dir / src.name).write_text(src.read_text())
+        if self.tls is not None:
+            (conf_dir / "tls.conf").write_text(devtls.client_block(self.tls))
+            (conf_dir / "cluster-tls.conf").write_text(devtls.route_block(self.tls))
+        return conf_dir / nats_template().name
 
     def start(self, timeout: float = 20.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [*prefix, nats_server_binary(), "-c", str(nats_template())],
+                [*prefix, nats_server_binary(), "-c", str(self.write_config())],
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env()},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -153,8 +172,18 @@ class NatsCluster:
         *,
         netns: Sequence[str | None] | None = None,
         prefix: str = "n",
+        home: Path | None = None,
+        tls: bool = False,
     ) -> None:
+        from runloom.devkit import busauth
+
+        self.home = home or root
+        """Where the identities' seeds are (`busauth.secrets_dir(home)`; default: `root`)."""
+        keys = busauth.key_environment(self.home)
+        tls_dir = busauth.secrets_dir(self.home) / "tls" if tls else None
         routes = [f"nats://{h}:{p[1]}" for h, p in zip(hosts, ports, strict=True)]
+        self.tls = devtls.ensure(tls_dir, list(hosts)) if tls_dir is not None else None
+        """With `tls_dir`: the CA (`self.tls.ca`, what clients verify with) and certificate."""
         spaces = list(netns) if netns else [None] * len(hosts)
         self.nodes = [
             NatsNode(
@@ -166,9 +195,22 @@ class NatsCluster:
                 monitor_port=mon,
                 routes=routes,
                 netns=spaces[i],
+                keys=keys,
+                tls=self.tls,
             )
             for i, (host, (client, cluster, mon)) in enumerate(zip(hosts, ports, strict=True))
         ]
+
+    def credential(self, identity: str) -> Path:
+        """The path of an identity's seed (what RUNLOOM_NATS_CREDENTIALS names)."""
+        from runloom.devkit import busauth
+
+        return busauth.credential(self.home, identity)
+
+    @property
+    def ca(self) -> str:
+        """The CA file clients verify the nodes with (RUNLOOM_NATS_CA); empty without TLS."""
+        return str(self.tls.ca) if self.tls is not None else ""
 
     @property
     def urls(self) -> str:

@@ -231,11 +231,14 @@ class NatsServer(ChildProcess):
         port: int,
         *,
         sync_interval: str = "always",
+        authorization: str = "",
         max_file_store: int | str | None = None,
     ) -> None:
         self.root = root
         self.port = port
         self.sync_interval = sync_interval
+        self.authorization = authorization
+        """The `authorization` block (`devkit.busauth.prepare`); empty: no authentication."""
         self.max_file_store = max_file_store
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = root / "nats-server.log"
@@ -259,11 +262,20 @@ class NatsServer(ChildProcess):
                     f"  sync_interval: {self.sync_interval}",
                     *self._store_limit(),
                     "}",
+                    self.authorization,
                     "",
                 ]
             )
         )
+        conf.chmod(0o600)
         return conf
+
+    def reload(self) -> None:
+        """SIGHUP: the server rereads its configuration (new users, permissions) and keeps
+        its connections; a client whose user is gone is disconnected."""
+        self.write_config()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def _store_limit(self) -> list[str]:
         limit = self.max_file_store

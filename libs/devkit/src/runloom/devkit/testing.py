@@ -6,7 +6,10 @@ Loaded for every test by `-p runloom.devkit.testing` (root pyproject). Fixtures:
   `.restart()` on the same data folder, for fault tests).
 - `settings`: `Settings` pointing at them; its database URL is the superuser's, with a
   search_path over every service's schema (unqualified table names work in tests).
-- `nc`, `js`: a connected NATS client and its JetStream context, streams provisioned.
+- `nc`, `js`: a NATS client connected as `admin` and its JetStream context, streams
+  provisioned. nats-server requires authentication: each identity's nkey seed is under
+  `settings.home/secrets/nats` (`devkit.busauth`); `nats_as("gateway")` connects as a service
+  (a test acting as that service), and `platform` hands each process only its own.
 - `pool`: an asyncpg pool on the migrated database (the superuser's, every schema visible).
 - `service_database_urls`: service -> the URL of its own role (least privilege), which the
   `platform` processes connect with.
@@ -144,7 +147,11 @@ def servers() -> Iterator[Servers]:
             cleanup.callback(_quietly, s.nats.stop)
             cleanup.callback(_quietly, s.postgres.stop)
         else:
-            nats = NatsServer(root / "nats", free_port())
+            from runloom.devkit import busauth
+
+            nats = NatsServer(
+                root / "nats", free_port(), authorization=busauth.prepare(root / "home")
+            )
             cleanup.callback(_quietly, nats.stop)
             nats.start()
             if os.geteuid() == 0:
@@ -159,13 +166,15 @@ def servers() -> Iterator[Servers]:
 
 @pytest.fixture(scope="session")
 def settings(servers: Servers) -> Settings:
-    from runloom.devkit import database
+    from runloom.devkit import busauth, database
 
+    home = servers.root / "home"
     return replace(
         Settings.from_env(),
         nats_url=servers.nats_url,
         database_url=database.admin_url(servers.database_url),
-        home=servers.root / "home",
+        home=home,
+        nats_credentials=str(busauth.credential(home, "admin")),
     )
 
 
@@ -193,7 +202,7 @@ async def _provisioned(servers: Servers, settings: Settings) -> None:
     from runloom.runtime import bus
 
     await database.provision(servers.database_url, _passwords())
-    nc = await bus.connect(settings.effective_nats_url, "runloom-tests-provision")
+    nc = await bus.connect_as(settings, "runloom-tests-provision")
     try:
         await bus.provision(nc.jetstream(), settings)
     finally:
@@ -204,12 +213,37 @@ async def _provisioned(servers: Servers, settings: Settings) -> None:
 async def nc(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
     from runloom.runtime import bus
 
-    client = await bus.connect(settings.effective_nats_url, "runloom-tests")
+    client = await bus.connect_as(settings, "runloom-tests")
     try:
         yield client
     finally:
         with contextlib.suppress(Exception):
             await client.close()
+
+
+@pytest.fixture
+async def nats_as(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
+    """`await nats_as("billing")`: a client connected as that identity (closed after the test);
+    `nats_as(None)` connects with no credential at all."""
+    from runloom.devkit import busauth
+    from runloom.runtime import bus
+
+    clients: list[Any] = []
+
+    async def connect(identity: str | None, **kwargs: Any) -> Any:
+        cred = str(busauth.credential(settings.home, identity)) if identity else ""
+        client = await bus.connect(
+            settings.effective_nats_url, f"test-{identity}", credentials=cred, **kwargs
+        )
+        clients.append(client)
+        return client
+
+    try:
+        yield connect
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 @pytest.fixture
@@ -231,13 +265,18 @@ async def pool(settings: Settings, _provisioned: None) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="session")
 def nats_cluster() -> Iterator[Any]:
-    """A 3-node JetStream cluster on loopback (`devkit.cluster.NatsCluster`), one per session:
-    a test that kills, pauses or cuts off nodes brings them back before it ends."""
+    """A 3-node JetStream cluster on loopback (`devkit.cluster.NatsCluster`), one per session,
+    as cluster mode runs it: authentication (seeds in its root) and TLS for clients and routes
+    (`.ca`, `.credential(identity)`). A test that kills, pauses or cuts off nodes brings them
+    back before it ends."""
     from runloom.devkit.cluster import NatsCluster
 
     root = Path(tempfile.mkdtemp(prefix="runloom-cluster-"))
     c = NatsCluster(
-        root, ["127.0.0.1"] * 3, [(free_port(), free_port(), free_port()) for _ in "abc"]
+        root,
+        ["127.0.0.1"] * 3,
+        [(free_port(), free_port(), free_port()) for _ in "abc"],
+        tls=True,
     )
     try:
         c.start()
@@ -252,7 +291,12 @@ async def cluster_js(nats_cluster: Any, settings: Settings) -> AsyncIterator[Any
     """JetStream on `nats_cluster` (every server's address), streams provisioned R3."""
     from runloom.runtime import bus
 
-    nc = await bus.connect(nats_cluster.urls, "test-cluster")
+    nc = await bus.connect(
+        nats_cluster.urls,
+        "test-cluster",
+        credentials=nats_cluster.credential("admin"),
+        ca=nats_cluster.ca,
+    )
     try:
         js = nc.jetstream()
         await bus.provision(js, replace(settings, nats_url=nats_cluster.urls, stream_replicas=3))
@@ -311,7 +355,13 @@ class Platform:
 
         replica = replica or str(1 + sum(1 for p in self.procs.values() if p.service == service))
         port = free_port()  # each process its own management port (/metrics, /readyz)
-        env = {**self.env, "RUNLOOM_MANAGEMENT_PORT": str(port)}
+        from runloom.devkit import busauth
+
+        env = {
+            **self.env,
+            "RUNLOOM_MANAGEMENT_PORT": str(port),
+            "RUNLOOM_NATS_CREDENTIALS": str(busauth.credential(self.settings.home, service)),
+        }
         proc = ServiceProcess(service, env, self.root / "logs", replica=replica)
         proc.start()
         self.procs[proc.name] = proc

@@ -321,10 +321,19 @@ async def projection_consumers(nc: NATS) -> list[str]:
 # -- the two operations ----------------------------------------------------------------------
 
 
-async def _connect(url: str, name: str) -> NATS:
-    """A connection that gives up (with what to check) when no server answers at once."""
+async def _connect(url: str, name: str, credentials: str = "", ca: str = "") -> NATS:
+    """A connection that gives up (with what to check) when no server answers at once; as
+    the admin identity when `credentials` names its seed (only admin reads and makes
+    streams)."""
     try:
-        return await bus.connect(url, name, max_reconnect_attempts=1, reconnect_time_wait=0.5)
+        return await bus.connect(
+            url,
+            name,
+            credentials=credentials,
+            ca=ca,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.5,
+        )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         raise BackupError(
             f"no NATS server answers at {url} ({type(exc).__name__}); is the platform running "
@@ -350,6 +359,8 @@ async def take(
     *,
     extras: Mapping[str, Path] | None = None,
     dumped: Path | None = None,
+    credentials: str = "",
+    ca: str = "",
 ) -> Report:
     """An online backup of the platform into `root` (new or empty). `extras`: files copied
     in as `extra/<name>` (mode 600) and checksummed with the rest (a local home's API key).
@@ -358,7 +369,7 @@ async def take(
     from importlib.metadata import version
 
     started = time.monotonic()
-    nc = await _connect(nats_url, "runloom-backup")
+    nc = await _connect(nats_url, "runloom-backup", credentials, ca)
     try:
         _prepare_dir(root)
         missing = [n for n in stream_names() if await _stream_info(nc, n) is None]
@@ -431,7 +442,13 @@ def _tool_version(name: str) -> str:
 
 
 async def restore(
-    nats_url: str, database_url: str, root: Path, *, replicas: int | None = None
+    nats_url: str,
+    database_url: str,
+    root: Path,
+    *,
+    replicas: int | None = None,
+    credentials: str = "",
+    ca: str = "",
 ) -> dict[str, Any]:
     """Restore the backup in `root` into empty servers; returns its manifest. `replicas`: each
     stream's replica count on the target (a cluster's backup restored on one server: 1).
@@ -440,7 +457,7 @@ async def restore(
     then the projections' consumers are dropped (services re-create them and catch up), then
     PostgreSQL. Refused when a stream of ours or a service schema already exists."""
     manifest = verify(root)
-    nc = await _connect(nats_url, "runloom-restore")
+    nc = await _connect(nats_url, "runloom-restore", credentials, ca)
     try:
         present = [n for n in manifest["streams"] if await _stream_info(nc, n) is not None]
         if present:

@@ -8,9 +8,13 @@ which handles each message in a CONSUMER span and dead-letters what it cannot ap
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.constants
 import contextlib
 import dataclasses
 import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,7 +28,7 @@ from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.contracts.headers import Header
 from runloom.contracts.types import now
-from runloom.runtime import metrics
+from runloom.runtime import access, metrics
 from runloom.runtime.config import Settings
 from runloom.runtime.telemetry import destination_template, inject_headers, producer_span
 
@@ -41,6 +45,7 @@ PING_INTERVAL_S = 2.0
 at most (MAX_OUTSTANDING_PINGS + 1) intervals, and the client then moves to another server.
 nats-py's default (120 s) kept clients on a partitioned cluster node for the whole partition."""
 MAX_OUTSTANDING_PINGS = 2
+TLS_SHUTDOWN_TIMEOUT_S = 1.0
 
 
 _V1_ACK_TOKENS = 9
@@ -56,12 +61,24 @@ def stream_seq(msg: Msg) -> int:
     return int(tokens[5] if len(tokens) == _V1_ACK_TOKENS else tokens[Msg.Ack.StreamSeq])
 
 
-async def connect(url: str, name: str, **kwargs: Any) -> NATS:
+async def connect(
+    url: str,
+    name: str,
+    *,
+    credentials: str | Path = "",
+    ca: str | Path = "",
+    **kwargs: Any,
+) -> NATS:
     """Connect with reconnects forever: a restarted nats-server is picked up again.
 
     `url` may list every server of a cluster, comma-separated; the client then fails over
     between them (and learns the others from the cluster). A silent server is given up
-    within about 6 s (`PING_INTERVAL_S`)."""
+    within about 6 s (`PING_INTERVAL_S`).
+
+    `credentials`: the path of an identity's nkey seed file (`<identity>.nk`): the client
+    authenticates as that identity and takes its replies on the identity's own inbox prefix
+    (`access.inbox_prefix`), the only inbox its permissions let it read. `ca`: a CA
+    certificate file; the connection is then TLS and the server's certificate is verified."""
 
     async def _error_cb(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -75,7 +92,29 @@ async def connect(url: str, name: str, **kwargs: Any) -> NATS:
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         "error_cb": _error_cb,
     }
+    if credentials:
+        path = Path(credentials)
+        options["nkeys_seed"] = str(path)
+        options["inbox_prefix"] = access.inbox_prefix(access.identity_of(path))
+    if ca:
+        options["tls"] = ssl.create_default_context(cafile=str(ca))
+        # nats-py waits for a TLS connection to close before it moves to another server, and
+        # asyncio gives a silent (partitioned, SIGSTOPped) peer 30 s to answer the TLS
+        # close_notify: failover took 30 s instead of the ping's 6. nats-py does not pass
+        # start_tls a shutdown timeout, so the default is lowered for this process.
+        asyncio.constants.SSL_SHUTDOWN_TIMEOUT = TLS_SHUTDOWN_TIMEOUT_S
     return await nats.connect([u.strip() for u in url.split(",") if u.strip()], **options | kwargs)
+
+
+async def connect_as(settings: Settings, name: str, **kwargs: Any) -> NATS:
+    """`connect` with the process's own credential and CA from its settings."""
+    return await connect(
+        settings.effective_nats_url,
+        name,
+        credentials=settings.nats_credentials,
+        ca=settings.nats_ca,
+        **kwargs,
+    )
 
 
 def stream_configs(settings: Settings) -> list[js_api.StreamConfig]:

@@ -11,13 +11,40 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def secret(value: str, file_variable: str, *, optional: bool = False) -> str:
+    """`value`, or when the variable `file_variable` (`<NAME>_FILE`) names a file, that file's
+    content: a secret mounted as a file (Kubernetes) never sits in the environment. An
+    `optional` secret's file may be absent (an optional Secret not made): `value` then."""
+    path = os.environ.get(file_variable)
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except FileNotFoundError:
+        if optional:
+            return value
+        raise ValueError(f"{file_variable}={path}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"{file_variable}={path}: cannot read it ({exc.strerror})") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime settings; `Settings.from_env()` reads `RUNLOOM_*` variables."""
 
     home: Path = field(default_factory=lambda: Path(_env("RUNLOOM_HOME", ".runloom")).resolve())
     nats_url: str = field(default_factory=lambda: _env("RUNLOOM_NATS_URL", ""))
-    database_url: str = field(default_factory=lambda: _env("RUNLOOM_DATABASE_URL", ""))
+    database_url: str = field(
+        default_factory=lambda: secret(
+            _env("RUNLOOM_DATABASE_URL", ""), "RUNLOOM_DATABASE_URL_FILE"
+        )
+    )
+    nats_credentials: str = field(default_factory=lambda: _env("RUNLOOM_NATS_CREDENTIALS", ""))
+    """Path of this process's own NATS credential, `<identity>.nk` (an nkey seed, mode 600);
+    empty: connect without one (a server that requires authentication refuses)."""
+    nats_ca: str = field(default_factory=lambda: _env("RUNLOOM_NATS_CA", ""))
+    """Path of the CA certificate that signed the NATS servers' certificates: with it, the
+    client speaks TLS and verifies the server (cluster mode, Kubernetes)."""
     nats_port: int = field(default_factory=lambda: int(_env("RUNLOOM_NATS_PORT", "14222")))
     postgres_port: int = field(default_factory=lambda: int(_env("RUNLOOM_POSTGRES_PORT", "15432")))
     gateway_host: str = field(default_factory=lambda: _env("RUNLOOM_GATEWAY_HOST", "127.0.0.1"))
@@ -43,7 +70,11 @@ class Settings:
     openai_base_url: str = field(
         default_factory=lambda: _env("RUNLOOM_OPENAI_BASE_URL", "https://api.openai.com/v1")
     )
-    openai_api_key: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_API_KEY", ""))
+    openai_api_key: str = field(
+        default_factory=lambda: secret(
+            _env("RUNLOOM_OPENAI_API_KEY", ""), "RUNLOOM_OPENAI_API_KEY_FILE", optional=True
+        )
+    )
     openai_model: str = field(default_factory=lambda: _env("RUNLOOM_OPENAI_MODEL", "gpt-4o-mini"))
     otel_exporter: str = field(default_factory=lambda: _env("RUNLOOM_OTEL_EXPORTER", ""))
     """none | console | otlp; empty: otlp when an OTEL_EXPORTER_OTLP_*ENDPOINT is set."""

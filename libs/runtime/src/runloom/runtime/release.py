@@ -48,10 +48,11 @@ async def open_pool(
 async def prepare(
     js: JetStreamContext, pool: asyncpg.Pool, settings: Settings, service: str
 ) -> None:
-    """Provision the streams and migrate the service's schema (RUNLOOM_MIGRATE_ON_START, the
-    default), or wait for the release."""
+    """Migrate the service's schema (RUNLOOM_MIGRATE_ON_START, the default) once the streams
+    are there, or wait for the release. Streams are the admin identity's to make (`runloom up`,
+    the release Job): a service may not create, change or delete one."""
     if settings.migrate_on_start:
-        await bus.provision(js, settings)
+        await wait_for_release(js, pool, settings, ())
         await db.migrate(pool, service)
         return
     await wait_for_release(js, pool, settings, (service,))

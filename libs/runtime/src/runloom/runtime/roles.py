@@ -157,6 +157,16 @@ URL_VARIABLES = {
 Job, a local supervisor); a service process itself reads RUNLOOM_DATABASE_URL."""
 
 
+URL_FILE_VARIABLES = {
+    "gateway": "RUNLOOM_DATABASE_URL_GATEWAY_FILE",
+    "orchestrator": "RUNLOOM_DATABASE_URL_ORCHESTRATOR_FILE",
+    "deliverables": "RUNLOOM_DATABASE_URL_DELIVERABLES_FILE",
+    "billing": "RUNLOOM_DATABASE_URL_BILLING_FILE",
+    "webhooks": "RUNLOOM_DATABASE_URL_WEBHOOKS_FILE",
+}
+"""The same URLs as files (a Secret mounted as a file: the release Job in Kubernetes)."""
+
+
 def url_variable(service: str) -> str:
     return URL_VARIABLES[service]
 

@@ -59,7 +59,7 @@ async def serve(name: str, settings: Settings, body: Body) -> None:
     management = ManagementServer(settings.management_host, settings.management_port)
     await management.start()
     try:
-        nc = await bus.connect(settings.effective_nats_url, f"{name}-{replica_suffix()}")
+        nc = await bus.connect_as(settings, f"{name}-{replica_suffix()}")
         management.add_check("nats", nats_check(nc))
         js = nc.jetstream()
         if settings.migrate_on_start:

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import asyncpg
 import msgspec
+from runloom.billing.access import LEDGER_DURABLE as CONSUMER
 from runloom.contracts import subjects
 from runloom.contracts.events import Event, UsageRecorded
 from runloom.runtime.bus import PoisonMessage
@@ -22,7 +23,6 @@ from runloom.runtime.consumer import Consumer, Delivery
 log = logging.getLogger(__name__)
 
 USAGE_TYPE = "usage.recorded"
-CONSUMER = "billing-ledger"
 
 
 async def record(pool: asyncpg.Pool, event: Event, price_version: str | None = None) -> bool:

@@ -22,6 +22,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from runloom.billing import metrics
+from runloom.billing.access import QUEUE
 from runloom.billing.accounts import Accounts, Reply, Request
 from runloom.billing.queries import Queries
 from runloom.contracts import operations as ops
@@ -29,8 +30,6 @@ from runloom.contracts.commands import ReserveReply
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger(__name__)
-
-QUEUE = "billing"
 
 
 class Batcher:

@@ -30,13 +30,13 @@ from runloom.contracts.commands import (
     RunDeliverablesReply,
     RunDeliverablesRequest,
 )
+from runloom.deliverables.access import QUEUE
 from runloom.deliverables.store import ArtifactStore
 from runloom.runtime import erasure
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger(__name__)
 
-QUEUE = "deliverables"
 ERASED_TABLES = (erasure.Owned("artifacts"), erasure.Owned("deliverable_jobs"))
 
 

@@ -14,6 +14,7 @@ import logging
 
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeliverableJob
+from runloom.deliverables.access import DURABLE, FILTER
 from runloom.deliverables.jobs import LOCK_WAIT_S, JobRunner
 from runloom.deliverables.options import Options
 from runloom.deliverables.queries import Queries, responder
@@ -26,9 +27,6 @@ from runloom.runtime.metrics import consumer_gauges
 from runloom.runtime.service import ServiceContext, serve
 
 log = logging.getLogger("runloom.deliverables")
-
-DURABLE = "deliverables"
-FILTER = subjects.DELIVERABLE_JOBS
 
 
 def jobs(runner: JobRunner, options: Options) -> Consumer[DeliverableJob]:

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def _serving(app: FastAPI, management: ManagementServer) -> AsyncIterator[None]:
-        nc = await bus.connect(settings.effective_nats_url, f"gateway-{replica_suffix()}")
+        nc = await bus.connect_as(settings, f"gateway-{replica_suffix()}")
         js = nc.jetstream()
         if settings.migrate_on_start:
             await db.ensure_database(settings.effective_database_url)

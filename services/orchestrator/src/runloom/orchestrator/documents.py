@@ -38,12 +38,12 @@ from runloom.contracts.commands import (
     ListDocumentsRequest,
 )
 from runloom.corpus import store
+from runloom.orchestrator.access import QUEUE
 from runloom.runtime import erasure
 from runloom.runtime.responder import Responder, Route
 
 log = logging.getLogger("runloom.orchestrator.documents")
 
-QUEUE = "orchestrator"
 ERASED_TABLES = (
     erasure.Owned("chunk_embeddings", run_column=None),
     erasure.Owned("chunks", run_column=None),

@@ -39,6 +39,7 @@ from runloom.contracts.events import (
     decode_event,
 )
 from runloom.orchestrator import dispatch, documents, metrics, retrieval
+from runloom.orchestrator.access import DRIVE_DURABLE, DRIVE_FILTER, DURABLE, FILTER
 from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
@@ -53,11 +54,6 @@ from runloom.runtime.service import ServiceContext, serve
 from runloom.runtime.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger("runloom.orchestrator")
-
-DURABLE = "orchestrator"
-FILTER = subjects.RUN_COMMANDS
-DRIVE_DURABLE = "orchestrator-drive"
-DRIVE_FILTER = subjects.DRIVE_COMMANDS
 
 
 def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:

@@ -18,9 +18,8 @@ from runloom.contracts.events import Event, payload_of
 from runloom.contracts.webhooks import WEBHOOK_EVENT_TYPES, body_of
 from runloom.runtime.consumer import Consumer, Delivery
 from runloom.webhooks import metrics
+from runloom.webhooks.access import DURABLE
 from runloom.webhooks.store import Pending, Store
-
-DURABLE = "webhooks"
 
 _encoder = msgspec.json.Encoder()
 

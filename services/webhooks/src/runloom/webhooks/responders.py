@@ -29,8 +29,6 @@ from runloom.webhooks import signing
 from runloom.webhooks.egress import EgressPolicy, Refused
 from runloom.webhooks.store import Store, delivery_view, endpoint_view
 
-QUEUE = "webhooks"
-
 
 class Management:
     def __init__(

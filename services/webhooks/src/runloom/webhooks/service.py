@@ -24,10 +24,11 @@ from runloom.runtime.responder import Responder
 from runloom.runtime.retry import Backoff
 from runloom.runtime.service import ServiceContext, serve
 from runloom.webhooks import metrics
+from runloom.webhooks.access import QUEUE
 from runloom.webhooks.dispatcher import Dispatcher, DispatchOptions
 from runloom.webhooks.egress import EgressPolicy
 from runloom.webhooks.intake import Intake
-from runloom.webhooks.responders import QUEUE, Management
+from runloom.webhooks.responders import Management
 from runloom.webhooks.sender import Sender
 from runloom.webhooks.store import RetryPolicy, Store
 
@@ -119,6 +120,9 @@ async def main(ctx: ServiceContext, options: WebhooksOptions | None = None) -> N
     dispatcher = Dispatcher(store, sender, ctx.js, options.dispatch)
     intake = Intake(store, on_enqueued=dispatcher.wake.set)
     declared = intake.consumer()
+    # The durable starts at the stream's next event: it must exist before any endpoint does,
+    # or the events between the two would reach nobody.
+    await consumer.ensure(ctx.js, declared)
     responder = Responder(
         ctx.nc,
         ctx.js,

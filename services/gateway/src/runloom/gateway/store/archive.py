@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.contracts.kinds import DEFAULT_SKILL
+from runloom.gateway.access import ARCHIVE_DURABLE
 from runloom.gateway.store import deliverable_view
 from runloom.runtime.bus import PoisonMessage, stream_seq
 from runloom.runtime.consumer import Consumer, Delivery, serve
@@ -36,7 +37,7 @@ from runloom.runtime.runstate import TERMINAL_STATUS
 
 log = logging.getLogger(__name__)
 
-DURABLE = "run-archive"
+DURABLE = ARCHIVE_DURABLE
 PROJECT_BATCH = 500
 LINGER_S = 0.05
 """How long the archive waits after a short batch before fetching again."""

@@ -1,0 +1,34 @@
+"""The gateway's identity on the bus: what it consumes, publishes and asks (see
+`runloom.runtime.access`; the nats-server permissions are generated from this)."""
+
+from __future__ import annotations
+
+from runloom.contracts import subjects
+from runloom.runtime.access import Durable, Identity, asked, served_by
+from runloom.runtime.erasure import SCANNED_STREAMS
+
+ARCHIVE_DURABLE = "run-archive"
+"""The RUN_EVENTS durable of the archive and the runs read model (`store.archive`)."""
+
+IDENTITY = Identity(
+    name="gateway",
+    consumes=(Durable(subjects.RUN_EVENTS_STREAM, ARCHIVE_DURABLE),),
+    serves=served_by("gateway"),
+    queue="gateway",
+    publishes=(subjects.RUN_EVENTS_SUBJECTS, subjects.START_RUN, subjects.RESUME_RUN),
+    requests=(
+        subjects.BILLING_BUDGET_GET,
+        subjects.BILLING_BUDGET_SET,
+        subjects.BILLING_USAGE_RUN,
+        subjects.BILLING_USAGE_RANGE,
+        *asked("corpus", "deliverables", "webhooks", erase=True),
+    ),
+    reads=(subjects.RUN_EVENTS_STREAM,),
+    buckets_read=(subjects.ARTIFACTS_BUCKET,),
+    buckets_write=(subjects.CORPUS_UPLOADS_BUCKET,),
+    # Erasure (DELETE /v1/runs, the retention sweeper, runtime.erasure): it purges the erased
+    # runs' subjects, deletes the messages naming them, keeps the job in its key-value bucket.
+    purges=(subjects.RUN_EVENTS_STREAM,),
+    deletes_from=SCANNED_STREAMS,
+    kv=(subjects.ERASURES_BUCKET,),
+)
