@@ -109,6 +109,8 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
 ) -> None:
     env = {
         **os.environ,
+        # The session's servers, and its home (where the bus credentials are).
+        "RUNLOOM_HOME": str(platform.settings.home),
         "RUNLOOM_NATS_URL": platform.settings.effective_nats_url,
         "RUNLOOM_DATABASE_URL": platform.settings.effective_database_url,
     }
@@ -159,7 +161,11 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         _run_cli, "restore", str(backup_dir), "--home", str(tmp_path / "busy"), env=env
     )
     assert refused.returncode == 1 and "is not empty" in refused.stdout, refused.stdout
-    clean = {k: v for k, v in env.items() if k not in ("RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL")}
+    clean = {
+        k: v
+        for k, v in env.items()
+        if k not in ("RUNLOOM_HOME", "RUNLOOM_NATS_URL", "RUNLOOM_DATABASE_URL")
+    }
     started = time.monotonic()
     await asyncio.to_thread(_cli, "restore", str(backup_dir), "--home", str(home), env=clean)
     restore_s = time.monotonic() - started
@@ -270,6 +276,7 @@ async def test_admin_backup_restores_into_empty_servers_and_refuses_live_ones(
     env = {
         **os.environ,
         "RUNLOOM_NATS_URL": settings.effective_nats_url,
+        "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,
         "RUNLOOM_DATABASE_URL": settings.effective_database_url,
     }
     done = await asyncio.to_thread(_admin, env, "backup", str(tmp_path / "b"))

@@ -40,7 +40,7 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from runloom.contracts import subjects
 from runloom.contracts.commands import EraseReply, EraseRequest
 from runloom.contracts.operations import ERASE, Answerer
@@ -115,12 +115,13 @@ async def bucket(js: JetStreamContext) -> Any:
 
 
 async def unfinished(js: JetStreamContext, idle_s: float) -> list[Job]:
-    """Jobs still `running` whose record has not moved for `idle_s` (their runner is gone)."""
-    kv = await bucket(js)
-    try:
-        keys = await kv.keys()
-    except (NoKeysError, NotFoundError):  # no key at all
-        return []
+    """Jobs still `running` whose record has not moved for `idle_s` (their runner is gone).
+
+    The keys come from the bucket stream's subjects (a stream info, no consumer: the
+    gateway's identity may not create one on the bucket)."""
+    prefix = f"$KV.{subjects.ERASURES_BUCKET}."
+    info = await js.stream_info(f"KV_{subjects.ERASURES_BUCKET}", subjects_filter=f"{prefix}>")
+    keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=idle_s)
     out = []
     for key in keys:
