@@ -241,6 +241,8 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
             up.wait(60)
         except subprocess.TimeoutExpired:
             up.kill()
+        # As root the restored home's PostgreSQL data lives under /var/lib/runloom: not left.
+        PostgresServer(home / "postgres", 0).remove_data()
     print(
         f"\nrestore drill: backup {size / 1e6:.2f} MB in {backup_s:.2f} s "
         f"(events up to stream seq {point}); restore {restore_s:.2f} s; "

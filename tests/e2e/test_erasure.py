@@ -28,8 +28,10 @@ import pytest
 from runloom.contracts import subjects
 from runloom.contracts.commands import DeadLetter
 from runloom.contracts.types import now
+from runloom.contracts.webhooks import WEBHOOK_EVENT_TYPES
+from runloom.devkit.receiver import WebhookReceiver
 from runloom.devkit.supervisor import SERVICES
-from runloom.devkit.testing import artifact_digests, wait_ended
+from runloom.devkit.testing import artifact_digests, wait_ended, wait_usage
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus, db, erasure
 
@@ -137,6 +139,7 @@ async def _stream_traces(js: Any, run_ids: list[str], marks: list[str]) -> dict[
     return found
 
 
+@pytest.mark.platform_env(RUNLOOM_WEBHOOKS_ALLOW_LOCAL="true")
 async def test_tenant_delete_resumes_after_a_crash_and_leaves_no_trace(
     platform: Any, corpus: str, pool: Any, nc: Any, js: Any
 ) -> None:
@@ -151,9 +154,17 @@ async def test_tenant_delete_resumes_after_a_crash_and_leaves_no_trace(
     await seed_default_corpus(pool, other_tenant)
     headers = {"Authorization": f"Bearer {other_key}"}
     async with (
+        WebhookReceiver() as receiver,
         httpx.AsyncClient(base_url=platform.url, headers=platform.headers(), timeout=30) as mine,
         httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=30) as theirs,
     ):
+        hooks = {}
+        for name, client in (("mine", mine), ("theirs", theirs)):
+            r = await client.post(
+                "/v1/webhooks", json={"url": receiver.url, "events": list(WEBHOOK_EVENT_TYPES)}
+            )
+            assert r.status_code == 201, r.text
+            hooks[name] = r.json()["id"]
         (run_a, doc_a), (run_b, _doc_b) = await asyncio.gather(
             _tenant_with_a_run(mine, ERASURE_QUESTION), _tenant_with_a_run(theirs, kind="slides")
         )
@@ -222,6 +233,8 @@ async def test_tenant_delete_resumes_after_a_crash_and_leaves_no_trace(
         # The erased tenant's key no longer opens anything; the other tenant is untouched.
         assert (await mine.get(f"/v1/runs/{run_a}")).status_code == 401
         assert await _history(theirs, run_b) == b_history
+        listed = (await theirs.get("/v1/webhooks")).json()["webhooks"]
+        assert [h["id"] for h in listed] == [hooks["theirs"]]
         assert await artifact_digests(theirs, run_b) == b_arts
         r = await theirs.post("/v1/runs", json={"question": "How do generators work?"})
         assert (await wait_ended(theirs, r.json()["id"], 120))["ended_by"] == "run.completed"
@@ -235,13 +248,14 @@ async def test_a_tenant_deletes_its_own_ended_run(
         base_url=platform.url, headers=platform.headers(), timeout=30
     ) as client:
         run_id, _doc = await _tenant_with_a_run(client)
+        calls = sum(e["type"] == "usage.recorded" for _c, e in await _history(client, run_id))
+        await wait_usage(client, run_id, calls)
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        usage = {"from": today, "to": today, "group_by": "model"}
+        before = (await client.get("/v1/usage", params=usage)).json()
         other = {"Authorization": f"Bearer {other_key}"}
         r = await client.delete(f"/v1/runs/{run_id}", headers=other)
         assert r.status_code == 404, r.text
-        r = await client.post("/v1/runs", json={"question": "How do Python generators work?"})
-        going = r.json()["id"]
-        r = await client.delete(f"/v1/runs/{going}")
-        assert r.status_code == 409 and "cancel it" in r.json()["detail"], r.text
 
         r = await client.delete(f"/v1/runs/{run_id}")
         assert r.status_code == 200, r.text
@@ -254,6 +268,14 @@ async def test_a_tenant_deletes_its_own_ended_run(
         tables = await _traces(pool, [run_id])
         assert not any(tables.values()), tables
         assert await erasure.count_subject(js, subjects.run_events(run_id)) == 0
+        # The run's usage stays in the tenant's reports, in aggregate.
+        after = (await client.get("/v1/usage", params=usage)).json()
+        assert after["groups"] == before["groups"] and before["groups"], (before, after)
+
+        r = await client.post("/v1/runs", json={"question": "How do Python generators work?"})
+        going = r.json()["id"]
+        r = await client.delete(f"/v1/runs/{going}")
+        assert r.status_code == 409 and "cancel it" in r.json()["detail"], r.text
         await wait_ended(client, going, 120)
 
 

@@ -7,8 +7,14 @@ async def test_gateway_answers_health_and_problem_json(platform):
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         checks = ready.json()["checks"]
-        # NATS, PostgreSQL, and each consumer of the gateway (its archive) taking its work.
-        assert checks == {"nats": "ok", "postgres": "ok", "consumer RUN_EVENTS/run-archive": "ok"}
+        # NATS, PostgreSQL, each consumer of the gateway (its archive) taking its work, and its
+        # responder (erase.gateway) answering.
+        assert checks == {
+            "nats": "ok",
+            "postgres": "ok",
+            "consumer RUN_EVENTS/run-archive": "ok",
+            "responder gateway": "ok",
+        }
         missing = await client.get("/v1/nothing-here")
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("application/problem+json")

@@ -27,6 +27,7 @@ class Running:
     management: Management
     tenant: str
     stop: asyncio.Event
+    dispatcher: Dispatcher
 
 
 def fast_retry(**kw: Any) -> RetryPolicy:
@@ -34,18 +35,23 @@ def fast_retry(**kw: Any) -> RetryPolicy:
 
 
 @contextlib.asynccontextmanager
-async def serving(js: Any, pool: Any, retry: RetryPolicy) -> AsyncIterator[Running]:
+async def serving(
+    js: Any, pool: Any, retry: RetryPolicy, tenant: str | None = None
+) -> AsyncIterator[Running]:
+    """One replica of the service in this process (`tenant`: the test's, made up if None)."""
     policy = EgressPolicy(allow_local=True)
     store = Store(pool, retry)
     sender = Sender(policy, timeout_s=5)
     dispatcher = Dispatcher(store, sender, js, DispatchOptions(poll_s=0.05))
     intake = Intake(store, on_enqueued=dispatcher.wake.set)
     stop = asyncio.Event()
+    await consumer.ensure(js, intake.consumer())  # as the service does before it takes requests
     tasks = [
         asyncio.create_task(consumer.serve(intake.consumer(), js, stop)),
         asyncio.create_task(dispatcher.run(stop)),
     ]
-    running = Running(store, Management(store, policy), f"t-{uuid.uuid4().hex[:10]}", stop)
+    tenant = tenant or f"t-{uuid.uuid4().hex[:10]}"
+    running = Running(store, Management(store, policy), tenant, stop, dispatcher)
     try:
         yield running
     finally:

@@ -35,6 +35,21 @@ async def register(running: Any, url: str, events: Any = WEBHOOK_EVENT_TYPES) ->
     return reply
 
 
+async def all_delivered(running: Any, endpoint_id: str, count: int) -> list[Any]:
+    """The endpoint's deliveries once `count` are recorded delivered (a receiver sees a request
+    a moment before the sender records its answer)."""
+    request = ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=endpoint_id)
+    deadline = time.monotonic() + 20
+    while True:
+        listed = await running.management.deliveries(request)
+        assert listed.found
+        if sum(d.status == "delivered" for d in listed.deliveries) == count:
+            assert len(listed.deliveries) == count
+            return list(listed.deliveries)
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.05)
+
+
 async def runs(js: Any, tenant: str, count: int) -> dict[str, list[Any]]:
     """`count` runs, their events appended interleaved; each run's events by seq."""
     log = EventLog(js, "test/webhooks")
@@ -68,17 +83,8 @@ async def test_a_failing_receiver_gets_every_event_verified_in_order_once(js, ru
         assert {b["event_id"] for b in done} == {events[-1].id for events in history.values()}
         assert done[0]["type"] == "run.completed" and done[0]["data"] == {"summary": "done"}
 
-        # The receiver has answered 2xx; the service records each answer right after it.
-        ask = ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=everything.endpoint.id)
-        deadline = time.monotonic() + 20
-        while True:
-            listed = await running.management.deliveries(ask)
-            assert listed.found and len(listed.deliveries) == len(expected)
-            if all(d.status == "delivered" for d in listed.deliveries):
-                break
-            assert time.monotonic() < deadline, listed
-            await asyncio.sleep(0.05)
-        assert max(d.attempts for d in listed.deliveries) > 1
+        listed = await all_delivered(running, everything.endpoint.id, len(expected))
+        assert max(d.attempts for d in listed) > 1
 
 
 async def test_during_a_rotation_both_secrets_verify_and_after_it_only_the_new(js, running) -> None:
@@ -203,3 +209,23 @@ async def test_settled_deliveries_are_forgotten_after_their_time_pending_ones_ne
         assert await running.store.forget(14 * 86400.0) == 1
         [left] = (await running.management.deliveries(request)).deliveries
         assert left.status == "pending"
+
+
+async def test_two_replicas_share_the_work_in_order_and_send_each_event_once(js, pool) -> None:
+    async with (
+        serving(js, pool, fast_retry()) as one,
+        serving(js, pool, fast_retry(), tenant=one.tenant) as two,
+        WebhookReceiver(answer=lambda n: 503 if n % 3 == 0 else 204) as receiver,
+    ):
+        created = await register(one, receiver.url)
+        history = await runs(js, one.tenant, 4)
+        expected = {e.id for events in history.values() for e in events if e.type != "step.started"}
+        await receiver.wait_for(lambda r: r.ids() == expected, timeout=40)
+        got = in_order_once(receiver, verified(receiver, [created.secret]))
+        assert got == {
+            run_id: [e.seq for e in events if e.type != "step.started"]
+            for run_id, events in history.items()
+        }
+        # Leased, never sent twice at once: each event was answered 2xx exactly once.
+        assert len(receiver.delivered()) == len(expected)
+        await all_delivered(two, created.endpoint.id, len(expected))

@@ -9,6 +9,7 @@ from typing import Any
 
 from runloom.contracts.events import RunCompleted, RunCreated, RunStarted
 from runloom.contracts.ids import new_id
+from runloom.contracts.webhooks import ListDeliveriesRequest
 from runloom.devkit.receiver import WebhookReceiver, in_order_once, verified
 from runloom.runtime.eventlog import EventLog
 
@@ -36,7 +37,18 @@ async def test_nats_killed_mid_backoff_loses_nothing(js, servers, running) -> No
         for payload in (RunCreated(question="q"), RunStarted(worker="w")):
             for run_id in runs:
                 sent[run_id].append((await log.append(run_id, running.tenant, payload)).seq)
-        await receiver.wait_for(lambda r: len(r.requests) >= 2, timeout=20)  # failing now
+        # Every delivery stored, each run's first tried and failed, and the dispatcher knows the
+        # intake is past all four (so they may go while NATS is away):
+        last = (await js.stream_info("RUN_EVENTS")).state.last_seq
+        request = ListDeliveriesRequest(tenant_id=running.tenant, endpoint_id=hook.endpoint.id)
+        deadline = time.monotonic() + 20
+        while True:
+            listed = (await running.management.deliveries(request)).deliveries
+            tried = sum(d.attempts >= 1 for d in listed)
+            if len(listed) == 4 and tried >= 2 and running.dispatcher.floor >= last:
+                break
+            assert time.monotonic() < deadline, (listed, running.dispatcher.floor, last)
+            await asyncio.sleep(0.05)
         servers.nats.kill()
         try:
             failing = False

@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from runloom.contracts.events import (
     TERMINAL_TYPES,
     ArtifactRef,
     ClarificationRequested,
+    DeliverableFailed,
+    DeliverableProgress,
+    DeliverableReady,
+    DeliverableRequested,
     Event,
+    PlanProposed,
+    PlanRevised,
     RateLimited,
+    RunCompleted,
     RunQueued,
     SourceFound,
     Usage,
@@ -191,6 +198,18 @@ def _apply(st: RunState, ev: Event) -> None:
         st.billing_wait = None
 
 
+P = TypeVar("P", bound=msgspec.Struct)
+
+
+def _typed(ev: Event, payload: type[P]) -> P | None:
+    """The event's data as its payload type, or None when it does not fit the contract: the
+    fold then skips the event's own changes, as it skips a type it does not know."""
+    try:
+        return msgspec.convert(ev.data, payload)
+    except msgspec.ValidationError:
+        return None
+
+
 def _get(data: dict[str, Any], key: str, default: Any = None) -> Any:
     value = data.get(key, default)
     return default if value is None else value
@@ -240,16 +259,20 @@ def _run_started(st: RunState, ev: Event) -> None:
 
 
 def _plan(st: RunState, ev: Event) -> None:
-    d = ev.data
+    plan: PlanProposed | PlanRevised | None = (
+        _typed(ev, PlanRevised) if ev.type == "plan.revised" else _typed(ev, PlanProposed)
+    )
+    if plan is None:
+        return
     old = {s.step_id: s for s in st.steps}
     steps = []
-    for p in _get(d, "steps", []):
-        prev = old.get(p["step_id"])
+    for p in plan.steps:
+        prev = old.get(p.step_id)
         s = StepState(
-            step_id=p["step_id"],
-            title=_get(p, "title", p["step_id"]),
-            kind=_step_kind(p.get("kind")),
-            parallel_group=p.get("parallel_group"),
+            step_id=p.step_id,
+            title=p.title or p.step_id,
+            kind=_step_kind(p.kind),
+            parallel_group=p.parallel_group,
         )
         if prev is not None:
             s.status, s.error, s.source_count = prev.status, prev.error, prev.source_count
@@ -376,50 +399,59 @@ def _content_stored(st: RunState, ev: Event) -> None:
     st.content_hash = d.get("content_hash")
 
 
-def _deliverable(st: RunState, d: dict[str, Any]) -> DeliverableState:
-    kind = d["kind"]
-    dv = st.deliverables.get(kind)
-    if dv is None or dv.job_id != d["job_id"]:
-        dv = DeliverableState(kind=kind, job_id=d["job_id"])
-        st.deliverables[kind] = dv
+def _deliverable(
+    st: RunState,
+    p: DeliverableRequested | DeliverableProgress | DeliverableReady | DeliverableFailed,
+) -> DeliverableState:
+    dv = st.deliverables.get(p.kind)
+    if dv is None or dv.job_id != p.job_id:
+        dv = DeliverableState(kind=p.kind, job_id=p.job_id)
+        st.deliverables[p.kind] = dv
     return dv
 
 
 def _deliverable_requested(st: RunState, ev: Event) -> None:
-    d = ev.data
-    _deliverable(st, d)
+    p = _typed(ev, DeliverableRequested)
+    if p is not None:
+        _deliverable(st, p)
 
 
 def _deliverable_progress(st: RunState, ev: Event) -> None:
-    d = ev.data
-    dv = _deliverable(st, d)
+    p = _typed(ev, DeliverableProgress)
+    if p is None:
+        return
+    dv = _deliverable(st, p)
     if dv.status != "ready":
         dv.status = "running"
-        dv.attempt = max(dv.attempt, int(_get(d, "attempt", 1)))
+        dv.attempt = max(dv.attempt, p.attempt)
         dv.will_retry = False
         dv.error = None
 
 
 def _deliverable_ready(st: RunState, ev: Event) -> None:
-    d = ev.data
-    dv = _deliverable(st, d)
+    p = _typed(ev, DeliverableReady)
+    if p is None:
+        return
+    dv = _deliverable(st, p)
     dv.status = "ready"
-    dv.attempt = max(dv.attempt, int(_get(d, "attempt", 1)))
-    dv.artifacts = [msgspec.convert(a, ArtifactRef) for a in _get(d, "artifacts", [])]
+    dv.attempt = max(dv.attempt, p.attempt)
+    dv.artifacts = list(p.artifacts)
     dv.will_retry = False
     dv.error = None
 
 
 def _deliverable_failed(st: RunState, ev: Event) -> None:
-    d = ev.data
-    dv = _deliverable(st, d)
+    p = _typed(ev, DeliverableFailed)
+    if p is None:
+        return
+    dv = _deliverable(st, p)
     if dv.status == "ready":
         return
     dv.status = "failed"
-    dv.attempt = max(dv.attempt, int(d["attempt"]))
-    dv.max_attempts = d.get("max_attempts")
-    dv.will_retry = bool(d.get("will_retry"))
-    dv.error = d.get("error")
+    dv.attempt = max(dv.attempt, p.attempt)
+    dv.max_attempts = p.max_attempts
+    dv.will_retry = p.will_retry
+    dv.error = p.error
 
 
 def _billing_waiting(st: RunState, ev: Event) -> None:
@@ -433,9 +465,9 @@ def _billing_resumed(st: RunState, ev: Event) -> None:
 
 
 def _run_completed(st: RunState, ev: Event) -> None:
-    d = ev.data
-    st.partial = bool(d.get("partial"))
-    st.missing = list(_get(d, "missing", []))
+    p = _typed(ev, RunCompleted)
+    if p is not None:
+        st.partial, st.missing = p.partial, list(p.missing)
 
 
 _HANDLERS = {

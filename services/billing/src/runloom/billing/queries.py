@@ -60,6 +60,7 @@ def _item(r: Any) -> UsageItem:
 
 
 ERASED_TABLES = (
+    erasure.Owned("billing_usage_rollup", run_column=None),
     erasure.Owned("billing_ledger"),
     erasure.Owned("billing_reservations"),
     erasure.Owned("billing_run_accounts"),
@@ -68,8 +69,30 @@ ERASED_TABLES = (
 )
 """Billing's tables holding a tenant's data, in the order they are emptied. Erasing runs (a
 tenant's request, retention) removes their ledger rows, reservations and run accounts; the
-month's spend stays in `billing_tenant_periods`, the aggregate invoices are made from. Only a
-whole tenant's erasure removes that and its budget."""
+month's spend stays in `billing_tenant_periods`, and what the ledger rows added up to moves
+into `billing_usage_rollup` (per day, kind, provider, model and tool) in the same transaction,
+so usage reports keep their totals. Only a whole tenant's erasure removes those and its
+budget."""
+
+_ROLL_UP = (
+    "INSERT INTO billing_usage_rollup AS r (tenant_id, day, kind, provider, model, tool, calls,"
+    " input_tokens, output_tokens, tool_calls, cost_usd)"
+    " SELECT tenant_id, (occurred_at AT TIME ZONE 'UTC')::date, kind, coalesce(provider, ''),"
+    "  coalesce(model, ''), coalesce(tool, ''), count(*), sum(input_tokens), sum(output_tokens),"
+    "  sum(tool_calls), sum(cost_usd)"
+    " FROM billing_ledger WHERE run_id = ANY($1::text[]) AND tenant_id = $2"
+    " GROUP BY 1, 2, 3, 4, 5, 6"
+    " ON CONFLICT (tenant_id, day, kind, provider, model, tool) DO UPDATE SET"
+    "  calls = r.calls + excluded.calls, input_tokens = r.input_tokens + excluded.input_tokens,"
+    "  output_tokens = r.output_tokens + excluded.output_tokens,"
+    "  tool_calls = r.tool_calls + excluded.tool_calls, cost_usd = r.cost_usd + excluded.cost_usd"
+)
+_ROLLUP_KEY = {
+    "day": "to_char(day, 'YYYY-MM-DD')",
+    "run": "'(erased runs)'",
+    "model": "CASE WHEN kind = 'tool' THEN 'tool:' || coalesce(nullif(tool, ''), '?')"
+    " ELSE coalesce(nullif(provider, ''), '?') || '/' || coalesce(nullif(model, ''), '?') END",
+}
 
 
 @dataclass(frozen=True)
@@ -79,7 +102,9 @@ class Queries:
     pool: asyncpg.Pool
 
     async def erase(self, req: EraseRequest) -> EraseReply:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not req.whole_tenant and req.run_ids:
+                await conn.execute(_ROLL_UP, list(req.run_ids), req.tenant_id)
             return EraseReply(removed=await erasure.erase_rows(conn, "billing", ERASED_TABLES, req))
 
     async def budget(self, req: BudgetGetRequest) -> BudgetReply:
@@ -146,12 +171,18 @@ class Queries:
 
     async def usage_range(self, req: UsageRangeRequest) -> UsageRangeReply:
         rows = await self.pool.fetch(
-            f"SELECT {_GROUP_KEY[req.group_by]} AS key, sum(cost_usd) AS cost_usd,"
-            " sum(input_tokens)::bigint AS input_tokens,"
+            "SELECT key, sum(cost_usd) AS cost_usd, sum(input_tokens)::bigint AS input_tokens,"
             " sum(output_tokens)::bigint AS output_tokens,"
-            " sum(tool_calls)::bigint AS tool_calls, count(*) AS calls"
-            " FROM billing_ledger WHERE tenant_id=$1 AND occurred_at >= $2 AND occurred_at < $3"
-            " GROUP BY 1 ORDER BY 1",
+            " sum(tool_calls)::bigint AS tool_calls, sum(calls)::bigint AS calls FROM ("
+            f" SELECT {_GROUP_KEY[req.group_by]} AS key, cost_usd, input_tokens, output_tokens,"
+            "  tool_calls, 1 AS calls"
+            "  FROM billing_ledger WHERE tenant_id=$1 AND occurred_at >= $2 AND occurred_at < $3"
+            # Erased runs' usage, by UTC day (a day counts when it starts within the range).
+            f" UNION ALL SELECT {_ROLLUP_KEY[req.group_by]}, cost_usd, input_tokens,"
+            "  output_tokens, tool_calls, calls FROM billing_usage_rollup WHERE tenant_id=$1"
+            "  AND day >= ($2 AT TIME ZONE 'UTC')::date"
+            "  AND day::timestamp < ($3 AT TIME ZONE 'UTC')"
+            ") AS u GROUP BY 1 ORDER BY 1",
             req.tenant_id,
             req.start,
             req.end,

@@ -24,6 +24,9 @@ from runloom.webhooks.store import Claimed, Store
 
 log = logging.getLogger(__name__)
 
+FLOOR_TIMEOUT_S = 0.5
+"""How long a round waits for the intake's ack floor."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class DispatchOptions:
@@ -78,8 +81,10 @@ class Dispatcher:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _refresh_floor(self) -> None:
-        """Every RUN_EVENTS message up to the intake's ack floor is stored or skipped."""
-        info = await self.js.consumer_info(subjects.RUN_EVENTS_STREAM, DURABLE)
+        """Every RUN_EVENTS message up to the intake's ack floor is stored or skipped. Bounded:
+        with NATS away, a round goes on with the floor it knew instead of waiting."""
+        async with asyncio.timeout(FLOOR_TIMEOUT_S):
+            info = await self.js.consumer_info(subjects.RUN_EVENTS_STREAM, DURABLE)
         floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
         self.floor = max(self.floor, floor)
 

@@ -120,6 +120,9 @@ async def main(ctx: ServiceContext, options: WebhooksOptions | None = None) -> N
     dispatcher = Dispatcher(store, sender, ctx.js, options.dispatch)
     intake = Intake(store, on_enqueued=dispatcher.wake.set)
     declared = intake.consumer()
+    # The durable starts at the stream's next event: it must exist before any endpoint does,
+    # or the events between the two would reach nobody.
+    await consumer.ensure(ctx.js, declared)
     responder = Responder(
         ctx.nc,
         ctx.js,

@@ -428,7 +428,7 @@ WITH heads AS (
 ), leased AS (
     UPDATE webhook_deliveries d SET leased_until = now() + make_interval(secs => $3)
     FROM due
-    WHERE d.id = due.id AND d.status = 'pending'
+    WHERE d.id = due.id AND d.status = 'pending' AND d.next_attempt_at <= now()
       AND (d.leased_until IS NULL OR d.leased_until < now())
     RETURNING d.id, d.endpoint_id, d.event_id, d.body, d.attempts, d.first_attempt_at
 )
