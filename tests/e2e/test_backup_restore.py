@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
+from runloom.devkit.embedded import NatsServer, PostgresServer, free_port, free_ports
+from runloom.devkit.supervisor import SERVICES
 from runloom.devkit.testing import artifact_digests, wait_ended
 from runloom.runtime import bus, db
 
@@ -171,7 +172,8 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         "RUNLOOM_NATS_PORT": str(free_port()),
         "RUNLOOM_POSTGRES_PORT": str(free_port()),
         "RUNLOOM_GATEWAY_PORT": str(gateway),
-        "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
+        # One management port per service process, consecutive from this one.
+        "RUNLOOM_MANAGEMENT_PORT": str(free_ports(len(SERVICES))),
     }
     up = _start_up(up_env, tmp_path / "up.out")
     started = time.monotonic()
