@@ -112,6 +112,7 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         # The session's servers, and its home (where the bus credentials are).
         "RUNLOOM_HOME": str(platform.settings.home),
         "RUNLOOM_NATS_URL": platform.settings.effective_nats_url,
+        "RUNLOOM_NATS_CREDENTIALS": platform.settings.nats_credentials,  # admin's seed
         "RUNLOOM_DATABASE_URL": platform.settings.effective_database_url,
     }
     backup_dir = tmp_path / "backup"
@@ -276,7 +277,7 @@ async def test_admin_backup_restores_into_empty_servers_and_refuses_live_ones(
     env = {
         **os.environ,
         "RUNLOOM_NATS_URL": settings.effective_nats_url,
-        "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,
+        "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,  # the admin identity's seed
         "RUNLOOM_DATABASE_URL": settings.effective_database_url,
     }
     done = await asyncio.to_thread(_admin, env, "backup", str(tmp_path / "b"))

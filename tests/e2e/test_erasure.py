@@ -54,7 +54,7 @@ def _admin(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "RUNLOOM_NATS_URL": settings.effective_nats_url,
-        "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,
+        "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,  # the admin identity's seed
         "RUNLOOM_DATABASE_URL": settings.effective_database_url,
         "RUNLOOM_LOG_LEVEL": "WARNING",
     }

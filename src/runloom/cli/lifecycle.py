@@ -53,7 +53,8 @@ def run_backup(args: argparse.Namespace) -> int:
                 s.effective_database_url,
                 Path(args.dir).resolve(),
                 extras={API_KEY: s.home / API_KEY},
-                credentials=str(busauth.credential(s.home, "admin")),
+                # as admin: RUNLOOM_NATS_CREDENTIALS, else the home's own admin seed
+                credentials=s.nats_credentials or str(busauth.credential(s.home, "admin")),
                 ca=s.nats_ca,
             )
         )

@@ -153,6 +153,10 @@ class Identity:
                 f"{JS_API}.DIRECT.GET.{kv}.>",
                 f"{JS_API}.STREAM.MSG.GET.{kv}",
                 f"{JS_API}.CONSUMER.CREATE.{kv}",
+                # listing keys asks about, then drops, its own ephemeral consumer (the bucket
+                # has no durable one to harm)
+                f"{JS_API}.CONSUMER.INFO.{kv}.*",
+                f"{JS_API}.CONSUMER.DELETE.{kv}.*",
                 f"$JS.FC.{kv}.>",
             ]
         return Permissions(
