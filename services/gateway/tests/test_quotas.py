@@ -25,7 +25,7 @@ async def second_gateway(platform: Any) -> AsyncIterator[str]:
     """A second gateway replica (its own HTTP and management ports), same NATS and database."""
     port, management = free_port(), free_port()
     env = {
-        **platform.env,
+        **platform.env_for("gateway"),
         "RUNLOOM_GATEWAY_PORT": str(port),
         "RUNLOOM_MANAGEMENT_PORT": str(management),
     }

@@ -355,13 +355,7 @@ class Platform:
 
         replica = replica or str(1 + sum(1 for p in self.procs.values() if p.service == service))
         port = free_port()  # each process its own management port (/metrics, /readyz)
-        from runloom.devkit import busauth
-
-        env = {
-            **self.env,
-            "RUNLOOM_MANAGEMENT_PORT": str(port),
-            "RUNLOOM_NATS_CREDENTIALS": str(busauth.credential(self.settings.home, service)),
-        }
+        env = {**self.env_for(service), "RUNLOOM_MANAGEMENT_PORT": str(port)}
         proc = ServiceProcess(service, env, self.root / "logs", replica=replica)
         proc.start()
         self.procs[proc.name] = proc
@@ -374,6 +368,14 @@ class Platform:
 
             wait_http(f"http://127.0.0.1:{port}/readyz", timeout=30.0, proc=proc)
         return proc
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """The environment of one of `service`'s processes: the platform's, and the path of
+        that service's own NATS credential (and no other's)."""
+        from runloom.devkit import busauth
+
+        cred = busauth.credential(self.settings.home, service)
+        return {**self.env, "RUNLOOM_NATS_CREDENTIALS": str(cred)}
 
     def wait_ready(self, proc: Any = None, timeout: float = 30.0) -> None:
         from runloom.devkit.supervisor import wait_http
