@@ -23,7 +23,12 @@ from runloom.gateway.usecases import CancelIn, RunIn, run_view
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
 
-@router.post("", status_code=201, responses=responses(429))
+_REPLAY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A replay: the run this Idempotency-Key created, as it is now."}
+}
+
+
+@router.post("", status_code=201, responses=responses(429) | _REPLAY)
 async def create_run(
     body: RunIn,
     state: GatewayState = Depends(get_state),
