@@ -136,7 +136,9 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
         await _wait(streaming, "the second run streams its report")
         at_start = await _history(client, live_id)
         started = time.monotonic()
-        out = await asyncio.to_thread(_cli, "backup", str(backup_dir), env=env)
+        # As the backup identity: stream info and snapshots, nothing else.
+        backup_env = {**env, "RUNLOOM_NATS_CREDENTIALS": _seed(platform.settings.home, "backup")}
+        out = await asyncio.to_thread(_cli, "backup", str(backup_dir), env=backup_env)
         backup_s = time.monotonic() - started
         await wait_ended(client, live_id, 120)
         assert len(await _history(client, live_id)) > len(at_start), "it streamed on meanwhile"
@@ -258,6 +260,12 @@ async def test_backup_while_runs_stream_restores_into_an_empty_home(
     )
 
 
+def _seed(home: Path, identity: str) -> str:
+    from runloom.devkit import busauth
+
+    return str(busauth.credential(home, identity))
+
+
 def _admin(env: dict[str, str], *args: str) -> Any:
     return subprocess.run(
         [sys.executable, "-m", "runloom.admin", *args],
@@ -280,7 +288,8 @@ async def test_admin_backup_restores_into_empty_servers_and_refuses_live_ones(
         "RUNLOOM_NATS_CREDENTIALS": settings.nats_credentials,  # the admin identity's seed
         "RUNLOOM_DATABASE_URL": settings.effective_database_url,
     }
-    done = await asyncio.to_thread(_admin, env, "backup", str(tmp_path / "b"))
+    backup_env = {**env, "RUNLOOM_NATS_CREDENTIALS": _seed(settings.home, "backup")}
+    done = await asyncio.to_thread(_admin, backup_env, "backup", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
 

@@ -19,11 +19,14 @@ import nats.errors
 import nkeys
 import pytest
 from runloom.contracts import subjects
+from runloom.contracts.ids import new_id
 from runloom.devkit import busauth
 from runloom.devkit.testing import wait_ended
 from runloom.runtime import access
 
 SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+CONFINED = (*SERVICES, "backup")
+"""Every identity but admin: the services, and the backup (stream snapshots only)."""
 STREAMS = (
     *access.STREAMS,
     *(access.bucket_stream(b) for b in access.BUCKETS),
@@ -96,6 +99,20 @@ FORBIDDEN = {
         "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.run-archive",
         f"$O.{subjects.CORPUS_UPLOADS_BUCKET}.C.forged",
     ),
+    "backup": (
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.RESTORE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.DLQ_STREAM}",
+        f"$JS.API.DIRECT.GET.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{subjects.RUN_EVENTS_STREAM}",
+        "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.run-archive",
+        subjects.run_events(new_id("run")),
+        subjects.START_RUN,
+        subjects.BILLING_RESERVE,
+        subjects.erase("gateway"),
+        f"$KV.{subjects.ERASURES_BUCKET}.forged",
+        f"$O.{subjects.ARTIFACTS_BUCKET}.M.forged",
+    ),
     "webhooks": (
         f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
         f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
@@ -116,6 +133,7 @@ NOT_TO_READ = {
     "deliverables": (">", "_INBOX_orchestrator.>", subjects.RUN_EVENTS_SUBJECTS, "job.>"),
     "billing": ("_INBOX.>", "_INBOX_gateway.>", subjects.CORPUS_ADD, subjects.START_RUN),
     "webhooks": (">", "_INBOX_billing.>", subjects.RUN_EVENTS_SUBJECTS, subjects.ERASE_GATEWAY),
+    "backup": (">", "_INBOX_admin.>", subjects.RUN_EVENTS_SUBJECTS, subjects.START_RUN),
 }
 
 
@@ -173,7 +191,7 @@ async def test_nobody_is_let_in_without_a_known_nkey(settings: Any, nats_as: Any
     assert "authorization" in await refused(user="admin", password="admin")
 
 
-@pytest.mark.parametrize("identity", SERVICES)
+@pytest.mark.parametrize("identity", CONFINED)
 async def test_every_attempt_outside_the_table_is_refused_and_no_stream_changes(
     js: Any, nats_as: Any, identity: str
 ) -> None:

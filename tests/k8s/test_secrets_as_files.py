@@ -56,4 +56,4 @@ def test_each_workload_mounts_only_its_own_credentials(rendered: Objs, overlay: 
     }
     assert _secrets_of(one(objs, "StatefulSet", "nats")) <= {TLS}
     backup = one(objs, "CronJob", "runloom-backup")
-    assert _secrets_of(backup) == {"runloom-nats-admin", "runloom-db-backup"}
+    assert _secrets_of(backup) == {"runloom-nats-backup", "runloom-db-backup"}

@@ -53,8 +53,8 @@ def run_backup(args: argparse.Namespace) -> int:
                 s.effective_database_url,
                 Path(args.dir).resolve(),
                 extras={API_KEY: s.home / API_KEY},
-                # as admin: RUNLOOM_NATS_CREDENTIALS, else the home's own admin seed
-                credentials=s.nats_credentials or str(busauth.credential(s.home, "admin")),
+                # RUNLOOM_NATS_CREDENTIALS, else the home's backup identity (snapshots only)
+                credentials=s.nats_credentials or str(busauth.credential(s.home, "backup")),
                 ca=s.nats_ca,
             )
         )

@@ -14,10 +14,18 @@ from runloom.deliverables.access import IDENTITY as DELIVERABLES
 from runloom.gateway.access import IDENTITY as GATEWAY
 from runloom.orchestrator.access import IDENTITY as ORCHESTRATOR
 from runloom.runtime import access
-from runloom.runtime.access import ADMIN, Identity
+from runloom.runtime.access import ADMIN, BACKUP, Identity
 from runloom.webhooks.access import IDENTITY as WEBHOOKS
 
-IDENTITIES: tuple[Identity, ...] = (ADMIN, GATEWAY, ORCHESTRATOR, DELIVERABLES, BILLING, WEBHOOKS)
+IDENTITIES: tuple[Identity, ...] = (
+    ADMIN,
+    BACKUP,
+    GATEWAY,
+    ORCHESTRATOR,
+    DELIVERABLES,
+    BILLING,
+    WEBHOOKS,
+)
 
 AUTH_FILE = "authorization.conf"
 

@@ -15,7 +15,8 @@ nats-server publish and subscribe allow lists:
 
 Nothing else: no `$JS.API.STREAM.CREATE|UPDATE|DELETE|PURGE|NAMES|LIST`, no other service's
 durables, requests or inboxes. `ADMIN` (the release Job, `runloom admin`, `runloom up`'s
-provisioning) alone may do everything. `render_users` writes the nats-server `authorization`
+provisioning) alone may do everything; `BACKUP` only reads stream snapshots. `render_users`
+writes the nats-server `authorization`
 block; `render_table` the README's table. The server has no anonymous user (`no_auth_user` is
 never set): a client without a known nkey is refused.
 
@@ -93,6 +94,9 @@ class Identity:
     """Streams whose messages it reads and deletes by sequence (erasure)."""
     kv: tuple[str, ...] = ()
     """Key-value buckets it reads and writes (erasure jobs)."""
+    snapshots: tuple[str, ...] = ()
+    """Streams it takes snapshots of (a backup): read-only copies of every message, sent to
+    its own inbox; no restore, no change to any stream."""
     admin: bool = False
     """Everything (streams, object stores, any subject): the release Job and `runloom admin`."""
 
@@ -159,6 +163,9 @@ class Identity:
                 f"{JS_API}.CONSUMER.DELETE.{kv}.*",
                 f"$JS.FC.{kv}.>",
             ]
+        for stream in self.snapshots:
+            # the snapshot request, and the flow-control answers to its chunks
+            pub += [f"{JS_API}.STREAM.SNAPSHOT.{stream}", f"$JS.SNAPSHOT.ACK.{stream}.>"]
         return Permissions(
             publish=tuple(dict.fromkeys(pub)),
             subscribe=tuple(dict.fromkeys(sub)),
@@ -180,6 +187,14 @@ def bucket_stream(bucket: str) -> str:
 
 def kv_stream(bucket: str) -> str:
     return f"KV_{bucket}"
+
+
+BACKUP = Identity(
+    name="backup",
+    snapshots=(*STREAMS, *(bucket_stream(b) for b in BUCKETS), *(kv_stream(b) for b in KV)),
+)
+"""The backup (`runloom backup`, `python -m runloom.admin backup`, the Kubernetes CronJob):
+stream info and snapshots of every stream, nothing else (a restore is the admin's)."""
 
 
 def served_by(service: str) -> tuple[str, ...]:
