@@ -238,9 +238,12 @@ async def take_request(pool: asyncpg.Pool, tenant_id: str) -> dict[str, str]:
     RateLimit fields the answer carries (what is left of the bucket, when it is full again)."""
     found = await limits(pool, tenant_id)
     burst = max(found.burst, 1.0)
-    taken = await buckets.take(
-        pool, "request_buckets", tenant_id, rate=found.requests_per_second, burst=burst
-    )
+    try:
+        taken = await buckets.take(
+            pool, "request_buckets", tenant_id, rate=found.requests_per_second, burst=burst
+        )
+    except asyncpg.exceptions.DiskFullError:
+        return {}  # a full database still serves reads: the rate goes unmetered meanwhile
     window_s = burst / found.requests_per_second
     if not taken.ok:
         raise over_quota(
