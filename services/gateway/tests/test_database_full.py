@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 from runloom.contracts.events import StepStarted
 from runloom.devkit import database
+from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, PostgresServer, _system_user, free_port
 from runloom.gateway.app import create_app
 from runloom.gateway.store.tenants import create_tenant
@@ -32,17 +32,6 @@ from runloom.runtime.eventlog import EventLog
 DISK = "160m"
 
 
-def _mount(target: Path, options: str) -> None:
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, (
-        f"cannot mount a tmpfs for the full-disk test (it needs root and mount): {done.stderr}"
-    )
-
-
 @pytest.fixture
 def small_pg(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL whose data folder is a tmpfs of `DISK` mounted for this test. Mounting
@@ -50,21 +39,21 @@ def small_pg(tmp_path: Path) -> Iterator[PostgresServer]:
     rather than skipping it."""
     pg = PostgresServer(tmp_path / "pg", free_port())
     home = pg.system_dir or pg.root  # as root, PostgreSQL's own folder under /var/lib/runloom
-    home.mkdir(parents=True, exist_ok=True)
-    if pg.system_dir is not None:
-        entry = _system_user()
-        _mount(home, f"size={DISK},mode=0700,uid={entry.pw_uid},gid={entry.pw_gid}")
-    else:
-        _mount(home, f"size={DISK},mode=0700")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        with contextlib.suppress(Exception):
-            pg.stop()
-        subprocess.run(["umount", "-l", str(home)], capture_output=True)
-        with contextlib.suppress(Exception):
-            pg.remove_data()
+    owner = _system_user() if pg.system_dir is not None else None
+    with tmpfs(
+        home,
+        DISK,
+        uid=owner.pw_uid if owner else None,
+        gid=owner.pw_gid if owner else None,
+    ):
+        try:
+            pg.start()
+            yield pg
+        finally:
+            with contextlib.suppress(Exception):
+                pg.stop()
+    with contextlib.suppress(Exception):
+        pg.remove_data()
 
 
 def fill(folder: Path) -> Path:
