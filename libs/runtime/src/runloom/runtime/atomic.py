@@ -92,6 +92,13 @@ class Ack(msgspec.Struct):
 
 
 _ack = msgspec.json.Decoder(Ack)
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(nats.errors.TimeoutError())
+
+
 _tokens = itertools.count()
 _NO_RESPONDERS = "503"
 
@@ -106,8 +113,8 @@ async def publish(
 ) -> Ack:
     """`js.publish` for a writer that awaits each append: the same request on the
     connection's shared reply subscription, with less made per call (a counter for the
-    reply token instead of a NUID and random bytes, one timer instead of `wait_for`'s future,
-    timer and callbacks, the ack decoded by msgspec instead of `json` and a dataclass).
+    reply token instead of a NUID and random bytes, one timer handle instead of `wait_for`'s
+    future, timer and callbacks, the ack decoded by msgspec instead of `json` and a dataclass).
 
     Raises APIError with the server's code when the message is refused, and nats' timeout,
     connection or no-responders errors when the outcome is unknown, as `js.publish` does."""
@@ -119,16 +126,17 @@ async def publish(
     prefix = nc._resp_sub_prefix
     assert prefix is not None  # made by `_init_request_sub`
     token = str(next(_tokens))
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
     responses = nc._resp_map
     responses[token] = future
     try:
         await nc.publish(subject, payload, reply=prefix.decode() + token, headers=headers)
+        timer = loop.call_at(loop.time() + timeout, _time_out, future)
         try:
-            async with asyncio.timeout(timeout):
-                msg = await future
-        except TimeoutError:
-            raise nats.errors.TimeoutError from None
+            msg = await future
+        finally:
+            timer.cancel()
     finally:
         responses.pop(token, None)
     if msg.headers and msg.headers.get(NatsHeader.STATUS) == _NO_RESPONDERS:
