@@ -657,18 +657,23 @@ async def erase_run(state: GatewayState, who: Principal, run_id: str) -> dict[st
             "wait for run.cancelled, then delete it.",
         )
     request = EraseRunsRequest(tenant_id=who.tenant_id, run_ids=[run_id])
-    reply = await answer_of(state.nc, ops.LIFECYCLE_ERASE, request, _erasure_unfinished)
+    reply = await answer_of(state.nc, ops.LIFECYCLE_ERASE, request, _lifecycle_away)
     if reply.status != "done":
-        raise _erasure_unfinished(reply.detail)
+        raise _erasure_unfinished(
+            f"{reply.detail}. The erasure is recorded; DELETE the run again to finish it."
+        )
     return {"run_id": run_id, "erasure_id": reply.erasure_id, "removed": reply.removed}
 
 
-def _erasure_unfinished(why: str) -> Problem:
-    problem = Problem(
-        503,
-        "Erasure not finished",
-        f"{why}. The erasure is recorded; DELETE the run again to finish it.",
+def _lifecycle_away(why: str) -> Problem:
+    return _erasure_unfinished(
+        f"The lifecycle service, which erases runs, did not answer ({why}): the run is not "
+        "erased yet, or its erasure is still going on. DELETE the run again to finish it."
     )
+
+
+def _erasure_unfinished(detail: str) -> Problem:
+    problem = Problem(503, "Erasure not finished", detail)
     problem.headers["Retry-After"] = "5"
     return problem
 

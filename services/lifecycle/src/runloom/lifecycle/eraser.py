@@ -75,8 +75,12 @@ class Eraser:
         if task is None:
             task = asyncio.create_task(self._timed(origin, factory()), name=f"erasure {key}")
             self.running[key] = task
-            task.add_done_callback(lambda _t: self.running.pop(key, None))
+            task.add_done_callback(lambda t: self._forget(key, t))
         return await asyncio.shield(task)
+
+    def _forget(self, key: str, task: asyncio.Task[erasure.Job]) -> None:
+        if self.running.get(key) is task:
+            del self.running[key]
 
     async def _timed(self, origin: Origin, job: Coroutine[Any, Any, erasure.Job]) -> erasure.Job:
         started = time.monotonic()
