@@ -23,9 +23,9 @@ Steps, in order:
    record keeps the erasure id (the tenant's or the run's id), the number of runs and the
    counts: the run ids leave it.
 
-Runs still in flight are not erased: a single run must have ended (the gateway answers 409,
-and the lifecycle service checks each run's last event before it purges anything), and a whole
-tenant's open runs are cancelled first by the caller (see `admin tenant delete`).
+Runs still in flight are not erased: a single run must have ended (the gateway answers 409;
+and a run its inventory names as not ended stops the job before anything is removed), and a
+whole tenant's open runs are cancelled first by the caller (see `admin tenant delete`).
 
 Who runs a job: the lifecycle service (`runloom.lifecycle`: the gateway's `DELETE
 /v1/runs/{id}` through `lifecycle.erase`, the retention sweeper, resuming jobs left behind), and

@@ -61,7 +61,9 @@ BusBody = Callable[[BusContext], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def _frame(name: str, settings: Settings) -> AsyncIterator[tuple[BusContext, Any]]:
+async def _frame(
+    name: str, settings: Settings
+) -> AsyncIterator[tuple[BusContext, ManagementServer]]:
     """Signals, the management port, the NATS connection; drained and closed on the way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,6 +103,7 @@ async def serve(name: str, settings: Settings, body: Body) -> None:
             log.info("%s replica %s started", name, ctx.replica)
             await body(ctx)
         finally:
+            management.started = False
             with contextlib.suppress(Exception):
                 await bus_ctx.nc.drain()  # messages in hand are done with the pool still open
             with contextlib.suppress(Exception):
