@@ -314,3 +314,23 @@ async def test_runs_complete_with_every_service_on_its_own_identity(
     for proc in platform.procs.values():
         own = str(busauth.credential(platform.settings.home, proc.service))
         assert proc.env.get("RUNLOOM_NATS_CREDENTIALS") == own
+
+
+async def test_only_the_lifecycle_identity_may_purge_a_run_history(js: Any, nats_as: Any) -> None:
+    """The purge an erasure makes (`run.<id>.events`, filtered), tried by the internet-facing
+    gateway: refused, the history intact. The lifecycle service's identity may."""
+    from runloom.runtime.erasure import count_subject
+
+    subject = subjects.run_events(new_id("run"))
+    await js.publish(subject, b'{"note": "a history to keep"}')
+    gateway, refusals = await _as(nats_as, "gateway")
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.Error, TimeoutError)):
+        await gateway.jetstream(timeout=1.0).purge_stream(
+            subjects.RUN_EVENTS_STREAM, subject=subject
+        )
+    await refusals.wait_for(f'publish to "$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}"')
+    assert await count_subject(js, subject) == 1
+    lifecycle, l_refusals = await _as(nats_as, "lifecycle")
+    assert await lifecycle.jetstream().purge_stream(subjects.RUN_EVENTS_STREAM, subject=subject)
+    assert await count_subject(js, subject) == 0
+    assert not l_refusals.errors
