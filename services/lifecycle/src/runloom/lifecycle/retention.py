@@ -2,7 +2,8 @@
 
 A tenant's policy is the gateway's (`tenant_retention`, set by `python -m runloom.admin tenant
 retention ID DAYS`, shown by `GET /v1/retention`). Every `RUNLOOM_RETENTION_INTERVAL_S`
-(default an hour) one lifecycle replica (the lease `retention` in the `erasures` bucket) asks
+(default an hour) one lifecycle replica (the lease `retention` in the `erasures` bucket,
+renewed before each job) asks
 the gateway which runs are due (`retention.due`: per tenant, up to `BATCH` runs that ended
 more than `keep_days` ago) and erases each tenant's as one erasure job (stream subjects,
 archive, read models, checkpoints, deliverables and artifacts, ledger rows; the month's spend
@@ -40,13 +41,18 @@ def interval_s() -> float:
 
 
 async def sweep(nc: NATS, js: JetStreamContext, eraser: Eraser, holder: str) -> dict[str, int]:
-    """Erase what is due, if no other replica is sweeping; what was removed, summed."""
+    """Erase what is due, if no other replica is sweeping; what was removed, summed.
+
+    The lease lasts `STALE_S` and is renewed before each job, so a replica that dies mid-sweep
+    holds up the others for minutes, not until its next turn."""
     removed: dict[str, int] = {}
-    if not await erasure.take_lease(js, LEASE, holder, ttl_s=max(STALE_S, 2 * interval_s())):
+    if not await erasure.take_lease(js, LEASE, holder, ttl_s=STALE_S):
         metrics.SWEEPS.labels("skipped").inc()
         return removed
     try:
         for job in await erasure.unfinished(js, STALE_S):
+            if not await erasure.take_lease(js, LEASE, holder, ttl_s=STALE_S):
+                return removed  # another replica took over: it goes on
             try:
                 await eraser.resume(job)
                 log.info("resumed the erasure %s", job.erasure_id)
@@ -54,6 +60,8 @@ async def sweep(nc: NATS, js: JetStreamContext, eraser: Eraser, holder: str) -> 
                 log.warning("erasure %s still unfinished: %s", job.erasure_id, exc)
         due = await ask(nc, RETENTION_DUE, RetentionDueRequest(batch=BATCH))
         for tenant, runs in ((d.tenant_id, d.run_ids) for d in due.due):
+            if not await erasure.take_lease(js, LEASE, holder, ttl_s=STALE_S):
+                return removed
             try:
                 done = await eraser.erase_runs(tenant, sorted(runs), "retention")
             except erasure.ErasureError as exc:
