@@ -22,15 +22,14 @@ messages.) Memory: `bench._rawmem`'s RSS per idle core subscription.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from nats.aio.msg import Msg
 from runloom.contracts.events import RunCompleted
-
-from bench._sse import Stream
 
 if TYPE_CHECKING:
     from bench._scenarios import Bench, Figure
@@ -41,6 +40,8 @@ RATE = 10.0
 """Events appended per second."""
 SECONDS = 20.0
 """How long the writer appends at scale 1 (200 events); at least 3 s at any scale."""
+PROCESSES = 4
+"""Client processes the clients are spread over (`bench._sse_clients`)."""
 FILES_SPARE = 1024
 """Open files a process needs besides its clients' sockets (NATS, PostgreSQL, logs, pipes)."""
 
@@ -75,32 +76,38 @@ async def many_clients(b: Bench) -> tuple[Figure, ...]:
 
     n = b.n(CLIENTS)
     seconds = max(3.0, SECONDS * min(1.0, b.scale))
+    events = int(RATE * seconds)
     gw = psutil.Process(b.env.gateway.pid)
     (run_id,) = await b.runs(1)
-    arrivals = Arrivals()
-    streams: list[Stream] = []
-    first = max(1, n // 5)
-    rss_first = 0
+    shares = [n // PROCESSES + (1 if i < n % PROCESSES else 0) for i in range(PROCESSES)]
+    shares = [share for share in shares if share]
     t0 = time.monotonic()
-    for i in range(n):
-        s = Stream(on_stamp=arrivals)
-        await s.open(b.env.port, f"/v1/runs/{run_id}/events", b.env.api_key)
-        streams.append(s)
-        if i + 1 == first:
-            await _first_events(streams)
-            rss_first = gw.memory_info().rss
-    await _first_events(streams)
+    procs = [await _Clients.start(b, run_id, share) for share in shares]
+    await asyncio.gather(*(p.expect(b"first") for p in procs))
+    rss_first = gw.memory_info().rss
+    for p in procs:
+        p.say("more")
+    await asyncio.gather(*(p.expect(b"ready") for p in procs))
     connected = time.monotonic() - t0
     await asyncio.sleep(1.0)  # let allocations settle before measuring
-    added = n - first
-    per_client = (gw.memory_info().rss - rss_first) / added / 1024 if added else float("nan")
+    added = n - sum(share // 5 for share in shares)
+    per_client = (gw.memory_info().rss - rss_first) / added / 1024
 
+    for p in procs:
+        p.say(str(events + 2))  # run.created, the events, the terminal event
     await b._writer("runloom", RATE, seconds, [run_id])
     await b.log.append(run_id, "bench", RunCompleted())
-    await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in streams)), 300)
-    lost = sum(1 for s in streams if s.count != int(RATE * seconds) + 2)
-    assert lost == 0, f"{lost} of {n} clients lost or duplicated events"
-    assert arrivals.complete(n), "an event did not reach every client"
+    arrivals = Arrivals()
+    wrong = 0
+    for p in procs:
+        result = await p.result()
+        wrong += result["wrong"]
+        for stamp, at in result["last"].items():
+            arrivals.last[int(stamp)] = max(at, arrivals.last.get(int(stamp), 0))
+        for stamp, count in result["seen"].items():
+            arrivals.count[int(stamp)] = arrivals.count.get(int(stamp), 0) + count
+    assert wrong == 0, f"{wrong} of {n} clients lost or duplicated events"
+    assert len(arrivals.count) == events and arrivals.complete(n), "an event missed a client"
     ours = arrivals.latencies()
     print(
         f"(j) {n} clients connected in {connected:.0f} s; append -> last client "
@@ -109,9 +116,6 @@ async def many_clients(b: Bench) -> tuple[Figure, ...]:
         file=sys.stderr,
         flush=True,
     )
-    for s in streams:
-        s.close()
-    del streams
 
     await b.settle()
     raw = await _raw_latency(b, seconds)
@@ -125,9 +129,49 @@ async def many_clients(b: Bench) -> tuple[Figure, ...]:
     )
 
 
-async def _first_events(streams: list[Stream]) -> None:
-    """Until every stream has its first event (the run's creation)."""
-    await asyncio.wait_for(asyncio.gather(*(s.first.wait() for s in streams)), 300)
+class _Clients:
+    """A `bench._sse_clients` process holding a share of the clients."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, b: Bench, run_id: str, count: int) -> _Clients:
+        from bench._scenarios import ROOT
+
+        first = count // 5
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench._sse_clients",
+            str(b.env.port),
+            f"/v1/runs/{run_id}/events",
+            str(first),
+            str(count - first),
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # the result is one long line
+        )
+        clients = cls(proc)
+        clients.say(b.env.api_key)  # on stdin: a secret never goes on a command line
+        return clients
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{line}\n".encode())
+
+    async def expect(self, word: bytes) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 600)
+        assert line.strip() == word, line
+
+    async def result(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 300)
+        assert await self.proc.wait() == 0
+        out: dict[str, Any] = json.loads(line)
+        return out
 
 
 async def _raw_latency(b: Bench, seconds: float) -> list[float]:
