@@ -1,5 +1,14 @@
-"""The outermost layer of every request: body limits per route, and unexpected errors.
+"""The one layer every request passes through before its route (`Edge`): its metrics, its span,
+its body limit, and what becomes of an unexpected error. One layer, not a stack of four, so a
+request takes one ASGI hop on its way in, and so the walk of a request is short to read.
 
+- Every request is timed when its headers go out and counted by route template and status
+  when it ends (`metrics.HTTP_DURATION`, `metrics.HTTP_REQUESTS`; never the raw path: ids would
+  make a label per run). An SSE stream counts when its headers go out.
+- With trace export off, each command (a non-GET request: create a run, cancel, answer) runs in
+  a non-recording SERVER span, so the events it appends carry a trace id; GET requests, SSE
+  streams among them, make no span. With export on, the FastAPI instrumentation
+  (`_telemetry.instrument`) makes the request spans instead, around this layer.
 - A request body over its route's limit answers 413 before anything parses it: at once from
   `Content-Length`, or as soon as a streamed body crosses the limit.
 - An exception no route handled is logged once, with its traceback, and answers a 500
@@ -11,11 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import HTTPException
+from opentelemetry.trace import SpanKind
+from runloom.gateway.metrics import HTTP_DURATION, HTTP_REQUESTS
 from runloom.gateway.problems import PROBLEM_JSON
+from runloom.runtime.telemetry import tracer
 
 log = logging.getLogger("runloom.gateway")
 
@@ -87,15 +100,43 @@ def _too_large(limit: int, path: str) -> tuple[Message, Message]:
 
 
 class Edge:
-    """ASGI middleware: per-route body limits and one log line per unexpected error."""
+    """ASGI middleware: request metrics, command spans (export off), per-route body limits and
+    one log line per unexpected error."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, command_spans: bool = True) -> None:
         self.app = app
+        self.command_spans = command_spans
+        self._tracer = tracer("runloom.gateway")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrived = time.perf_counter()
+        status = 500
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                responding(scope, arrived)
+            await send(message)
+
+        try:
+            if self.command_spans and scope["method"] not in ("GET", "HEAD"):
+                with self._tracer.start_as_current_span(
+                    f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+                ):
+                    await self._limited(scope, receive, tracked_send, lambda: started)
+            else:
+                await self._limited(scope, receive, tracked_send, lambda: started)
+        finally:
+            answered(scope, status)
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, started: Callable[[], bool]
+    ) -> None:
         path: str = scope.get("path", "")
         limit = body_limit(scope["method"], path)
         declared = _content_length(scope)
@@ -104,7 +145,6 @@ class Edge:
                 await send(message)
             return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -115,23 +155,32 @@ class Edge:
                     raise _TooLarge(limit)
             return message
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracked_send)
+            await self.app(scope, limited_receive, send)
         except _TooLarge:
-            if not started:
+            if not started():
                 for message in _too_large(limit, path):
                     await send(message)
         except Exception:
             answer = unexpected_error(scope)
-            if not started:
+            if not started():
                 for message in answer:
                     await send(message)
+
+
+def responding(scope: Scope, arrived: float) -> None:
+    """The response's headers go out: time since the request arrived (`perf_counter`)."""
+    HTTP_DURATION.labels(scope["method"], _route(scope)).observe(time.perf_counter() - arrived)
+
+
+def answered(scope: Scope, status: int) -> None:
+    """The request is done: count it by method, route template and status."""
+    HTTP_REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
 
 
 def unexpected_error(scope: Scope) -> tuple[Message, Message]:

@@ -1,44 +1,26 @@
 """The gateway's request spans: the root of every run's trace.
 
 With export on, the maintained FastAPI instrumentation makes one SERVER span per request (none
-per body chunk: an SSE stream writes thousands). With export off, `CommandSpans` gives each
+per body chunk: an SSE stream writes thousands). With export off, `_edge.Edge` gives each
 non-GET request (a command: create a run, cancel, answer) a non-recording span instead, so the
-events it appends still carry a trace id; GET requests, SSE streams among them, pass through
-untouched.
+events it appends still carry a trace id; GET requests, SSE streams among them, make none.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 from runloom.contracts.events import Event
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.telemetry import context_from_traceparent, exporting, tracer, work_span
-
-
-class CommandSpans:
-    """ASGI middleware: a SERVER span around each non-GET request (export off only)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        with tracer("runloom.gateway").start_as_current_span(
-            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
-        ):
-            await self.app(scope, receive, send)
+from runloom.runtime.telemetry import context_from_traceparent, exporting, work_span
 
 
 def instrument(app: FastAPI) -> bool:
-    """Request spans for the app; True when they are the instrumentation's (export on)."""
+    """With export on, the instrumentation's request spans for the app (True); with it off,
+    nothing here (False): `_edge.Edge` then gives commands their spans."""
     if exporting():
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -46,7 +28,6 @@ def instrument(app: FastAPI) -> bool:
             app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
         )
         return True
-    app.add_middleware(CommandSpans)
     return False
 
 

@@ -46,7 +46,7 @@ from runloom.runtime.config import Settings
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.management import ManagementServer, nats_check, postgres_check
 from runloom.runtime.metrics import consumer_gauges, storage_gauges
-from runloom.runtime.telemetry import replica_suffix
+from runloom.runtime.telemetry import exporting, replica_suffix
 from starlette.middleware.errors import ServerErrorMiddleware
 
 log = logging.getLogger("runloom.gateway")
@@ -161,14 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Runs that plan, research, cite and deliver; every step streamed.",
         lifespan=lifespan,
         # The gateway's request spans are `_telemetry`'s (instrumented when exporting, commands
-        # only otherwise) and its HTTP metrics `metrics.HttpMetrics`: FastAPI's own telemetry
+        # only otherwise) and its HTTP metrics `_edge.Edge`: FastAPI's own telemetry
         # would add a span per request, SSE streams included, wrapping each chunk they send.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
-    app.add_middleware(Edge)
+    app.add_middleware(Edge, command_spans=not exporting())
     for feature in FEATURES:
         app.include_router(feature.router)
     app.spans = _telemetry.instrument(app)
-    app.add_middleware(metrics.HttpMetrics)
     return app

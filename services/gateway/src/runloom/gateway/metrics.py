@@ -46,48 +46,6 @@ HTTP_DURATION = Histogram(
 )
 
 
-class HttpMetrics:
-    """ASGI middleware counting requests by route template (never the raw path: ids would make
-    a label per run). An SSE stream counts when its headers go out."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                responding(scope, started)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            answered(scope, status)
-
-
-def responding(scope: Any, started: float) -> None:
-    """The response's headers go out: time since the request arrived (`perf_counter`)."""
-    HTTP_DURATION.labels(scope["method"], _route(scope)).observe(time.perf_counter() - started)
-
-
-def answered(scope: Any, status: int) -> None:
-    """The request is done: count it by method, route template and status."""
-    HTTP_REQUESTS.labels(scope["method"], _route(scope), str(status)).inc()
-
-
-def _route(scope: Any) -> str:
-    route = scope.get("route")
-    return str(getattr(route, "path", None) or "unmatched")
-
-
 def observe_event_latency(event_time: datetime) -> None:
     """Time since the event's writer stamped it (wall clocks: across hosts, mind their skew)."""
     SSE_EVENT_LATENCY.observe(max(0.0, time.time() - event_time.timestamp()))

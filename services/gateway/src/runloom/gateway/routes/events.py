@@ -10,7 +10,7 @@ The plain stream (no parameter but the cursor and a stream token, no body) is an
 client then holds no middleware or route frames, dependency exit stacks or send wrappers for
 as long as it streams (about half of its memory). It calls the same functions as the route
 (`principal`, `usecases.open_stream`, `Problem`) and the middleware (`_edge.unexpected_error`,
-`metrics.responding`/`answered`); every other request goes on to the middleware and the
+`responding`/`answered`); every other request goes on to the middleware and the
 route, which also documents the path in OpenAPI.
 """
 
@@ -23,8 +23,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from runloom.contracts import subjects
 from runloom.contracts.types import RUN_ID
-from runloom.gateway import metrics, usecases
-from runloom.gateway._edge import has_body, unexpected_error
+from runloom.gateway import usecases
+from runloom.gateway._edge import answered, has_body, responding, unexpected_error
 from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import Raw
 from runloom.gateway.auth import Principal, api_only, principal
@@ -97,7 +97,7 @@ def _plain_stream(scope: Any) -> tuple[str, str | None] | None:
 
 class Streams:
     """The outermost ASGI layer: answers plain `GET /v1/runs/{id}/events` streams ahead of
-    every middleware, doing for them what those would (`Edge`'s logged 500, `HttpMetrics`'
+    every middleware, doing for them what `Edge` would (its logged 500, its
     timing and count); everything else goes on to the middleware stack unchanged."""
 
     def __init__(self, app: Any) -> None:
@@ -114,16 +114,16 @@ class Streams:
             answer = await _answer(scope, *plain)
         except Exception:
             failure = unexpected_error(scope)
-            metrics.responding(scope, started)
+            responding(scope, started)
             for message in failure:
                 await send(message)
-            metrics.answered(scope, 500)
+            answered(scope, 500)
             return
-        metrics.responding(scope, started)
+        responding(scope, started)
         try:
             await answer(scope, receive, send)
         finally:
-            metrics.answered(scope, getattr(answer, "status_code", 200))
+            answered(scope, getattr(answer, "status_code", 200))
 
 
 async def _answer(scope: Any, run_id: str, cursor: str | None) -> Any:
