@@ -252,6 +252,30 @@ async def test_an_append_given_up_before_it_was_sent_is_not_stored(js):
     assert [e.seq for e in events] == [1, 2, 3, 4]
 
 
+async def test_a_caller_giving_up_while_its_append_is_sent_leaves_another_of_the_same_id_its_answer(
+    js,
+):
+    """The first append to an idle run is sent from its caller's task: cancelling that caller
+    must not cancel a second caller of the same event id, which gets the event stored once."""
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+    await log.append(run_id, "t1", RunCreated(question="q"))
+    event_id = ulid()
+    first = asyncio.create_task(
+        log.append(run_id, "t1", StepStarted(step_id="x"), event_id=event_id)
+    )
+    for _ in range(3):  # the first one's turn has passed: it is alone, and being sent
+        await asyncio.sleep(0)
+    second = asyncio.create_task(
+        log.append(run_id, "t1", StepStarted(step_id="x"), event_id=event_id)
+    )
+    first.cancel()
+    stored = await asyncio.wait_for(second, 10)
+    assert stored.id == event_id and stored.seq == 2
+    events = await EventLog(js, "reader").events(run_id)
+    assert [e.id for e in events[1:]] == [event_id]
+
+
 async def test_a_stream_without_atomic_batches_gets_one_append_at_a_time(js, settings):
     info = await js.stream_info(subjects.RUN_EVENTS_STREAM)
     await js.update_stream(dataclasses.replace(info.config, allow_atomic=False))

@@ -197,6 +197,8 @@ class _RunQueue:
     pending: deque[_Pending] = field(default_factory=deque)
     by_id: dict[str, _Pending] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    inline: bool = False
+    """A caller is storing its own append (the run was idle): the rest wait for it."""
 
 
 _APPENDED = {t: metrics.EVENTS_APPENDED.labels(t) for t in EVENT_TYPES}
@@ -438,7 +440,7 @@ class EventLog:
             trace = trace or headers.get(_TRACEPARENT)
             event = await self._find_patiently(run_id, event_id) if check_existing else None
             if event is None:
-                event = await self._enqueue(
+                event = await self._submit(
                     run_id, tenant_id, event_id, type, data or {}, causation_id, trace, headers
                 )
         metrics.APPEND_DURATION.observe(time.perf_counter() - started)
@@ -446,7 +448,7 @@ class EventLog:
         counter.inc()
         return event
 
-    def _enqueue(
+    async def _submit(
         self,
         run_id: str,
         tenant_id: str,
@@ -456,17 +458,21 @@ class EventLog:
         causation_id: str | None,
         trace: str | None,
         headers: dict[str, str],
-    ) -> asyncio.Future[Event]:
-        """Queue an append; the future its caller awaits. `headers` carry the caller's trace
-        context, taken now: the batch goes out from another task."""
+    ) -> Event:
+        """Store an append in call order. `headers` carry the caller's trace context, taken
+        now: a queued append goes out from another task.
+
+        The appends to a run waiting together go out as one group from the run's own task
+        (`_drain`). One that found the run idle and is still alone after a turn of the loop
+        (a writer that awaits each append) is stored by its caller: no task to make and
+        wake. Appends made meanwhile wait for it and go out as the next group."""
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(run_id)
-        if queue is None:
-            queue = self._queues[run_id] = _RunQueue()
-        same = queue.by_id.get(event_id)
-        if same is not None and not same.abandoned:
-            same.futures.append(future)  # the same event asked for twice: one append
-            return future
+        if queue is not None:
+            same = queue.by_id.get(event_id)
+            if same is not None and not same.abandoned:
+                same.futures.append(future)  # the same event asked for twice: one append
+                return await future
         item = _Pending(
             tenant_id=tenant_id,
             event_id=event_id,
@@ -478,11 +484,38 @@ class EventLog:
             size=len(_encoder.encode(data)),
             futures=[future],
         )
+        idle = queue is None
+        if queue is None:
+            queue = self._queues[run_id] = _RunQueue(inline=True)
         queue.pending.append(item)
         queue.by_id[event_id] = item
-        if queue.task is None:
-            queue.task = asyncio.create_task(self._drain(run_id, queue))
-        return future
+        if not idle:
+            if queue.task is None and not queue.inline:
+                queue.task = asyncio.create_task(self._drain(run_id, queue))
+            return await future
+        alone = False
+        try:
+            # One turn first, as `_drain` takes: appends issued together join this group.
+            await asyncio.sleep(0)
+            alone = len(queue.pending) == 1 and len(item.futures) == 1
+            if alone:
+                # Stored by this caller: out of `by_id`, so that a caller that gives up
+                # while it is sent cancels no other's (the same id asked for again queues an
+                # append of its own, which the server's dedup answers with this one).
+                queue.pending.clear()
+                del queue.by_id[event_id]
+                await self._commit(run_id, queue, [item])
+        except BaseException:
+            if not alone:  # the caller gave up before its append was sent
+                future.cancel()
+            raise
+        finally:
+            queue.inline = False
+            if queue.pending:
+                queue.task = asyncio.create_task(self._drain(run_id, queue))
+            elif self._queues.get(run_id) is queue:
+                del self._queues[run_id]
+        return future.result() if alone else await future
 
     async def _drain(self, run_id: str, queue: _RunQueue) -> None:
         """Commit the run's waiting appends, group after group, until none is left."""
@@ -542,10 +575,13 @@ class EventLog:
         where each append gets the answer it would have got alone.
         """
         # An event near the message size limit goes alone (the publish says why it fails).
-        batchable = max(item.size for item in group) < atomic.client_of(self.js).max_payload // 2
         try:
             events = None
-            if len(group) >= self.batch_min and batchable and await self._batches_allowed():
+            if (
+                len(group) >= self.batch_min
+                and max(item.size for item in group) < atomic.client_of(self.js).max_payload // 2
+                and await self._batches_allowed()
+            ):
                 events = await self._store(run_id, group)
             if events is not None:
                 for item, event in zip(group, events, strict=True):
@@ -641,8 +677,8 @@ class EventLog:
             try:
                 if alone:
                     body, headers = messages[0]
-                    ack = await self.js.publish(
-                        subject, body, headers=headers, timeout=self.publish_timeout
+                    ack = await atomic.publish(
+                        self.js, subject, body, headers, timeout=self.publish_timeout
                     )
                 else:
                     ack = await atomic.publish_batch(

@@ -29,6 +29,12 @@ BATCH = 64
 REREAD_PAUSE_S = 0.1
 """Pause before replaying again when even the leader's replay fell short of the feed."""
 
+
+class Last(bytes):
+    """The stream's last part: `SSEResponse` writes it with the end of the body, one write
+    where a part and then the end would be two (a chunked body ends with an empty chunk)."""
+
+
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache, no-transform"),
@@ -77,10 +83,11 @@ async def frames(
                 yield b"".join(batch)
                 batch = []
                 flush_at = BATCH
+        if ended:
+            yield Last(b"".join(batch))
+            return
         if batch:
             yield b"".join(batch)
-        if ended:
-            return
         with contextlib.suppress(NameError):
             del frame  # the last replayed frame (its own bytes): not kept while idle
         client.replaying = False
@@ -143,11 +150,14 @@ async def frames(
                         yield b"".join(out)
                         out = []
                 del queued
+                if ended:
+                    yield Last(b"".join(out))
+                    return
                 if out:
                     client.wrote = True
                     yield b"".join(out)
                     del out
-                if ended or (client.closing and not client.frames):
+                if client.closing and not client.frames:
                     return
         finally:
             client.live = False
@@ -187,10 +197,15 @@ class SSEResponse:
         watch = asyncio.create_task(self._watch(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            last = False
             async for chunk in self.body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = chunk.__class__ is Last
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
             self.finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not last:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not (self.gone or self.client.cut):
                 raise  # not ours (e.g. the server is shutting down)
