@@ -297,25 +297,64 @@ async def open_stream(pool: asyncpg.Pool, tenant_id: str) -> str:
 async def leased(
     pool: asyncpg.Pool, lease: str, body: AsyncIterator[bytes]
 ) -> AsyncIterator[bytes]:
-    """`body`, renewing the stream's lease while it streams and ending it when it ends."""
-    renewed = time.monotonic()
+    """`body`, its lease renewed while it streams (with the process's others) and ended when
+    it ends."""
+    renewals = _Renewals.of(pool)
+    renewals.add(lease)
     try:
         async for chunk in body:
-            if time.monotonic() - renewed > LEASE_S / 3:
-                renewed = time.monotonic()
-                with contextlib.suppress(Exception):
-                    await pool.execute(
-                        "UPDATE stream_leases SET expires_at = now() + make_interval(secs => $2)"
-                        " WHERE lease_id=$1",
-                        lease,
-                        LEASE_S,
-                    )
             yield chunk
     finally:
+        renewals.discard(lease)
         # Ended, cut or cancelled: free the slot without holding up the stream's task.
         task = asyncio.get_running_loop().create_task(end_stream(pool, lease))
         _ending.add(task)
         task.add_done_callback(_ending.discard)
+
+
+class _Renewals:
+    """The open stream leases of this process (of one pool), renewed together every third of
+    `LEASE_S` by one statement: a stream's own task never waits on the database to keep
+    streaming. (One UPDATE per stream, run from the stream when a chunk went by, was 500
+    statements a second at 10,000 streams and held their writers behind the pool.)"""
+
+    _by_pool: dict[asyncpg.Pool, _Renewals] = {}
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.leases: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, pool: asyncpg.Pool) -> _Renewals:
+        found = cls._by_pool.get(pool)
+        if found is None:
+            found = cls._by_pool[pool] = cls(pool)
+        return found
+
+    def add(self, lease: str) -> None:
+        self.leases.add(lease)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._renew())
+
+    def discard(self, lease: str) -> None:
+        self.leases.discard(lease)
+        if not self.leases:  # nothing left to renew: the next stream starts afresh
+            if self._by_pool.get(self.pool) is self:
+                del self._by_pool[self.pool]
+            if self.task is not None:
+                self.task.cancel()
+
+    async def _renew(self) -> None:
+        while self.leases:
+            await asyncio.sleep(LEASE_S / 3)
+            with contextlib.suppress(Exception):
+                await self.pool.execute(
+                    "UPDATE stream_leases SET expires_at = now() + make_interval(secs => $2)"
+                    " WHERE lease_id = ANY($1::text[])",
+                    list(self.leases),
+                    LEASE_S,
+                )
 
 
 _ending: set[asyncio.Task[None]] = set()
