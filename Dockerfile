@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every Runloom service; the command picks the service:
 #   python -m runloom.gateway | runloom.orchestrator | runloom.deliverables | runloom.billing
-#     | runloom.webhooks
+#     | runloom.webhooks | runloom.lifecycle
 #   python -m runloom.admin provision|migrate|check|tenant   (the release Job, operators)
 # Built from uv.lock (nothing resolved at build time), without the development kit: no
 # nats-server, no PostgreSQL inside. Runs as UID 10001 on a read-only root filesystem (only /tmp

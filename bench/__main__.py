@@ -1,4 +1,4 @@
-"""`python -m bench [--rounds N] [--scale F] [--figures abcdef]`: streaming figures vs raw nats-py.
+"""`python -m bench [--rounds N] [--scale F] [--figures abcdefghj]`: figures vs raw nats-py.
 
 Each round starts a private nats-server, PostgreSQL and gateway process, measures every
 figure, and stops them; with several rounds the medians are printed too.
@@ -12,6 +12,9 @@ import json
 import logging
 import sys
 
+from runloom.runtime.process import raise_open_files
+
+from bench import _clients
 from bench._env import platform
 from bench._scenarios import FIGURES, Figure, median_figures, run_all
 
@@ -49,6 +52,12 @@ async def main() -> int:
     if not args.figures or set(args.figures) - set(FIGURES):
         parser.error(f"--figures takes letters among {FIGURES}")
     logging.basicConfig(level=logging.WARNING)
+    if "j" in args.figures:
+        # (j)'s clients are sockets here and in the gateway, which inherits this limit.
+        try:
+            raise_open_files(_clients.files_needed(args.scale))
+        except OSError as exc:
+            parser.error(f"figure (j): {exc}")
     rounds: list[list[Figure]] = []
     for i in range(args.rounds):
         async with platform(args.sync_interval) as env:

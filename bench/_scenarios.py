@@ -1,5 +1,5 @@
 """Figures (a)-(f), each measured for Runloom and for raw nats-py on the same server ((g) and
-(h) live in `_streaming.py`).
+(h) live in `_streaming.py`, (j) in `_clients.py`).
 
 Raw nats-py baselines: core subscribers on a JetStream subject (fan-out, latency, memory), an
 ordered consumer (catch-up) and awaited `js.publish` (appends), on a `BENCH_RAW` stream with
@@ -293,18 +293,22 @@ class Bench:
         ours = (gw.memory_info().rss - before) / len(streams) / 1024
         for s in streams:
             s.close()
+        raw = await self.raw_memory(len(streams))
+        return Figure(f"(e) memory per idle client ({len(streams)})", "KiB", ours, raw, False)
+
+    async def raw_memory(self, count: int) -> float:
+        """RSS growth per idle core subscription, `count` of them in a fresh process (KiB)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bench._rawmem",
             self.env.nats_url,
-            str(len(streams)),
+            str(count),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await proc.communicate()
-        raw = float(out.decode().strip())
-        return Figure(f"(e) memory per idle client ({len(streams)})", "KiB", ours, raw, False)
+        return float(out.decode().strip())
 
     async def appends(self) -> tuple[Figure, ...]:
         n = self.n(2000)
@@ -353,12 +357,12 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-FIGURES = "abcdefgh"
+FIGURES = "abcdefghj"
 """The figures' letters, in the order they are measured."""
 
 
 async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure]:
-    from bench import _streaming
+    from bench import _clients, _streaming
 
     out: list[Figure] = []
     async with Bench(env, scale) as b:
@@ -373,6 +377,7 @@ async def run_all(env: Env, scale: float, figures: str = FIGURES) -> list[Figure
             "f": b.appends,
             "g": lambda: _streaming.one_run(b),
             "h": lambda: _streaming.many_runs(b),
+            "j": lambda: _clients.many_clients(b),
         }
         for letter, step in steps.items():
             if letter not in figures:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 
 TS = re.compile(rb'"message":"ts(\d+)"')
 TERMINAL = b"event: run.completed"
@@ -29,13 +30,19 @@ class _Protocol(asyncio.Protocol):
 
 
 class Stream:
-    """One SSE connection: counts events; optionally records publish -> receive latencies."""
+    """One SSE connection: counts events; optionally records publish -> receive latencies,
+    or hands each stamp and its receipt time (ns) to `on_stamp`."""
 
-    def __init__(self, latencies: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        latencies: list[float] | None = None,
+        on_stamp: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.count = 0
         self.done = asyncio.Event()
         self.first = asyncio.Event()
         self.latencies = latencies
+        self.on_stamp = on_stamp
         self.transport: asyncio.Transport | None = None
 
     async def open(self, port: int, path: str, key: str, last_id: str | None = None) -> None:
@@ -61,6 +68,9 @@ class Stream:
         if self.latencies is not None:
             for m in TS.finditer(chunk):
                 self.latencies.append((now - int(m.group(1))) / 1e6)
+        if self.on_stamp is not None:
+            for m in TS.finditer(chunk):
+                self.on_stamp(int(m.group(1)), now)
         if TERMINAL in buf:
             self.done.set()
             if self.transport is not None:

@@ -15,7 +15,7 @@ import time
 from runloom.contracts.events import StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
-from runloom.runtime.telemetry import setup_tracing
+from runloom.runtime.telemetry import setup_tracing, work_span
 
 from bench import _env, _writer
 
@@ -26,8 +26,9 @@ async def appends(url: str, tenant: str, n: int, each: int, run_ids: list[str]) 
     log = EventLog(nc.jetstream(), "bench/appends")
 
     async def append(run_id: str, count: int) -> None:
-        for i in range(count):
-            await log.append(run_id, tenant, StepProgress(step_id="s", message=f"e{i}"))
+        with work_span("run bench"):  # a run's root, as the orchestrator's run span
+            for i in range(count):
+                await log.append(run_id, tenant, StepProgress(step_id="s", message=f"e{i}"))
 
     t0 = time.perf_counter()
     await append(run_ids[0], n)

@@ -14,7 +14,7 @@ from runloom.contracts.events import StepProgress
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
 from runloom.runtime.process import tune_gc
-from runloom.runtime.telemetry import setup_tracing
+from runloom.runtime.telemetry import setup_tracing, work_span
 
 from bench import _env
 
@@ -28,21 +28,20 @@ async def main(url: str, mode: str, rate: float, seconds: float, tenant: str, ta
     async def pace(target: str) -> None:
         interval = 1.0 / per_target
         start = time.monotonic()
-        n = int(per_target * seconds)
-        for i in range(n):
-            delay = start + i * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            stamp = f"ts{time.time_ns()}"
-            if mode == "raw":
-                body = b'{"data":{"message":"%s"}}' % stamp.encode()
-                await js.publish(target, body)
-            else:
-                await log.append(
-                    run_id=target,
-                    tenant_id=tenant,
-                    payload=StepProgress(step_id="s", message=stamp),
-                )
+        with work_span("run bench"):  # a run's root, as the orchestrator's run span
+            for i in range(int(per_target * seconds)):
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                stamp = f"ts{time.time_ns()}"
+                if mode == "raw":
+                    await js.publish(target, b'{"data":{"message":"%s"}}' % stamp.encode())
+                else:
+                    await log.append(
+                        run_id=target,
+                        tenant_id=tenant,
+                        payload=StepProgress(step_id="s", message=stamp),
+                    )
 
     await asyncio.gather(*(pace(t) for t in targets))
     await nc.close()

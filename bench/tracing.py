@@ -1,11 +1,13 @@
 """`python -m bench.tracing [--rounds N]`: what tracing costs, export on vs off.
 
-Each round measures both modes on a fresh platform each (nats-server, PostgreSQL, a gateway
+Each round measures the three modes on a fresh platform each (nats-server, PostgreSQL, a gateway
 process), alternating which goes first:
 
 - off: no OTLP endpoint: the services' default (ids made and carried, nothing recorded);
 - on: every process exports over OTLP/HTTP to a local receiver (a sink in this process that
-  answers like a collector), the gateway's FastAPI and asyncpg instrumentation included.
+  answers like a collector), the gateway's FastAPI and asyncpg instrumentation included, with
+  the default sampler (one run in ten kept, decided at the run's root);
+- on, all: the same keeping every trace (`OTEL_TRACES_SAMPLER=parentbased_always_on`).
 
 Figures: ordered appends/s (1 run; 100 runs concurrently) from a writer process traced like a
 service (one PRODUCER span per append), and SSE latency p50/p99 from a paced writer's append
@@ -59,6 +61,10 @@ class Sink:
         self.server.server_close()
 
 
+MODES = ("off", "on", "all")
+"""Export off; on with the default sampling; on keeping every trace."""
+
+
 def _env(mode: str, sink: Sink) -> dict[str, str]:
     if mode == "off":
         return {"RUNLOOM_OTEL_EXPORTER": "none"}
@@ -66,6 +72,7 @@ def _env(mode: str, sink: Sink) -> dict[str, str]:
         "RUNLOOM_OTEL_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        **({"OTEL_TRACES_SAMPLER": "parentbased_always_on"} if mode == "all" else {}),
     }
 
 
@@ -123,13 +130,21 @@ ROWS = (
 )
 
 
-def table(off: dict[str, float], on: dict[str, float], title: str) -> str:
-    lines = [title, f"{'figure':<46} {'export off':>11} {'export on':>11} {'cost':>8}  unit"]
-    lines.append("-" * 90)
+def table(results: dict[str, dict[str, float]], title: str) -> str:
+    off = results["off"]
+    lines = [
+        title,
+        f"{'figure':<46} {'export off':>11} {'on':>11} {'cost':>7} {'on, all':>11} {'cost':>7}"
+        "  unit",
+        "-" * 104,
+    ]
     for key, label, unit, higher in ROWS:
-        a, b = off[key], on[key]
-        cost = (a - b) / a if higher else (b - a) / a
-        lines.append(f"{label:<46} {a:>11.1f} {b:>11.1f} {cost:>+8.1%}  {unit}")
+        line = f"{label:<46} {off[key]:>11.1f}"
+        for mode in MODES[1:]:
+            a, b = off[key], results[mode][key]
+            cost = (a - b) / a if higher else (b - a) / a
+            line += f" {b:>11.1f} {cost:>+7.1%}"
+        lines.append(f"{line}  {unit}")
     return "\n".join(lines)
 
 
@@ -139,16 +154,14 @@ async def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sink = Sink()
-    results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     try:
         for i in range(args.rounds):
-            order = ("off", "on") if i % 2 == 0 else ("on", "off")
+            order = MODES[i % len(MODES) :] + MODES[: i % len(MODES)]  # each goes first in turn
             for mode in order:
                 results[mode].append(await measure(mode, sink))
-            print(
-                table(results["off"][-1], results["on"][-1], f"\ntracing, round {i + 1}"),
-                flush=True,
-            )
+            last = {mode: rs[-1] for mode, rs in results.items()}
+            print(table(last, f"\ntracing, round {i + 1} (order {', '.join(order)})"), flush=True)
     finally:
         sink.close()
     if args.rounds > 1:
@@ -156,7 +169,7 @@ async def main() -> int:
             mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             for mode, rs in results.items()
         }
-        print(table(med["off"], med["on"], f"\ntracing, medians of {args.rounds} rounds"))
+        print(table(med, f"\ntracing, medians of {args.rounds} rounds"))
     print(f"(the sink took {sink.bytes / 1e6:.1f} MB of OTLP protobuf)")
     return 0
 

@@ -24,7 +24,7 @@ from runloom.devkit import busauth
 from runloom.devkit.testing import wait_ended
 from runloom.runtime import access
 
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks", "lifecycle")
 CONFINED = (*SERVICES, "backup")
 """Every identity but admin: the services, and the backup (stream snapshots only)."""
 STREAMS = (
@@ -55,6 +55,13 @@ FORBIDDEN_TO_ALL = (
 # durables' messages (taking them would steal another service's work).
 FORBIDDEN = {
     "gateway": (
+        # Erasure is the lifecycle service's: the internet-facing gateway may only ask for it.
+        f"$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.COMMANDS_STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.DLQ_STREAM}",
+        f"$KV.{subjects.ERASURES_BUCKET}.forged",
+        subjects.erase("orchestrator"),
+        subjects.erase("billing"),
         f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
         subjects.BILLING_RESERVE,
         subjects.BILLING_COMMIT,
@@ -127,13 +134,47 @@ FORBIDDEN = {
     ),
 }
 
+FORBIDDEN["lifecycle"] = (
+    # It purges run subjects and deletes scanned messages; nothing else of the streams.
+    f"$JS.API.STREAM.PURGE.{subjects.DLQ_STREAM}",
+    f"$JS.API.STREAM.PURGE.OBJ_{subjects.ARTIFACTS_BUCKET}",
+    f"$JS.API.STREAM.PURGE.OBJ_{subjects.CORPUS_UPLOADS_BUCKET}",
+    f"$JS.API.DIRECT.GET.{subjects.RUN_EVENTS_STREAM}",
+    f"$JS.API.STREAM.MSG.GET.{subjects.RUN_EVENTS_STREAM}",
+    f"$JS.API.CONSUMER.CREATE.{subjects.RUN_EVENTS_STREAM}",
+    "$JS.API.CONSUMER.MSG.NEXT.RUN_EVENTS.run-archive",
+    "$JS.API.CONSUMER.MSG.NEXT.COMMANDS.orchestrator",
+    subjects.run_events(new_id("run")),
+    subjects.START_RUN,
+    subjects.RESUME_RUN,
+    subjects.BILLING_RESERVE,
+    subjects.CORPUS_ADD,
+    subjects.WEBHOOKS_CREATE,
+    subjects.deliverable_job("report"),
+    f"$O.{subjects.ARTIFACTS_BUCKET}.M.forged",
+)
+
 NOT_TO_READ = {
-    "gateway": (">", "_INBOX_billing.>", subjects.BILLING_RESERVE, subjects.RUN_EVENTS_SUBJECTS),
+    "gateway": (
+        ">",
+        "_INBOX_billing.>",
+        "_INBOX_lifecycle.>",
+        subjects.BILLING_RESERVE,
+        subjects.RUN_EVENTS_SUBJECTS,
+        subjects.LIFECYCLE_ERASE,
+    ),
     "orchestrator": ("_INBOX_gateway.>", subjects.DELIVERABLES_RUN, "cmd.>", "$JS.>"),
     "deliverables": (">", "_INBOX_orchestrator.>", subjects.RUN_EVENTS_SUBJECTS, "job.>"),
     "billing": ("_INBOX.>", "_INBOX_gateway.>", subjects.CORPUS_ADD, subjects.START_RUN),
     "webhooks": (">", "_INBOX_billing.>", subjects.RUN_EVENTS_SUBJECTS, subjects.ERASE_GATEWAY),
     "backup": (">", "_INBOX_admin.>", subjects.RUN_EVENTS_SUBJECTS, subjects.START_RUN),
+    "lifecycle": (
+        ">",
+        "_INBOX_gateway.>",
+        subjects.RUN_EVENTS_SUBJECTS,
+        subjects.ERASE_GATEWAY,
+        subjects.RETENTION_DUE,
+    ),
 }
 
 
@@ -273,3 +314,23 @@ async def test_runs_complete_with_every_service_on_its_own_identity(
     for proc in platform.procs.values():
         own = str(busauth.credential(platform.settings.home, proc.service))
         assert proc.env.get("RUNLOOM_NATS_CREDENTIALS") == own
+
+
+async def test_only_the_lifecycle_identity_may_purge_a_run_history(js: Any, nats_as: Any) -> None:
+    """The purge an erasure makes (`run.<id>.events`, filtered), tried by the internet-facing
+    gateway: refused, the history intact. The lifecycle service's identity may."""
+    from runloom.runtime.erasure import count_subject
+
+    subject = subjects.run_events(new_id("run"))
+    await js.publish(subject, b'{"note": "a history to keep"}')
+    gateway, refusals = await _as(nats_as, "gateway")
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.Error, TimeoutError)):
+        await gateway.jetstream(timeout=1.0).purge_stream(
+            subjects.RUN_EVENTS_STREAM, subject=subject
+        )
+    await refusals.wait_for(f'publish to "$JS.API.STREAM.PURGE.{subjects.RUN_EVENTS_STREAM}"')
+    assert await count_subject(js, subject) == 1
+    lifecycle, l_refusals = await _as(nats_as, "lifecycle")
+    assert await lifecycle.jetstream().purge_stream(subjects.RUN_EVENTS_STREAM, subject=subject)
+    assert await count_subject(js, subject) == 0
+    assert not l_refusals.errors

@@ -30,7 +30,7 @@ from runloom.contracts.commands import DeadLetter
 from runloom.contracts.types import now
 from runloom.contracts.webhooks import WEBHOOK_EVENT_TYPES
 from runloom.devkit.receiver import WebhookReceiver
-from runloom.devkit.supervisor import SERVICES
+from runloom.devkit.supervisor import SERVICES, wait_http
 from runloom.devkit.testing import artifact_digests, wait_ended, wait_usage
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus, db, erasure
@@ -256,6 +256,17 @@ async def test_a_tenant_deletes_its_own_ended_run(
         other = {"Authorization": f"Bearer {other_key}"}
         r = await client.delete(f"/v1/runs/{run_id}", headers=other)
         assert r.status_code == 404, r.text
+
+        # The gateway may not purge: with the lifecycle service away it says so and when to
+        # retry, and nothing is removed.
+        platform["lifecycle-1"].stop(timeout=10)
+        r = await client.delete(f"/v1/runs/{run_id}")
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+        assert "lifecycle" in r.json()["detail"], r.text
+        assert await erasure.count_subject(js, subjects.run_events(run_id)) > 0
+        assert (await client.get(f"/v1/runs/{run_id}")).status_code == 200
+        platform["lifecycle-1"].start()
+        wait_http(f"{platform.management['lifecycle-1']}/readyz", 30, platform["lifecycle-1"])
 
         r = await client.delete(f"/v1/runs/{run_id}")
         assert r.status_code == 200, r.text

@@ -139,6 +139,8 @@ def _start(platform: Any, receiver: Any, *services: str) -> None:
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            # Every run's trace, not the default one in ten: each run here is checked whole.
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
             "RUNLOOM_REPORT_DELTA_INTERVAL_S": "0.25",  # slow enough to kill a run mid-report
         }
     )

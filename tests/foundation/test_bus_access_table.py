@@ -42,10 +42,15 @@ def test_only_admin_may_administer_streams() -> None:
             *(f"$JS.API.STREAM.PURGE.OBJ_{b}" for b in ident.buckets_delete),
             *(f"$JS.API.STREAM.PURGE.{s}" for s in ident.purges),
         ]
-    # Whole-stream purges outside object stores: the gateway's erasure alone (README).
+    # Whole-stream purges outside object stores, message deletes and the erasure records:
+    # the lifecycle service's alone (README); never the gateway, which clients reach.
     assert {i.name: i.purges for i in busauth.IDENTITIES if i.purges} == {
-        "gateway": ("RUN_EVENTS",)
+        "lifecycle": ("RUN_EVENTS",)
     }
+    assert {i.name for i in busauth.IDENTITIES if i.deletes_from or i.kv} == {"lifecycle"}
+    gateway = busauth.by_name("gateway").permissions().publish
+    assert not [s for s in gateway if "PURGE" in s or "MSG.DELETE" in s or "$KV." in s]
+    assert not [s for s in gateway if s.startswith("erase.")], "erasing is asked of lifecycle"
 
 
 def test_identities_are_distinct() -> None:

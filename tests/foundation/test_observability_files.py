@@ -19,11 +19,12 @@ SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
 
 
 def exported() -> set[str]:
-    """Every runloom_* family the five services register (names as exposed)."""
+    """Every runloom_* family the six services register (names as exposed)."""
     import runloom.billing.metrics
     import runloom.billing_client._metrics
     import runloom.deliverables.metrics
     import runloom.gateway.metrics as gateway
+    import runloom.lifecycle.metrics
     import runloom.orchestrator.metrics
     import runloom.runtime.consumer
     import runloom.runtime.metrics

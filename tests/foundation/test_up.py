@@ -32,8 +32,15 @@ from runloom.devkit.embedded import (
 from runloom.devkit.testing import orphaned_postgres_folder
 from runloom.gateway.store.tenants import hash_key
 
-SERVICES = ("gateway-1", "orchestrator-1", "deliverables-1", "billing-1", "webhooks-1")
-IDENTITIES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+SERVICES = (
+    "gateway-1",
+    "orchestrator-1",
+    "deliverables-1",
+    "billing-1",
+    "webhooks-1",
+    "lifecycle-1",
+)
+IDENTITIES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks", "lifecycle")
 
 
 @dataclass
@@ -63,7 +70,7 @@ class UpProcess:
             "RUNLOOM_NATS_PORT": str(ports.nats),
             "RUNLOOM_POSTGRES_PORT": str(ports.postgres),
             "RUNLOOM_GATEWAY_PORT": str(ports.gateway),
-            # The management ports (five, ten with --cluster) follow this one (not the
+            # The management ports (six, twelve with --cluster) follow this one (not the
             # default 19090: tests may run side by side).
             "RUNLOOM_MANAGEMENT_PORT": str(free_ports(2 * len(SERVICES))),
         }
@@ -215,7 +222,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
     cmdlines = [" ".join(_cmdline(c)) for c in children]
     assert any("nats-server" in c for c in cmdlines), cmdlines
     assert any("postgres" in c for c in cmdlines), cmdlines
-    for service in ("gateway", "orchestrator", "deliverables", "billing", "webhooks"):
+    for service in IDENTITIES:
         assert any(f"runloom.{service}" in c for c in cmdlines), (service, cmdlines)
     # One NATS identity per service: its seed a file of mode 600, the process given that path
     # alone, no seed in an environment, a command line, the server's config or a log.
@@ -234,6 +241,8 @@ def test_up_starts_everything_stops_cleanly_and_keeps_data(
         env = child.environ()
         assert env["RUNLOOM_NATS_CREDENTIALS"] == str(busauth.credential(home, service))
         assert not any(seed in v for v in env.values() for seed in seeds.values())
+        if service == "lifecycle":  # no table: no database URL of any role
+            assert not [k for k in env if k.startswith("RUNLOOM_DATABASE_URL")], env.keys()
     written = out + conf + "".join(f.read_text() for f in (home / "logs").glob("*.log"))
     assert not any(seed in written for seed in seeds.values())
     assert "webhooks: http:// URLs and loopback targets allowed (local development" in out

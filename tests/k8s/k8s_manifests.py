@@ -7,7 +7,9 @@ from typing import Any
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks", "lifecycle")
+WITH_DATABASE = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+"""The services with a schema and a role of their own (lifecycle holds no table)."""
 OPERATOR_MADE = {"runloom-nats-users"}
 """ConfigMaps the platform team makes at install time (deploy/k8s/README.md)."""
 

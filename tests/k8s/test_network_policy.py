@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import OVERLAYS
-from k8s_manifests import SERVICES, containers, find, pod_labels, selects, workloads
+from k8s_manifests import SERVICES, WITH_DATABASE, containers, find, pod_labels, selects, workloads
 
 Obj = dict[str, Any]
 CLIENTS = (*SERVICES, "runloom-release", "runloom-backup")
@@ -22,7 +22,9 @@ ALL = ("nats", *CLIENTS)
 
 INSIDE = {(c, "nats", 4222) for c in CLIENTS} | {("nats", "nats", 6222)}
 DNS = {(w, "ns:kube-system", p) for w in ALL for p in ("53/UDP", "53/TCP")}
-POSTGRES = {(w, "ip:10.0.0.0/8", "5432/TCP") for w in CLIENTS}
+POSTGRES = {
+    (w, "ip:10.0.0.0/8", "5432/TCP") for w in (*WITH_DATABASE, "runloom-release", "runloom-backup")
+}
 OTLP = {(s, "ns:observability", "4318/TCP") for s in SERVICES}
 SCRAPE = {("ns:monitoring", s, "9090/TCP") for s in SERVICES}
 INGRESS = {("ns:ingress-nginx", "gateway", "8080/TCP")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from k8s_manifests import SERVICES, containers, one, pod_spec, workloads
+from k8s_manifests import SERVICES, WITH_DATABASE, containers, one, pod_spec, workloads
 
 Objs = dict[str, list[dict[str, Any]]]
 
@@ -44,7 +44,9 @@ def test_each_workload_mounts_only_its_own_credentials(rendered: Objs, overlay: 
     objs = rendered[overlay]
     for service in SERVICES:
         d = one(objs, "Deployment", service)
-        own = {f"runloom-db-{service}", f"runloom-nats-{service}"}
+        own = {f"runloom-nats-{service}"}
+        if service in WITH_DATABASE:
+            own.add(f"runloom-db-{service}")
         extra = {"runloom-openai"} if service == "orchestrator" else set()
         assert own <= _secrets_of(d) <= own | extra, _secrets_of(d)
         (c,) = containers(d)
@@ -52,7 +54,7 @@ def test_each_workload_mounts_only_its_own_credentials(rendered: Objs, overlay: 
         assert env["RUNLOOM_NATS_CREDENTIALS"] == f"/var/run/secrets/runloom/nats/{service}.nk"
     job = one(objs, "Job", "runloom-release")
     assert _secrets_of(job) == {"runloom-nats-admin"} | {
-        f"runloom-db-{n}" for n in ("admin", *SERVICES)
+        f"runloom-db-{n}" for n in ("admin", *WITH_DATABASE)
     }
     assert _secrets_of(one(objs, "StatefulSet", "nats")) <= {TLS}
     backup = one(objs, "CronJob", "runloom-backup")

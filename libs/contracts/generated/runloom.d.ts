@@ -1207,6 +1207,46 @@ export interface EraseReply {
   open_run_ids?: string[];
 }
 
+/**
+ * Erase some ended runs of a tenant everywhere (`lifecycle.erase`): the gateway asks,
+ *     after its own checks (the tenant owns each run, each has ended); the lifecycle service
+ *     opens the erasure job (or resumes it: the same runs are the same job) and runs it.
+ */
+export interface EraseRunsRequest {
+  tenant_id: string;
+  run_ids: string[];
+}
+
+/** Where an erasure job stands once the lifecycle service has run it as far as it could. */
+export interface ErasureReply {
+  erasure_id: string;
+  /**
+   * `unfinished`: a step could not be done now (`detail` says which and why); the job is
+   * recorded and is resumed by asking again, or by the lifecycle service's next sweep.
+   */
+  status: "done" | "unfinished";
+  runs?: number;
+  /** What was removed, by `<schema>.<table>`, `stream:<name>` or `bucket:<name>`. */
+  removed?: Record<string, number>;
+  detail?: string;
+}
+
+/** Which ended runs have outlived their tenant's retention policy (`retention.due`). */
+export interface RetentionDueRequest {
+  /** At most this many runs per tenant, the oldest first. */
+  batch?: number;
+}
+
+export interface RetentionDueReply {
+  /** Each tenant with runs to erase now, and those runs (tenants with none are left out). */
+  due?: TenantRuns[];
+}
+
+export interface TenantRuns {
+  tenant_id: string;
+  run_ids: string[];
+}
+
 /** Store a document's extracted text (idempotent by `document_id`: a retry stores it once). */
 export interface AddDocumentRequest {
   document_id: string;

@@ -290,3 +290,53 @@ async def test_agui_streams_count_against_the_open_streams_quota(platform, pool)
                     assert posted.status_code == 429, posted.text
                 await asyncio.sleep(0.05)
         assert await pool.fetchval("SELECT count(*) FROM runs WHERE tenant_id=$1", tenant) == 2
+
+
+async def test_open_stream_leases_are_renewed_together_and_freed(platform, pool, monkeypatch):
+    """Every open stream of a process keeps its lease (one statement renews them all), and a
+    stream that ends frees its own at once."""
+    monkeypatch.setattr(quotas, "LEASE_S", 1.5)  # renewed every 0.5 s
+    tenant = await _tenant(pool, platform)
+    release = [asyncio.Event(), asyncio.Event()]
+
+    async def body(done: asyncio.Event) -> AsyncIterator[bytes]:
+        yield b"first"
+        await done.wait()
+
+    async def stream(done: asyncio.Event) -> str:
+        lease = await quotas.open_stream(pool, tenant)
+        async for _ in quotas.Leased(pool, lease, body(done)):
+            pass
+        return lease
+
+    async def live(lease_ids: set[str]) -> set[str]:
+        rows = await pool.fetch(
+            "SELECT lease_id FROM stream_leases WHERE expires_at > now() AND lease_id = ANY($1)",
+            list(lease_ids),
+        )
+        return {r["lease_id"] for r in rows}
+
+    async with asyncio.timeout(30):
+        tasks = [asyncio.create_task(stream(done)) for done in release]
+        while (
+            len(
+                leases := {
+                    r["lease_id"]
+                    for r in await pool.fetch(
+                        "SELECT lease_id FROM stream_leases WHERE tenant_id=$1", tenant
+                    )
+                }
+            )
+            < 2
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3 * quotas.LEASE_S)  # two leases' worth: lapsed unless renewed
+        assert await live(leases) == leases
+        release[0].set()
+        ended = await tasks[0]
+        while await pool.fetchval("SELECT 1 FROM stream_leases WHERE lease_id=$1", ended):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(2 * quotas.LEASE_S)
+        assert await live(leases) == leases - {ended}
+        release[1].set()
+        await tasks[1]

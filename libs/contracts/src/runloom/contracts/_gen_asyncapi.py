@@ -283,6 +283,7 @@ def asyncapi() -> Schema:
         "deliverables": "the deliverables service answers on the request's inbox",
         "webhooks": "the webhooks service answers on the request's inbox",
         "gateway": "the gateway answers on the request's inbox",
+        "lifecycle": "the lifecycle service (erasure, retention) answers on the request's inbox",
     }
     for op in OPERATIONS:
         name, request, reply = op.name, op.request.__name__, op.reply.__name__

@@ -299,6 +299,45 @@ class EraseReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Inventory: those not ended yet."""
 
 
+class EraseRunsRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Erase some ended runs of a tenant everywhere (`lifecycle.erase`): the gateway asks,
+    after its own checks (the tenant owns each run, each has ended); the lifecycle service
+    opens the erasure job (or resumes it: the same runs are the same job) and runs it."""
+
+    tenant_id: str
+    run_ids: list[RunId]
+
+
+class ErasureReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where an erasure job stands once the lifecycle service has run it as far as it could."""
+
+    erasure_id: str
+    status: Literal["done", "unfinished"]
+    """`unfinished`: a step could not be done now (`detail` says which and why); the job is
+    recorded and is resumed by asking again, or by the lifecycle service's next sweep."""
+    runs: int = 0
+    removed: dict[str, int] = {}
+    """What was removed, by `<schema>.<table>`, `stream:<name>` or `bucket:<name>`."""
+    detail: str = ""
+
+
+class RetentionDueRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Which ended runs have outlived their tenant's retention policy (`retention.due`)."""
+
+    batch: int = 100
+    """At most this many runs per tenant, the oldest first."""
+
+
+class TenantRuns(msgspec.Struct, kw_only=True, omit_defaults=True):
+    tenant_id: str
+    run_ids: list[RunId]
+
+
+class RetentionDueReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    due: list[TenantRuns] = []
+    """Each tenant with runs to erase now, and those runs (tenants with none are left out)."""
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -402,6 +441,11 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "DeadLetter": DeadLetter,
     "EraseRequest": EraseRequest,
     "EraseReply": EraseReply,
+    "EraseRunsRequest": EraseRunsRequest,
+    "ErasureReply": ErasureReply,
+    "RetentionDueRequest": RetentionDueRequest,
+    "RetentionDueReply": RetentionDueReply,
+    "TenantRuns": TenantRuns,
     "AddDocumentRequest": AddDocumentRequest,
     "AddDocumentReply": AddDocumentReply,
     "ListDocumentsRequest": ListDocumentsRequest,

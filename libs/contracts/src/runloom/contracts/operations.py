@@ -33,12 +33,16 @@ from runloom.contracts.commands import (
     DeleteDocumentRequest,
     EraseReply,
     EraseRequest,
+    EraseRunsRequest,
+    ErasureReply,
     ListDocumentsReply,
     ListDocumentsRequest,
     ReleaseReply,
     ReleaseRequest,
     ReserveReply,
     ReserveRequest,
+    RetentionDueReply,
+    RetentionDueRequest,
     RunDeliverablesReply,
     RunDeliverablesRequest,
     RunUsageReply,
@@ -71,7 +75,7 @@ ReplyError = Literal["unavailable", "refused"]
 UNAVAILABLE: Final = "unavailable"
 """The `Runloom-Error` value of a request the answering service could not serve now."""
 
-Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks", "gateway"]
+Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks", "gateway", "lifecycle"]
 """The service that answers an operation (in its queue group: one replica per request)."""
 
 
@@ -79,7 +83,9 @@ Answerer = Literal["billing", "orchestrator", "deliverables", "webhooks", "gatew
 class Operation(Generic[Q, R]):
     """One request/reply subject and its contract."""
 
-    group: Literal["billing", "corpus", "deliverables", "webhooks", "erase"]
+    group: Literal[
+        "billing", "corpus", "deliverables", "webhooks", "erase", "lifecycle", "retention"
+    ]
     verb: str
     subject: str
     request: type[Q]
@@ -187,6 +193,18 @@ WEBHOOKS_REDELIVER = Operation(
     "webhooks", "The webhooks service sends one delivery again.", _WEBHOOKS_S,
 )  # fmt: skip
 
+LIFECYCLE_ERASE = Operation(
+    "lifecycle", "erase", subjects.LIFECYCLE_ERASE, EraseRunsRequest, ErasureReply, "lifecycle",
+    "The lifecycle service erases a tenant's ended runs everywhere, as one resumable job "
+    "(asked again, it resumes; done, it removes nothing more).",
+    60.0,  # every step of the job: the streams' scans and each service's rows
+)  # fmt: skip
+RETENTION_DUE = Operation(
+    "retention", "due", subjects.RETENTION_DUE, RetentionDueRequest, RetentionDueReply,
+    "gateway", "The gateway names the ended runs older than their tenant's retention policy.",
+    10.0,
+)  # fmt: skip
+
 ERASE: dict[Answerer, Operation[EraseRequest, EraseReply]] = {
     service: Operation(
         "erase",
@@ -224,5 +242,7 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     WEBHOOKS_DELIVERIES,
     WEBHOOKS_REDELIVER,
     *ERASE.values(),
+    LIFECYCLE_ERASE,
+    RETENTION_DUE,
 )
 """Every request/reply operation, in the order the AsyncAPI document lists them."""

@@ -62,8 +62,13 @@ _ERASE = {
     "billing": ERASE_BILLING,
     "webhooks": ERASE_WEBHOOKS,
 }
+LIFECYCLE_ERASE = "lifecycle.erase"
+"""The gateway asks the lifecycle service to erase a tenant's ended runs (`EraseRunsRequest`)."""
+RETENTION_DUE = "retention.due"
+"""The lifecycle service asks the gateway which ended runs their tenants' policies let go."""
 ERASURES_BUCKET = "erasures"
-"""Key-value bucket of erasure jobs (`runloom.runtime.erasure`): progress, what was removed."""
+"""Key-value bucket of erasure jobs (`runloom.runtime.erasure`, run by the lifecycle service):
+progress, what was removed."""
 WEBHOOKS_CREATE = "webhooks.endpoint.create"
 WEBHOOKS_LIST = "webhooks.endpoint.list"
 WEBHOOKS_DELETE = "webhooks.endpoint.delete"

@@ -12,6 +12,7 @@ from pathlib import Path
 from runloom.billing.access import IDENTITY as BILLING
 from runloom.deliverables.access import IDENTITY as DELIVERABLES
 from runloom.gateway.access import IDENTITY as GATEWAY
+from runloom.lifecycle.access import IDENTITY as LIFECYCLE
 from runloom.orchestrator.access import IDENTITY as ORCHESTRATOR
 from runloom.runtime import access
 from runloom.runtime.access import ADMIN, BACKUP, Identity
@@ -25,6 +26,7 @@ IDENTITIES: tuple[Identity, ...] = (
     DELIVERABLES,
     BILLING,
     WEBHOOKS,
+    LIFECYCLE,
 )
 
 AUTH_FILE = "authorization.conf"

@@ -138,7 +138,8 @@ class ClusterPlatform:
 
     def __init__(self, root: Path, *, replicas: dict[str, int] | None = None) -> None:
         self.root = root
-        self.replicas = {s: 2 for s in SERVICES} | (replicas or {})
+        # No lifecycle replica unless asked: the fault tests and the soak erase nothing.
+        self.replicas = {s: 2 for s in SERVICES} | {"lifecycle": 0} | (replicas or {})
         self.lab = NetLab(3)
         self.cluster: NatsCluster | None = None
         self.proxies: list[FaultProxy] = []

@@ -12,7 +12,8 @@ from pathlib import Path
 from runloom.devkit.embedded import ChildProcess
 from runloom.runtime import roles
 
-SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks")
+SERVICES = ("gateway", "orchestrator", "deliverables", "billing", "webhooks", "lifecycle")
+"""Every service process `runloom up` starts (the lifecycle service has no database role)."""
 
 
 @dataclass
@@ -42,6 +43,8 @@ class ServiceProcess(ChildProcess):
             env.pop(name, None)
         if own_url:
             env["RUNLOOM_DATABASE_URL"] = own_url
+        else:  # a service without tables (lifecycle) is given no database at all
+            env.pop("RUNLOOM_DATABASE_URL", None)
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"runloom.{self.service}"],

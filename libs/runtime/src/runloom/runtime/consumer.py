@@ -64,6 +64,7 @@ from runloom.runtime.telemetry import (
     context_from_headers,
     destination_template,
     exporting,
+    sampled,
     work_span,
 )
 
@@ -610,12 +611,14 @@ class _Loop:
 def batch_span(consumer: Consumer[Any], msgs: Sequence[Msg]) -> Any:
     """`process {template}` for a batch: no parent, a link to each message's creation context.
 
-    The links are made only when spans are exported: a span that is not recorded drops them,
-    and reading every message's context costs more than the rest of the span (the archive's
-    batches are 256 messages)."""
+    The links are made only when spans are exported, and only to messages of a trace that is
+    kept (sampled, as their traceparent says): a span that is not recorded drops them, a link
+    to a trace that was not kept leads nowhere, and reading every message's context costs
+    more than the rest of the span (the archive's batches are 256 messages)."""
     links = [
         trace.get_current_span(context_from_headers(m.headers)).get_span_context()
         for m in (msgs if exporting() else ())
+        if sampled(m.headers)
     ]
     return work_span(
         f"process {destination_template(consumer.filter_subject)}",

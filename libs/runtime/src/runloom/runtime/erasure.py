@@ -23,12 +23,19 @@ Steps, in order:
    record keeps the erasure id (the tenant's or the run's id), the number of runs and the
    counts: the run ids leave it.
 
-Runs still in flight are not erased: a single run must have ended (the gateway answers 409),
-and a whole tenant's open runs are cancelled first by the caller (see `admin tenant delete`).
+Runs still in flight are not erased: a single run must have ended (the gateway answers 409;
+and a run its inventory names as not ended stops the job before anything is removed), and a
+whole tenant's open runs are cancelled first by the caller (see `admin tenant delete`).
+
+Who runs a job: the lifecycle service (`runloom.lifecycle`: the gateway's `DELETE
+/v1/runs/{id}` through `lifecycle.erase`, the retention sweeper, resuming jobs left behind), and
+`python -m runloom.admin tenant delete` with the admin identity. Only those two identities may
+purge `RUN_EVENTS`, delete the scanned streams' messages and write the `erasures` bucket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -40,7 +47,13 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from runloom.contracts import subjects
 from runloom.contracts.commands import EraseReply, EraseRequest
 from runloom.contracts.operations import ERASE, Answerer
@@ -117,14 +130,16 @@ async def bucket(js: JetStreamContext) -> Any:
 async def unfinished(js: JetStreamContext, idle_s: float) -> list[Job]:
     """Jobs still `running` whose record has not moved for `idle_s` (their runner is gone).
 
-    The keys come from the bucket stream's subjects (a stream info, no consumer: the
-    gateway's identity may not create one on the bucket)."""
+    The keys come from the bucket stream's subjects (a stream info, no consumer); a lease
+    (`take_lease`) is no job and is left out."""
     prefix = f"$KV.{subjects.ERASURES_BUCKET}."
     info = await js.stream_info(f"KV_{subjects.ERASURES_BUCKET}", subjects_filter=f"{prefix}>")
     keys = [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=idle_s)
     out = []
     for key in keys:
+        if key.startswith(LEASE_PREFIX):
+            continue
         job = await load(js, key)
         if job and job.status == "running" and dt.datetime.fromisoformat(job.updated_at) < cutoff:
             out.append(job)
@@ -138,6 +153,50 @@ async def load(js: JetStreamContext, key: str) -> Job | None:
     except KeyNotFoundError:
         return None
     return Job.from_json(entry.value) if entry.value else None
+
+
+LEASE_PREFIX = "lease-"
+"""Keys of the bucket that hold a lease (`take_lease`), not a job."""
+
+
+async def take_lease(js: JetStreamContext, name: str, holder: str, ttl_s: float) -> bool:
+    """Hold the lease `name` for `ttl_s` (True), unless another holder's is still running.
+
+    Compare-and-set on the key's revision: of two replicas reaching for a free lease at once,
+    one wins. A holder that dies leaves it to expire."""
+    kv = await bucket(js)
+    key = LEASE_PREFIX + name
+    now = dt.datetime.now(dt.UTC).timestamp()
+    mine = json.dumps({"holder": holder, "until": now + ttl_s}).encode()
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        entry = None
+    try:
+        if entry is None:
+            await kv.create(key, mine)
+            return True
+        held = json.loads(entry.value or b"{}")
+        if held.get("holder") != holder and float(held.get("until", 0)) > now:
+            return False
+        await kv.update(key, mine, last=entry.revision)
+        return True
+    except (KeyWrongLastSequenceError, BadRequestError):  # another replica was first
+        return False
+
+
+async def release_lease(js: JetStreamContext, name: str, holder: str) -> None:
+    """Give the lease back (if `holder` still holds it): the next reacher needs not wait."""
+    kv = await bucket(js)
+    key = LEASE_PREFIX + name
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return
+    if json.loads(entry.value or b"{}").get("holder") == holder:
+        free = json.dumps({"holder": "", "until": 0}).encode()
+        with contextlib.suppress(KeyWrongLastSequenceError, BadRequestError):
+            await kv.update(key, free, last=entry.revision)
 
 
 Step = Callable[[Job], Awaitable[dict[str, int]]]

@@ -20,3 +20,38 @@ def tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD, older, oldest)
+
+
+def raise_open_files(need: int = 0) -> int:
+    """Raise this process's soft limit on open files to its hard limit; the soft limit after.
+
+    A gateway holds a socket per SSE client, and many systems start processes with a soft
+    limit of 1,024 under a far higher hard one. `need`: the files this process must be able to
+    hold; OSError, naming the limits and how to raise them, when the hard limit is below it.
+    Children started afterwards inherit the raised limit.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    infinite = resource.RLIM_INFINITY
+    if hard != infinite and need > hard:
+        raise OSError(
+            f"{need} open files are needed but the hard limit is {hard} (soft {soft}): "
+            f"raise it (`ulimit -Hn {need}` as root, LimitNOFILE= in a systemd unit, "
+            "nofile in /etc/security/limits.conf or the container runtime's ulimits)"
+        )
+    if soft == infinite:
+        return max(need, 1 << 20)
+    # An infinite hard limit still stops at the kernel's nr_open: ask for what is needed.
+    target = hard if hard != infinite else max(soft, need, 1 << 16)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as exc:
+            if need > soft:
+                raise OSError(
+                    f"{need} open files are needed; the soft limit {soft} "
+                    f"could not be raised: {exc}"
+                ) from exc
+    return int(soft)

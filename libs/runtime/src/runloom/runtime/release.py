@@ -60,7 +60,7 @@ async def prepare(
 
 async def missing(
     js: JetStreamContext,
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | None,
     settings: Settings,
     services: tuple[str, ...] = db.SERVICES,
 ) -> list[str]:
@@ -78,6 +78,7 @@ async def missing(
         except (TimeoutError, nats.errors.Error) as exc:  # a node restarting, a leader moving
             out.append(f"stream {name} (no answer: {exc!r})")
     for service in services:
+        assert pool is not None, "a service's migrations are looked up in its database"
         try:
             done = await db.applied(pool, service)
         except (OSError, asyncpg.PostgresError) as exc:
@@ -92,7 +93,7 @@ async def missing(
 
 async def wait_for_release(
     js: JetStreamContext,
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | None,
     settings: Settings,
     services: tuple[str, ...] = db.SERVICES,
     *,
@@ -108,3 +109,8 @@ async def wait_for_release(
             )
             said = time.monotonic()
         await asyncio.sleep(every_s)
+
+
+async def wait_for_streams(js: JetStreamContext, settings: Settings, every_s: float = 2.0) -> None:
+    """`wait_for_release` for a service without tables: the streams and buckets alone."""
+    await wait_for_release(js, None, settings, (), every_s=every_s)

@@ -30,6 +30,7 @@ _NOUN: dict[Answerer, str] = {
     "deliverables": "deliverables",
     "webhooks": "webhooks",
     "gateway": "the gateway",
+    "lifecycle": "the lifecycle service",
 }
 """How a failure names the answering service (a test checks every `Answerer` has one)."""
 

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from nats.aio.client import Client as NATS
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ServiceContext:
+class BusContext:
+    """What a service's body is given: its bus connection, its stop event, its management
+    port. A service without tables (the lifecycle service) gets this alone (`serve_bus`)."""
+
     name: str
     settings: Settings
     nc: NATS
     js: JetStreamContext
-    pool: asyncpg.Pool
     stop: asyncio.Event
     replica: str = field(default_factory=replica_suffix)
     management: ManagementServer | None = None
@@ -46,11 +49,22 @@ class ServiceContext:
         return f"{self.name}/{self.replica}"
 
 
+@dataclass
+class ServiceContext(BusContext):
+    """A service with its own schema: the bus, and a pool connected as its own role."""
+
+    pool: asyncpg.Pool = field(kw_only=True)
+
+
 Body = Callable[[ServiceContext], Awaitable[None]]
+BusBody = Callable[[BusContext], Awaitable[None]]
 
 
-async def serve(name: str, settings: Settings, body: Body) -> None:
-    """Run `body(ctx)` until SIGTERM/SIGINT sets `ctx.stop`; then drain and close."""
+@contextlib.asynccontextmanager
+async def _frame(
+    name: str, settings: Settings
+) -> AsyncIterator[tuple[BusContext, ManagementServer]]:
+    """Signals, the management port, the NATS connection; drained and closed on the way out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,29 +76,58 @@ async def serve(name: str, settings: Settings, body: Body) -> None:
         nc = await bus.connect_as(settings, f"{name}-{replica_suffix()}")
         management.add_check("nats", nats_check(nc))
         js = nc.jetstream()
-        if settings.migrate_on_start:
-            await db.ensure_database(settings.effective_database_url)
-        pool = await release.open_pool(settings)
-        management.add_check("postgres", postgres_check(pool))
-        await release.prepare(js, pool, settings, name)
-        ctx = ServiceContext(
-            name=name,
-            settings=settings,
-            nc=nc,
-            js=js,
-            pool=pool,
-            stop=stop,
-            management=management,
+        ctx = BusContext(
+            name=name, settings=settings, nc=nc, js=js, stop=stop, management=management
         )
-        log.info("%s replica %s started", name, ctx.replica)
         try:
-            await body(ctx)
+            yield ctx, management
         finally:
             management.started = False
             with contextlib.suppress(Exception):
                 await nc.drain()
-            with contextlib.suppress(Exception):
-                await pool.close()
             log.info("%s replica %s stopped", name, ctx.replica)
     finally:
         await management.close()
+
+
+async def serve(name: str, settings: Settings, body: Body) -> None:
+    """Run `body(ctx)` until SIGTERM/SIGINT sets `ctx.stop`; then drain and close."""
+    async with _frame(name, settings) as (bus_ctx, management):
+        if settings.migrate_on_start:
+            await db.ensure_database(settings.effective_database_url)
+        pool = await release.open_pool(settings)
+        management.add_check("postgres", postgres_check(pool))
+        try:
+            await release.prepare(bus_ctx.js, pool, settings, name)
+            ctx = ServiceContext(**vars(bus_ctx), pool=pool)
+            log.info("%s replica %s started", name, ctx.replica)
+            await body(ctx)
+        finally:
+            management.started = False
+            with contextlib.suppress(Exception):
+                await bus_ctx.nc.drain()  # messages in hand are done with the pool still open
+            with contextlib.suppress(Exception):
+                await pool.close()
+
+
+async def serve_bus(name: str, settings: Settings, body: BusBody) -> None:
+    """`serve` for a service that holds no table: no database connection at all; it waits
+    for the streams the release makes, then runs `body(ctx)` until SIGTERM/SIGINT."""
+    async with _frame(name, settings) as (ctx, _management):
+        await release.wait_for_streams(ctx.js, settings)
+        log.info("%s replica %s started", name, ctx.replica)
+        await body(ctx)
+
+
+def start(name: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    """A service process's entry (`python -m runloom.<name>`): its settings, logging and
+    tracing under its name, the garbage collector tuned, then `run(settings)` until it stops."""
+    from runloom.runtime.logging import setup_logging
+    from runloom.runtime.process import tune_gc
+    from runloom.runtime.telemetry import setup_tracing
+
+    settings = Settings.from_env()
+    setup_logging(name, settings.log_level, settings.log_format)
+    setup_tracing(name, settings.otel_exporter)
+    tune_gc()
+    asyncio.run(run(settings))

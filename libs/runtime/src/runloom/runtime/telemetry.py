@@ -3,8 +3,13 @@
 `setup_tracing` installs the process's tracer provider from the standard `OTEL_*` variables.
 Export is on when `RUNLOOM_OTEL_EXPORTER=otlp`, or when it is unset and an
 `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set: spans then go over
-OTLP/HTTP protobuf through a batch processor, sampled as `OTEL_TRACES_SAMPLER` says, and the
-maintained instrumentations of asyncpg (and FastAPI, in the gateway) are switched on. Without
+OTLP/HTTP protobuf through a batch processor (a thread of its own, `OTEL_BSP_*`), sampled as
+`OTEL_TRACES_SAMPLER` says, and the maintained instrumentations of asyncpg (and FastAPI, in the
+gateway) are switched on. Without `OTEL_TRACES_SAMPLER` the sampler is `parentbased_traceidratio`
+at `OTEL_TRACES_SAMPLER_ARG` (default `DEFAULT_RATIO`): whether a trace is kept is decided once,
+at its root (a run's: the gateway's `POST /v1/runs`), from the trace id, and every span under it
+follows, in every process: a run's trace is kept whole or not at all. A request that arrives
+with a sampled `traceparent` is always kept. Without
 it nothing is recorded: trace ids are still made and propagated (events, logs and headers carry
 them) but every span is a non-recording one, and no instrumentation is installed.
 
@@ -34,10 +39,13 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 SYSTEM = "nats"
+_TRACEPARENT = "traceparent"
+DEFAULT_RATIO = 0.1
+"""Share of traces (runs) kept when export is on and `OTEL_TRACES_SAMPLER` is unset."""
 _configured = False
 _exporting = False
 
@@ -76,7 +84,7 @@ def setup_tracing(service: str, exporter: str = "") -> bool:
         # Ids are still made and propagated, but no span is recorded: nothing is slowed.
         provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
     else:
-        provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+        provider = TracerProvider(resource=resource, sampler=default_sampler())
         if mode == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         else:
@@ -89,6 +97,25 @@ def setup_tracing(service: str, exporter: str = "") -> bool:
     _configured = True
     _exporting = mode != "none"
     return _exporting
+
+
+def default_sampler(environ: Mapping[str, str] | None = None) -> Sampler | None:
+    """Runloom's sampler when `OTEL_TRACES_SAMPLER` is unset: parent-based, roots kept by
+    trace-id ratio (`OTEL_TRACES_SAMPLER_ARG`, else `DEFAULT_RATIO`); None when it is set
+    (the SDK reads it)."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_TRACES_SAMPLER"):
+        return None
+    arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        ratio = float(arg) if arg else DEFAULT_RATIO
+    except ValueError:
+        raise ValueError(
+            f"OTEL_TRACES_SAMPLER_ARG={arg!r}: give the share of traces to keep, 0 to 1"
+        ) from None
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={arg!r}: give the share to keep, 0 to 1")
+    return ParentBased(TraceIdRatioBased(ratio))
 
 
 def exporting() -> bool:
@@ -126,6 +153,18 @@ def context_from_headers(headers: Mapping[str, Any] | None) -> otel_context.Cont
 
 def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
     return extract({"traceparent": traceparent} if traceparent else {})
+
+
+def sampled(headers: Mapping[str, Any] | None) -> bool:
+    """The message's W3C traceparent says its trace is kept (flags' sampled bit), read
+    without parsing the whole context."""
+    traceparent = (headers or {}).get(_TRACEPARENT)
+    if not isinstance(traceparent, str) or len(traceparent) < 2:
+        return False
+    try:
+        return bool(int(traceparent[-2:], 16) & 1)
+    except ValueError:
+        return False
 
 
 def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
@@ -219,17 +258,20 @@ def producer_span(
         inject(headers, context=trace.set_span_in_context(span))
         yield span
         return
-    name = f"publish {destination_template(destination)}"
-    attrs = _messaging_attributes(
-        "publish",
-        destination,
-        message_id=message_id,
-        conversation_id=conversation_id,
-        extra=attributes,
-    )
     with tracer("runloom.messaging").start_as_current_span(
-        name, kind=SpanKind.PRODUCER, attributes=attrs
+        f"publish {destination_template(destination)}", kind=SpanKind.PRODUCER
     ) as span:
+        # Attributes only on a span that is kept (the sampler decides on the trace alone).
+        if span.is_recording():
+            span.set_attributes(
+                _messaging_attributes(
+                    "publish",
+                    destination,
+                    message_id=message_id,
+                    conversation_id=conversation_id,
+                    extra=attributes,
+                )
+            )
         inject(headers)
         yield span
 
@@ -265,24 +307,26 @@ def consumer_span(
     else:
         ctx = context_from_headers(headers)
     span_links += [Link(c) for c in links if c is not None and c.is_valid]
-    extra: dict[str, Any] = {"messaging.consumer.group.name": consumer}
-    if delivered > 1:
-        extra["messaging.nats.message.delivery_count"] = delivered
-    extra.update(attributes or {})
-    attrs = _messaging_attributes(
-        "process",
-        destination,
-        message_id=message_id,
-        conversation_id=conversation_id,
-        extra=extra,
-    )
     with tracer("runloom.messaging").start_as_current_span(
         f"process {destination_template(destination)}",
         context=ctx,
         kind=SpanKind.CONSUMER,
-        attributes=attrs,
         links=span_links,
     ) as span:
+        if span.is_recording():  # attributes only on a span that is kept
+            extra: dict[str, Any] = {"messaging.consumer.group.name": consumer}
+            if delivered > 1:
+                extra["messaging.nats.message.delivery_count"] = delivered
+            extra.update(attributes or {})
+            span.set_attributes(
+                _messaging_attributes(
+                    "process",
+                    destination,
+                    message_id=message_id,
+                    conversation_id=conversation_id,
+                    extra=extra,
+                )
+            )
         yield span
 
 

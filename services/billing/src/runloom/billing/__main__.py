@@ -13,9 +13,7 @@ import sys
 
 from runloom.billing.service import run
 from runloom.runtime.config import Settings
-from runloom.runtime.logging import setup_logging
-from runloom.runtime.process import tune_gc
-from runloom.runtime.telemetry import setup_tracing
+from runloom.runtime.service import start
 
 
 async def _reconcile(settings: Settings, run_id: str | None, tenant_id: str | None) -> int:
@@ -56,10 +54,7 @@ def main() -> None:
     settings = Settings.from_env()
     if args.command == "reconcile":
         sys.exit(asyncio.run(_reconcile(settings, args.run_id, args.tenant_id)))
-    setup_logging("billing", settings.log_level, settings.log_format)
-    setup_tracing("billing", settings.otel_exporter)
-    tune_gc()
-    asyncio.run(run(settings))
+    start("billing", run)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from runloom.deliverables.service import run
-from runloom.runtime.config import Settings
-from runloom.runtime.logging import setup_logging
-from runloom.runtime.process import tune_gc
-from runloom.runtime.telemetry import setup_tracing
+from runloom.runtime.service import start
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    setup_logging("deliverables", settings.log_level, settings.log_format)
-    setup_tracing("deliverables", settings.otel_exporter)
-    tune_gc()
-    asyncio.run(run(settings))
+    start("deliverables", run)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from runloom.contracts import subjects
 from runloom.runtime.access import Durable, Identity, asked, served_by
-from runloom.runtime.erasure import SCANNED_STREAMS
 
 ARCHIVE_DURABLE = "run-archive"
 """The RUN_EVENTS durable of the archive and the runs read model (`store.archive`)."""
@@ -21,14 +20,11 @@ IDENTITY = Identity(
         subjects.BILLING_BUDGET_SET,
         subjects.BILLING_USAGE_RUN,
         subjects.BILLING_USAGE_RANGE,
-        *asked("corpus", "deliverables", "webhooks", erase=True),
+        *asked("corpus", "deliverables", "webhooks", "lifecycle"),
     ),
     reads=(subjects.RUN_EVENTS_STREAM,),
     buckets_read=(subjects.ARTIFACTS_BUCKET,),
     buckets_write=(subjects.CORPUS_UPLOADS_BUCKET,),
-    # Erasure (DELETE /v1/runs, the retention sweeper, runtime.erasure): it purges the erased
-    # runs' subjects, deletes the messages naming them, keeps the job in its key-value bucket.
-    purges=(subjects.RUN_EVENTS_STREAM,),
-    deletes_from=SCANNED_STREAMS,
-    kv=(subjects.ERASURES_BUCKET,),
+    # Erasure is the lifecycle service's (`lifecycle.erase`): the gateway may not purge a
+    # stream, delete a stream's message or write an erasure's record.
 )

@@ -351,38 +351,29 @@ async def open_stream(pool: asyncpg.Pool, tenant_id: str) -> str:
 
 
 class Leased:
-    """`body`, renewing the stream's lease while it streams and ending it when it ends, is
-    cut, or is closed, even before its first chunk (a client gone as soon as it had the
-    headers: a generator that never started would never run its `finally`)."""
+    """`body`, its lease renewed while it streams (with the process's others, `_Renewals`) and
+    ended when it ends, is cut, or is closed, even before its first chunk (a client gone as
+    soon as it had the headers: a generator that never started would never run a `finally`)."""
 
-    __slots__ = ("body", "ended", "lease", "pool", "renewed")
+    __slots__ = ("body", "ended", "lease", "pool", "renewals")
 
     def __init__(self, pool: asyncpg.Pool, lease: str, body: AsyncIterator[bytes]) -> None:
         self.pool = pool
         self.lease = lease
         self.body = body
-        self.renewed = time.monotonic()
         self.ended = False
+        self.renewals = _Renewals.of(pool)
+        self.renewals.add(lease)
 
     def __aiter__(self) -> Leased:
         return self
 
     async def __anext__(self) -> bytes:
         try:
-            chunk = await self.body.__anext__()
+            return await self.body.__anext__()
         except BaseException:
             self.release()
             raise
-        if time.monotonic() - self.renewed > LEASE_S / 3:
-            self.renewed = time.monotonic()
-            with contextlib.suppress(Exception):
-                await self.pool.execute(
-                    "UPDATE stream_leases SET expires_at = now() + make_interval(secs => $2)"
-                    " WHERE lease_id=$1",
-                    self.lease,
-                    LEASE_S,
-                )
-        return chunk
 
     async def aclose(self) -> None:
         self.release()
@@ -394,9 +385,55 @@ class Leased:
         if self.ended:
             return
         self.ended = True
+        self.renewals.discard(self.lease)
         task = asyncio.get_running_loop().create_task(end_stream(self.pool, self.lease))
         _ending.add(task)
         task.add_done_callback(_ending.discard)
+
+
+class _Renewals:
+    """The open stream leases of this process (of one pool), renewed together every third of
+    `LEASE_S` by one statement: a stream's own task never waits on the database to keep
+    streaming. (One UPDATE per stream, run from the stream when a chunk went by, was 500
+    statements a second at 10,000 streams and held their writers behind the pool.)"""
+
+    _by_pool: dict[asyncpg.Pool, _Renewals] = {}
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.leases: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, pool: asyncpg.Pool) -> _Renewals:
+        found = cls._by_pool.get(pool)
+        if found is None:
+            found = cls._by_pool[pool] = cls(pool)
+        return found
+
+    def add(self, lease: str) -> None:
+        self.leases.add(lease)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._renew())
+
+    def discard(self, lease: str) -> None:
+        self.leases.discard(lease)
+        if not self.leases:  # nothing left to renew: the next stream starts afresh
+            if self._by_pool.get(self.pool) is self:
+                del self._by_pool[self.pool]
+            if self.task is not None:
+                self.task.cancel()
+
+    async def _renew(self) -> None:
+        while self.leases:
+            await asyncio.sleep(LEASE_S / 3)
+            with contextlib.suppress(Exception):
+                await self.pool.execute(
+                    "UPDATE stream_leases SET expires_at = now() + make_interval(secs => $2)"
+                    " WHERE lease_id = ANY($1::text[])",
+                    list(self.leases),
+                    LEASE_S,
+                )
 
 
 _ending: set[asyncio.Task[None]] = set()

@@ -30,8 +30,9 @@ from typing import Any
 import asyncpg
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from runloom.contracts import operations as ops
 from runloom.contracts import subjects
-from runloom.contracts.commands import DispatchPolicy, ResumeRun, StartRun
+from runloom.contracts.commands import DispatchPolicy, EraseRunsRequest, ResumeRun, StartRun
 from runloom.contracts.events import (
     CancelRequested,
     ClarificationAnswered,
@@ -61,6 +62,7 @@ from runloom.gateway.problems import (
     DATABASE_UNAVAILABLE,
     RETRY_AFTER_S,
     Problem,
+    answer_of,
     bus_unavailable,
     not_found,
 )
@@ -68,7 +70,7 @@ from runloom.gateway.state import GatewayState, streaming
 from runloom.gateway.store import archive
 from runloom.gateway.store import erasure as erasure_store
 from runloom.gateway.store.archive import title_of
-from runloom.runtime import bus, erasure
+from runloom.runtime import bus
 from runloom.runtime.eventlog import RunClosed, Tail
 from runloom.runtime.runstate import fold
 
@@ -672,8 +674,10 @@ async def page_events(
 
 
 async def erase_run(state: GatewayState, who: Principal, run_id: str) -> dict[str, Any]:
-    """Erase the tenant's own ended run everywhere, as one resumable erasure job
-    (`runtime.erasure`); 409 while it goes on, 503 (the job recorded) if a service is away."""
+    """Erase the tenant's own ended run everywhere: the gateway checks (the tenant sees the
+    run, the run has ended: 409 while it goes on), the lifecycle service runs the resumable
+    erasure job (`lifecycle.erase`; the gateway holds no right to purge). 503 with
+    Retry-After (the job recorded, resumed by the next DELETE) if it could not finish now."""
     row = await load_run(state, who, run_id)
     if row["status"] not in erasure_store.ENDED:
         raise Problem(
@@ -682,18 +686,26 @@ async def erase_run(state: GatewayState, who: Principal, run_id: str) -> dict[st
             f"Run {run_id} is {row['status']}: cancel it (POST /v1/runs/{run_id}/cancel), "
             "wait for run.cancelled, then delete it.",
         )
-    job = await erasure.Erasure.open(state.nc, state.js, who.tenant_id, run_ids=[run_id])
-    try:
-        done = await job.run()
-    except erasure.ErasureError as exc:
-        problem = Problem(
-            503,
-            "Erasure not finished",
-            f"{exc}. The erasure is recorded; DELETE the run again to finish it.",
+    request = EraseRunsRequest(tenant_id=who.tenant_id, run_ids=[run_id])
+    reply = await answer_of(state.nc, ops.LIFECYCLE_ERASE, request, _lifecycle_away)
+    if reply.status != "done":
+        raise _erasure_unfinished(
+            f"{reply.detail}. The erasure is recorded; DELETE the run again to finish it."
         )
-        problem.headers["Retry-After"] = "5"
-        raise problem from None
-    return {"run_id": run_id, "erasure_id": done.erasure_id, "removed": done.removed}
+    return {"run_id": run_id, "erasure_id": reply.erasure_id, "removed": reply.removed}
+
+
+def _lifecycle_away(why: str) -> Problem:
+    return _erasure_unfinished(
+        f"The lifecycle service, which erases runs, did not answer ({why}): the run is not "
+        "erased yet, or its erasure is still going on. DELETE the run again to finish it."
+    )
+
+
+def _erasure_unfinished(detail: str) -> Problem:
+    problem = Problem(503, "Erasure not finished", detail)
+    problem.headers["Retry-After"] = "5"
+    return problem
 
 
 async def retention_policy(state: GatewayState, who: Principal) -> dict[str, Any]:

@@ -1,22 +1,13 @@
-"""`python -m runloom.orchestrator`: run one replica of the orchestrator service."""
+"""`python -m runloom.orchestrator`: run one replica of the orchestrator."""
 
 from __future__ import annotations
 
-import asyncio
-
 from runloom.orchestrator.service import run
-from runloom.runtime.config import Settings
-from runloom.runtime.logging import setup_logging
-from runloom.runtime.process import tune_gc
-from runloom.runtime.telemetry import setup_tracing
+from runloom.runtime.service import start
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    setup_logging("orchestrator", settings.log_level, settings.log_format)
-    setup_tracing("orchestrator", settings.otel_exporter)
-    tune_gc()
-    asyncio.run(run(settings))
+    start("orchestrator", run)
 
 
 if __name__ == "__main__":

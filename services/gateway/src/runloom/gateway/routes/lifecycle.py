@@ -4,23 +4,23 @@ every erasure.
 - `DELETE /v1/runs/{id}`: the tenant's own ended run is erased everywhere (its stream subject,
   the archive and read models, the orchestrator's checkpoints, deliverables and their stored
   objects, the usage ledger's rows: the month's spend stays in billing's aggregate), as one
-  resumable erasure job (`runloom.runtime.erasure`); 404 for a run the tenant cannot see, 409
+  resumable erasure job that the lifecycle service runs (`lifecycle.erase`: the gateway checks,
+  the lifecycle service purges; the gateway may not); 404 for a run the tenant cannot see, 409
   for a run still going (cancel it first). Asked again, it resumes or answers 404 once done.
 - `GET /v1/retention`: the tenant's policy (`keep_days`: null keeps every run).
 - `erase.gateway` (request/reply, queue group `gateway`): the gateway removes its own rows of
   an erasure (its inventory first: revoking a whole tenant's keys and naming its runs).
-- The retention job (`runloom.gateway._retention`) runs beside it.
+- `retention.due` (request/reply, queue group `gateway`): the runs the lifecycle service's
+  retention sweeper is to erase (the policies and the runs' ends are the gateway's rows).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from runloom.contracts import operations as ops
-from runloom.gateway import _retention, usecases
+from runloom.gateway import usecases
 from runloom.gateway._params import RunIdPath
 from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import responses
@@ -34,23 +34,17 @@ QUEUE = "gateway"
 
 
 _responders: dict[int, Responder] = {}
-_tasks: dict[int, asyncio.Task[None]] = {}
 
 
 async def startup(state: GatewayState) -> None:
     answers = GatewayErasure(state.pool)
-    responder = Responder(state.nc, state.js, QUEUE, [Route(ops.ERASE["gateway"], answers.handle)])
+    routes = [Route(ops.ERASE["gateway"], answers.handle), Route(ops.RETENTION_DUE, answers.due)]
+    responder = Responder(state.nc, state.js, QUEUE, routes)
     await responder.start()
     _responders[id(state)] = responder
-    _tasks[id(state)] = asyncio.create_task(_retention.run(state.nc, state.js, state.pool))
 
 
 async def shutdown(state: GatewayState) -> None:
-    task = _tasks.pop(id(state), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
     responder = _responders.pop(id(state), None)
     if responder is not None:
         await responder.stop()

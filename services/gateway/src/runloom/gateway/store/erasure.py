@@ -1,11 +1,17 @@
-"""The gateway's side of an erasure (`erase.gateway`) and the tenants' retention policies:
-the only code that deletes the gateway's rows of a tenant or a run, revokes a tenant's keys
-for an erasure, and writes `tenant_retention`."""
+"""The gateway's side of an erasure (`erase.gateway`) and the tenants' retention policies
+(`retention.due`): the only code that deletes the gateway's rows of a tenant or a run,
+revokes a tenant's keys for an erasure, and writes `tenant_retention`."""
 
 from __future__ import annotations
 
 import asyncpg
-from runloom.contracts.commands import EraseReply, EraseRequest
+from runloom.contracts.commands import (
+    EraseReply,
+    EraseRequest,
+    RetentionDueReply,
+    RetentionDueRequest,
+    TenantRuns,
+)
 from runloom.contracts.kinds import TERMINAL_STATUS
 from runloom.runtime import erasure
 
@@ -39,6 +45,11 @@ class GatewayErasure:
             return await self.inventory(req)
         async with self.pool.acquire() as conn:
             return EraseReply(removed=await erasure.erase_rows(conn, "gateway", TABLES, req))
+
+    async def due(self, req: RetentionDueRequest) -> RetentionDueReply:
+        """`retention.due`: the runs past their tenant's policy (the lifecycle service erases)."""
+        runs = await due(self.pool, max(1, min(req.batch, 1000)))
+        return RetentionDueReply(due=[TenantRuns(tenant_id=t, run_ids=r) for t, r in runs.items()])
 
     async def inventory(self, req: EraseRequest) -> EraseReply:
         """Revoke a whole tenant's keys; name the runs (and those not ended)."""
