@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from runloom.devkit.embedded import free_port
 from runloom.devkit.supervisor import ServiceProcess, wait_http
 from runloom.gateway import quotas
-from runloom.gateway.store.tenants import hash_key
+from runloom.gateway.store.tenants import create_tenant, hash_key
 
 pytestmark = pytest.mark.platform_services("gateway")
 
@@ -43,6 +44,15 @@ async def _tenant(pool: Any, platform: Any) -> str:
         "SELECT tenant_id FROM api_keys WHERE key_hash=$1", hash_key(platform.api_key)
     )
     return tenant
+
+
+async def _new_tenant(pool: Any, **limits: float) -> tuple[str, dict[str, str]]:
+    """A tenant of its own (nothing else of the session's counts against it), its quotas set;
+    the headers that authenticate as it."""
+    tenant = f"q-{uuid.uuid4().hex[:10]}"
+    key = await create_tenant(pool, tenant, tenant)
+    await quotas.set_limits(pool, tenant, dict(limits))
+    return tenant, {"Authorization": f"Bearer {key}"}
 
 
 def _assert_429(r: httpx.Response, quota: str) -> None:
@@ -172,6 +182,116 @@ async def test_the_admin_command_sets_and_shows_quotas(settings, pool) -> None:
     assert (await quotas.read_limits(pool, tenant)).concurrent_runs == 3
 
 
+async def test_every_answer_carries_the_rate_limit_fields(platform, pool):
+    """Not only a 429: any answer to an authenticated request says what is left of the
+    request rate and when it is full again, so a client can slow down before it is refused."""
+    _, headers = await _new_tenant(pool, requests_per_second=0.5, burst=5)
+    async with httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=10) as c:
+        seen = []
+        for path in (
+            "/v1/runs",
+            "/v1/runs/run_01JD6Q0W7XKZ3T9M4N5P6R8S2V",
+            "/v1/agui/capabilities",
+        ):
+            r = await c.get(path)
+            assert r.status_code in (200, 404), r.text
+            policy = POLICY.match(r.headers["RateLimit-Policy"])
+            current = CURRENT.match(r.headers["RateLimit"])
+            assert policy and current, r.headers
+            assert (policy[1], policy[2], policy[3]) == ("requests", "5", ";w=10")
+            seen.append((int(current[2]), int(current[3])))
+        # Each request took a token: 4, 3, 2 left; the bucket is full again in 2, 4, 6 s.
+        assert [r for r, _ in seen] == [4, 3, 2], seen
+        assert all(1 <= t <= 2 * (5 - r) for r, t in seen), seen
+        # A stream's answer carries them too.
+        run = (await c.post("/v1/runs", json={"question": "paced"})).json()
+        async with c.stream("GET", f"/v1/runs/{run['id']}/events") as stream:
+            assert stream.status_code == 200
+            assert CURRENT.match(stream.headers["RateLimit"])
+    async with httpx.AsyncClient(base_url=platform.url, timeout=10) as anonymous:
+        r = await anonymous.get("/v1/runs")
+        assert r.status_code == 401 and "RateLimit" not in r.headers
+
+
+async def test_concurrent_posts_at_the_queue_limit_cannot_overshoot_it(
+    platform, second_gateway, pool
+):
+    """POSTs in flight at once, on two replicas: exactly `queued_runs` are accepted, the rest
+    get 429 with Retry-After and leave nothing stored."""
+    limit, posts = 3, 14
+    tenant, headers = await _new_tenant(pool, queued_runs=limit, burst=100)
+    urls = [platform.url, second_gateway]
+    async with httpx.AsyncClient(headers=headers, timeout=30) as c:
+        answers = await asyncio.gather(
+            *(
+                c.post(
+                    f"{urls[i % 2]}/v1/runs",
+                    json={"question": f"race {i}"},
+                    headers={"Idempotency-Key": f"race-{i}"},
+                )
+                for i in range(posts)
+            )
+        )
+    accepted = [r for r in answers if r.status_code == 201]
+    assert len(accepted) == limit, [r.status_code for r in answers]
+    for r in answers:
+        if r.status_code != 201:
+            _assert_429(r, "queued_runs")
+    ids = {r.json()["id"] for r in accepted}
+    rows = await pool.fetch("SELECT id FROM runs WHERE tenant_id=$1", tenant)
+    assert {row["id"] for row in rows} == ids
+    keys = await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE tenant_id=$1", tenant)
+    assert keys == limit
+    # The places held while the POSTs were in flight are given back.
+    assert not await pool.fetchval("SELECT count(*) FROM run_admissions WHERE tenant_id=$1", tenant)
+
+
+def _agui_input(thread: str, run: str, text: str) -> dict[str, Any]:
+    return {
+        "threadId": thread,
+        "runId": run,
+        "messages": [{"id": f"m-{run}", "role": "user", "content": text}],
+    }
+
+
+async def test_agui_streams_count_against_the_open_streams_quota(platform, pool):
+    """An AG-UI stream takes one of the tenant's `sse_streams` places like an SSE stream, gives
+    it back when the client goes away, and a POST refused for it stores nothing."""
+    tenant, headers = await _new_tenant(pool, sse_streams=1)
+    async with httpx.AsyncClient(base_url=platform.url, headers=headers, timeout=10) as c:
+        run = (await c.post("/v1/runs", json={"question": "watched"})).json()
+        async with c.stream("GET", f"/v1/agui/runs/{run['id']}") as agui:
+            assert agui.status_code == 200
+            _assert_429(await c.get(f"/v1/runs/{run['id']}/events"), "sse_streams")
+            _assert_429(await c.get(f"/v1/agui/runs/{run['id']}"), "sse_streams")
+            refused = await c.post("/v1/agui", json=_agui_input("th-1", "r-1", "not stored"))
+            _assert_429(refused, "sse_streams")
+        assert await pool.fetchval("SELECT count(*) FROM runs WHERE tenant_id=$1", tenant) == 1
+
+        # The AG-UI client went away (no terminal event): its place is free again.
+        async def opens(path: str) -> bool:
+            async with c.stream("GET", path) as again:
+                if again.status_code == 200:
+                    await anext(again.aiter_lines())  # it streams; then the client leaves
+                return again.status_code == 200
+
+        async with asyncio.timeout(10):
+            while not await opens(f"/v1/runs/{run['id']}/events"):
+                await asyncio.sleep(0.05)
+        # ... and a POST /v1/agui, once a place is free, runs and streams.
+        async with asyncio.timeout(10):
+            while True:
+                async with c.stream(
+                    "POST", "/v1/agui", json=_agui_input("th-1", "r-1", "now stored")
+                ) as posted:
+                    if posted.status_code == 200:
+                        break
+                    await posted.aread()
+                    assert posted.status_code == 429, posted.text
+                await asyncio.sleep(0.05)
+        assert await pool.fetchval("SELECT count(*) FROM runs WHERE tenant_id=$1", tenant) == 2
+
+
 async def test_open_stream_leases_are_renewed_together_and_freed(platform, pool, monkeypatch):
     """Every open stream of a process keeps its lease (one statement renews them all), and a
     stream that ends frees its own at once."""
@@ -185,7 +305,7 @@ async def test_open_stream_leases_are_renewed_together_and_freed(platform, pool,
 
     async def stream(done: asyncio.Event) -> str:
         lease = await quotas.open_stream(pool, tenant)
-        async for _ in quotas.leased(pool, lease, body(done)):
+        async for _ in quotas.Leased(pool, lease, body(done)):
             pass
         return lease
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +23,7 @@ from prometheus_client import REGISTRY
 from runloom.contracts import subjects
 from runloom.contracts.events import RunCreated, StepStarted
 from runloom.contracts.ids import new_id
+from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, free_port
 from runloom.gateway.app import create_app
 from runloom.gateway.store.tenants import create_tenant
@@ -36,22 +36,9 @@ CHUNK = 256 * 1024
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs mounted for this test. Mounting needs root (as here and in CI): a
-    machine where it cannot be done fails the test, loudly, rather than skipping it."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK},mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, (
-        f"cannot mount a tmpfs for the full-disk test (it needs root and mount): {done.stderr}"
-    )
-    try:
+    """A 24 MiB tmpfs mounted for this test (root and mount needed: fails loudly otherwise)."""
+    with tmpfs(tmp_path / "disk", DISK) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def refused() -> float:

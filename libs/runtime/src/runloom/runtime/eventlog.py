@@ -124,6 +124,18 @@ def is_store_full(exc: BaseException) -> bool:
     return code == STREAM_LIMIT_CODE and "maximum" in str(getattr(exc, "description", ""))
 
 
+_refused_full = False
+"""This process's latest append was refused as `StoreFull` (the `runloom_event_store_full`
+gauge is 1): the next one stored sets it back, a flag test away from the append path."""
+
+
+def _stored_again() -> None:
+    global _refused_full
+    _refused_full = False
+    metrics.STORE_FULL.set(0)
+    log.warning("the event store takes appends again")
+
+
 class RunClosed(Exception):
     """The run already ended: nothing may follow its terminal event."""
 
@@ -732,12 +744,17 @@ class EventLog:
             self._remember(
                 run_id, Tail(ack.seq, last.seq, last if last.type in TERMINAL_TYPES else None)
             )
+            if _refused_full:
+                _stored_again()
             return events
         if unanswered is not None:
             raise self._unavailable(run_id, unanswered) from unanswered
         raise AppendConflict(f"append to {run_id} lost {self.max_retries} races in a row")
 
     def _full(self, run_id: str, exc: Exception) -> StoreFull:
+        global _refused_full
+        _refused_full = True
+        metrics.STORE_FULL.set(1)
         metrics.APPENDS_REFUSED.labels("store_full").inc()
         log.warning("append to %s refused: the event store is full (%s)", run_id, exc)
         return StoreFull(

@@ -35,6 +35,11 @@ APPEND_CONFLICTS = Counter(
     "runloom_event_append_conflicts",
     "Appends that lost the race for a run's next seq (expected last sequence mismatch)",
 )
+STORE_FULL = Gauge(
+    "runloom_event_store_full",
+    "1 while this process's latest append was refused for want of space (the event store is "
+    "full), 0 once one is stored again",
+)
 APPENDS_REFUSED = Counter(
     "runloom_event_appends_refused",
     "Appends the event store refused with nothing stored, by reason (store_full: JetStream's "

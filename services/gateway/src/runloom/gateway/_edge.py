@@ -13,6 +13,10 @@ request takes one ASGI hop on its way in, and so the walk of a request is short 
   `Content-Length`, or as soon as a streamed body crosses the limit.
 - An exception no route handled is logged once, with its traceback, and answers a 500
   problem (when nothing was sent yet); the connection stays usable for the next request.
+- An answer to an authenticated request carries the tenant's `RateLimit-Policy` / `RateLimit`
+  fields (set by `auth.principal` in the request's state), whatever route or error made it;
+  an answer that names its own (a 429 for another quota) keeps those. SSE streams answered
+  ahead of this layer add them themselves (`_sse.SSEResponse`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ BODY_LIMITS: list[tuple[str, re.Pattern[str], int]] = [
     ("PUT", re.compile(r"/v1/budget"), 4 * KIB),
 ]
 """(method, path, bytes): the largest request body each route takes."""
+RATE_LIMIT_STATE = "rate_limit_fields"
+"""The request-state key holding the RateLimit fields its answer carries."""
 
 
 def body_limit(method: str, path: str) -> int:
@@ -121,6 +127,7 @@ class Edge:
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
                 responding(scope, arrived)
+                message = _with_rate_limit(scope, message)
             await send(message)
 
         try:
@@ -166,6 +173,22 @@ class Edge:
             if not started():
                 for message in answer:
                     await send(message)
+
+
+def rate_limit_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The RateLimit fields `auth.principal` left in the request's state (none if it did not
+    authenticate the request), as ASGI headers."""
+    fields: dict[str, str] | None = scope.get("state", {}).get(RATE_LIMIT_STATE)
+    return [(name.lower().encode(), value.encode()) for name, value in (fields or {}).items()]
+
+
+def _with_rate_limit(scope: Scope, start: Message) -> Message:
+    extra = rate_limit_headers(scope)
+    if not extra:
+        return start
+    headers = list(start.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    return {**start, "headers": headers + [h for h in extra if h[0] not in present]}
 
 
 def responding(scope: Scope, arrived: float) -> None:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from runloom.gateway._edge import rate_limit_headers
 from runloom.gateway._fanout import Client, Hub
 from runloom.gateway._history import Frame, History
 from runloom.gateway._server import PUSH
@@ -184,6 +185,9 @@ class SSEResponse:
     async def _watch(self, receive: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        release = getattr(self.body, "release", None)
+        if release is not None:
+            release()  # the client is gone: what it held is free now, not when the task ends
         task, self.client.task = self.client.task, None  # cancelled once, by one of us
         if task is not None and not self.finished:
             self.gone = True
@@ -196,7 +200,8 @@ class SSEResponse:
         self.client.push = scope.get("extensions", {}).get(PUSH)
         watch = asyncio.create_task(self._watch(receive))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            headers = HEADERS + rate_limit_headers(scope)  # also when no middleware ran
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             last = False
             async for chunk in self.body:
                 last = chunk.__class__ is Last

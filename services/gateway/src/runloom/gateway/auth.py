@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 from runloom.gateway import quotas
+from runloom.gateway._edge import RATE_LIMIT_STATE
 from runloom.gateway.problems import Problem
 from runloom.gateway.state import GatewayState, get_state
 from runloom.gateway.store.tenants import tenant_of_key
@@ -31,6 +32,11 @@ def _unauthorized(detail: str) -> Problem:
     return p
 
 
+def _paced(request: Request, fields: dict[str, str]) -> None:
+    """The answer carries the tenant's RateLimit fields (`_edge.Edge` adds them)."""
+    setattr(request.state, RATE_LIMIT_STATE, fields)
+
+
 async def principal(request: Request, state: GatewayState = Depends(get_state)) -> Principal:
     """Authenticate the request: `Authorization: Bearer <api key>`.
 
@@ -48,13 +54,13 @@ async def principal(request: Request, state: GatewayState = Depends(get_state)) 
                 "This API key is not valid. Locally, the key is in .runloom/api-key "
                 "(printed by 'runloom up')."
             )
-        await quotas.take_request(state.pool, tenant)  # 429 over its request rate
+        _paced(request, await quotas.take_request(state.pool, tenant))  # 429 over its rate
         return Principal(tenant_id=tenant)
     token = request.query_params.get("token")
     if token and state.streaming is not None:
         grant = state.streaming.tokens.resolve(token, request)
         if grant is not None:
-            await quotas.take_request(state.pool, grant.tenant_id)
+            _paced(request, await quotas.take_request(state.pool, grant.tenant_id))
             return Principal(grant.tenant_id, run_scope=grant.run_id)
         raise _unauthorized("This stream token is invalid or expired; request a new one.")
     raise _unauthorized(

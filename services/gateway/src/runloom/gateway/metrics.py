@@ -26,6 +26,10 @@ ARCHIVE_LAG = Gauge(
     "runloom_archive_lag_events",
     "Run events stored in JetStream and not yet archived in PostgreSQL",
 )
+DATABASE_FULL = Counter(
+    "runloom_database_full_refusals",
+    "Requests answered 503 because PostgreSQL refused a write for want of disk space",
+)
 QUOTA_REFUSED = Counter(
     "runloom_quota_refused",
     "Requests refused with 429 because a tenant was over a quota, by tenant and quota",

@@ -110,9 +110,13 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     ConnectionRefusedError,
     ConnectionResetError,
+    asyncpg.exceptions.InsufficientResourcesError,
 )
 """What asyncpg raises while PostgreSQL restarts (shutdown, crash recovery, refused or dropped
-connections): also a 503 with Retry-After."""
+connections) or lacks room (a full disk, out of memory or connections): also a 503 with
+Retry-After."""
+DATABASE_FULL = asyncpg.exceptions.DiskFullError
+"""PostgreSQL could not extend a file: its disk is full (SQLSTATE 53100)."""
 RETRY_AFTER_S = 1
 """Retry-After (seconds) on a 503 for a bus that is away: a cluster elects a new stream
 leader, and a client moves to another server, within a few seconds."""
@@ -160,6 +164,22 @@ def store_full() -> Problem:
         "are paused until space is back, and nothing already acknowledged is lost. Retry in "
         f"{STORE_FULL_RETRY_AFTER_S} s (with the same Idempotency-Key); operators: see the "
         "README's 'When the disk fills'.",
+    )
+    problem.headers["Retry-After"] = str(STORE_FULL_RETRY_AFTER_S)
+    return problem
+
+
+def database_full() -> Problem:
+    from runloom.gateway import metrics  # (metrics -> store -> ... would import this module)
+
+    metrics.DATABASE_FULL.inc()
+    problem = Problem(
+        503,
+        "Service Unavailable",
+        "The database is full: it refused to store this request (what the event store "
+        "acknowledged is kept and archived once there is room). Retry in "
+        f"{STORE_FULL_RETRY_AFTER_S} s with the same Idempotency-Key, which completes the same "
+        "run; operators: see the README's 'When the disk fills'.",
     )
     problem.headers["Retry-After"] = str(STORE_FULL_RETRY_AFTER_S)
     return problem
@@ -215,6 +235,8 @@ def install(app: FastAPI) -> None:
 
         @app.exception_handler(error)
         async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            if isinstance(exc, DATABASE_FULL):
+                return database_full().response(request.url.path)
             problem = bus_unavailable("The database did not answer")
             return problem.response(request.url.path)
 

@@ -18,10 +18,19 @@ Open streams are leases in `stream_leases` counted under a per-tenant transactio
 `concurrent_runs` and `weight` travel with the start command (`StartRun.dispatch`) to the
 orchestrator, which queues and dispatches runs (it reads no gateway table).
 
-A refusal is a 429 `application/problem+json` naming the quota (`quota`), its limit and when
-to retry (`retry_after_s`), with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
-fields (draft-ietf-httpapi-ratelimit-headers: `"<quota>";q=<limit>;w=<window s>` and
-`"<quota>";r=<remaining>;t=<seconds>`).
+`queued_runs` is checked and held atomically: under a per-tenant transaction lock, the runs
+waiting plus the admissions still being created (`run_admissions`, one row per POST between
+the check and its run's row) are counted, and an admission is recorded in the same
+transaction. Concurrent POSTs at the limit cannot overshoot it; an admission lapses after
+`ADMISSION_S` if its gateway died halfway.
+
+Every answer to an authenticated request carries the IETF `RateLimit-Policy` / `RateLimit`
+fields of the tenant's request rate (draft-ietf-httpapi-ratelimit-headers:
+`"requests";q=<burst>;w=<seconds to refill it>` and `"requests";r=<remaining>;t=<seconds until
+full>`), so a client paces itself before it is refused. A refusal is a 429
+`application/problem+json` naming the quota (`quota`), its limit and when to retry
+(`retry_after_s`), with `Retry-After` and the same fields for the quota that refused
+(`t` = seconds until a retry can pass).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import contextlib
 import math
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -45,6 +55,10 @@ PLATFORM = "*"
 """The `tenant_quotas` row holding the platform's defaults."""
 CACHE_S = 2.0
 """How long a replica keeps a tenant's quotas before reading them again."""
+CACHE_MAX = 10_000
+"""How many tenants' quotas a replica keeps (least recently used are forgotten)."""
+ADMISSION_S = 60.0
+"""How long a POST's admission holds a place in the queue before its run's row is in."""
 LEASE_S = 60.0
 """An open stream's lease; renewed every third of it while the stream is open."""
 RUN_RETRY_S = 5
@@ -69,7 +83,8 @@ DEFAULTS = Limits()
 NAMES = tuple(f.name for f in fields(Limits))
 
 
-_cache: dict[str, tuple[float, Limits]] = {}
+_cache: OrderedDict[str, tuple[float, Limits]] = OrderedDict()
+"""tenant -> (read at, quotas): at most `CACHE_MAX` tenants, each at most `CACHE_S` old."""
 
 
 # -- reading and setting (the admin command uses these too) ----------------------------------
@@ -98,9 +113,13 @@ async def limits(pool: asyncpg.Pool, tenant_id: str) -> Limits:
     now = time.monotonic()
     hit = _cache.get(tenant_id)
     if hit is not None and now - hit[0] < CACHE_S:
+        _cache.move_to_end(tenant_id)
         return hit[1]
     found = await read_limits(pool, tenant_id)
     _cache[tenant_id] = (now, found)
+    _cache.move_to_end(tenant_id)
+    while len(_cache) > CACHE_MAX:
+        _cache.popitem(last=False)
     return found
 
 
@@ -194,29 +213,38 @@ def over_quota(
         limit=limit,
         retry_after_s=retry_after_s,
     )
-    policy = f'"{quota}";q={int(limit)}'
-    if window_s is not None:
-        policy += f";w={max(1, math.ceil(window_s))}"
+    problem.headers["Retry-After"] = str(retry_after_s)
     problem.headers.update(
-        {
-            "Retry-After": str(retry_after_s),
-            "RateLimit-Policy": policy,
-            "RateLimit": f'"{quota}";r={int(remaining)};t={retry_after_s}',
-        }
+        rate_limit_fields(quota, limit, retry_after_s, window_s=window_s, remaining=remaining)
     )
     return problem
 
 
-async def take_request(pool: asyncpg.Pool, tenant_id: str) -> None:
-    """One API request of the tenant; 429 when its request bucket is empty."""
+def rate_limit_fields(
+    quota: str, limit: float, reset_s: float, *, window_s: float | None, remaining: float
+) -> dict[str, str]:
+    """The `RateLimit-Policy` and `RateLimit` fields of one quota."""
+    policy = f'"{quota}";q={int(limit)}'
+    if window_s is not None:
+        policy += f";w={max(1, math.ceil(window_s))}"
+    return {
+        "RateLimit-Policy": policy,
+        "RateLimit": f'"{quota}";r={int(remaining)};t={math.ceil(reset_s)}',
+    }
+
+
+async def take_request(pool: asyncpg.Pool, tenant_id: str) -> dict[str, str]:
+    """One API request of the tenant; 429 when its request bucket is empty. Returns the
+    RateLimit fields the answer carries (what is left of the bucket, when it is full again)."""
     found = await limits(pool, tenant_id)
-    taken = await buckets.take(
-        pool,
-        "request_buckets",
-        tenant_id,
-        rate=found.requests_per_second,
-        burst=max(found.burst, 1.0),
-    )
+    burst = max(found.burst, 1.0)
+    try:
+        taken = await buckets.take(
+            pool, "request_buckets", tenant_id, rate=found.requests_per_second, burst=burst
+        )
+    except asyncpg.exceptions.DiskFullError:
+        return {}  # a full database still serves reads: the rate goes unmetered meanwhile
+    window_s = burst / found.requests_per_second
     if not taken.ok:
         raise over_quota(
             tenant_id,
@@ -225,38 +253,66 @@ async def take_request(pool: asyncpg.Pool, tenant_id: str) -> None:
             taken.retry_after_s,
             f"This tenant may send {found.requests_per_second:g} requests a second "
             f"(bursts of {found.burst:g}) and has used them up.",
-            window_s=found.burst / found.requests_per_second,
+            window_s=window_s,
             remaining=taken.remaining,
         )
-
-
-async def admit_run(pool: asyncpg.Pool, tenant_id: str, idempotency_key: str | None) -> Limits:
-    """Before a new run is stored: 429 if the tenant already has `queued_runs` runs waiting
-    to start (a retry of a request already accepted is answered as before). Returns the
-    tenant's quotas: the start command carries its dispatch policy."""
-    found = await limits(pool, tenant_id)
-    waiting = await pool.fetchval(
-        "SELECT count(*) FROM runs WHERE tenant_id=$1 AND status IN ('created', 'queued')",
-        tenant_id,
+    return rate_limit_fields(
+        "requests", burst, taken.reset_s, window_s=window_s, remaining=taken.remaining
     )
-    if waiting >= found.queued_runs and not (
-        idempotency_key is not None
-        and await pool.fetchval(
+
+
+async def admit_run(
+    pool: asyncpg.Pool, tenant_id: str, run_id: str, idempotency_key: str | None
+) -> Limits:
+    """Before a new run is stored: 429 if the tenant already has `queued_runs` runs waiting
+    to start or being created (a retry of a request already accepted is answered as before);
+    else a place is held for `run_id` until its row is in (`admitted`). Returns the tenant's
+    quotas: the start command carries its dispatch policy."""
+    found = await limits(pool, tenant_id)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('runs:' || $1))", tenant_id)
+        waiting = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM runs WHERE tenant_id=$1"
+            "        AND status IN ('created', 'queued'))"
+            " + (SELECT count(*) FROM run_admissions a WHERE a.tenant_id=$1"
+            "    AND a.expires_at > now() AND NOT EXISTS (SELECT 1 FROM runs r"
+            "    WHERE r.id = a.run_id))",
+            tenant_id,
+        )
+        if waiting < found.queued_runs:
+            await conn.execute(
+                "DELETE FROM run_admissions WHERE tenant_id=$1 AND expires_at <= now()", tenant_id
+            )
+            await conn.execute(
+                "INSERT INTO run_admissions(run_id, tenant_id, expires_at)"
+                " VALUES ($1, $2, now() + make_interval(secs => $3))",
+                run_id,
+                tenant_id,
+                ADMISSION_S,
+            )
+            return found
+        replayed = idempotency_key is not None and await conn.fetchval(
             "SELECT 1 FROM idempotency_keys WHERE tenant_id=$1 AND key=$2",
             tenant_id,
             idempotency_key,
         )
-    ):
-        raise over_quota(
-            tenant_id,
-            "queued_runs",
-            found.queued_runs,
-            RUN_RETRY_S,
-            f"This tenant already has {waiting} runs waiting to start (its limit is "
-            f"{found.queued_runs}); nothing was stored. Runs leave the queue as they start "
-            f"({found.concurrent_runs} at a time for this tenant).",
-        )
+        if not replayed:
+            raise over_quota(
+                tenant_id,
+                "queued_runs",
+                found.queued_runs,
+                RUN_RETRY_S,
+                f"This tenant already has {waiting} runs waiting to start (its limit is "
+                f"{found.queued_runs}); nothing was stored. Runs leave the queue as they start "
+                f"({found.concurrent_runs} at a time for this tenant).",
+            )
     return found
+
+
+async def admitted(pool: asyncpg.Pool, run_id: str) -> None:
+    """The POST that held a place for `run_id` is over (its row is in, or it failed)."""
+    with contextlib.suppress(Exception):  # else it lapses after ADMISSION_S
+        await pool.execute("DELETE FROM run_admissions WHERE run_id=$1", run_id)
 
 
 # -- open streams ------------------------------------------------------------------------------
@@ -294,20 +350,43 @@ async def open_stream(pool: asyncpg.Pool, tenant_id: str) -> str:
     return lease
 
 
-async def leased(
-    pool: asyncpg.Pool, lease: str, body: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    """`body`, its lease renewed while it streams (with the process's others) and ended when
-    it ends."""
-    renewals = _Renewals.of(pool)
-    renewals.add(lease)
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        renewals.discard(lease)
-        # Ended, cut or cancelled: free the slot without holding up the stream's task.
-        task = asyncio.get_running_loop().create_task(end_stream(pool, lease))
+class Leased:
+    """`body`, its lease renewed while it streams (with the process's others, `_Renewals`) and
+    ended when it ends, is cut, or is closed, even before its first chunk (a client gone as
+    soon as it had the headers: a generator that never started would never run a `finally`)."""
+
+    __slots__ = ("body", "ended", "lease", "pool", "renewals")
+
+    def __init__(self, pool: asyncpg.Pool, lease: str, body: AsyncIterator[bytes]) -> None:
+        self.pool = pool
+        self.lease = lease
+        self.body = body
+        self.ended = False
+        self.renewals = _Renewals.of(pool)
+        self.renewals.add(lease)
+
+    def __aiter__(self) -> Leased:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.body.__anext__()
+        except BaseException:
+            self.release()
+            raise
+
+    async def aclose(self) -> None:
+        self.release()
+        await self.body.aclose()  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        """Free the stream's place (once), without holding up the caller: the stream ended,
+        was cut or cancelled, or its client went away (`_sse.SSEResponse`)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.renewals.discard(self.lease)
+        task = asyncio.get_running_loop().create_task(end_stream(self.pool, self.lease))
         _ending.add(task)
         task.add_done_callback(_ending.discard)
 

@@ -289,10 +289,24 @@ async def create_run(
     A tenant whose queue is full gets 429 before anything is written. A `webhook` URL is
     checked first too; the run's endpoint is made before `run.created`."""
     await _webhooks.check_run_webhook(state, who, body.webhook)
-    quota = await quotas.admit_run(state.pool, who.tenant_id, idempotency_key)
+    run_id = new_id("run")
+    quota = await quotas.admit_run(state.pool, who.tenant_id, run_id, idempotency_key)
+    try:
+        return await _create(state, who, body, idempotency_key, run_id, quota)
+    finally:
+        await quotas.admitted(state.pool, run_id)
+
+
+async def _create(
+    state: GatewayState,
+    who: Principal,
+    body: RunIn,
+    idempotency_key: str | None,
+    run_id: str,
+    quota: quotas.Limits,
+) -> Created:
     request = body.model_dump(mode="json")
     request_hash = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-    run_id = new_id("run")
     replay = False
     if idempotency_key is not None:
         key = check_text(idempotency_key, "Idempotency-Key")
@@ -563,34 +577,50 @@ async def open_stream(
     """The run's SSE stream from `cursor`: 404 for a run this principal cannot see, 400 for
     an unusable cursor, 503 while the gateway drains or the event store does not answer."""
     await load_run(state, who, run_id)
-    lease = await quotas.open_stream(state.pool, who.tenant_id)  # 429 at its open streams
-    try:
-        response = await follow(state, run_id, cursor)
-    except BaseException:
-        await quotas.end_stream(state.pool, lease)
-        raise
-    response.body = quotas.leased(state.pool, lease, response.body)
-    return response
+    return await follow(state, who, run_id, cursor)
+
+
+async def stream_slot(state: GatewayState, who: Principal) -> str:
+    """A place among the tenant's open streams (429 at its `sse_streams`), taken before a
+    request that answers with a stream writes anything; `follow(lease=...)` uses it, and
+    `release_stream` gives it back if the request fails first."""
+    return await quotas.open_stream(state.pool, who.tenant_id)
+
+
+async def release_stream(state: GatewayState, lease: str) -> None:
+    await quotas.end_stream(state.pool, lease)
 
 
 async def follow(
     state: GatewayState,
+    who: Principal,
     run_id: str,
     cursor: str | None,
     render: Callable[[Frame], bytes] = Frame.sse,
     until: Callable[[Frame], bool] = lambda frame: frame.terminal,
+    *,
+    lease: str | None = None,
 ) -> SSEResponse:
     """A client joins the run's feed (a run its caller already may see); its stream
-    (`_sse.frames`) starts after the cursor, each frame rendered by `render`."""
+    (`_sse.frames`) starts after the cursor, each frame rendered by `render`. The stream holds
+    one of the tenant's `sse_streams` places (`lease`, else one taken now: 429 when none is
+    left) until it ends, is cut or the client goes away."""
     s = streaming(state)
     if s.hub.draining:
+        if lease is not None:
+            await release_stream(state, lease)
         raise Problem(503, "Shutting down", "This gateway is shutting down; reconnect.")
+    if lease is None:
+        lease = await stream_slot(state, who)
     try:
         async with asyncio.timeout(s.options.attach_timeout_s):
             after_seq, after_stream_seq = await stream_position(state, run_id, cursor)
             client = await s.hub.attach(run_id)
-    except TimeoutError:
-        raise bus_unavailable() from None
+    except BaseException as exc:
+        await release_stream(state, lease)
+        if isinstance(exc, TimeoutError):
+            raise bus_unavailable() from None
+        raise
     body = frames(
         s.hub,
         s.history,
@@ -602,7 +632,7 @@ async def follow(
         render=render,
         until=until,
     )
-    return SSEResponse(s.hub, client, body)
+    return SSEResponse(s.hub, client, quotas.Leased(state.pool, lease, body))
 
 
 async def page_events(

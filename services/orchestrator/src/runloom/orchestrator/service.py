@@ -47,13 +47,26 @@ from runloom.orchestrator.run import Outcome, RunDriver
 from runloom.runtime import bus, consumer
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock
-from runloom.runtime.eventlog import EventLog, RunClosed
+from runloom.runtime.eventlog import EventLog, RunClosed, StoreFull
 from runloom.runtime.metrics import consumer_gauges
+from runloom.runtime.retry import Backoff
 from runloom.runtime.runstate import fold
 from runloom.runtime.service import ServiceContext, serve
 from runloom.runtime.telemetry import context_from_traceparent, tracer
 
 log = logging.getLogger("runloom.orchestrator")
+
+STORE_FULL_BACKOFF = Backoff(first_s=1.0, max_s=30.0, jitter=0.2)
+"""Pauses between tries of a run whose events the full event store refused."""
+
+
+def _store_full(exc: BaseException) -> bool:
+    """`exc` is the event store refusing for want of space (alone, or every error of a group
+    of parallel steps)."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(StoreFull)
+        return rest is None
+    return isinstance(exc, StoreFull)
 
 
 def make_provider(settings: Settings, options: OrchestratorOptions) -> Provider:
@@ -109,6 +122,21 @@ class Orchestrator:
         except RunClosed as exc:  # another writer ended it meanwhile
             outcome = "closed"
             log.info("run %s: closed by %s", cmd.run_id, exc.terminal.type)
+        except Exception as exc:
+            if not _store_full(exc):
+                raise
+            # Paused, not failed: nothing past its last stored event happened as far as anyone
+            # can tell. It keeps its slot; the command comes back after a growing pause and
+            # the run goes on from its events once the store takes appends again.
+            wait = STORE_FULL_BACKOFF.delay(delivery.delivered - 1)
+            metrics.RUNS_DRIVEN.labels("store_full").inc()
+            log.warning(
+                "run %s paused: the event store is full (nothing lost); trying again in %.0f s",
+                cmd.run_id,
+                wait,
+            )
+            delivery.retry(wait)
+            return
         await self.dispatcher.release(cmd.run_id)
         if outcome == "missing":
             raise bus.PoisonMessage(f"run {cmd.run_id} has no run.created event; nothing to start")

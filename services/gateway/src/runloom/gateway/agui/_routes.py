@@ -116,11 +116,25 @@ def _error_stream(message: str, code: str) -> Response:
 
 
 async def _stream(
-    state: GatewayState, run_id: str, after: Position | None = None, *, one_part: bool = False
+    state: GatewayState,
+    who: Principal,
+    run_id: str,
+    after: Position | None = None,
+    *,
+    one_part: bool = False,
+    lease: str | None = None,
 ) -> Response:
-    renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
+    """The run as AG-UI SSE; it holds one of the tenant's `sse_streams` places while open."""
+    try:
+        renderer = Renderer(run_id, after, one_part=one_part, history=await _history(state, run_id))
+    except BaseException:
+        if lease is not None:
+            await usecases.release_stream(state, lease)
+        raise
     return Raw(
-        await usecases.follow(state, run_id, None, render=renderer.render, until=renderer.until)
+        await usecases.follow(
+            state, who, run_id, None, render=renderer.render, until=renderer.until, lease=lease
+        )
     )
 
 
@@ -181,9 +195,18 @@ async def run_agent(
     current = await usecases.thread_run(state, who, body.threadId)
     rs = fold(await state.log.events(current) if current else [])
     if body.resume:
-        return await _resume(state, who, body, current, rs)
+        # The stream's place before the answer is written (released if no stream follows).
+        lease = await usecases.stream_slot(state, who)
+        try:
+            answer = await _resume(state, who, body, current, rs, lease)
+        except BaseException:
+            await usecases.release_stream(state, lease)
+            raise
+        if not isinstance(answer, Raw):
+            await usecases.release_stream(state, lease)
+        return answer
     if current is not None and (rs.options.get("agui") or {}).get("run_id") == body.runId:
-        return await _stream(state, current, one_part=True)  # the same input again
+        return await _stream(state, who, current, one_part=True)  # the same input again
     if rs.clarification is not None and current is not None:
         return _error_stream(
             f"Thread {body.threadId} has an open interrupt (run {current} asks: "
@@ -193,10 +216,16 @@ async def run_agent(
     run_in = _run_in(body)
     if isinstance(run_in, str):
         return _error_stream(run_in, "invalid_input")
-    created = await usecases.create_run(
-        state, who, run_in, idempotency_key=f"agui:{body.threadId}:{body.runId}"
-    )
-    return await _stream(state, created.run_id, one_part=True)
+    # The stream's place first: a POST refused for the tenant's open streams stores nothing.
+    lease = await usecases.stream_slot(state, who)
+    try:
+        created = await usecases.create_run(
+            state, who, run_in, idempotency_key=f"agui:{body.threadId}:{body.runId}"
+        )
+    except BaseException:
+        await usecases.release_stream(state, lease)
+        raise
+    return await _stream(state, who, created.run_id, one_part=True, lease=lease)
 
 
 async def _resume(
@@ -205,8 +234,10 @@ async def _resume(
     body: RunAgentInput,
     run_id: str | None,
     rs: RunState,
+    lease: str,
 ) -> Response:
-    """Answer the thread's interrupt (the run's clarification) and continue that run."""
+    """Answer the thread's interrupt (the run's clarification) and continue that run, as a
+    stream holding `lease`."""
     resume = body.resume or []
     unknown = [r.interruptId for r in resume if rs.asked(r.interruptId) is None]
     if run_id is None or unknown:
@@ -231,7 +262,9 @@ async def _resume(
         # Already resolved: a replay of the same resume is safe, another answer is not.
         done = question.answered_seq
         if done is not None and entry.status == "resolved" and question.answer == answer:
-            return await _stream(state, run_id, Position(done - 1, WHOLE), one_part=True)
+            return await _stream(
+                state, who, run_id, Position(done - 1, WHOLE), one_part=True, lease=lease
+            )
         return _error_stream(
             f"Interrupt {entry.interruptId} is no longer open (the run is {rs.status}).",
             "interrupt_resolved",
@@ -255,7 +288,7 @@ async def _resume(
         except Problem as problem:
             if problem.status != 409:  # 409: it has already ended, nothing to cancel
                 raise
-        return await _stream(state, run_id, Position(tail.run_seq, WHOLE))
+        return await _stream(state, who, run_id, Position(tail.run_seq, WHOLE), lease=lease)
     if answer is None:
         return _error_stream(
             f"resume.payload must match {json.dumps(ANSWER_SCHEMA)} (or be the answer text).",
@@ -270,7 +303,7 @@ async def _resume(
     except ValueError as exc:
         return _error_stream(str(exc), "invalid_resume_payload")
     position = Position(answered.seq - 1, WHOLE)
-    return await _stream(state, run_id, position, one_part=True)
+    return await _stream(state, who, run_id, position, one_part=True, lease=lease)
 
 
 def _answer_of(entry: _Resume) -> str | None:
@@ -303,4 +336,4 @@ async def run_stream(
             raise Problem(400, "Bad cursor", str(exc)) from None
         after_seq, _ = await usecases.stream_position(state, run_id, cursor.encode())
         position = Position(after_seq, index)
-    return await _stream(state, run_id, position)
+    return await _stream(state, who, run_id, position)

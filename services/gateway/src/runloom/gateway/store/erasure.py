@@ -23,6 +23,7 @@ TABLES = (
     erasure.Owned("run_events"),
     erasure.Owned("runs", run_column="id"),
     erasure.Owned("stream_leases", run_column=None),
+    erasure.Owned("run_admissions"),
     erasure.Owned("request_buckets", run_column=None, tenant_column="key"),
     erasure.Owned("tenant_quotas", run_column=None),
     erasure.Owned("tenant_retention", run_column=None),
