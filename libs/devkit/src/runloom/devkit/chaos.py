@@ -494,22 +494,46 @@ async def _archive_view(plat: ClusterPlatform, run_ids: list[str]) -> dict[str, 
     return out
 
 
-async def _ledger_calls(plat: ClusterPlatform, run_id: str) -> float:
-    """The billing ledger's calls for a run, as GET /v1/usage reports them (either gateway)."""
-    async with httpx.AsyncClient(timeout=10.0) as client:
+class _Ledger:
+    """What the checker asks per run, over one NATS connection and one HTTP client for all the
+    runs (a connection and a TLS context per run made a soak's check of 1,600 runs take
+    longer than a fault's whole envelope)."""
+
+    def __init__(self, plat: ClusterPlatform) -> None:
+        self.plat = plat
+        self.nc: Any = None
+        self.http = httpx.AsyncClient(timeout=10.0)
+
+    async def __aenter__(self) -> _Ledger:
+        self.nc = await self.plat.connect("chaos-usage", "billing")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.nc.close()
+
+    async def usage_ids(self, run_id: str) -> int:
+        """Distinct usage ids among the run's usage.recorded events (what the ledger must count)."""
+        from runloom.runtime.eventlog import EventLog
+
+        events = await EventLog(self.nc.jetstream(), "chaos-usage").events(run_id)
+        return len({e.data["usage_id"] for e in events if e.type == "usage.recorded"})
+
+    async def calls(self, run_id: str) -> float:
+        """The billing ledger's calls for a run, as GET /v1/usage reports them (either gateway)."""
         for attempt in range(40):
             try:
-                r = await client.get(
-                    f"{plat.gateways[attempt % 2]}/v1/usage",
+                r = await self.http.get(
+                    f"{self.plat.gateways[attempt % 2]}/v1/usage",
                     params={"run_id": run_id},
-                    headers=plat.headers(),
+                    headers=self.plat.headers(),
                 )
                 if r.status_code == 200:
                     return float(r.json()["totals"]["calls"])
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.5)
-    raise AssertionError(f"no gateway answered GET /v1/usage for {run_id}")
+        raise AssertionError(f"no gateway answered GET /v1/usage for {run_id}")
 
 
 async def run_fault(
@@ -593,7 +617,18 @@ async def judge(
 ) -> Judged:
     """Collect every reader's view of the load's runs (the stream, the archive, each SSE client,
     the ledger; `acked`: the synthetic writers' acknowledged appends per run) and check them."""
-    await wait_usage_settled(plat, run_ids, timeout=20)
+    async with _Ledger(plat) as ledger:
+        return await _judge(plat, run_ids, clients, acked, ledger)
+
+
+async def _judge(
+    plat: ClusterPlatform,
+    run_ids: list[str],
+    clients: dict[tuple[str, str], ClientLog],
+    acked: dict[str, list[Seen]],
+    ledger: _Ledger,
+) -> Judged:
+    await wait_usage_settled(plat, run_ids, timeout=20, ledger=ledger)
     histories: list[RunHistory] = []
     archive: dict[str, list[Seen]] = {}
     archive_began = time.monotonic()
@@ -618,8 +653,8 @@ async def judge(
         if end == "run.failed":
             end += f" ({reasons.get(r, '?')})"
         endings[end] = endings.get(end, 0) + 1
-        usage_ids = await _usage_ids(plat, r)
-        ledger_calls = await _ledger_calls(plat, r)
+        usage_ids = await ledger.usage_ids(r)
+        ledger_calls = await ledger.calls(r)
         histories.append(
             RunHistory(
                 run_id=r,
@@ -637,33 +672,28 @@ async def judge(
     return Judged(check(histories), completed, endings, archive_wait_s, stored)
 
 
-async def _usage_ids(plat: ClusterPlatform, run_id: str) -> int:
-    """Distinct usage ids among the run's usage.recorded events (what the ledger must count)."""
-    from runloom.runtime.eventlog import EventLog
-
-    nc = await plat.connect("chaos-usage", "billing")
-    try:
-        events = await EventLog(nc.jetstream(), "chaos-usage").events(run_id)
-    finally:
-        await nc.close()
-    return len({e.data["usage_id"] for e in events if e.type == "usage.recorded"})
-
-
-async def wait_usage_settled(plat: ClusterPlatform, run_ids: list[str], timeout: float) -> None:
+async def wait_usage_settled(
+    plat: ClusterPlatform, run_ids: list[str], timeout: float, ledger: _Ledger | None = None
+) -> None:
     """Until the ledger counts every usage id of the runs, or `timeout` (the table shows what
     is left). A node still catching up after a healed fault may answer 503: asked again."""
+    if ledger is None:
+        async with _Ledger(plat) as own:
+            return await wait_usage_settled(plat, run_ids, timeout, own)
     from runloom.runtime.eventlog import TRANSIENT_ERRORS
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = True
         for r in run_ids:
+            if time.monotonic() > deadline:
+                return
             try:
-                want = await _usage_ids(plat, r)
+                want = await ledger.usage_ids(r)
             except TRANSIENT_ERRORS:
                 done = False
                 break
-            got = await _ledger_calls(plat, r)
+            got = await ledger.calls(r)
             done = done and got >= want
         if done:
             return
