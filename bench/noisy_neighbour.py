@@ -25,6 +25,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -137,7 +138,7 @@ async def _round(runs_a: int, runs_b: int) -> dict[str, Phase]:
         async with platform(extra_env={"RUNLOOM_DISPATCH_ORDER": order}) as env:
             services = []
             for name in ("billing", "orchestrator"):
-                env_vars = {**_service_env(env), "RUNLOOM_DISPATCH_ORDER": order}
+                env_vars = {**_service_env(env, name), "RUNLOOM_DISPATCH_ORDER": order}
                 proc = ServiceProcess(name, env_vars, env.root / "logs")
                 proc.start()
                 services.append(proc)
@@ -157,11 +158,18 @@ async def _round(runs_a: int, runs_b: int) -> dict[str, Phase]:
     return out
 
 
-def _service_env(env: Env) -> dict[str, str]:
-    """The gateway's environment for another service, with its own management port."""
+def _service_env(env: Env, name: str) -> dict[str, str]:
+    """The gateway's environment for another service, with its own bus identity (the gateway's
+    is refused the orchestrator's consumers) and its own management port."""
+    from runloom.devkit import busauth
     from runloom.devkit.embedded import free_port
 
-    return {**env.gateway.env, "RUNLOOM_MANAGEMENT_PORT": str(free_port())}
+    home = Path(env.gateway.env["RUNLOOM_HOME"])
+    return {
+        **env.gateway.env,
+        "RUNLOOM_NATS_CREDENTIALS": str(busauth.credential(home, name)),
+        "RUNLOOM_MANAGEMENT_PORT": str(free_port()),
+    }
 
 
 def _management(proc: ServiceProcess) -> str:
