@@ -25,6 +25,7 @@ from runloom.gateway._params import RunIdQuery
 from runloom.gateway.auth import Principal, principal
 from runloom.gateway.problems import Problem, not_found, responses
 from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.store import archive
 
 router = APIRouter(tags=["usage"])
 
@@ -181,17 +182,14 @@ async def get_usage(
 async def _run_usage(state: GatewayState, who: Principal, run_id: str) -> dict[str, Any]:
     if who.run_scope is not None and who.run_scope != run_id:
         raise not_found("run", run_id)
-    run = await state.pool.fetchrow(
-        "SELECT budget_usd FROM runs WHERE id=$1 AND tenant_id=$2", run_id, who.tenant_id
-    )
+    known, budget = await archive.run_budget(state.pool, who.tenant_id, run_id)
     usage = await _billing(_queries(state).run_usage(who.tenant_id, run_id))
-    if run is None and not usage.items:
+    if not known and not usage.items:
         raise not_found("run", run_id)
-    budget = run["budget_usd"] if run is not None else None
     totals = usage.totals
     return {
         "run_id": run_id,
-        "budget_usd": None if budget is None else float(budget),
+        "budget_usd": budget,
         "total_usd": totals.cost_usd,
         "held_usd": usage.held_usd,
         "totals": {

@@ -269,6 +269,19 @@ async def insert_run(
     )
 
 
+async def run_budget(
+    db: asyncpg.Pool | asyncpg.Connection, tenant_id: str, run_id: str
+) -> tuple[bool, float | None]:
+    """(whether the tenant has the run, its budget in USD if it set one)."""
+    row = await db.fetchrow(
+        "SELECT budget_usd FROM runs WHERE id=$1 AND tenant_id=$2", run_id, tenant_id
+    )
+    if row is None:
+        return False, None
+    budget = row["budget_usd"]
+    return True, None if budget is None else float(budget)
+
+
 def _row_values(run_id: str, m: dict[str, Any]) -> tuple[Any, ...]:
     """`_UPDATE_RUN`'s arguments for a run's advanced row."""
     return (run_id, *(m[k] for k in _UPDATED))
