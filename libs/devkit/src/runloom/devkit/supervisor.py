@@ -43,7 +43,7 @@ class ServiceProcess(ChildProcess):
             env.pop(name, None)
         if own_url:
             env["RUNLOOM_DATABASE_URL"] = own_url
-        else:  # a service without tables (lifecycle) is given no database at all
+        elif self.service not in roles.URL_VARIABLES:  # no tables (lifecycle): no database
             env.pop("RUNLOOM_DATABASE_URL", None)
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
