@@ -218,27 +218,36 @@ def _message(error: Any) -> str:
     return f"{message}, e.g. {example!r}" if example else message
 
 
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    *BUS_UNAVAILABLE,
+    StoreUnavailable,
+    *DATABASE_UNAVAILABLE,
+)
+"""Everything `unavailable` answers with a 503."""
+
+
+def unavailable(exc: Exception) -> Problem:
+    """The 503 for an exception of `UNAVAILABLE`: the event store or the database away or full.
+    The exception handlers and the plain SSE stream (answered ahead of them) both use it."""
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        if isinstance(exc, DATABASE_FULL):
+            return database_full()
+        return bus_unavailable("The database did not answer")
+    if is_store_full(exc):
+        return store_full()
+    return bus_unavailable()
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return exc.response(request.url.path)
 
-    for error in (*BUS_UNAVAILABLE, StoreUnavailable):
+    for error in UNAVAILABLE:
 
         @app.exception_handler(error)
-        async def _bus_unavailable(request: Request, exc: Exception) -> JSONResponse:
-            if is_store_full(exc):
-                return store_full().response(request.url.path)
-            return bus_unavailable().response(request.url.path)
-
-    for error in DATABASE_UNAVAILABLE:
-
-        @app.exception_handler(error)
-        async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-            if isinstance(exc, DATABASE_FULL):
-                return database_full().response(request.url.path)
-            problem = bus_unavailable("The database did not answer")
-            return problem.response(request.url.path)
+        async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+            return unavailable(exc).response(request.url.path)
 
     @app.exception_handler(InvalidValue)
     async def _invalid_value(request: Request, exc: InvalidValue) -> JSONResponse:

@@ -28,7 +28,7 @@ from runloom.gateway._edge import answered, has_body, responding, unexpected_err
 from runloom.gateway._params import RunIdPath
 from runloom.gateway._sse import Raw
 from runloom.gateway.auth import Principal, api_only, principal
-from runloom.gateway.problems import BUS_UNAVAILABLE, Problem, bus_unavailable, responses
+from runloom.gateway.problems import UNAVAILABLE, Problem, responses, unavailable
 from runloom.gateway.state import GatewayState, get_state, streaming
 from runloom.gateway.store import archive
 from starlette.datastructures import QueryParams
@@ -137,8 +137,8 @@ async def _answer(scope: Any, run_id: str, cursor: str | None) -> Any:
         )
     except Problem as problem:
         return problem.response(request.url.path)
-    except BUS_UNAVAILABLE:
-        return bus_unavailable().response(request.url.path)
+    except UNAVAILABLE as exc:  # the event store or the database away: 503, as elsewhere
+        return unavailable(exc).response(request.url.path)
 
 
 @router.get("/metrics/streaming", responses=responses())
