@@ -630,17 +630,20 @@ async def _judge(
 ) -> Judged:
     await wait_usage_settled(plat, run_ids, timeout=20, ledger=ledger)
     histories: list[RunHistory] = []
-    archive: dict[str, list[Seen]] = {}
-    archive_began = time.monotonic()
-    archive_deadline = archive_began + 60
     streams: dict[str, list[Seen]] = {}
     reasons: dict[str, str] = {}
     stored: dict[str, float] = {}
     for r in [*run_ids, *acked]:
         streams[r], reasons[r] = await _stream_view(plat, r, stored)
-    while time.monotonic() < archive_deadline:
+    # The archive's 60 s start once the streams are read (reading 1,700 runs' streams took
+    # longer than that, and the archive was then never read at all), and it is read at least once.
+    archive_began = time.monotonic()
+    archive_deadline = archive_began + 60
+    while True:
         archive = await _archive_view(plat, run_ids)
         if all(len(archive[r]) >= len(streams[r]) for r in run_ids):
+            break
+        if time.monotonic() >= archive_deadline:
             break
         await asyncio.sleep(0.5)
     archive_wait_s = time.monotonic() - archive_began
