@@ -56,6 +56,7 @@ from runloom.gateway._history import Frame
 from runloom.gateway._params import JsonObject, NonBlankText, StorableText, Usd, text
 from runloom.gateway._sse import SSEResponse, frames
 from runloom.gateway._telemetry import in_run_trace
+from runloom.gateway._titles import title_of
 from runloom.gateway.auth import Principal
 from runloom.gateway.problems import (
     BUS_UNAVAILABLE,
@@ -69,7 +70,6 @@ from runloom.gateway.problems import (
 from runloom.gateway.state import GatewayState, streaming
 from runloom.gateway.store import archive
 from runloom.gateway.store import erasure as erasure_store
-from runloom.gateway.store.archive import title_of
 from runloom.runtime import bus
 from runloom.runtime.eventlog import RunClosed, Tail
 from runloom.runtime.runstate import fold

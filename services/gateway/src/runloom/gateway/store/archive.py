@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from runloom.contracts import subjects
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.contracts.kinds import DEFAULT_SKILL
+from runloom.gateway._titles import title_of
 from runloom.gateway.access import ARCHIVE_DURABLE
 from runloom.gateway.store import deliverable_view
 from runloom.runtime.bus import PoisonMessage, stream_seq
@@ -352,15 +353,6 @@ def _pg_safe(value: Any) -> Any:
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def title_of(data: dict[str, Any]) -> str:
-    """A run's title: the one given, else the question's first line, shortened."""
-    title = data.get("title")
-    if title:
-        return str(title)
-    question = " ".join(str(data.get("question") or "").split())
-    return question if len(question) <= 80 else question[:79].rstrip() + "…"
 
 
 def _apply(m: dict[str, Any], ev: Event, recount: set[str]) -> None:
