@@ -15,7 +15,7 @@ import msgspec
 import nats.errors
 import pytest
 from runloom.contracts import subjects
-from runloom.gateway.app import create_app
+from runloom.devkit.gateway import in_process
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog
@@ -47,14 +47,9 @@ class _FailingPool:
 
 @contextlib.asynccontextmanager
 async def _gateway(settings: Any, pool: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    app = create_app(settings)
     key = await create_tenant(pool, f"t-{uuid.uuid4().hex[:10]}", "retry")
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gw", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
-            yield client, app.state.runloom
+    async with in_process(settings, key) as gateway:
+        yield gateway
 
 
 async def _started(nc: Any, run_id: str, post: Any) -> httpx.Response:

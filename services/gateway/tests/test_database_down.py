@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from runloom.devkit import database
 from runloom.devkit.embedded import NatsServer, PostgresServer, free_port
-from runloom.gateway.app import create_app
+from runloom.devkit.gateway import in_process
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus, db
 
@@ -52,17 +51,7 @@ async def test_every_stream_path_answers_503_while_postgresql_is_away(world: Any
         key = await create_tenant(pool, f"t-{uuid.uuid4().hex[:10]}", "database away")
     finally:
         await pool.close()
-    app = create_app(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://gw",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
-        )
+    async with in_process(settings, key) as (client, _):
         created = await client.post("/v1/runs", json={"question": "And if PostgreSQL stops?"})
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]

@@ -24,7 +24,7 @@ from runloom.contracts.events import StepStarted
 from runloom.devkit import database
 from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, PostgresServer, _system_user, free_port
-from runloom.gateway.app import create_app
+from runloom.devkit.gateway import in_process
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus, db
 from runloom.runtime.eventlog import EventLog
@@ -104,17 +104,7 @@ async def test_a_full_database_answers_503_loses_nothing_and_resumes(
     settings, js, pool = world
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     key = await create_tenant(pool, tenant, "full database")
-    app = create_app(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url="http://gw",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-            )
-        )
+    async with in_process(settings, key) as (client, _):
         first = await client.post("/v1/runs", json={"question": "Before the disk fills?"})
         assert first.status_code == 201, first.text
         run_id = first.json()["id"]

@@ -25,7 +25,7 @@ from runloom.contracts.events import RunCreated, StepStarted
 from runloom.contracts.ids import new_id
 from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, free_port
-from runloom.gateway.app import create_app
+from runloom.devkit.gateway import in_process
 from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 from runloom.runtime.eventlog import EventLog, StoreFull
@@ -111,13 +111,8 @@ async def store(request: Any, tmp_path: Path, settings: Any) -> AsyncIterator[St
 async def gateway(settings: Any, pool: Any) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     key = await create_tenant(pool, tenant, "full store")
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gw", headers={"Authorization": f"Bearer {key}"}
-        ) as client:
-            yield client, tenant
+    async with in_process(settings, key) as (client, _):
+        yield client, tenant
 
 
 async def test_a_full_store_refuses_loses_nothing_and_resumes(store: Store, pool: Any) -> None:
