@@ -1,13 +1,17 @@
 """No silent stop: a consumer or responder that stops taking waiting work is re-created, and
 /readyz says so meanwhile. Against the real nats-server: the faults are real subscriptions
-killed, a delivery task ended and a durable deleted on the server."""
+killed, a delivery task ended, a durable deleted on the server, and rights the server's
+authorization refuses (then grants, by a configuration reload)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +21,8 @@ import pytest
 from nats.js import api as js_api
 from prometheus_client import REGISTRY
 from runloom.contracts.operations import Operation
+from runloom.devkit.embedded import NatsServer, free_port
+from runloom.runtime import access, bus
 from runloom.runtime.consumer import Consumer, serve
 from runloom.runtime.management import ManagementServer
 from runloom.runtime.responder import Responder, Route
@@ -47,11 +53,13 @@ def recreations(kind: str, name: str, reason: str) -> float:
     return REGISTRY.get_sample_value("runloom_subscription_recreations_total", labels) or 0.0
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `condition` until true, failing after DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
+async def until(
+    condition: Callable[[], Awaitable[bool]], what: str, within: float = DEADLINE_S
+) -> None:
+    """Poll `condition` until true, failing after `within` seconds."""
+    deadline = time.monotonic() + within
     while not await condition():
-        assert time.monotonic() < deadline, f"not within {DEADLINE_S}s: {what}"
+        assert time.monotonic() < deadline, f"not within {within}s: {what}"
         await asyncio.sleep(0.05)
 
 
@@ -96,11 +104,11 @@ class Work:
         for n in ns:
             await self.js.publish(self.subject, b'{"n": %d}' % n)
 
-    async def all_handled(self, *ns: int) -> None:
+    async def all_handled(self, *ns: int, within: float = DEADLINE_S) -> None:
         async def done() -> bool:
             return set(ns) <= set(self.handled)
 
-        await until(done, f"messages {ns} handled (handled: {self.handled})")
+        await until(done, f"messages {ns} handled (handled: {self.handled})", within)
 
 
 @pytest.fixture
@@ -194,5 +202,159 @@ async def test_a_responder_whose_subscription_dies_is_recreated_and_answers_agai
         await until(lambda: _answered(nc, subject, 3), "the responder answers again")
         await ready_again(readyz)
         assert recreations("responder", queue, fault) == before + 1
+    finally:
+        await responder.stop()
+
+
+# -- refused by permission -----------------------------------------------------------------
+#
+# A service whose NATS identity lacks a right never sees an error it could raise: the server
+# drops what it refuses, sends an asynchronous `-ERR` and keeps the connection; requests go
+# unanswered, a subscription receives nothing. Against a nats-server of the test's own with
+# authentication: a client under an identity lacking the right, then the server's
+# configuration reloaded with the right granted (what an operator does), with no restart of
+# the consumer or responder.
+
+LONGER_S = 45.0
+"""The refused tests' deadline: a reload and a retry after pauses come first."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lacking(access.Identity):
+    """An identity whose permissions lack the publish rights starting with `lacks`."""
+
+    lacks: tuple[str, ...] = ()
+
+    def permissions(self) -> access.Permissions:
+        p = super().permissions()
+        kept = tuple(s for s in p.publish if not s.startswith(self.lacks))
+        return replace(p, publish=kept)
+
+
+class Bus:
+    """A nats-server with authentication: `admin` and one identity `probe` whose declaration
+    the test changes (`grant`: the configuration rewritten and reloaded)."""
+
+    def __init__(self, root: Path) -> None:
+        self.secrets = root / "secrets"
+        self.probe: access.Identity = access.Identity(name="probe")
+        self.server = NatsServer(root / "nats", free_port(), authorization=self._block())
+        self.clients: list[Any] = []
+
+    def _block(self) -> str:
+        identities = [access.ADMIN, self.probe]
+        return access.render_users(identities, access.ensure_all(self.secrets, identities))
+
+    def grant(self, probe: access.Identity) -> None:
+        self.probe = probe
+        self.server.authorization = self._block()
+        self.server.reload()
+
+    async def connect(self, identity: str) -> Any:
+        cred = access.seed_path(self.secrets, identity)
+        client = await bus.connect(self.server.url, f"test-{identity}", credentials=cred)
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+async def auth_bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    b = Bus(tmp_path)
+    b.server.start()
+    try:
+        yield b
+    finally:
+        for client in b.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        b.server.stop()
+
+
+async def refused_on_readyz(readyz: Any, label: str, subject: str) -> str:
+    """/readyz 503 with `label` failing for a permission naming `subject`: the reason shown."""
+    shown: list[str] = []
+
+    async def refused() -> bool:
+        status, checks = await readyz()
+        shown[:] = [checks.get(label, "")]
+        return status == 503 and shown[0].startswith("stalled: refused: ") and subject in shown[0]
+
+    await until(refused, f"/readyz reports {label} refused for {subject} ({shown})", LONGER_S)
+    return shown[0]
+
+
+@pytest.mark.parametrize("lacking", ["every_right", "fetch"])
+async def test_a_consumer_refused_by_permission_fails_liveness_and_recovers_once_granted(
+    auth_bus: Bus, readyz: Any, lacking: str
+) -> None:
+    admin = (await auth_bus.connect("admin")).jetstream()
+    work = Work(admin)  # admin publishes; the consumer is served as `probe`
+    consumer, stream = work.consumer, work.stream
+    await admin.add_stream(js_api.StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"]))
+    allowed = access.Identity(name="probe", consumes=(access.Durable(stream, "d"),))
+    next_api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.d"
+    if lacking == "fetch":  # the durable exists and may be created and inspected, not fetched
+        await admin.add_consumer(stream, consumer.config())
+        auth_bus.grant(Lacking(name="probe", consumes=allowed.consumes, lacks=(next_api,)))
+    await work.publish(1, 2, 3)
+    label = f"consumer {consumer.name}"
+    before = recreations("consumer", consumer.name, "refused")
+
+    probe = (await auth_bus.connect("probe")).jetstream(timeout=2.0)
+    task = asyncio.create_task(serve(consumer, probe, work.stop))
+    try:
+        shown = await refused_on_readyz(
+            readyz, label, next_api if lacking == "fetch" else "$JS.API.CONSUMER."
+        )
+        assert "permissions violation" in shown and "NATS identity" in shown, shown
+        assert f".{stream}.d" in shown, shown
+        assert work.handled == []
+
+        auth_bus.grant(allowed)  # the operator adds the right; nothing is restarted
+
+        await work.all_handled(1, 2, 3, within=LONGER_S)
+
+        await ready_again(readyz)
+        assert (await readyz())[1][label] == "ok"
+        assert recreations("consumer", consumer.name, "refused") == before + 1
+        info = await admin.consumer_info(stream, "d")
+        assert info.num_pending == 0
+    finally:
+        work.stop.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
+
+
+async def test_a_responder_refused_its_subscription_fails_liveness_and_answers_once_granted(
+    auth_bus: Bus, readyz: Any
+) -> None:
+    subject = f"test.refused.{uuid.uuid4().hex[:8]}"
+    queue = "refused-responder"
+
+    async def echo(req: Echo) -> Echo:
+        return req
+
+    echoing = Operation("deliverables", "echo", subject, Echo, Echo, "deliverables", "echo", 1.0)
+    requester = await auth_bus.connect("admin")
+    probe = await auth_bus.connect("probe")
+    before = recreations("responder", queue, "refused")
+    responder = Responder(
+        probe, probe.jetstream(), queue, [Route(echoing, echo)], liveness_every_s=0.5
+    )
+    await responder.start()
+    try:
+        shown = await refused_on_readyz(readyz, f"responder {queue}", subject)
+        assert "permissions violation for subscription" in shown, shown
+        assert "NATS identity" in shown, shown
+        assert not await _answered(requester, subject, 1)
+
+        auth_bus.grant(access.Identity(name="probe", serves=(subject,), queue=queue))
+
+        async def answers() -> bool:
+            return await _answered(requester, subject, 2)
+
+        await until(answers, "the responder answers once granted", LONGER_S)
+
+        await ready_again(readyz)
+        assert recreations("responder", queue, "refused") == before + 1
     finally:
         await responder.stop()

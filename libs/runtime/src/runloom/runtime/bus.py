@@ -13,7 +13,12 @@ import asyncio.constants
 import contextlib
 import dataclasses
 import logging
+import re
 import ssl
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +85,14 @@ async def connect(
     (`access.inbox_prefix`), the only inbox its permissions let it read. `ca`: a CA
     certificate file; the connection is then TLS and the server's certificate is verified."""
 
+    refusals = Refusals()
+    theirs = kwargs.pop("error_cb", None)
+
     async def _error_cb(exc: Exception) -> None:
+        refusals.note(exc)
         log.warning("nats error: %s", exc)
+        if theirs is not None:
+            await theirs(exc)
 
     options: dict[str, Any] = {
         "name": name,
@@ -103,7 +114,90 @@ async def connect(
         # close_notify: failover took 30 s instead of the ping's 6. nats-py does not pass
         # start_tls a shutdown timeout, so the default is lowered for this process.
         asyncio.constants.SSL_SHUTDOWN_TIMEOUT = TLS_SHUTDOWN_TIMEOUT_S
-    return await nats.connect([u.strip() for u in url.split(",") if u.strip()], **options | kwargs)
+    nc = await nats.connect([u.strip() for u in url.split(",") if u.strip()], **options | kwargs)
+    _REFUSALS[nc] = refusals
+    return nc
+
+
+_REFUSED = re.compile(
+    r"permissions violation for (publish|subscription) to "
+    r'"?([^"\s]+)"?(?: using queue "?([^"\s]+))?'
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A permission violation the server reported on a connection (an asynchronous `-ERR`: the
+    server drops what it refused and keeps the connection; a refused request goes unanswered,
+    a refused subscription receives nothing)."""
+
+    action: str
+    """`publish` or `subscription`."""
+    subject: str
+    """As the server named it, in lower case (nats-py lowers the server's error line)."""
+    queue: str | None
+    at: float
+    """When it was reported (`time.monotonic()`)."""
+
+    def under(self, prefix: str) -> str | None:
+        """The refused subject with `prefix`'s case when it is `prefix` or below it, else None."""
+        low = prefix.lower()
+        if self.subject == low or self.subject.startswith(low + "."):
+            return prefix + self.subject[len(low) :]
+        return None
+
+
+def explain(refused: Sequence[tuple[Refusal, str]]) -> str:
+    """What a person reads: what was refused (each action and subject once) and what to do."""
+    what = ", ".join(dict.fromkeys(f"{r.action} to {subject}" for r, subject in refused))
+    return (
+        f"the server refuses it: permissions violation for {what}; check this service's NATS "
+        "identity (its credential, and the permissions the server grants it)"
+    )
+
+
+class Refusals:
+    """The permission violations reported on one connection lately (the newest `keep`)."""
+
+    def __init__(self, keep: int = 32) -> None:
+        self._recent: deque[Refusal] = deque(maxlen=keep)
+
+    def note(self, exc: BaseException) -> Refusal | None:
+        found = _REFUSED.search(str(exc).lower())
+        if found is None:
+            return None
+        action, subject, queue = found.groups()
+        refusal = Refusal(action, subject, queue, time.monotonic())
+        self._recent.append(refusal)
+        return refusal
+
+    def since(
+        self, prefixes: Sequence[str], *, since: float, action: str | None = None
+    ) -> list[tuple[Refusal, str]]:
+        """The refusals since `since` (monotonic) of subjects under `prefixes` (of `action`
+        when given), each with its subject in the prefix's case; in the order of `prefixes`
+        (the most telling first)."""
+        found: list[tuple[int, Refusal, str]] = []
+        for refusal in self._recent:
+            if refusal.at < since or (action is not None and refusal.action != action):
+                continue
+            for rank, prefix in enumerate(prefixes):
+                subject = refusal.under(prefix)
+                if subject is not None:
+                    found.append((rank, refusal, subject))
+                    break
+        found.sort(key=lambda f: f[0])
+        return [(refusal, subject) for _, refusal, subject in found]
+
+
+_REFUSALS: weakref.WeakKeyDictionary[Any, Refusals] = weakref.WeakKeyDictionary()
+
+
+def refusals(nc: Any) -> Refusals:
+    """The permission violations reported on `nc` (one made by `connect`; any other connection
+    has none to tell)."""
+    found = _REFUSALS.get(nc)
+    return found if found is not None else Refusals(keep=0)
 
 
 async def connect_as(settings: Settings, name: str, **kwargs: Any) -> NATS:

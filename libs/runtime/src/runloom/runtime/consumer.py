@@ -25,6 +25,20 @@ in a row, or when the durable is gone from the server, the consumer is stalled: 
 durable created and bound again; it is alive again at the next look that finds it working.
 What stalls it: its inbox subscription unsubscribed or lost, a fetch that never returns, the
 durable deleted.
+
+Its proof of life is the server answering its fetches (messages, or a status saying nothing is
+there): neither creating the durable nor binding to it proves anything (a bind succeeds for a
+durable that does not exist). When no fetch has been answered for the liveness window
+(`liveness_every_s * liveness_strikes`) while the connection is up and slots are free, the
+consumer fails as `unanswered` even with no work seen waiting. A right the server refuses by
+permission (creating, fetching from or inspecting the durable, its reply inbox) is never an
+error the client raises: the server drops the request, reports `-ERR 'Permissions Violation
+...'` on the connection and the request times out. `bus.connect` keeps those reports
+(`bus.refusals`), and a consumer failing while one names its subjects fails as `refused`, the
+reason naming each refused subject and the NATS identity to check. Meanwhile it keeps trying
+(fetches and errors retried after pauses growing to 5 s, the durable created again at every
+look that finds it failing) and is alive again by itself once its fetches are answered, e.g.
+after the server's configuration is reloaded with the right.
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ from prometheus_client.registry import Collector
 from runloom.contracts import subjects
 from runloom.contracts.events import Event, RunFailed, decode_event
 from runloom.contracts.headers import Header
-from runloom.runtime import metrics, pull
+from runloom.runtime import bus, metrics, pull
 from runloom.runtime.bus import PoisonMessage, dead_letter
 from runloom.runtime.eventlog import EventLog, RunClosed
 from runloom.runtime.management import Liveness
@@ -74,6 +88,8 @@ T = TypeVar("T")
 
 REDELIVERY = Backoff(first_s=0.5, max_s=30.0)
 """Delay of a message handed back after a failure, by its delivery count (1 s, 2 s … 30 s)."""
+RETRY = Backoff(first_s=1.0, max_s=5.0)
+"""Pause after the server failed to answer (a fetch unanswered, an error), by failures in a row."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 POISON_ERRORS: tuple[type[BaseException], ...] = (
@@ -235,12 +251,15 @@ class Runtime:
     counters: ConsumerStats = field(default_factory=ConsumerStats)
 
 
-async def ensure(js: JetStreamContext, consumer: Consumer[Any]) -> None:
-    """Create the durable, or bring an existing one to the declaration (create-or-update)."""
+async def ensure(js: JetStreamContext, consumer: Consumer[Any]) -> Exception | None:
+    """Create the durable, or bring an existing one to the declaration (create-or-update).
+    The error when the server refused or did not answer (the durable is then served as it is)."""
     try:
         await js.add_consumer(consumer.stream, consumer.config())
     except Exception as exc:  # e.g. a filter change the server refuses: serve it as it is
         log.warning("could not create or update consumer %s: %s", consumer.name, exc)
+        return exc
+    return None
 
 
 async def serve(
@@ -281,6 +300,16 @@ class _Loop:
         self.fetching: asyncio.Future[list[Msg]] | None = None
         self.recreate = False
         """Set by the watchdog: drop the subscription and bind the durable again."""
+        self.answered_at = time.monotonic()
+        """When the server last answered one of this consumer's fetches (its proof of life)."""
+        self.failures = 0
+        """Fetches unanswered and errors in a row (the retry's pause grows with them)."""
+        self.last_error = ""
+        """What went wrong last, for the liveness reason."""
+
+    def answered(self) -> None:
+        self.answered_at = time.monotonic()
+        self.failures = 0
 
     async def run(self) -> None:
         c, rt = self.c, self.rt
@@ -297,7 +326,11 @@ class _Loop:
                                 await asyncio.wait_for(sub.unsubscribe(), 2.0)
                         sub = None
                     if sub is None:
-                        await ensure(rt.js, c)
+                        failed = await ensure(rt.js, c)
+                        if failed is not None:
+                            self.last_error = f"creating the durable: {failed or 'no answer'}"
+                        # Neither is proof that it is served (a durable that exists may not be
+                        # fetched from): only fetches the server answers are (`answered`).
                         sub = await rt.js.pull_subscribe_bind(c.durable, c.stream)
                         if self.ready is not None:
                             self.ready()
@@ -312,7 +345,13 @@ class _Loop:
                     self.fetching = asyncio.ensure_future(pull.fetch(sub, free, timeout=1.0))
                     try:
                         msgs = await self.fetching
+                    except pull.NothingThere:
+                        self.answered()
+                        continue
                     except (TimeoutError, nats.errors.TimeoutError):
+                        # The server did not answer at all: away, or refusing the request.
+                        self.last_error = "a fetch got no answer from the server"
+                        await self._pause()
                         continue
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
@@ -321,6 +360,7 @@ class _Loop:
                         continue  # ended by the watchdog
                     finally:
                         self.fetching = None
+                    self.answered()
                     self.received += len(msgs)
                     if c.batch_handler is not None:
                         self.in_batch = True
@@ -342,8 +382,8 @@ class _Loop:
                     break
                 except Exception as exc:  # server or database away: carry on when they are back
                     log.warning("consumer %s: %s; retrying", c.name, exc)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(rt.stop.wait(), timeout=1.0)
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    await self._pause()
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -356,6 +396,13 @@ class _Loop:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _pause(self) -> None:
+        """Wait before trying again (longer after each failure in a row), or until stopped."""
+        delay = RETRY.delay(self.failures)
+        self.failures += 1
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.rt.stop.wait(), timeout=delay)
+
     # -- liveness ---------------------------------------------------------------------------
 
     async def _watch(self) -> None:
@@ -365,21 +412,60 @@ class _Loop:
         seen = self.received
         while True:
             await asyncio.sleep(c.liveness_every_s)
-            stalled = await self._stalled(seen)
+            # Work seen waiting is judged first (look by look); else the server's silence.
+            stalled = await self._stalled(seen) or self._unanswered()
             seen = self.received
             if stalled is None:
                 strikes = 0
                 self.live.ok()  # re-created (if it was not) and seen working since
                 continue
             reason, detail = stalled
-            strikes = c.liveness_strikes if reason == "deleted" else strikes + 1
+            # Only "stalled" is judged here, look by look; the others are final at once.
+            strikes = strikes + 1 if reason == "stalled" else c.liveness_strikes
             if strikes < c.liveness_strikes:
                 continue
+            refused = self._refused()
+            if refused is not None:
+                reason, detail = "refused", refused
             strikes = 0
             self.live.fail(reason, detail)
             self.recreate = True
             if self.fetching is not None:
                 self.fetching.cancel()
+
+    @property
+    def window_s(self) -> float:
+        return self.c.liveness_every_s * self.c.liveness_strikes
+
+    def _unanswered(self) -> tuple[str, str] | None:
+        """("unanswered", why) when the server has answered none of this consumer's requests
+        for the liveness window while connected and free to fetch, else None."""
+        nc = self.rt.js._nc
+        busy = self.in_batch or len(self.tasks) >= self.c.concurrency
+        if busy or not nc.is_connected:  # not asking; or away, which the NATS check reports
+            self.answered_at = time.monotonic()
+            return None
+        quiet = time.monotonic() - self.answered_at
+        if quiet < self.window_s:
+            return None
+        return "unanswered", (
+            f"the server answered none of its requests for {quiet:.0f}s"
+            + (f" (last: {self.last_error})" if self.last_error else "")
+        )
+
+    def _refused(self) -> str | None:
+        """What the server refused this consumer by permission since a fetch was last answered."""
+        nc = self.rt.js._nc
+        api = f"{self.c.stream}.{self.c.durable}"
+        prefixes = [
+            f"$JS.API.CONSUMER.MSG.NEXT.{api}",
+            f"$JS.API.CONSUMER.CREATE.{api}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{api}",
+            f"$JS.API.CONSUMER.INFO.{api}",
+            bytes(nc._inbox_prefix).decode(),
+        ]
+        found = bus.refusals(nc).since(prefixes, since=self.answered_at)
+        return bus.explain(found) if found else None
 
     async def _stalled(self, seen: int) -> tuple[str, str] | None:
         """(reason, what was seen) when the consumer looks stalled now, else None."""

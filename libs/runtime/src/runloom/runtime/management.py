@@ -17,7 +17,9 @@ have none), on `RUNLOOM_MANAGEMENT_HOST:RUNLOOM_MANAGEMENT_PORT`:
 Liveness: every consumer (`runtime.consumer`) and responder (`runtime.responder`) registers a
 `Liveness` while it serves. Its own watchdog marks it failing when it has stopped taking work
 that waits for it (its subscription killed, its delivery task dead, its consumer deleted on the
-server), re-creates it, and marks it alive again; /readyz names it while it fails, and
+server, its requests unanswered or refused by permission), re-creates it, and marks it alive
+again once it works; /readyz names it while it fails (a refusal with the subject refused and
+the NATS identity to check), and
 `runloom_subscription_recreations_total` / `runloom_subscription_failing` say so to Prometheus.
 """
 

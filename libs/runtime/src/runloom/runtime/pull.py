@@ -7,6 +7,8 @@ for what is there (a no-wait request: its answer ends with a status when it has 
 every message already received in one go, and waits again only while the answer is not over;
 when nothing is there, it waits up to `timeout` for one message (a request for one, so no
 request is left open on the server), then asks for the rest of the batch the same way.
+When nothing came, `NothingThere` (a `nats.errors.TimeoutError`) says the server answered
+(nothing there, expired); a plain `nats.errors.TimeoutError` that it did not answer at all.
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ _OVER = frozenset(
 too many waiting requests, leadership change, ...; the next fetch asks again)."""
 
 
+class NothingThere(nats.errors.TimeoutError):
+    """No message within the timeout, and the server said so: the consumer is there and
+    answers (a fetch nobody answers raises a plain `nats.errors.TimeoutError`)."""
+
+
 async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
     """Up to `batch` messages of the pull subscription `psub`, at least one, or
-    `nats.errors.TimeoutError` when none came within `timeout` seconds."""
+    `NothingThere` / `nats.errors.TimeoutError` when none came within `timeout` seconds
+    (answered / unanswered by the server)."""
     sub = psub._sub
     queue = sub._pending_queue
     msgs: list[Msg] = []
@@ -40,20 +48,21 @@ async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
         if JetStreamContext.is_status_msg(msg) is None:
             msgs.append(msg)
     deadline = time.monotonic() + timeout
+    answered = False
     if len(msgs) < batch:
         await _request(psub, {"batch": batch - len(msgs), "no_wait": True})
-        await _collect(sub, msgs, batch, deadline)
+        answered = await _collect(sub, msgs, batch, deadline)
     if msgs:
         return msgs
     # Nothing there: wait for one message (a request for one is over when it comes, so none
     # is left open), then take what else is there by then.
     remaining = deadline - time.monotonic()
     if remaining <= 0.01:
-        raise nats.errors.TimeoutError
+        raise NothingThere if answered else nats.errors.TimeoutError
     await _request(psub, {"batch": 1, "expires": int((remaining - 0.01) * 1e9)})
-    await _collect(sub, msgs, 1, deadline)
+    answered = await _collect(sub, msgs, 1, deadline) or answered
     if not msgs:
-        raise nats.errors.TimeoutError
+        raise NothingThere if answered else nats.errors.TimeoutError
     if batch > 1:
         await _request(psub, {"batch": batch - 1, "no_wait": True})
         await _collect(sub, msgs, batch, deadline)
@@ -64,26 +73,30 @@ async def _request(psub: Any, request: dict[str, Any]) -> None:
     await psub._nc.publish(psub._nms, json.dumps(request).encode(), psub._deliver)
 
 
-async def _collect(sub: Any, msgs: list[Msg], batch: int, deadline: float) -> None:
+async def _collect(sub: Any, msgs: list[Msg], batch: int, deadline: float) -> bool:
     """Take answers into `msgs` until it holds `batch`, the request is over, or the deadline
-    passes; waiting only when nothing is queued."""
+    passes; waiting only when nothing is queued. True when the server answered (a message or
+    a status)."""
     queue = sub._pending_queue
+    answered = False
     while len(msgs) < batch:
         if queue.empty():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return answered
             try:
                 msg = await sub.next_msg(timeout=remaining)
             except nats.errors.TimeoutError:
-                return
+                return answered
         else:
             msg = queue.get_nowait()
             sub._pending_size -= len(msg.data)
         status = JetStreamContext.is_status_msg(msg)
         if status is None:
             msgs.append(msg)
+            answered = True
         elif status in _OVER:
-            return
+            return True
         elif status != StatusCode.CONTROL_MESSAGE.value and not msgs:
             raise APIError.from_msg(msg)
+    return answered

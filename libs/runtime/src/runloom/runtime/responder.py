@@ -13,10 +13,13 @@ queue group, so each request reaches one replica. What every service needs is do
   backs off and retries (handlers are idempotent by the request's id);
 - liveness: a watchdog looks at each subscription every `liveness_every_s`. One that is gone
   from the connection (unsubscribed underneath), whose delivery task has ended (nats-py runs
-  one per subscription; if it dies, requests pile up unanswered), or whose queued requests
-  have not moved for two looks while slots are free, is stalled: the responder's `Liveness`
-  fails (/readyz names it, a counter counts it) and the subscription is made again; it is
-  alive again at the next look that finds every subscription serving.
+  one per subscription; if it dies, requests pile up unanswered), whose queued requests
+  have not moved for two looks while slots are free, or that the server refused by
+  permission (its `-ERR` arrives on the connection, the client keeps the subscription and
+  nothing ever comes: reason `refused`, naming the subject and the identity to check), is
+  stalled: the responder's `Liveness` fails (/readyz names it, a counter counts it) and the
+  subscription is made again at every look; it is alive again at the next look that finds
+  every subscription serving (a refused one: once the server has granted it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,12 +88,15 @@ class Responder:
     _sem: asyncio.Semaphore | None = None
     _taken: list[int] = field(default_factory=list)
     """Requests each route's callback has taken (the watchdog's measure of progress)."""
+    _made: list[float] = field(default_factory=list)
+    """When each route's subscription was last asked for (`time.monotonic()`)."""
     _live: Liveness | None = None
     _watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._taken = [0] * len(self.routes)
+        self._made = [0.0] * len(self.routes)
         for i in range(len(self.routes)):
             self._subs.append(await self._subscribe(i))
         await self.nc.flush()
@@ -113,6 +120,7 @@ class Responder:
 
     async def _subscribe(self, i: int) -> Subscription:
         route = self.routes[i]
+        self._made[i] = time.monotonic()
         cb = self._callback(i, route, msgspec.json.Decoder(route.request))
         return await self.nc.subscribe(route.subject, queue=self.queue, cb=cb)
 
@@ -146,6 +154,10 @@ class Responder:
     ) -> tuple[str, str] | None:
         """(reason, what was seen) when route `i`'s subscription no longer serves, else None;
         `stuck_since` keeps, per route, the count taken when requests were last seen queued."""
+        subject = self.routes[i].subject
+        refused = bus.refusals(self.nc).since([subject], since=self._made[i], action="subscription")
+        if refused:  # the server never made it: nothing will ever arrive
+            return "refused", bus.explain(refused)
         if sub._id not in self.nc._subs:  # type: ignore[attr-defined]
             return "unsubscribed", "the subscription is gone from the connection"
         delivery = sub._wait_for_msgs_task
