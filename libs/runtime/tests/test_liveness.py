@@ -279,7 +279,7 @@ async def refused_on_readyz(readyz: Any, label: str, subject: str) -> str:
         shown[:] = [checks.get(label, "")]
         return status == 503 and shown[0].startswith("stalled: refused: ") and subject in shown[0]
 
-    await until(refused, f"/readyz reports {label} refused for {subject} ({shown})", LONGER_S)
+    await until(refused, f"/readyz reports {label} refused for {subject}", LONGER_S)
     return shown[0]
 
 
