@@ -161,6 +161,29 @@ async def test_a_consumer_that_stops_taking_work_is_recreated_and_work_resumes(
     assert info.num_pending == 0
 
 
+async def test_a_consumer_whose_fetches_go_unanswered_fails_with_no_work_waiting(
+    nc: Any, work: Work, readyz: Any
+) -> None:
+    """Nothing waits, yet its fetches go unanswered (its inbox unsubscribed underneath): it
+    fails once the liveness window passes, and is alive again once re-created."""
+    label = f"consumer {work.consumer.name}"
+    await work.publish(1)
+    await work.all_handled(1)
+    before = recreations("consumer", work.consumer.name, "unanswered")
+    (inbox,) = [
+        sub
+        for sub in list(nc._subs.values())
+        if sub._cb is None and sub.subject.startswith(nc._inbox_prefix.decode())
+    ]
+    await inbox.unsubscribe()
+
+    await saw_failing(readyz, label, "unanswered")
+    await ready_again(readyz)
+    assert recreations("consumer", work.consumer.name, "unanswered") == before + 1
+    await work.publish(2)
+    await work.all_handled(2)
+
+
 class Echo(msgspec.Struct):
     n: int
 

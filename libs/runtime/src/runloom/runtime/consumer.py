@@ -342,16 +342,16 @@ class _Loop:
                     if c.batch_handler is not None:
                         free = c.batch
                     # Its own task, so the watchdog can end a fetch that never returns.
-                    self.fetching = asyncio.ensure_future(pull.fetch(sub, free, timeout=1.0))
+                    asked = time.monotonic()
+                    self.fetching = asyncio.ensure_future(
+                        pull.fetch(sub, free, timeout=1.0, answered=self.answered)
+                    )
                     try:
                         msgs = await self.fetching
-                    except pull.NothingThere:
-                        self.answered()
-                        continue
                     except (TimeoutError, nats.errors.TimeoutError):
-                        # The server did not answer at all: away, or refusing the request.
-                        self.last_error = "a fetch got no answer from the server"
-                        await self._pause()
+                        if self.answered_at < asked:  # no answer at all: away, or refused
+                            self.last_error = "a fetch got no answer from the server"
+                            await self._pause()
                         continue
                     except asyncio.CancelledError:
                         task = asyncio.current_task()
@@ -360,7 +360,6 @@ class _Loop:
                         continue  # ended by the watchdog
                     finally:
                         self.fetching = None
-                    self.answered()
                     self.received += len(msgs)
                     if c.batch_handler is not None:
                         self.in_batch = True

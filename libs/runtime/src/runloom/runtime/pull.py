@@ -7,14 +7,16 @@ for what is there (a no-wait request: its answer ends with a status when it has 
 every message already received in one go, and waits again only while the answer is not over;
 when nothing is there, it waits up to `timeout` for one message (a request for one, so no
 request is left open on the server), then asks for the rest of the batch the same way.
-When nothing came, `NothingThere` (a `nats.errors.TimeoutError`) says the server answered
-(nothing there, expired); a plain `nats.errors.TimeoutError` that it did not answer at all.
+`answered` is called as each answer of the server comes (a message, or a status saying nothing
+is there or the request expired): a fetch that ends in a timeout with no call was not answered
+at all (the consumer's proof of life).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -30,15 +32,12 @@ _OVER = frozenset(
 too many waiting requests, leadership change, ...; the next fetch asks again)."""
 
 
-class NothingThere(nats.errors.TimeoutError):
-    """No message within the timeout, and the server said so: the consumer is there and
-    answers (a fetch nobody answers raises a plain `nats.errors.TimeoutError`)."""
-
-
-async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
+async def fetch(
+    psub: Any, batch: int, timeout: float, answered: Callable[[], None] = lambda: None
+) -> list[Msg]:
     """Up to `batch` messages of the pull subscription `psub`, at least one, or
-    `NothingThere` / `nats.errors.TimeoutError` when none came within `timeout` seconds
-    (answered / unanswered by the server)."""
+    `nats.errors.TimeoutError` when none came within `timeout` seconds; `answered()` at each
+    answer of the server."""
     sub = psub._sub
     queue = sub._pending_queue
     msgs: list[Msg] = []
@@ -47,25 +46,26 @@ async def fetch(psub: Any, batch: int, timeout: float) -> list[Msg]:
         sub._pending_size -= len(msg.data)
         if JetStreamContext.is_status_msg(msg) is None:
             msgs.append(msg)
+    if msgs:
+        answered()
     deadline = time.monotonic() + timeout
-    answered = False
     if len(msgs) < batch:
         await _request(psub, {"batch": batch - len(msgs), "no_wait": True})
-        answered = await _collect(sub, msgs, batch, deadline)
+        await _collect(sub, msgs, batch, deadline, answered)
     if msgs:
         return msgs
     # Nothing there: wait for one message (a request for one is over when it comes, so none
     # is left open), then take what else is there by then.
     remaining = deadline - time.monotonic()
     if remaining <= 0.01:
-        raise NothingThere if answered else nats.errors.TimeoutError
+        raise nats.errors.TimeoutError
     await _request(psub, {"batch": 1, "expires": int((remaining - 0.01) * 1e9)})
-    answered = await _collect(sub, msgs, 1, deadline) or answered
+    await _collect(sub, msgs, 1, deadline, answered)
     if not msgs:
-        raise NothingThere if answered else nats.errors.TimeoutError
+        raise nats.errors.TimeoutError
     if batch > 1:
         await _request(psub, {"batch": batch - 1, "no_wait": True})
-        await _collect(sub, msgs, batch, deadline)
+        await _collect(sub, msgs, batch, deadline, answered)
     return msgs
 
 
@@ -73,30 +73,30 @@ async def _request(psub: Any, request: dict[str, Any]) -> None:
     await psub._nc.publish(psub._nms, json.dumps(request).encode(), psub._deliver)
 
 
-async def _collect(sub: Any, msgs: list[Msg], batch: int, deadline: float) -> bool:
+async def _collect(
+    sub: Any, msgs: list[Msg], batch: int, deadline: float, answered: Callable[[], None]
+) -> None:
     """Take answers into `msgs` until it holds `batch`, the request is over, or the deadline
-    passes; waiting only when nothing is queued. True when the server answered (a message or
-    a status)."""
+    passes; waiting only when nothing is queued."""
     queue = sub._pending_queue
-    answered = False
     while len(msgs) < batch:
         if queue.empty():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return answered
+                return
             try:
                 msg = await sub.next_msg(timeout=remaining)
             except nats.errors.TimeoutError:
-                return answered
+                return
         else:
             msg = queue.get_nowait()
             sub._pending_size -= len(msg.data)
         status = JetStreamContext.is_status_msg(msg)
         if status is None:
             msgs.append(msg)
-            answered = True
+            answered()
         elif status in _OVER:
-            return True
+            answered()
+            return
         elif status != StatusCode.CONTROL_MESSAGE.value and not msgs:
             raise APIError.from_msg(msg)
-    return answered
