@@ -19,8 +19,8 @@ Liveness: every consumer (`runtime.consumer`) and responder (`runtime.responder`
 that waits for it (its subscription killed, its delivery task dead, its consumer deleted on the
 server, its requests unanswered or refused by permission), re-creates it, and marks it alive
 again once it works; /readyz names it while it fails (a refusal with the subject refused and
-the NATS identity to check), and
-`runloom_subscription_recreations_total` / `runloom_subscription_failing` say so to Prometheus.
+the NATS identity to check), and `runloom_subscription_recreations_total` /
+`runloom_subscription_failing` say so to Prometheus.
 """
 
 from __future__ import annotations
