@@ -81,7 +81,7 @@ async def ready_again(readyz: Any) -> None:
 class Work:
     """A stream and a consumer on it that records what it handled."""
 
-    def __init__(self, js: Any) -> None:
+    def __init__(self, js: Any, ack_wait_s: float = 30.0) -> None:
         self.js = js
         self.stream = f"LIVE_{uuid.uuid4().hex[:8].upper()}"
         self.subject = f"{self.stream.lower()}.x"
@@ -92,6 +92,7 @@ class Work:
             filter_subject=f"{self.stream.lower()}.>",
             decodes=dict,
             handler=self.handle,
+            ack_wait_s=ack_wait_s,
             liveness_every_s=0.5,
             liveness_strikes=2,
         )
@@ -306,19 +307,25 @@ async def refused_on_readyz(readyz: Any, label: str, subject: str) -> str:
     return shown[0]
 
 
-@pytest.mark.parametrize("lacking", ["every_right", "fetch"])
+@pytest.mark.parametrize("lacking", ["every_right", "fetch", "ack"])
 async def test_a_consumer_refused_by_permission_fails_liveness_and_recovers_once_granted(
     auth_bus: Bus, readyz: Any, lacking: str
 ) -> None:
     admin = (await auth_bus.connect("admin")).jetstream()
-    work = Work(admin)  # admin publishes; the consumer is served as `probe`
+    # admin publishes; the consumer is served as `probe` (what it handled unacknowledged
+    # comes again after 3 s)
+    work = Work(admin, ack_wait_s=3.0)
     consumer, stream = work.consumer, work.stream
     await admin.add_stream(js_api.StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"]))
     allowed = access.Identity(name="probe", consumes=(access.Durable(stream, "d"),))
-    next_api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.d"
-    if lacking == "fetch":  # the durable exists and may be created and inspected, not fetched
+    refused = {
+        "every_right": "$JS.API.CONSUMER.",
+        "fetch": f"$JS.API.CONSUMER.MSG.NEXT.{stream}.d",  # created and inspected, not fetched
+        "ack": f"$JS.ACK.{stream}.d.",  # fetched and handled, never acknowledged
+    }[lacking]
+    if lacking != "every_right":
         await admin.add_consumer(stream, consumer.config())
-        auth_bus.grant(Lacking(name="probe", consumes=allowed.consumes, lacks=(next_api,)))
+        auth_bus.grant(Lacking(name="probe", consumes=allowed.consumes, lacks=(refused,)))
     await work.publish(1, 2, 3)
     label = f"consumer {consumer.name}"
     before = recreations("consumer", consumer.name, "refused")
@@ -326,22 +333,26 @@ async def test_a_consumer_refused_by_permission_fails_liveness_and_recovers_once
     probe = (await auth_bus.connect("probe")).jetstream(timeout=2.0)
     task = asyncio.create_task(serve(consumer, probe, work.stop))
     try:
-        shown = await refused_on_readyz(
-            readyz, label, next_api if lacking == "fetch" else "$JS.API.CONSUMER."
-        )
+        shown = await refused_on_readyz(readyz, label, refused)
         assert "permissions violation" in shown and "NATS identity" in shown, shown
         assert f".{stream}.d" in shown, shown
-        assert work.handled == []
+        if lacking != "ack":
+            assert work.handled == []
 
         auth_bus.grant(allowed)  # the operator adds the right; nothing is restarted
 
         await work.all_handled(1, 2, 3, within=LONGER_S)
-
         await ready_again(readyz)
         assert (await readyz())[1][label] == "ok"
         assert recreations("consumer", consumer.name, "refused") == before + 1
-        info = await admin.consumer_info(stream, "d")
-        assert info.num_pending == 0
+        await work.publish(4)
+        await work.all_handled(4)
+
+        async def all_acked() -> bool:  # what was handled unacknowledged comes again
+            info = await admin.consumer_info(stream, "d")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await until(all_acked, "every message acknowledged", LONGER_S)
     finally:
         work.stop.set()
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)

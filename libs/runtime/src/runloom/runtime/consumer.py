@@ -35,7 +35,9 @@ permission (creating, fetching from or inspecting the durable, its reply inbox) 
 error the client raises: the server drops the request, reports `-ERR 'Permissions Violation
 ...'` on the connection and the request times out. `bus.connect` keeps those reports
 (`bus.refusals`), and a consumer failing while one names its subjects fails as `refused`, the
-reason naming each refused subject and the NATS identity to check. Meanwhile it keeps trying
+reason naming each refused subject and the NATS identity to check; so does one whose acks
+(or dead letters) the server refuses, which fetches and handles but acknowledges nothing, every
+message coming again after its ack deadline. Meanwhile it keeps trying
 (fetches and errors retried after pauses growing to 5 s, the durable created again at every
 look that finds it failing) and is alive again by itself once its fetches are answered, e.g.
 after the server's configuration is reloaded with the right.
@@ -412,7 +414,7 @@ class _Loop:
         while True:
             await asyncio.sleep(c.liveness_every_s)
             # Work seen waiting is judged first (look by look); else the server's silence.
-            stalled = await self._stalled(seen) or self._unanswered()
+            stalled = await self._stalled(seen) or self._unanswered() or self._unacked()
             seen = self.received
             if stalled is None:
                 strikes = 0
@@ -451,6 +453,16 @@ class _Loop:
             f"the server answered none of its requests for {quiet:.0f}s"
             + (f" (last: {self.last_error})" if self.last_error else "")
         )
+
+    def _unacked(self) -> tuple[str, str] | None:
+        """("refused", why) when the server refused this consumer's acks (or dead letters) by
+        permission within the liveness window: it fetches and handles, but nothing it handles
+        is ever acknowledged, and every message comes again after its ack deadline. Refused
+        acks recur once per ack deadline: they are remembered that much longer."""
+        api = f"{self.c.stream}.{self.c.durable}"
+        since = time.monotonic() - self.window_s - self.c.ack_wait_s
+        found = bus.refusals(self.rt.js._nc).since([f"$JS.ACK.{api}", f"dlq.{api}"], since=since)
+        return ("refused", bus.explain(found)) if found else None
 
     def _refused(self) -> str | None:
         """What the server refused this consumer by permission since a fetch was last answered."""
