@@ -22,6 +22,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 WORK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 """Seconds; for handlers that run a whole run or render a deliverable."""
 
+# -- the process ----------------------------------------------------------------------------------
+MEMORY_TRIM_SECONDS = Gauge(
+    "runloom_memory_trim_seconds",
+    "How long the latest hand-back of the C allocator's free memory to the system took",
+)
+
 # -- the event log ------------------------------------------------------------------------------
 EVENTS_APPENDED = Counter(
     "runloom_events_appended", "Events appended to run logs by this process", ["type"]

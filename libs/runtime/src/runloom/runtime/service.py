@@ -121,13 +121,14 @@ async def serve_bus(name: str, settings: Settings, body: BusBody) -> None:
 
 def start(name: str, run: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
     """A service process's entry (`python -m runloom.<name>`): its settings, logging and
-    tracing under its name, the garbage collector tuned, then `run(settings)` until it stops."""
+    tracing under its name, memory tuned (`process.tune_memory`), then `run(settings)` until it
+    stops."""
     from runloom.runtime.logging import setup_logging
-    from runloom.runtime.process import tune_gc
+    from runloom.runtime.process import tune_memory
     from runloom.runtime.telemetry import setup_tracing
 
     settings = Settings.from_env()
     setup_logging(name, settings.log_level, settings.log_format)
     setup_tracing(name, settings.otel_exporter)
-    tune_gc()
+    tune_memory()
     asyncio.run(run(settings))

@@ -7,7 +7,7 @@ from runloom.gateway._server import ServerLimits, protocol_class
 from runloom.gateway.app import create_app
 from runloom.runtime.config import Settings
 from runloom.runtime.logging import setup_logging
-from runloom.runtime.process import raise_open_files, tune_gc
+from runloom.runtime.process import raise_open_files, tune_memory
 from runloom.runtime.telemetry import setup_tracing
 
 
@@ -15,7 +15,7 @@ def main() -> None:
     settings = Settings.from_env()
     setup_logging("gateway", settings.log_level, settings.log_format)
     setup_tracing("gateway", settings.otel_exporter)
-    tune_gc()
+    tune_memory()
     raise_open_files()  # a socket per SSE client: up to the hard limit, not the soft 1,024
     limits = ServerLimits.from_env()
     uvicorn.run(
