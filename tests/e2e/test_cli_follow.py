@@ -17,7 +17,7 @@ from runloom.contracts.events import Event
 from runloom.runtime.runstate import RunState
 
 from runloom.cli._follow import Follower
-from runloom.cli._gateway import OPENED, SseMessage, Unavailable, parse_sse
+from runloom.cli._gateway import IDLE, OPENED, SseMessage, Unavailable, parse_sse
 
 
 def test_sse_parser_follows_the_event_stream_rules() -> None:
@@ -40,6 +40,7 @@ def test_sse_parser_follows_the_event_stream_rules() -> None:
     ]
     got = list(parse_sse(iter(lines)))
     assert got == [
+        SseMessage(IDLE, "", None),  # the heartbeat between messages: the run is quiet
         SseMessage("step.started", '{"a":\n1}', "c1"),
         SseMessage("message", "no-space", "c1"),
         SseMessage("run.completed", "x", "c2"),
@@ -75,6 +76,8 @@ class ScriptedGateway:
         self.events = events
         self.scripts = scripts
         self.cursors: list[str | None] = []
+        self.runs: list[dict[str, Any]] = []
+        """What each GET of the run answers in turn ("idle" items ask)."""
 
     def stream(self, run_id: str, cursor: str | None) -> Iterator[SseMessage]:
         self.cursors.append(cursor)
@@ -84,8 +87,15 @@ class ScriptedGateway:
                 raise httpx.ReadError("connection reset")
             if item == "503":
                 raise Unavailable("Service Unavailable (503): electing a leader", 0.01)
+            if item == "idle":
+                yield SseMessage(IDLE, "", None)
+                continue
             ev = self.events[int(item) - 1]
             yield SseMessage(ev.type, msgspec.json.encode(ev).decode(), f"c{ev.seq}")
+
+    def request(self, method: str, path: str) -> dict[str, Any]:
+        assert (method, path) == ("GET", f"/v1/runs/{RUN}")
+        return self.runs.pop(0)
 
     def history(self, run_id: str, after: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
         start = int(after[1:]) if after else 0
@@ -144,3 +154,17 @@ def test_a_503_on_attach_waits_as_told_and_resumes() -> None:
     view, gw, _ = follow([[1, 2, "503"], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
     assert view.shown == list(range(1, 13))
     assert view.notes[0] == "lost Service Unavailable (503): electing a leader"
+
+
+def test_a_quiet_stalled_run_is_told_once_with_why_and_its_next_try() -> None:
+    events = _events(6)
+    gw = ScriptedGateway(events, [[1, 2, "idle", "idle", "idle", 3, "idle", 4, 5, 6]])
+    stalled = {"reason": "event_store_full", "detail": "…", "retry_at": "2026-01-01T00:00:30Z"}
+    running = {"id": RUN, "status": "running"}
+    gw.runs = [running | {"stalled": stalled}] * 2 + [running | {"stalled": None}] * 2
+    view = Recorder()
+    state = Follower(gw, RUN, view).run()  # type: ignore[arg-type]
+    assert view.shown == [1, 2, 3, 4, 5, 6] and state.status == "completed"
+    assert len(view.notes) == 1, view.notes  # told once, not at every heartbeat
+    assert view.notes[0].startswith("running, paused (the event store is full; next try ")
+    assert gw.runs == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from runloom.contracts.events import (
@@ -14,9 +14,10 @@ from runloom.contracts.events import (
     data_of,
     type_of,
 )
+from runloom.contracts.types import rfc3339
 from runloom.runtime.runstate import RunState, fold
 
-from runloom.cli._view import TerminalView
+from runloom.cli._view import TerminalView, status_text
 
 
 def _events(*payloads: Any) -> list[Event]:
@@ -55,3 +56,15 @@ def test_the_cli_says_where_a_queued_run_waits_and_why() -> None:
     )
     assert "  ⧗ queued (position 3, the platform is busy; 1 of 2 running)" in lines
     assert state.status == "running" and state.queued is None
+
+
+def test_the_run_list_says_a_stalled_run_is_paused_why_and_until_when() -> None:
+    retry = datetime.now(UTC) + timedelta(seconds=20)
+    run = {
+        "status": "running",
+        "stalled": {"reason": "event_store_full", "detail": "…", "retry_at": rfc3339(retry)},
+    }
+    shown = status_text(run)
+    assert shown.startswith("running, paused (the event store is full; next try "), shown
+    assert retry.astimezone().strftime("%H:%M:%S") in shown
+    assert status_text({"status": "running", "stalled": None}) == "running"

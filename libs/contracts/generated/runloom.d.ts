@@ -1247,6 +1247,26 @@ export interface TenantRuns {
   run_ids: string[];
 }
 
+/**
+ * A running run is paused and tried again at `retry_at` (`runs.stalled`): the gateway
+ *     shows it on the run until the run's next event is stored.
+ */
+export interface RunStalledRequest {
+  run_id: string;
+  tenant_id: string;
+  reason: "event_store_full";
+  /** What happened and what frees the run, in words for the run's watcher. */
+  detail: string;
+  retry_at: DateTime;
+  /** The seq of the run's last stored event: any later event means the run went on. */
+  after_seq: number;
+}
+
+export interface RunStalledReply {
+  /** False when the run has no row yet, has ended, or already went past `after_seq`. */
+  shown: boolean;
+}
+
 /** Store a document's extracted text (idempotent by `document_id`: a retry stores it once). */
 export interface AddDocumentRequest {
   document_id: string;

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from runloom.contracts import subjects
+from runloom.contracts.commands import RunStalledRequest
 from runloom.contracts.events import (
     ClarificationRequested,
     PlanProposed,
@@ -19,7 +21,8 @@ from runloom.contracts.events import (
     UsageRecorded,
 )
 from runloom.contracts.ids import new_id
-from runloom.gateway.store.archive import PgArchive, archive_batch, archive_event
+from runloom.gateway.store.archive import PgArchive, archive_batch, archive_event, mark_stalled
+from runloom.gateway.usecases import RUN_COLUMNS, run_view
 from runloom.runtime.eventlog import EventLog
 
 
@@ -178,3 +181,41 @@ async def test_seq_goes_on_from_the_archive_when_the_hot_window_dropped_the_run(
     ev = await fresh.append(run_id, tenant, StepStarted(step_id="c"))
     assert ev.seq == 4
     assert [e.seq for e in await fresh.events(run_id)] == [4]
+
+
+async def test_a_stalled_mark_shows_until_the_run_goes_past_it_and_never_on_an_ended_run(js, pool):
+    tid = await tenant(pool)
+    run_id = new_id("run")
+    log = EventLog(js, "w")
+
+    async def archived(payload) -> None:
+        await log.append(run_id, tid, payload)
+        for se in [se async for se in log.read(run_id)]:
+            await archive_event(pool, se.raw, se.stream_seq)
+
+    async def shown():
+        row = await pool.fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE id=$1", run_id)
+        return run_view(row)["stalled"]
+
+    def mark(after_seq: int) -> RunStalledRequest:
+        return RunStalledRequest(
+            run_id=run_id,
+            tenant_id=tid,
+            reason="event_store_full",
+            detail="full",
+            retry_at=datetime.now(UTC) + timedelta(seconds=4),
+            after_seq=after_seq,
+        )
+
+    await archived(RunCreated(question="How do ordered consumers work?"))
+    assert await shown() is None
+    assert (await mark_stalled(pool, mark(1))).shown
+    assert (await shown())["reason"] == "event_store_full"
+    await archived(RunStarted(worker="w1"))  # the next event stored: the run went on
+    assert await shown() is None
+    assert not (await mark_stalled(pool, mark(1))).shown  # a late word of a pause past
+    assert await shown() is None
+    assert (await mark_stalled(pool, mark(2))).shown
+    await archived(RunCompleted())
+    assert await shown() is None
+    assert not (await mark_stalled(pool, mark(3))).shown  # an ended run is never paused

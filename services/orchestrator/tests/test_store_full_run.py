@@ -1,6 +1,8 @@
 """A running run on a full event store pauses, visibly, and goes on by itself once space is
-back: no `run.failed`, no event lost or out of order. A nats-server whose store is a tmpfs
-this test mounts and fills; billing and an orchestrator replica in process on it."""
+back: no `run.failed`, no event lost or out of order. While it is paused, `GET /v1/runs/{id}`
+and the run list show it `stalled` (why, and when it is tried again); once it goes on, they no
+longer do. A nats-server whose store is a tmpfs this test mounts and fills; billing, the
+gateway and an orchestrator replica in process on it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,9 @@ from runloom.contracts.commands import DriveRun
 from runloom.contracts.events import TERMINAL_TYPES
 from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, free_port
+from runloom.devkit.gateway import in_process
 from runloom.devkit.runs import Driver
+from runloom.gateway.store.tenants import create_tenant
 from runloom.runtime import bus
 from runloom.runtime.service import ServiceContext
 
@@ -80,41 +85,70 @@ async def fill(js: Any) -> None:
     raise AssertionError("still room: nothing filled")
 
 
+async def stalled(client: Any, run_id: str) -> tuple[Any, Any]:
+    """What the run and the run list show of the run's pause (`stalled`); the callers poll
+    it at 5/s, within the tenant's request rate (20/s)."""
+    run = (await client.get(f"/v1/runs/{run_id}")).raise_for_status().json()
+    items = (await client.get("/v1/runs")).raise_for_status().json()["items"]
+    return run["stalled"], next(r["stalled"] for r in items if r["id"] == run_id)
+
+
 async def test_a_running_run_pauses_on_a_full_store_and_resumes(
     full_world: Any, pool: Any, seeded_tenant: str, orch_options: Any
 ) -> None:
     settings, nc, js = full_world
+    key = await create_tenant(pool, seeded_tenant, "store full")
     driver = Driver(js, pool, seeded_tenant)
-    run_id = await driver.create(
-        "How do Python decorators and context managers work?", deliverables=[]
-    )
-    # Handed to a replica as the dispatcher does, then the disk fills before it works.
-    await bus.publish(
-        js,
-        subjects.DRIVE_RUN,
-        DriveRun(command_id=f"drive-{run_id}", run_id=run_id, tenant_id=seeded_tenant),
-        msg_id=f"drive-{run_id}",
-    )
-    await fill(js)
-    paused_before = gauge("runloom_runs_driven_total", outcome="store_full")
-    async with running_orchestrator(settings, nc, js, pool, orch_options):
-        async with asyncio.timeout(60):  # the replica takes it and pauses: visibly
-            while gauge("runloom_runs_driven_total", outcome="store_full") <= paused_before:
-                await asyncio.sleep(0.05)
-        assert gauge("runloom_event_store_full") == 1.0
-        events = await driver.log.events(run_id)
-        assert [e.type for e in events] == ["run.created"]  # nothing half-stored, not failed
-
-        await js.delete_stream("FILLER")  # space is back
-        deadline = time.monotonic() + 60
-        while True:
+    async with in_process(settings, key) as (client, _):
+        run_id = await driver.create(
+            "How do Python decorators and context managers work?", deliverables=[]
+        )
+        async with asyncio.timeout(30):  # the gateway's read model has the run, not stalled
+            while (await client.get(f"/v1/runs/{run_id}")).status_code == 404:
+                await asyncio.sleep(0.2)
+        assert await stalled(client, run_id) == (None, None)
+        # Handed to a replica as the dispatcher does, then the disk fills before it works.
+        await bus.publish(
+            js,
+            subjects.DRIVE_RUN,
+            DriveRun(command_id=f"drive-{run_id}", run_id=run_id, tenant_id=seeded_tenant),
+            msg_id=f"drive-{run_id}",
+        )
+        await fill(js)
+        filled_at = datetime.now(UTC)
+        paused_before = gauge("runloom_runs_driven_total", outcome="store_full")
+        async with running_orchestrator(settings, nc, js, pool, orch_options):
+            async with asyncio.timeout(60):  # the replica takes it and pauses: visibly
+                while (shown := await stalled(client, run_id))[0] is None:
+                    await asyncio.sleep(0.2)
+            assert gauge("runloom_runs_driven_total", outcome="store_full") > paused_before
+            assert gauge("runloom_event_store_full") == 1.0
+            run_shows, list_shows = shown
+            assert run_shows["reason"] == "event_store_full", run_shows
+            assert "full" in run_shows["detail"], run_shows
+            retry_at = datetime.fromisoformat(run_shows["retry_at"])
+            # The next try is at most one pause (30 s and its jitter) after this one.
+            assert filled_at < retry_at < datetime.now(UTC) + timedelta(seconds=40), run_shows
+            assert list_shows["reason"] == "event_store_full", list_shows
             events = await driver.log.events(run_id)
-            if events and events[-1].type in TERMINAL_TYPES:
-                break
-            assert time.monotonic() < deadline, [e.type for e in events]
-            await asyncio.sleep(0.1)
-    types = [e.type for e in events]
-    assert types[-1] == "run.completed", types
-    assert sum(t in TERMINAL_TYPES for t in types) == 1
-    assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert gauge("runloom_event_store_full") == 0.0
+            assert [e.type for e in events] == ["run.created"]  # nothing half-stored, not failed
+            run = (await client.get(f"/v1/runs/{run_id}")).json()
+            assert run["status"] != "failed", run
+
+            await js.delete_stream("FILLER")  # space is back
+            deadline = time.monotonic() + 60
+            while True:
+                events = await driver.log.events(run_id)
+                if events and events[-1].type in TERMINAL_TYPES:
+                    break
+                assert time.monotonic() < deadline, [e.type for e in events]
+                await asyncio.sleep(0.1)
+        types = [e.type for e in events]
+        assert types[-1] == "run.completed", types
+        assert sum(t in TERMINAL_TYPES for t in types) == 1
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert gauge("runloom_event_store_full") == 0.0
+        async with asyncio.timeout(30):  # the read model catches up: completed, not stalled
+            while (run := (await client.get(f"/v1/runs/{run_id}")).json())["status"] != "completed":
+                await asyncio.sleep(0.2)
+        assert await stalled(client, run_id) == (None, None)

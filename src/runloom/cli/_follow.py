@@ -18,7 +18,8 @@ import msgspec
 from runloom.contracts.events import Event, decode_event, event_from
 from runloom.runtime.runstate import RunState, fold
 
-from runloom.cli._gateway import OPENED, Gateway, Unavailable
+from runloom.cli._gateway import IDLE, OPENED, Gateway, Unavailable
+from runloom.cli._view import status_text
 
 MAX_PAUSE_S = 2.0
 """Longest pause between reconnects (0.25 s doubling): a gateway or a NATS leader that comes
@@ -49,6 +50,8 @@ class Follower:
         self.state = RunState()
         self.cursor: str | None = None
         self.drops = 0
+        self.stalled: Any = None
+        """The run's pause last told (`stalled` of the run resource), so it is told once."""
 
     def run(self) -> RunState:
         """Follow until the terminal event; reconnects with backoff (Ctrl-C propagates)."""
@@ -86,6 +89,9 @@ class Follower:
         for msg in self.gateway.stream(self.run_id, self.cursor):
             if msg.event == OPENED:
                 continue
+            if msg.event == IDLE:
+                self._idle()
+                continue
             if msg.event == "reset":
                 self._reset(json.loads(msg.data), msg.id)
                 continue
@@ -97,6 +103,18 @@ class Follower:
             self._apply(event, msg.id)
             if self.state.terminal is not None:
                 return
+
+    def _idle(self) -> None:
+        """The run said nothing for a heartbeat: one line if it is paused without an event
+        saying so (`stalled`, the event store full), and why and until when; best effort."""
+        try:
+            run = self.gateway.request("GET", f"/v1/runs/{self.run_id}")
+        except Exception:  # the stream itself says when the gateway is away
+            return
+        stalled = run.get("stalled") if isinstance(run, dict) else None
+        if stalled and stalled != self.stalled:
+            self.view.notice(status_text(run))
+        self.stalled = stalled
 
     def _apply(self, event: Event, cursor: str | None) -> None:
         if event.seq <= self.state.last_seq:

@@ -62,6 +62,8 @@ def resolve_config(url: str | None, key: str | None) -> ClientConfig:
 
 OPENED = "runloom.opened"
 """A pseudo message the stream yields once its response started (the link is up)."""
+IDLE = "runloom.idle"
+"""A pseudo message for the gateway's heartbeat comment: the run said nothing for a while."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class SseMessage:
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[SseMessage]:
-    """Server-sent events from a stream of lines (WHATWG event-stream rules, comments dropped)."""
+    """Server-sent events from a stream of lines (WHATWG event-stream rules); a comment
+    between messages (the gateway's heartbeat) is the pseudo message `IDLE`."""
     event, data, last_id = "", [], None
     for line in lines:
         if line == "":
@@ -81,7 +84,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SseMessage]:
             event, data = "", []
             continue
         if line.startswith(":"):
-            continue  # a heartbeat comment
+            if not data and not event:
+                yield SseMessage(IDLE, "", None)
+            continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event":

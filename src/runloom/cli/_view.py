@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 from runloom.contracts.events import Event, RunQueued
@@ -39,6 +39,22 @@ def queued_text(q: RunQueued) -> str:
     """`queued (position N, why)`, as the CLI shows a run that waits to start."""
     running = f"; {q.running} of {q.limit} running" if q.limit is not None else ""
     return f"queued (position {q.position}, {QUEUE_REASONS.get(q.reason, q.reason)}{running})"
+
+
+STALL_REASONS = {"event_store_full": "the event store is full"}
+
+
+def status_text(run: dict[str, Any]) -> str:
+    """A run's status as `runloom runs` shows it; a paused run says why and when it is tried
+    again (`stalled`)."""
+    status = str(run.get("status", ""))
+    stalled = run.get("stalled")
+    if not stalled:
+        return status
+    why = STALL_REASONS.get(stalled.get("reason", ""), stalled.get("reason", ""))
+    retry = stalled.get("retry_at")
+    when = f"; next try {_in_seconds(datetime.fromisoformat(retry))}" if retry else ""
+    return f"{status}, paused ({why}{when})"
 
 
 def money(usd: float) -> str:

@@ -21,7 +21,7 @@ from runloom.runtime.runstate import RunState
 
 from runloom.cli._follow import Follower
 from runloom.cli._gateway import CliError, Gateway, resolve_config
-from runloom.cli._view import JsonView, TerminalView, money
+from runloom.cli._view import JsonView, TerminalView, money, status_text
 
 DOC_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
 EXIT = {"completed": 0, "failed": 1, "cancelled": 130, "budget_stopped": 2}
@@ -238,7 +238,7 @@ def cmd_runs(args: argparse.Namespace, gw: Gateway) -> int:
     rows = [
         (
             r.get("id", ""),
-            r.get("status", ""),
+            status_text(r),
             money(float(r["spent_usd"])) if r.get("spent_usd") is not None else "",
             (r.get("created_at") or "")[:19].replace("T", " "),
             (r.get("title") or r.get("question") or "")[:60],

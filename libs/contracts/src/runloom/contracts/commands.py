@@ -338,6 +338,29 @@ class RetentionDueReply(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Each tenant with runs to erase now, and those runs (tenants with none are left out)."""
 
 
+StallReason = Literal["event_store_full"]
+"""Why a running run is paused without an event saying so: the event store is full."""
+
+
+class RunStalledRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A running run is paused and tried again at `retry_at` (`runs.stalled`): the gateway
+    shows it on the run until the run's next event is stored."""
+
+    run_id: RunId
+    tenant_id: str
+    reason: StallReason
+    detail: str
+    """What happened and what frees the run, in words for the run's watcher."""
+    retry_at: UtcTime
+    after_seq: int
+    """The seq of the run's last stored event: any later event means the run went on."""
+
+
+class RunStalledReply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    shown: bool
+    """False when the run has no row yet, has ended, or already went past `after_seq`."""
+
+
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A message a consumer could not process, with the reason; stored on `dlq.>`."""
 
@@ -445,6 +468,8 @@ COMMAND_TYPES: dict[str, type[msgspec.Struct]] = {
     "ErasureReply": ErasureReply,
     "RetentionDueRequest": RetentionDueRequest,
     "RetentionDueReply": RetentionDueReply,
+    "RunStalledRequest": RunStalledRequest,
+    "RunStalledReply": RunStalledReply,
     "TenantRuns": TenantRuns,
     "AddDocumentRequest": AddDocumentRequest,
     "AddDocumentReply": AddDocumentReply,

@@ -45,6 +45,8 @@ from runloom.contracts.commands import (
     RetentionDueRequest,
     RunDeliverablesReply,
     RunDeliverablesRequest,
+    RunStalledReply,
+    RunStalledRequest,
     RunUsageReply,
     RunUsageRequest,
     UsageRangeReply,
@@ -84,7 +86,7 @@ class Operation(Generic[Q, R]):
     """One request/reply subject and its contract."""
 
     group: Literal[
-        "billing", "corpus", "deliverables", "webhooks", "erase", "lifecycle", "retention"
+        "billing", "corpus", "deliverables", "webhooks", "erase", "lifecycle", "retention", "runs"
     ]
     verb: str
     subject: str
@@ -205,6 +207,13 @@ RETENTION_DUE = Operation(
     10.0,
 )  # fmt: skip
 
+RUNS_STALLED = Operation(
+    "runs", "stalled", subjects.RUNS_STALLED, RunStalledRequest, RunStalledReply, "gateway",
+    "The gateway shows a running run as paused (why, and when it is tried again) until the "
+    "run's next event is stored.",
+    2.0,
+)  # fmt: skip
+
 ERASE: dict[Answerer, Operation[EraseRequest, EraseReply]] = {
     service: Operation(
         "erase",
@@ -244,5 +253,6 @@ OPERATIONS: tuple[Operation[Any, Any], ...] = (
     *ERASE.values(),
     LIFECYCLE_ERASE,
     RETENTION_DUE,
+    RUNS_STALLED,
 )
 """Every request/reply operation, in the order the AsyncAPI document lists them."""

@@ -66,6 +66,9 @@ LIFECYCLE_ERASE = "lifecycle.erase"
 """The gateway asks the lifecycle service to erase a tenant's ended runs (`EraseRunsRequest`)."""
 RETENTION_DUE = "retention.due"
 """The lifecycle service asks the gateway which ended runs their tenants' policies let go."""
+RUNS_STALLED = "runs.stalled"
+"""The orchestrator tells the gateway a run is paused and when it is tried again (core NATS:
+it works while the event store is full and takes no appends)."""
 ERASURES_BUCKET = "erasures"
 """Key-value bucket of erasure jobs (`runloom.runtime.erasure`, run by the lifecycle service):
 progress, what was removed."""

@@ -140,7 +140,8 @@ class ClarificationIn(BaseModel):
 RUN_COLUMNS = (
     "id, tenant_id, question, title, skill, status, budget_usd, options, last_seq, event_count,"
     " source_count, step_count, spent_usd, partial, missing, error, cancel_requested,"
-    " terminal_type, started_count, created_at, started_at, ended_at, updated_at"
+    " terminal_type, started_count, created_at, started_at, ended_at, updated_at,"
+    " stalled_reason, stalled_detail, stalled_retry_at, stalled_after_seq"
 )
 
 
@@ -168,11 +169,25 @@ def run_view(row: asyncpg.Record) -> dict[str, Any]:
         "error": row["error"],
         "cancel_requested": row["cancel_requested"],
         "ended_by": row["terminal_type"],
+        "stalled": _stalled(row),
         "links": {
             "self": f"/v1/runs/{row['id']}",
             "events": f"/v1/runs/{row['id']}/events",
             "stream_token": f"/v1/runs/{row['id']}/stream-token",
         },
+    }
+
+
+def _stalled(row: asyncpg.Record) -> dict[str, Any] | None:
+    """Why the running run is paused with no event saying so, and when it is tried again
+    (`runs.stalled`, the event store full); None once a later event is stored or it ended."""
+    after = row["stalled_after_seq"]
+    if after is None or row["last_seq"] > after or row["terminal_type"] is not None:
+        return None
+    return {
+        "reason": row["stalled_reason"],
+        "detail": row["stalled_detail"],
+        "retry_at": rfc3339_or_none(row["stalled_retry_at"]),
     }
 
 

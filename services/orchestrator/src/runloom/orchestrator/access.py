@@ -29,7 +29,12 @@ IDENTITY = Identity(
         subjects.DRIVE_RUN,
         subjects.DELIVERABLE_JOBS,
     ),
-    requests=(subjects.BILLING_RESERVE, subjects.BILLING_COMMIT, subjects.BILLING_RELEASE),
+    requests=(
+        subjects.BILLING_RESERVE,
+        subjects.BILLING_COMMIT,
+        subjects.BILLING_RELEASE,
+        subjects.RUNS_STALLED,
+    ),
     listens=(subjects.RUN_EVENTS_SUBJECTS,),
     reads=(subjects.RUN_EVENTS_STREAM,),
     buckets_read=(subjects.CORPUS_UPLOADS_BUCKET,),

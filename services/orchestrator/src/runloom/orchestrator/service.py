@@ -22,15 +22,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 from runloom.billing_client import Meter
-from runloom.contracts import subjects
-from runloom.contracts.commands import DriveRun, ResumeRun, StartRun
+from runloom.contracts import operations, subjects
+from runloom.contracts.commands import DriveRun, ResumeRun, RunStalledRequest, StartRun
 from runloom.contracts.events import (
     TERMINAL_TYPES,
     Event,
@@ -44,7 +44,7 @@ from runloom.orchestrator.config import OrchestratorOptions
 from runloom.orchestrator.phase import Services
 from runloom.orchestrator.providers import OfflineProvider, OpenAIProvider, Provider
 from runloom.orchestrator.run import Outcome, RunDriver
-from runloom.runtime import bus, consumer
+from runloom.runtime import bus, consumer, request
 from runloom.runtime.config import Settings
 from runloom.runtime.consumer import Consumer, Delivery, Lock
 from runloom.runtime.eventlog import EventLog, RunClosed, StoreFull
@@ -135,6 +135,7 @@ class Orchestrator:
                 cmd.run_id,
                 wait,
             )
+            await self._show_stalled(cmd, wait)
             delivery.retry(wait)
             return
         await self.dispatcher.release(cmd.run_id)
@@ -144,6 +145,33 @@ class Orchestrator:
         metrics.RUNS_DRIVEN.labels(outcome).inc()
         if outcome != "paused":  # ended: its checkpoints served their purpose
             await self.ctx.pool.execute("DELETE FROM run_checkpoints WHERE run_id=$1", cmd.run_id)
+
+    async def _show_stalled(self, cmd: DriveRun, wait_s: float) -> None:
+        """Tell the gateway the run is paused on a full event store and when it is tried
+        again (core NATS and the gateway's table: the store takes no appends). Best effort:
+        unsaid, the next try says it again."""
+        try:
+            last = await self.ctx.js.get_last_msg(
+                subjects.RUN_EVENTS_STREAM, subjects.run_events(cmd.run_id)
+            )
+            after_seq = decode_event(last.data).seq  # type: ignore[arg-type]
+            await request.ask(
+                self.ctx.nc,
+                operations.RUNS_STALLED,
+                RunStalledRequest(
+                    run_id=cmd.run_id,
+                    tenant_id=cmd.tenant_id,
+                    reason="event_store_full",
+                    detail="The event store is full, so the run's next step cannot be "
+                    "stored; it is paused, nothing is lost, and it goes on by itself once "
+                    "space is freed.",
+                    retry_at=datetime.now(UTC) + timedelta(seconds=wait_s),
+                    after_seq=after_seq,
+                ),
+                conversation_id=cmd.run_id,
+            )
+        except Exception as exc:  # the pause goes on all the same
+            log.warning("run %s: its pause is not shown to its watchers (%s)", cmd.run_id, exc)
 
     async def sweep_clarifications(self) -> None:
         """Watch paused runs from any replica (rows locked FOR UPDATE SKIP LOCKED).

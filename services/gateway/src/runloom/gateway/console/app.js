@@ -116,6 +116,18 @@ function signIn() {
 }
 
 /** @param {boolean} [quiet] a refresh keeps the focus where it is */
+/**
+ * A run paused without an event saying so (the event store is full): why, and when it is tried
+ * again, from the run's `stalled` field; nothing once the run goes on.
+ * @param {{ reason: string, detail: string, retry_at: string } | null | undefined} stalled
+ */
+function stalledNote(stalled) {
+  if (!stalled) return null;
+  const why = stalled.reason === "event_store_full" ? "event store full" : stalled.reason;
+  const at = stalled.retry_at ? `, next try ${new Date(stalled.retry_at).toLocaleTimeString()}` : "";
+  return h("div", { class: "muted", title: stalled.detail, "data-testid": "run-stalled" }, `paused: ${why}${at}`);
+}
+
 async function runList(quiet = false) {
   if (!quiet) page("Runs");
   const list = h("tbody");
@@ -160,7 +172,7 @@ async function runList(quiet = false) {
           "tr",
           { "data-run": r.id },
           h("td", null, h("a", { href: `#/runs/${encodeURIComponent(r.id)}` }, r.title || r.question || r.id)),
-          h("td", null, badge(r.status || "created", Boolean(r.partial))),
+          h("td", null, badge(r.status || "created", Boolean(r.partial)), stalledNote(r.stalled)),
           h("td", { class: "num" }, r.spent_usd != null ? money(Number(r.spent_usd)) : ""),
           h("td", null, r.created_at ? new Date(r.created_at).toLocaleString() : ""),
         ),

@@ -12,10 +12,14 @@ every erasure.
   an erasure (its inventory first: revoking a whole tenant's keys and naming its runs).
 - `retention.due` (request/reply, queue group `gateway`): the runs the lifecycle service's
   retention sweeper is to erase (the policies and the runs' ends are the gateway's rows).
+- `runs.stalled` (request/reply, queue group `gateway`): the orchestrator says a running run
+  is paused (the event store is full) and when it is tried again; `GET /v1/runs` shows it
+  (`store.archive.mark_stalled`). Served here so the gateway has one responder.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -25,6 +29,7 @@ from runloom.gateway._params import RunIdPath
 from runloom.gateway.auth import Principal, api_only, principal
 from runloom.gateway.problems import responses
 from runloom.gateway.state import GatewayState, get_state
+from runloom.gateway.store import archive
 from runloom.gateway.store.erasure import GatewayErasure
 from runloom.runtime.responder import Responder, Route
 
@@ -38,7 +43,11 @@ _responders: dict[int, Responder] = {}
 
 async def startup(state: GatewayState) -> None:
     answers = GatewayErasure(state.pool)
-    routes = [Route(ops.ERASE["gateway"], answers.handle), Route(ops.RETENTION_DUE, answers.due)]
+    routes = [
+        Route(ops.ERASE["gateway"], answers.handle),
+        Route(ops.RETENTION_DUE, answers.due),
+        Route(ops.RUNS_STALLED, functools.partial(archive.mark_stalled, state.pool)),
+    ]
     responder = Responder(state.nc, state.js, QUEUE, routes)
     await responder.start()
     _responders[id(state)] = responder

@@ -26,6 +26,7 @@ import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 from runloom.contracts import subjects
+from runloom.contracts.commands import RunStalledReply, RunStalledRequest
 from runloom.contracts.events import TERMINAL_TYPES, Event, decode_event
 from runloom.contracts.kinds import DEFAULT_SKILL
 from runloom.gateway._titles import title_of
@@ -444,3 +445,21 @@ async def run_archiver(
     is set apart (dead letter, and `run.failed` on its run through `events`), the rest go on.
     """
     await serve(consumer(pool, batch=batch), js, stop, events=events)
+
+
+async def mark_stalled(pool: asyncpg.Pool, req: RunStalledRequest) -> RunStalledReply:
+    """`runs.stalled`: show the run as paused (why, until when) while its read model is not
+    past `after_seq`; `run_view` stops showing it once a later event is projected or the run
+    ends, so the mark needs no clearing of its own."""
+    status = await pool.execute(
+        "UPDATE runs SET stalled_reason=$3, stalled_detail=$4, stalled_retry_at=$5,"
+        " stalled_after_seq=$6 WHERE id=$1 AND tenant_id=$2 AND terminal_type IS NULL"
+        " AND last_seq <= $6",
+        req.run_id,
+        req.tenant_id,
+        req.reason,
+        req.detail,
+        req.retry_at,
+        req.after_seq,
+    )
+    return RunStalledReply(shown=status.split()[-1] == "1")
