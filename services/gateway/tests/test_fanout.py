@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -270,6 +271,35 @@ async def test_a_subscription_that_died_silently_is_replaced(js, pool):
         for i in range(5):
             await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
         assert await _drain(client, 6) == [2, 3, 4, 5, 6]
+    finally:
+        await hub.detach(client)
+        await hub.close()
+
+
+async def test_a_feed_whose_heartbeat_check_died_is_still_repaired(js, pool):
+    """nats-py's own repair of an ordered consumer (`activity_check`, which resets it when
+    heartbeats stop) can die, e.g. when its reset fails during a leader election. With that
+    task gone and the consumer gone from the server, only the feed's watchdog is left."""
+    from runloom.contracts import subjects
+    from runloom.contracts.ids import new_id
+
+    hub, log = await _hub(js, pool, watch_interval=0.2)
+    run_id = new_id("run")
+    await log.append(run_id, "t1", StepProgress(step_id="s", message="first"))
+    client = await hub.attach(run_id)
+    try:
+        sub = client.feed.sub
+        assert sub is not None
+        check = sub._sub._jsi._hbtask  # type: ignore[attr-defined]
+        assert check is not None and not check.done()  # the feed asked for heartbeats
+        check.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await check
+        await js.delete_consumer(subjects.RUN_EVENTS_STREAM, sub._consumer)  # type: ignore[attr-defined]
+        for i in range(5):
+            await log.append(run_id, "t1", StepProgress(step_id="s", message=str(i)))
+        assert await _drain(client, 6) == [2, 3, 4, 5, 6]
+        assert client.feed.hub.gaps_repaired >= 1  # the feed's watchdog repaired it
     finally:
         await hub.detach(client)
         await hub.close()
