@@ -20,7 +20,6 @@ blocks = [bytearray(2000) for _ in range(40_000)]  # about 80 MiB, each from mal
 kept = blocks[::8]  # one in eight stays alive, spread over the whole heap
 del blocks
 held = mib()
-time.sleep(1.0)
 still = mib()  # glibc kept the freed chunks: they sit below live ones
 if trim_memory_every(0.1) is None:
     print("no-glibc")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from prometheus_client import REGISTRY
 from runloom.contracts import subjects
 from runloom.contracts.commands import DriveRun
 from runloom.contracts.events import TERMINAL_TYPES
+from runloom.devkit.deliverables import eventually
 from runloom.devkit.disk import tmpfs
 from runloom.devkit.embedded import NatsServer, free_port
 from runloom.devkit.gateway import in_process
@@ -103,9 +103,11 @@ async def test_a_running_run_pauses_on_a_full_store_and_resumes(
         run_id = await driver.create(
             "How do Python decorators and context managers work?", deliverables=[]
         )
-        async with asyncio.timeout(30):  # the gateway's read model has the run, not stalled
-            while (await client.get(f"/v1/runs/{run_id}")).status_code == 404:
-                await asyncio.sleep(0.2)
+
+        async def listed() -> bool:
+            return (await client.get(f"/v1/runs/{run_id}")).status_code != 404
+
+        await eventually(listed, 30, "the gateway's read model to have the run", every=0.2)
         assert await stalled(client, run_id) == (None, None)
         # Handed to a replica as the dispatcher does, then the disk fills before it works.
         await bus.publish(
@@ -118,9 +120,13 @@ async def test_a_running_run_pauses_on_a_full_store_and_resumes(
         filled_at = datetime.now(UTC)
         paused_before = gauge("runloom_runs_driven_total", outcome="store_full")
         async with running_orchestrator(settings, nc, js, pool, orch_options):
-            async with asyncio.timeout(60):  # the replica takes it and pauses: visibly
-                while (shown := await stalled(client, run_id))[0] is None:
-                    await asyncio.sleep(0.2)
+
+            async def paused() -> tuple[Any, Any] | None:
+                shown = await stalled(client, run_id)
+                return shown if shown[0] is not None else None
+
+            # The replica takes it and pauses: visibly.
+            shown = await eventually(paused, 60, "the run to show as stalled", every=0.2)
             assert gauge("runloom_runs_driven_total", outcome="store_full") > paused_before
             assert gauge("runloom_event_store_full") == 1.0
             run_shows, list_shows = shown
@@ -136,19 +142,15 @@ async def test_a_running_run_pauses_on_a_full_store_and_resumes(
             assert run["status"] != "failed", run
 
             await js.delete_stream("FILLER")  # space is back
-            deadline = time.monotonic() + 60
-            while True:
-                events = await driver.log.events(run_id)
-                if events and events[-1].type in TERMINAL_TYPES:
-                    break
-                assert time.monotonic() < deadline, [e.type for e in events]
-                await asyncio.sleep(0.1)
+            events = await driver.finished(run_id, timeout=60)
         types = [e.type for e in events]
         assert types[-1] == "run.completed", types
         assert sum(t in TERMINAL_TYPES for t in types) == 1
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         assert gauge("runloom_event_store_full") == 0.0
-        async with asyncio.timeout(30):  # the read model catches up: completed, not stalled
-            while (run := (await client.get(f"/v1/runs/{run_id}")).json())["status"] != "completed":
-                await asyncio.sleep(0.2)
+
+        async def completed() -> bool:
+            return (await client.get(f"/v1/runs/{run_id}")).json()["status"] == "completed"
+
+        await eventually(completed, 30, "the read model to show the run completed", every=0.2)
         assert await stalled(client, run_id) == (None, None)

@@ -34,9 +34,13 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]],
+    timeout: float = 30.0,
+    what: str = "condition",
+    every: float = 0.1,
 ) -> T:
-    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    """Poll `probe` every `every` seconds until it returns something truthy, or fail after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = await probe()
@@ -44,7 +48,7 @@ async def eventually(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(every)
 
 
 @dataclass
